@@ -1,0 +1,83 @@
+# hashrec — two commands: `make all` (the study) and `make test`.
+# Every target is a file with real dependencies: touching a notebook reruns it
+# and what depends on it; training runs resume from their checkpoints.
+
+PROFILE ?= default
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+RUNS    := runs/$(PROFILE)
+SRC     := $(wildcard hashrec_utils/*.py) pyproject.toml
+PAPERMILL := $(PY) -m papermill --cwd notebooks --log-output --no-progress-bar
+REPORT  := $(if $(filter default,$(PROFILE)),report/report.pdf,report/report-$(PROFILE).pdf)
+
+.PHONY: install data all notebooks report test test-unit test-notebooks bench clean help
+.DELETE_ON_ERROR:
+
+help:
+	@echo "make all     run notebooks 01-05 with papermill (PROFILE=$(PROFILE)) and build $(REPORT)"
+	@echo "make test    unit tests + nbval over every notebook in the quick profile"
+	@echo "make install create .venv and install hashrec with its dev extras"
+	@echo "make data    fetch / check the datasets of the profile"
+	@echo "make report  build the Typst report from results/$(PROFILE)/"
+	@echo "make bench   run the speed benchmarks (ratios against peers)"
+
+# ---- set-up ------------------------------------------------------------------
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m hashrec_utils data ml-1m
+	$(if $(filter full,$(PROFILE)),$(PY) -m hashrec_utils data gowalla)
+
+# ---- the study ----------------------------------------------------------------
+NB01 := $(RUNS)/01_data_prep.ipynb
+NB02 := $(RUNS)/02_lightgcn_baseline.ipynb
+NB03 := $(RUNS)/03_hashing.ipynb
+NB04 := $(RUNS)/04_faiss_baselines.ipynb
+NB05 := $(RUNS)/05_tradeoff.ipynb
+EXECUTED := $(foreach n,$(NB01) $(NB02) $(NB03) $(NB04) $(NB05),$(if $(wildcard notebooks/$(notdir $(n))),$(n)))
+
+# What each notebook reads from the ones before it.
+$(NB03): $(NB02)
+$(NB04): $(NB02) $(NB03)
+$(NB05): $(NB03) $(NB04)
+
+$(RUNS)/%.ipynb: notebooks/%.ipynb $(SRC) $(STAMP)
+	@mkdir -p $(RUNS)
+	$(PAPERMILL) $< $@.partial.ipynb -p profile $(PROFILE)
+	@mv $@.partial.ipynb $@
+
+notebooks: $(EXECUTED)
+
+$(REPORT): report/report.typ $(EXECUTED) $(STAMP)
+	$(PY) -m hashrec_utils report --profile $(PROFILE) --output $@
+
+report: $(STAMP)
+	$(PY) -m hashrec_utils report --profile $(PROFILE) --output $(REPORT)
+
+all: $(STAMP)
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory notebooks $(REPORT) PROFILE=$(PROFILE) || exit $$?; \
+	echo "make all (PROFILE=$(PROFILE)): $$(( $$(date +%s) - start )) s wall-clock"
+
+# ---- checks -------------------------------------------------------------------
+test: test-unit test-notebooks
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests
+
+test-notebooks: $(STAMP)
+	HASHREC_PROFILE=quick $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks
+	$(PY) -m hashrec_utils report --profile quick
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit $$?; done
+
+clean:
+	rm -rf runs/quick report/report-quick.pdf results/quick figures/quick .pytest_cache

@@ -1,0 +1,113 @@
+"""Command line: ``python -m hashrec_utils {data,train} ...``.
+
+``data NAME``   print a dataset's statistics (users, items, interactions,
+                density, degree percentiles).
+``report``      build the PDF report from results/<profile>/ (Typst).
+``train ...``   train LightGCN / a hash model into an output folder; the same
+                folder again resumes, or says the run is complete.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import PROFILES
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m hashrec_utils", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="print a dataset's statistics")
+    data.add_argument("name", help="ml-1m, gowalla, yelp2018, amazon-book, netflix, synthetic, or a folder")
+    data.add_argument("--root", default=None, help="folder holding datasets (default: data/)")
+    data.add_argument("--valid-fraction", type=float, default=0.0)
+    data.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    report = sub.add_parser("report", help="build the Typst report from results/<profile>/")
+    report.add_argument("--profile", default="default", choices=PROFILES)
+    report.add_argument("--output", default=None, help="PDF path (default: report/report.pdf)")
+
+    train = sub.add_parser("train", help="train a model into --out (resumes if --out has a checkpoint)")
+    train.add_argument("--dataset", required=True, help="dataset name or folder")
+    train.add_argument("--model", default="lightgcn", help="lightgcn, graphsage or hashgnn")
+    train.add_argument("--hash", default=None, dest="hash_method", help="hash estimator (e.g. guided_ste); none = continuous")
+    train.add_argument("--bits", type=int, default=64)
+    train.add_argument("--profile", default="default", choices=PROFILES)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", required=True, help="run folder: config.json, history.csv, metrics.json, checkpoint")
+    train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a TrainConfig field, e.g. --set epochs=10 (repeatable)")
+    return parser
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise SystemExit(f"--set expects KEY=VALUE; got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _print_stats(stats: dict) -> None:
+    width = max(len(k) for k in stats)
+    for key, value in stats.items():
+        if isinstance(value, float) and key == "density":
+            text = f"{value:.6f}"
+        elif isinstance(value, float):
+            text = f"{value:,.1f}"
+        elif isinstance(value, int):
+            text = f"{value:,}"
+        else:
+            text = str(value)
+        print(f"{key:<{width}}  {text}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "data":
+        from .data import dataset_stats, load_dataset
+
+        stats = dataset_stats(load_dataset(args.name, args.root, valid_fraction=args.valid_fraction))
+        if args.json:
+            print(json.dumps(stats, indent=2))
+        else:
+            _print_stats(stats)
+        return 0
+    if args.command == "report":
+        from .report import build_report
+
+        print(build_report(args.profile, args.output))
+        return 0
+    if args.command == "train":
+        from .train import run
+
+        metrics = run(
+            dataset=args.dataset, model=args.model, hash_method=args.hash_method, bits=args.bits,
+            profile=args.profile, seed=args.seed, out=args.out, device=args.device,
+            overrides=_overrides(args.set),
+        )
+        print(json.dumps(metrics, indent=2, sort_keys=True))
+        return 0
+    return 2  # pragma: no cover - argparse enforces a command
+
+
+def _entry() -> int:
+    """Bad input gets one line naming the problem, not a traceback."""
+    try:
+        return main()
+    except (ValueError, ConnectionError, FileNotFoundError) as exc:
+        print(f"hashrec: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_entry())

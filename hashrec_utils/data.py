@@ -1,0 +1,657 @@
+"""Datasets: parse, validate, compact ids, split.
+
+Every dataset arrives as an :class:`InteractionData`: binary CSR matrices
+(users x items) for ``train``, ``valid`` and ``test`` over compact ids
+``0..n_users-1`` and ``0..n_items-1``, plus the raw ids they came from.
+
+Where a named dataset is looked for, in order:
+
+1. ``root/<name>/`` (default root: :func:`default_root`), processed split
+   files ``train.txt`` / ``test.txt``;
+2. the offline mirror named by the environment variable ``HASHREC_DATA_DIR``
+   (``$HASHREC_DATA_DIR/<name>/train.txt`` and ``test.txt``), split used as is;
+3. the official source, downloaded into ``root/<name>/`` with a progress bar,
+   checked (the MD5 GroupLens publishes beside its zip; the interaction
+   counts the LightGCN paper publishes for its splits) and moved into place
+   atomically.
+
+File formats read by :func:`load_interactions` (``format="auto"`` detects):
+
+``lightgcn``  ``user item item ...`` one line per user (the LightGCN split files);
+``edges``     ``user item [rating [timestamp]]``, separated by whitespace, comma or tab;
+``grouplens`` ``user::item::rating::timestamp`` (MovieLens ``ratings.dat``);
+``netflix``   Netflix Prize blocks: a ``MovieID:`` line, then ``CustomerID,Rating,Date`` lines.
+
+Auto-detection looks at the first 2,000 non-empty lines: ``::`` means
+GroupLens; a first line ``<int>:`` means Netflix; commas or tabs mean an edge
+list; otherwise whitespace-separated integers with varying token counts (or
+more than four tokens) mean LightGCN lines, and lines of exactly two tokens
+read the same either way. Lines of a constant three or four integer tokens are
+ambiguous (a user with 2-3 items, or an edge with rating and time): the
+loader then asks for ``format=``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .utils import atomic_write
+
+__all__ = [
+    "InteractionData",
+    "DATASETS",
+    "load_dataset",
+    "load_interactions",
+    "load_split_folder",
+    "from_pairs",
+    "split_per_user",
+    "synthetic_interactions",
+    "dataset_stats",
+    "subset_users",
+    "default_root",
+]
+
+FORMATS = ("lightgcn", "edges", "grouplens", "netflix")
+
+_LIGHTGCN_RAW = "https://raw.githubusercontent.com/gusye1234/LightGCN-PyTorch/master/data"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a named dataset comes from and how a download is checked."""
+
+    kind: str  # "grouplens-zip" | "lightgcn-split" | "netflix" | "synthetic"
+    urls: tuple[str, ...] = ()
+    md5_url: str | None = None
+    counts: tuple[int, int, int] | None = None  # users, items, interactions (published)
+
+
+DATASETS: dict[str, Source] = {
+    "ml-1m": Source(
+        "grouplens-zip",
+        ("https://files.grouplens.org/datasets/movielens/ml-1m.zip",),
+        md5_url="https://files.grouplens.org/datasets/movielens/ml-1m.zip.md5",
+        counts=(6040, 3706, 1000209),
+    ),
+    "gowalla": Source(
+        "lightgcn-split",
+        (f"{_LIGHTGCN_RAW}/gowalla/train.txt", f"{_LIGHTGCN_RAW}/gowalla/test.txt"),
+        counts=(29858, 40981, 1027370),
+    ),
+    "yelp2018": Source(
+        "lightgcn-split",
+        (f"{_LIGHTGCN_RAW}/yelp2018/train.txt", f"{_LIGHTGCN_RAW}/yelp2018/test.txt"),
+        counts=(31668, 38048, 1561406),
+    ),
+    "amazon-book": Source(
+        "lightgcn-split",
+        (f"{_LIGHTGCN_RAW}/amazon-book/train.txt", f"{_LIGHTGCN_RAW}/amazon-book/test.txt"),
+        counts=(52643, 91599, 2984108),
+    ),
+    "netflix": Source("netflix", counts=(480189, 17770, 100480507)),
+    "synthetic": Source("synthetic"),
+}
+
+
+@dataclass(frozen=True)
+class InteractionData:
+    """One dataset, split, over compact ids.
+
+    ``train``, ``valid``, ``test``: ``scipy.sparse.csr_matrix`` of shape
+    ``(n_users, n_items)``, float32 ones, sorted indices, pairwise disjoint.
+    ``user_ids[u]`` / ``item_ids[i]``: the raw id of compact user ``u`` / item ``i``.
+    """
+
+    name: str
+    n_users: int
+    n_items: int
+    train: sp.csr_matrix = field(repr=False)
+    valid: sp.csr_matrix = field(repr=False)
+    test: sp.csr_matrix = field(repr=False)
+    user_ids: np.ndarray = field(repr=False)
+    item_ids: np.ndarray = field(repr=False)
+
+    @property
+    def n_interactions(self) -> int:
+        return int(self.train.nnz + self.valid.nnz + self.test.nnz)
+
+    @property
+    def train_full(self) -> sp.csr_matrix:
+        """``train + valid``: what a final model may learn from."""
+        return _binary(self.train + self.valid)
+
+
+def default_root() -> Path:
+    """``$HASHREC_DATA_ROOT`` if set, else ``data/`` of this repository."""
+    env = os.environ.get("HASHREC_DATA_ROOT")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "data"
+
+
+# --------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------
+
+def _read_text(path: Path) -> list[str]:
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    with open(path, "r", encoding="utf-8", errors="strict") as fh:
+        try:
+            lines = fh.read().splitlines()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: not a UTF-8 text file ({exc})") from None
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise ValueError(f"{path}: empty file, no interactions")
+    return lines
+
+
+def _int_id(token: str, path: Path, lineno: int, what: str) -> int:
+    try:
+        value = int(token)
+    except ValueError:
+        raise ValueError(f"{path}:{lineno}: {what} {token!r} is not an integer") from None
+    if value < 0:
+        raise ValueError(f"{path}:{lineno}: {what} {value} is negative")
+    return value
+
+
+def detect_format(path: str | os.PathLike, lines: list[str] | None = None) -> str:
+    """Guess the format of an interaction file (rules in the module docstring)."""
+    path = Path(path)
+    lines = _read_text(path) if lines is None else lines
+    sample = [line for line in lines[:2000] if line.strip()]
+    if any("::" in line for line in sample):
+        return "grouplens"
+    if re.fullmatch(r"\s*\d+:\s*", sample[0]):
+        return "netflix"
+    if any("," in line or "\t" in line for line in sample):
+        return "edges"
+    counts = {len(line.split()) for line in sample}
+    if max(counts) > 4 or len(counts) > 1:
+        return "lightgcn"
+    if counts == {2} or counts == {1}:
+        return "lightgcn"
+    tokens = [tok for line in sample for tok in line.split()[2:]]
+    if any(not re.fullmatch(r"\d+", tok) for tok in tokens):
+        return "edges"  # a rating like 4.5 or a date: not an item id
+    raise ValueError(
+        f"{path}: ambiguous format: every line has {counts.pop()} integer tokens, which reads "
+        "both as LightGCN lines (user item item ...) and as an edge list "
+        "(user item rating [timestamp]); pass format='lightgcn' or format='edges'"
+    )
+
+
+def load_interactions(path: str | os.PathLike, format: str = "auto") -> pd.DataFrame:
+    """Read a user's interaction file into a DataFrame.
+
+    Returns columns ``user`` and ``item`` (int64 raw ids), plus ``rating`` and
+    ``timestamp`` where the format carries them. Raises one ``ValueError``
+    naming the file and line for a malformed or empty line, a non-integer or
+    negative id, or an empty file.
+    """
+    path = Path(path)
+    if format not in ("auto", *FORMATS):
+        raise ValueError(f"format must be 'auto' or one of {', '.join(FORMATS)}; got {format!r}")
+    if format == "netflix":
+        from .netflix import read_netflix_files
+
+        return read_netflix_files([path])
+    lines = _read_text(path)
+    fmt = detect_format(path, lines) if format == "auto" else format
+    if fmt == "netflix":
+        from .netflix import read_netflix_files
+
+        return read_netflix_files([path])
+    parser = {"lightgcn": _parse_lightgcn, "edges": _parse_edges, "grouplens": _parse_grouplens}[fmt]
+    return parser(path, lines)
+
+
+def _parse_lightgcn(path: Path, lines: list[str]) -> pd.DataFrame:
+    users: list[np.ndarray] = []
+    items: list[np.ndarray] = []
+    for lineno, line in enumerate(lines, 1):
+        tokens = line.split()
+        if not tokens:
+            raise ValueError(f"{path}:{lineno}: empty line")
+        try:
+            ids = np.array(tokens, dtype=np.int64)
+        except (ValueError, OverflowError):
+            bad = next(t for t in tokens if not re.fullmatch(r"-?\d+", t))
+            raise ValueError(f"{path}:{lineno}: id {bad!r} is not an integer") from None
+        if (ids < 0).any():
+            raise ValueError(f"{path}:{lineno}: id {int(ids[ids < 0][0])} is negative")
+        items.append(ids[1:])
+        users.append(np.full(len(ids) - 1, ids[0], dtype=np.int64))
+    return pd.DataFrame({"user": np.concatenate(users), "item": np.concatenate(items)})
+
+
+def _parse_rows(path: Path, lines: list[str], sep: str | None, min_fields: int, names: list[str]) -> pd.DataFrame:
+    cols: list[list] = [[] for _ in names]
+    for lineno, line in enumerate(lines, 1):
+        fields = [f.strip() for f in (line.split(sep) if sep else re.split(r"[\s,]+", line.strip()))]
+        if not line.strip():
+            raise ValueError(f"{path}:{lineno}: empty line")
+        if len(fields) < min_fields or len(fields) > len(names):
+            raise ValueError(
+                f"{path}:{lineno}: expected {min_fields} to {len(names)} fields "
+                f"({', '.join(names)}), got {len(fields)}: {line.strip()!r}"
+            )
+        cols[0].append(_int_id(fields[0], path, lineno, "user id"))
+        cols[1].append(_int_id(fields[1], path, lineno, "item id"))
+        for j in range(2, len(names)):
+            value = fields[j] if j < len(fields) else None
+            if value is not None and names[j] == "rating":
+                try:
+                    number = float(value)
+                except ValueError:
+                    raise ValueError(f"{path}:{lineno}: rating {value!r} is not a number") from None
+                if not np.isfinite(number):
+                    raise ValueError(f"{path}:{lineno}: rating {value!r} is not finite")
+                value = number
+            cols[j].append(value)
+    frame = pd.DataFrame({"user": np.asarray(cols[0], np.int64), "item": np.asarray(cols[1], np.int64)})
+    for j in range(2, len(names)):
+        if any(v is not None for v in cols[j]):
+            frame[names[j]] = cols[j]
+    return frame
+
+
+def _parse_edges(path: Path, lines: list[str]) -> pd.DataFrame:
+    return _parse_rows(path, lines, None, 2, ["user", "item", "rating", "timestamp"])
+
+
+def _parse_grouplens(path: Path, lines: list[str]) -> pd.DataFrame:
+    frame = _parse_rows(path, lines, "::", 2, ["user", "item", "rating", "timestamp"])
+    if "timestamp" in frame:
+        frame["timestamp"] = frame["timestamp"].astype(np.int64)
+    return frame
+
+
+# --------------------------------------------------------------------------
+# Building InteractionData
+# --------------------------------------------------------------------------
+
+def _binary(matrix: sp.spmatrix) -> sp.csr_matrix:
+    out = sp.csr_matrix(matrix, dtype=np.float32)
+    out.sum_duplicates()
+    out.data[:] = 1.0
+    out.eliminate_zeros()
+    out.sort_indices()
+    return out
+
+
+def _csr(users: np.ndarray, items: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    ones = np.ones(len(users), dtype=np.float32)
+    return _binary(sp.csr_matrix((ones, (users, items)), shape=shape))
+
+
+def from_pairs(
+    name: str,
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    valid: pd.DataFrame | None = None,
+    *,
+    sources: tuple[str, str] = ("train", "test"),
+) -> InteractionData:
+    """Compact raw ids and build the three CSR matrices.
+
+    A (user, item) pair present in both ``train`` and ``test`` is an error
+    naming ``sources``: a split that leaks test items into training is no split.
+    """
+    frames = [train, test] + ([valid] if valid is not None else [])
+    user_ids = np.unique(np.concatenate([f["user"].to_numpy() for f in frames]))
+    item_ids = np.unique(np.concatenate([f["item"].to_numpy() for f in frames]))
+    shape = (len(user_ids), len(item_ids))
+
+    def to_csr(frame: pd.DataFrame) -> sp.csr_matrix:
+        u = np.searchsorted(user_ids, frame["user"].to_numpy())
+        i = np.searchsorted(item_ids, frame["item"].to_numpy())
+        return _csr(u, i, shape)
+
+    tr, te = to_csr(train), to_csr(test)
+    va = to_csr(valid) if valid is not None else sp.csr_matrix(shape, dtype=np.float32)
+    for (a, an), (b, bn) in [((tr, sources[0]), (te, sources[1])), ((va, "valid"), (te, sources[1])), ((tr, sources[0]), (va, "valid"))]:
+        both = a.multiply(b).tocoo()
+        if both.nnz:
+            u, i = int(both.row[0]), int(both.col[0])
+            raise ValueError(
+                f"{both.nnz} (user, item) pairs are in both {an} and {bn}, e.g. user "
+                f"{user_ids[u]} item {item_ids[i]}: the split leaks held-out items"
+            )
+    return InteractionData(name, shape[0], shape[1], tr, va, te, user_ids, item_ids)
+
+
+def split_per_user(matrix: sp.csr_matrix, fraction: float, seed: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Hold out ``round(fraction * n_u)`` of each user's items, at random with ``seed``.
+
+    Every user keeps at least one item on the kept side. Returns
+    ``(kept, held_out)``, both binary CSR of ``matrix``'s shape.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1); got {fraction}")
+    matrix = _binary(matrix)
+    if fraction == 0.0:
+        return matrix, sp.csr_matrix(matrix.shape, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    degree = np.diff(matrix.indptr)
+    n_out = np.minimum(np.rint(degree * fraction).astype(np.int64), np.maximum(degree - 1, 0))
+    # A random key per interaction; within each row, the n_out smallest keys are held out.
+    keys = rng.random(matrix.nnz)
+    rows = np.repeat(np.arange(matrix.shape[0]), degree)
+    order = np.lexsort((keys, rows))
+    rank = np.empty(matrix.nnz, dtype=np.int64)
+    rank[order] = np.arange(matrix.nnz) - np.repeat(matrix.indptr[:-1], degree)
+    out_mask = rank < np.repeat(n_out, degree)
+    cols = matrix.indices
+    held = _csr(rows[out_mask], cols[out_mask], matrix.shape)
+    kept = _csr(rows[~out_mask], cols[~out_mask], matrix.shape)
+    return kept, held
+
+
+def _with_valid(data: InteractionData, valid_fraction: float, seed: int) -> InteractionData:
+    if valid_fraction == 0.0 or data.valid.nnz:
+        return data
+    train, valid = split_per_user(data.train, valid_fraction, seed)
+    return InteractionData(data.name, data.n_users, data.n_items, train, valid, data.test, data.user_ids, data.item_ids)
+
+
+def load_split_folder(folder: str | os.PathLike, name: str | None = None, format: str = "auto") -> InteractionData:
+    """Read a folder holding ``train`` and ``test`` files (and optionally ``valid``).
+
+    File names tried: ``train.txt``, ``train.csv``, ``train.tsv``, ``train``
+    (likewise for ``test`` and ``valid``).
+    """
+    folder = Path(folder)
+
+    def find(stem: str) -> Path | None:
+        for suffix in (".txt", ".csv", ".tsv", ".dat", ""):
+            candidate = folder / f"{stem}{suffix}"
+            if candidate.is_file():
+                return candidate
+        return None
+
+    train_path, test_path, valid_path = find("train"), find("test"), find("valid")
+    if train_path is None or test_path is None:
+        raise ValueError(f"{folder}: a dataset folder needs a train and a test file (train.txt, test.txt)")
+    train = load_interactions(train_path, format)
+    test = load_interactions(test_path, format)
+    valid = load_interactions(valid_path, format) if valid_path else None
+    return from_pairs(name or folder.name, train, test, valid, sources=(str(train_path), str(test_path)))
+
+
+def subset_users(data: InteractionData, max_users: int | None) -> InteractionData:
+    """The first ``max_users`` users and the items they touch (ids re-compacted).
+
+    Used by the ``quick`` profile: a small slice of real data.
+    """
+    if max_users is None or max_users >= data.n_users:
+        return data
+    rows = slice(0, max_users)
+    parts = [m[rows] for m in (data.train, data.valid, data.test)]
+    used = np.flatnonzero(np.asarray(sum(p.sum(axis=0) for p in parts)).ravel() > 0)
+    parts = [_binary(p[:, used]) for p in parts]
+    return InteractionData(
+        f"{data.name}[:{max_users}]", max_users, len(used), *parts, data.user_ids[rows], data.item_ids[used]
+    )
+
+
+# --------------------------------------------------------------------------
+# Named datasets
+# --------------------------------------------------------------------------
+
+def load_dataset(
+    name_or_folder: str | os.PathLike,
+    root: str | os.PathLike | None = None,
+    *,
+    valid_fraction: float = 0.1,
+    seed: int = 0,
+    download: bool = True,
+    n_users: int = 1000,
+    n_items: int = 500,
+    n_interactions: int = 20000,
+) -> InteractionData:
+    """Load a named dataset or a folder of split files as :class:`InteractionData`.
+
+    ``valid`` is carved per user from train with ``seed`` (``valid_fraction``
+    of each user's train items); ``valid_fraction=0`` keeps a published split
+    intact (``valid`` empty). ``n_users``, ``n_items``, ``n_interactions``
+    size the ``synthetic`` dataset. See the module docstring for the lookup
+    order of named datasets.
+    """
+    if not 0.0 <= valid_fraction < 1.0:
+        raise ValueError(f"valid_fraction must be in [0, 1); got {valid_fraction}")
+    key = str(name_or_folder)
+    if key not in DATASETS:
+        folder = Path(key)
+        if folder.is_dir():
+            return _with_valid(load_split_folder(folder), valid_fraction, seed)
+        raise ValueError(
+            f"unknown dataset {key!r}: give one of {', '.join(DATASETS)} or a folder holding train/test files"
+        )
+    source = DATASETS[key]
+    if source.kind == "synthetic":
+        frame = synthetic_interactions(n_users, n_items, n_interactions, seed=seed)
+        data = _split_frame(key, frame, 0.2, seed)
+        return _with_valid(data, valid_fraction, seed)
+    root_dir = Path(root) if root is not None else default_root()
+    if source.kind == "netflix":
+        from .netflix import load_netflix
+
+        for folder in [*_candidate_folders(key, root_dir), root_dir]:
+            if any(folder.glob("combined_data_*.txt")):
+                return _with_valid(load_netflix(folder, seed=seed), valid_fraction, seed)
+        raise ValueError(
+            f"netflix: no combined_data_*.txt under {root_dir / key}, {root_dir} or $HASHREC_DATA_DIR/netflix; "
+            "the Netflix Prize files are not distributed any more: put them in a folder and pass root=FOLDER"
+        )
+    for folder in _candidate_folders(key, root_dir):
+        if (folder / "train.txt").is_file() and (folder / "test.txt").is_file():
+            return _with_valid(load_split_folder(folder, name=key, format="lightgcn"), valid_fraction, seed)
+    if not download:
+        raise ValueError(f"{key}: not found under {root_dir} or $HASHREC_DATA_DIR, and download=False")
+    target = root_dir / key
+    _download_dataset(key, source, target, seed)
+    return _with_valid(load_split_folder(target, name=key, format="lightgcn"), valid_fraction, seed)
+
+
+def _candidate_folders(name: str, root: Path) -> list[Path]:
+    folders = [root / name]
+    mirror = os.environ.get("HASHREC_DATA_DIR")
+    if mirror:
+        folders.append(Path(mirror) / name)
+    return folders
+
+
+def _split_frame(name: str, frame: pd.DataFrame, test_fraction: float, seed: int) -> InteractionData:
+    """Random per-user train/test split of one interaction table (ids compacted)."""
+    user_ids = np.unique(frame["user"].to_numpy())
+    item_ids = np.unique(frame["item"].to_numpy())
+    u = np.searchsorted(user_ids, frame["user"].to_numpy())
+    i = np.searchsorted(item_ids, frame["item"].to_numpy())
+    full = _csr(u, i, (len(user_ids), len(item_ids)))
+    train, test = split_per_user(full, test_fraction, seed)
+    empty = sp.csr_matrix(full.shape, dtype=np.float32)
+    return InteractionData(name, full.shape[0], full.shape[1], train, empty, test, user_ids, item_ids)
+
+
+def synthetic_interactions(n_users: int, n_items: int, n_interactions: int, *, seed: int = 0, exponent: float = 1.0) -> pd.DataFrame:
+    """Power-law users and items: P(user u) ∝ (u+1)^-a, P(item i) ∝ (i+1)^-a, a = ``exponent``.
+
+    Returns ``n_interactions`` distinct pairs (fewer only if the grid is
+    nearly full), each user with at least one item.
+    """
+    for arg, value in (("n_users", n_users), ("n_items", n_items), ("n_interactions", n_interactions)):
+        if int(value) <= 0:
+            raise ValueError(f"{arg} must be positive; got {value}")
+    if n_interactions < n_users:
+        raise ValueError(f"n_interactions ({n_interactions}) must be at least n_users ({n_users})")
+    if n_interactions > 0.5 * n_users * n_items:
+        raise ValueError(f"n_interactions ({n_interactions}) exceeds half the {n_users}x{n_items} grid")
+    rng = np.random.default_rng(seed)
+    pu = (np.arange(1, n_users + 1, dtype=np.float64)) ** -exponent
+    pi = (np.arange(1, n_items + 1, dtype=np.float64)) ** -exponent
+    pu /= pu.sum()
+    pi /= pi.sum()
+    keys = np.arange(n_users, dtype=np.int64) * n_items + rng.choice(n_items, n_users, p=pi)
+    while len(keys) < n_interactions:
+        need = int((n_interactions - len(keys)) * 1.2) + 16
+        new = rng.choice(n_users, need, p=pu).astype(np.int64) * n_items + rng.choice(n_items, need, p=pi)
+        keys = np.unique(np.concatenate([keys, new]))
+    if len(keys) > n_interactions:
+        # keep every user's guaranteed first pair, drop a random share of the rest
+        keys = rng.permutation(keys)
+        users = keys // n_items
+        _, first = np.unique(users, return_index=True)
+        rest = np.setdiff1d(np.arange(len(keys)), first)
+        keep = np.concatenate([first, rest[: n_interactions - len(first)]])
+        keys = np.sort(keys[keep])
+    return pd.DataFrame({"user": keys // n_items, "item": keys % n_items})
+
+
+# --------------------------------------------------------------------------
+# Downloads
+# --------------------------------------------------------------------------
+
+def _fetch(url: str, dest: Path) -> None:
+    """Download ``url`` to ``dest`` with a tqdm bar; atomic; checks the length."""
+    from tqdm.auto import tqdm
+
+    try:
+        response = urllib.request.urlopen(url, timeout=60)
+    except (urllib.error.URLError, OSError) as exc:
+        raise ConnectionError(
+            f"cannot download {url} ({exc}). Offline? Point the environment variable "
+            "HASHREC_DATA_DIR at a mirror folder (see README) or put the files under data/."
+        ) from None
+    expected = int(response.headers.get("Content-Length") or 0)
+    got = 0
+    with response, atomic_write(dest, "wb") as out, tqdm(
+        total=expected or None, unit="B", unit_scale=True, desc=dest.name
+    ) as bar:
+        while chunk := response.read(1 << 20):
+            out.write(chunk)
+            got += len(chunk)
+            bar.update(len(chunk))
+        if expected and got != expected:
+            raise ValueError(f"{url}: truncated download ({got} of {expected} bytes)")
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _download_dataset(name: str, source: Source, target: Path, seed: int) -> None:
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        if source.kind == "grouplens-zip":
+            archive = staging / "ml-1m.zip"
+            _fetch(source.urls[0], archive)
+            if source.md5_url:
+                md5_file = staging / "ml-1m.zip.md5"
+                _fetch(source.md5_url, md5_file)
+                expected = md5_file.read_text().split()[-1 if "=" in md5_file.read_text() else 0].strip()
+                if _md5(archive) != expected.lower():
+                    raise ValueError(f"{archive}: checksum mismatch (md5 {_md5(archive)}, published {expected})")
+                md5_file.unlink()
+            _grouplens_zip_to_split(archive, staging, seed)
+            archive.unlink()
+        elif source.kind == "lightgcn-split":
+            for url in source.urls:
+                _fetch(url, staging / url.rsplit("/", 1)[1])
+        data = load_split_folder(staging, name=name, format="lightgcn")
+        if source.counts:
+            got = (data.n_users, data.n_items, data.n_interactions)
+            if got != source.counts:
+                raise ValueError(
+                    f"{name}: downloaded files have {got[0]} users, {got[1]} items, {got[2]} "
+                    f"interactions; published {source.counts}: corrupt or truncated download"
+                )
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_grouplens_zip(archive: Path) -> pd.DataFrame:
+    """``ratings.dat`` inside a GroupLens zip, as :func:`load_interactions` reads it."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            member = next((n for n in zf.namelist() if n.endswith("ratings.dat")), None)
+            if member is None:
+                raise ValueError(f"{archive}: no ratings.dat in the archive")
+            text = zf.read(member).decode("latin-1")
+    except zipfile.BadZipFile as exc:
+        raise ValueError(f"{archive}: truncated or corrupt zip archive ({exc})") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise ValueError(f"{archive}: ratings.dat is empty")
+    return _parse_grouplens(archive / member, lines)
+
+
+def _grouplens_zip_to_split(archive: Path, folder: Path, seed: int) -> None:
+    """Every rating an implicit interaction; 80/20 split per user with ``seed``."""
+    frame = read_grouplens_zip(archive)
+    data = _split_frame("ml-1m", frame, 0.2, seed)
+    for part, matrix in (("train", data.train), ("test", data.test)):
+        write_lightgcn_file(folder / f"{part}.txt", matrix, data.user_ids, data.item_ids)
+
+
+def write_lightgcn_file(path: Path, matrix: sp.csr_matrix, user_ids: np.ndarray, item_ids: np.ndarray) -> None:
+    """Write ``user item item ...`` lines (raw ids), atomically."""
+    buf = io.StringIO()
+    for u in range(matrix.shape[0]):
+        row = matrix.indices[matrix.indptr[u] : matrix.indptr[u + 1]]
+        if len(row):
+            buf.write(" ".join(map(str, [user_ids[u], *item_ids[row]])) + "\n")
+    with atomic_write(path, "w") as fh:
+        fh.write(buf.getvalue())
+
+
+# --------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------
+
+def dataset_stats(data: InteractionData) -> dict:
+    """Users, items, interactions, density and degree percentiles."""
+    full = data.train + data.valid + data.test
+    user_deg = np.diff(sp.csr_matrix(full).indptr)
+    item_deg = np.asarray(full.sum(axis=0)).ravel()
+    stats = {
+        "dataset": data.name,
+        "users": data.n_users,
+        "items": data.n_items,
+        "interactions": data.n_interactions,
+        "train": int(data.train.nnz),
+        "valid": int(data.valid.nnz),
+        "test": int(data.test.nnz),
+        "density": data.n_interactions / (data.n_users * data.n_items),
+    }
+    for who, deg in (("user", user_deg), ("item", item_deg)):
+        for q in (0, 25, 50, 75, 90, 99, 100):
+            stats[f"{who}_degree_p{q}"] = float(np.percentile(deg, q))
+    return stats

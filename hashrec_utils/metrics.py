@@ -1,0 +1,192 @@
+"""Ranking metrics from one hit matrix, and the one ranking function.
+
+Conventions are LightGCN's (and RecBole's): for a user ``u`` with held-out
+items ``T_u`` and a ranked list ``r_1, r_2, ...`` (train items never in it),
+``hit_{u,j} = [r_j ∈ T_u]`` and, for a cut-off K,
+
+    recall@K    = Σ_{j<K} hit_{u,j} / |T_u|
+    precision@K = Σ_{j<K} hit_{u,j} / K
+    hit@K       = [Σ_{j<K} hit_{u,j} > 0]
+    ndcg@K      = DCG / IDCG,  DCG = Σ_{j<K} hit_{u,j} / log2(j + 2),
+                  IDCG = Σ_{j < min(|T_u|, K)} 1 / log2(j + 2)
+
+(ranks ``j`` count from 0), each averaged over users with ``|T_u| ≥ 1``. A list
+shorter than K (fewer items left to recommend, padded with ``-1``) simply has
+no hits past its end; precision still divides by K.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["hit_matrix", "evaluate_topk", "rank_topk", "METRICS"]
+
+METRICS = ("recall", "ndcg", "precision", "hit")
+
+
+def _check_csr(matrix, name: str) -> sp.csr_matrix:
+    if not sp.issparse(matrix):
+        raise TypeError(f"{name} must be a scipy sparse matrix (users x items); got {type(matrix).__name__}")
+    matrix = sp.csr_matrix(matrix)
+    if not matrix.has_sorted_indices:
+        matrix = matrix.copy()
+        matrix.sort_indices()
+    return matrix
+
+
+def hit_matrix(topk_items: np.ndarray, test: sp.csr_matrix, users: np.ndarray | None = None) -> np.ndarray:
+    """``hits[r, j] = topk_items[r, j] ∈ test[users[r]]`` as a bool array.
+
+    ``users`` maps rows of ``topk_items`` to rows of ``test`` (default: row r is user r).
+    """
+    topk = np.asarray(topk_items)
+    if topk.ndim != 2:
+        raise ValueError(f"topk_items must be 2-D (users, k); got shape {topk.shape}")
+    if not np.issubdtype(topk.dtype, np.integer):
+        raise TypeError(f"topk_items must hold integer item ids; got dtype {topk.dtype}")
+    test = _check_csr(test, "test")
+    users = np.arange(topk.shape[0]) if users is None else np.asarray(users, dtype=np.int64)
+    if len(users) != topk.shape[0]:
+        raise ValueError(f"users has {len(users)} entries but topk_items has {topk.shape[0]} rows")
+    if len(users) and (users.min() < 0 or users.max() >= test.shape[0]):
+        raise ValueError(f"user ids must be in [0, {test.shape[0]}); got range [{users.min()}, {users.max()}]")
+    if topk.size and topk.max() >= test.shape[1]:
+        raise ValueError(f"item id {topk.max()} out of range: test has {test.shape[1]} items")
+    n_items = np.int64(test.shape[1])
+    # Sorted keys u * n_items + i of the test pairs (CSR rows ascending, columns sorted).
+    rows = np.repeat(np.arange(test.shape[0], dtype=np.int64), np.diff(test.indptr))
+    test_keys = rows * n_items + test.indices
+    query = users[:, None] * n_items + topk.astype(np.int64)
+    pos = np.searchsorted(test_keys, query)
+    pos = np.minimum(pos, max(len(test_keys) - 1, 0))
+    hits = (test_keys[pos] == query) if len(test_keys) else np.zeros(query.shape, bool)
+    return hits & (topk >= 0)
+
+
+def evaluate_topk(
+    topk_items: np.ndarray,
+    test: sp.csr_matrix,
+    ks: Iterable[int] = (10, 20, 50),
+    users: np.ndarray | None = None,
+) -> dict[str, float]:
+    """Recall, NDCG, precision and hit rate at each K (definitions in the module docstring).
+
+    ``topk_items``: ``(n_rows, L)`` integer item ids, best first, ``-1`` for padding.
+    ``test``: CSR users x items of held-out interactions. Returns keys like
+    ``"recall@20"``; users without test items are left out of every average.
+    """
+    ks = tuple(int(k) for k in ks)
+    if not ks or min(ks) <= 0:
+        raise ValueError(f"ks must be positive integers; got {ks}")
+    test = _check_csr(test, "test")
+    hits = hit_matrix(topk_items, test, users)
+    rows = np.arange(hits.shape[0]) if users is None else np.asarray(users)
+    n_test = np.diff(test.indptr)[rows]
+    keep = n_test > 0
+    hits, n_test = hits[keep], n_test[keep].astype(np.float64)
+    out: dict[str, float] = {}
+    if not keep.any():
+        raise ValueError("no user in topk_items has a test item: nothing to evaluate")
+    discount = 1.0 / np.log2(np.arange(max(max(ks), hits.shape[1])) + 2.0)
+    ideal_cum = np.concatenate([[0.0], np.cumsum(discount)])
+    for k in ks:
+        h = hits[:, :k].astype(np.float64)
+        n_hit = h.sum(axis=1)
+        dcg = h @ discount[: h.shape[1]]
+        idcg = ideal_cum[np.minimum(n_test, k).astype(np.int64)]
+        out[f"recall@{k}"] = float(np.mean(n_hit / n_test))
+        out[f"ndcg@{k}"] = float(np.mean(dcg / idcg))
+        out[f"precision@{k}"] = float(np.mean(n_hit / k))
+        out[f"hit@{k}"] = float(np.mean(n_hit > 0))
+    return out
+
+
+def _topk_smaller_id_on_ties(scores, k: int):
+    """``torch.topk`` whose choice among items tied at the k-th score is the smaller ids.
+
+    ``torch.topk`` picks arbitrarily among ties at the cut-off; deterministic
+    rankings (same seed, same numbers, on every kernel) need a rule. Items
+    scoring above the k-th score ``t`` are all kept; of those scoring exactly
+    ``t``, the ones with the smallest ids fill the remaining places.
+    """
+    import torch
+
+    top_s, _ = torch.topk(scores, k, dim=1)
+    thr = top_s[:, -1:]
+    above = scores > thr
+    tied = scores == thr
+    need = k - above.sum(dim=1, keepdim=True)
+    keep = above | (tied & (torch.cumsum(tied, dim=1) <= need))
+    ids = torch.nonzero(keep)[:, 1].reshape(scores.shape[0], k)
+    return torch.gather(scores, 1, ids), ids
+
+
+def rank_topk(
+    user_emb,
+    item_emb,
+    k: int,
+    exclude: sp.csr_matrix | None = None,
+    *,
+    users: np.ndarray | None = None,
+    batch_size: int | None = None,
+    memory_mb: int = 256,
+    return_scores: bool = False,
+):
+    """Top-``k`` items per user by inner product ``⟨e_u, e_i⟩``, excluded items never returned.
+
+    ``user_emb``: ``(n_users, d)``, ``item_emb``: ``(n_items, d)`` (NumPy or torch,
+    float). ``exclude``: CSR ``(n_users, n_items)`` of items to skip (train
+    items). ``users``: rows of ``user_emb`` to rank (default all). Users are
+    scored in batches of at most ``memory_mb`` MiB of scores. Returns int64
+    ids ``(n, k)`` sorted by score (equal scores: smaller id first), ``-1`` where fewer
+    than ``k`` items are left; with ``return_scores`` also the scores
+    (``-inf`` for padding).
+    """
+    import torch
+
+    U = torch.as_tensor(user_emb)
+    V = torch.as_tensor(item_emb)
+    for name, t in (("user_emb", U), ("item_emb", V)):
+        if t.ndim != 2:
+            raise ValueError(f"{name} must be 2-D; got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name} must be floating point; got {t.dtype}")
+        if not torch.isfinite(t).all():
+            raise ValueError(f"{name} contains NaN or infinite values")
+    if U.shape[1] != V.shape[1]:
+        raise ValueError(f"user_emb has dim {U.shape[1]} but item_emb has dim {V.shape[1]}")
+    if int(k) <= 0:
+        raise ValueError(f"k must be positive; got {k}")
+    k = int(k)
+    n_items = V.shape[0]
+    users = np.arange(U.shape[0]) if users is None else np.asarray(users, dtype=np.int64)
+    if exclude is not None:
+        exclude = _check_csr(exclude, "exclude")
+        if exclude.shape != (U.shape[0], n_items):
+            raise ValueError(f"exclude must have shape {(U.shape[0], n_items)}; got {exclude.shape}")
+    V = V.to(U.dtype)
+    if batch_size is None:
+        batch_size = max(1, (memory_mb << 20) // (4 * max(n_items, 1)))
+    kk = min(k, n_items)
+    ids_out = np.full((len(users), k), -1, dtype=np.int64)
+    scores_out = np.full((len(users), k), -np.inf, dtype=np.float32)
+    with torch.no_grad():
+        for start in range(0, len(users), batch_size):
+            batch = users[start : start + batch_size]
+            scores = U[torch.as_tensor(batch)] @ V.T
+            if exclude is not None:
+                sub = exclude[batch]
+                rows = np.repeat(np.arange(len(batch)), np.diff(sub.indptr))
+                scores[torch.as_tensor(rows), torch.as_tensor(sub.indices.astype(np.int64))] = -torch.inf
+            top_s, top_i = _topk_smaller_id_on_ties(scores, kk)
+            top_s, top_i = top_s.cpu().numpy(), top_i.cpu().numpy()
+            order = np.lexsort((top_i, -top_s), axis=-1) if top_s.size else None
+            if order is not None:
+                top_s = np.take_along_axis(top_s, order, 1)
+                top_i = np.take_along_axis(top_i, order, 1)
+            top_i = np.where(np.isneginf(top_s), -1, top_i)
+            ids_out[start : start + len(batch), :kk] = top_i
+            scores_out[start : start + len(batch), :kk] = top_s
+    return (ids_out, scores_out) if return_scores else ids_out
