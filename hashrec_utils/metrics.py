@@ -190,3 +190,34 @@ def rank_topk(
             ids_out[start : start + len(batch), :kk] = top_i
             scores_out[start : start + len(batch), :kk] = top_s
     return (ids_out, scores_out) if return_scores else ids_out
+
+
+def degree_buckets(train: sp.csr_matrix, n_buckets: int = 4) -> tuple[np.ndarray, list[str]]:
+    """Assign each user to one of ``n_buckets`` quantile buckets of train degree.
+
+    Returns ``(bucket_of_user, labels)``; labels read like ``"20–44"`` (degree range, inclusive).
+    """
+    degree = np.diff(_check_csr(train, "train").indptr)
+    edges = np.unique(np.quantile(degree, np.linspace(0, 1, n_buckets + 1)).round().astype(np.int64))
+    bucket = np.clip(np.searchsorted(edges, degree, side="right") - 1, 0, len(edges) - 2)
+    labels = [f"{edges[b]}–{edges[b + 1] - 1 if b + 2 < len(edges) else edges[b + 1]}" for b in range(len(edges) - 1)]
+    return bucket, labels
+
+
+def evaluate_by_group(
+    topk_items: np.ndarray, test: sp.csr_matrix, groups: np.ndarray, labels: list[str], ks: Iterable[int] = (20,)
+) -> list[dict]:
+    """:func:`evaluate_topk` within each group of users (row r of ``topk_items`` is user r).
+
+    Groups without a user holding test items are left out. Each row holds
+    ``group``, ``users`` (with test items) and the metric keys.
+    """
+    test = _check_csr(test, "test")
+    groups = np.asarray(groups)
+    n_test = np.diff(test.indptr)
+    rows = []
+    for g, label in enumerate(labels):
+        users = np.flatnonzero((groups == g) & (n_test > 0))
+        if len(users):
+            rows.append({"group": label, "users": int(len(users)), **evaluate_topk(topk_items[users], test, ks, users=users)})
+    return rows

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from hashrec_utils.metrics import evaluate_topk, hit_matrix, rank_topk
+from hashrec_utils.metrics import degree_buckets, evaluate_by_group, evaluate_topk, hit_matrix, rank_topk
 
 L2, L3, L4 = 1.0, np.log2(3.0), 2.0  # log2(rank + 2) for ranks 0, 1, 2
 
@@ -148,3 +148,18 @@ def test_rank_topk_never_returns_a_train_item_on_ml1m(ml1m):
     assert not hit_matrix(top, ml1m.train).any()
     # and the top items are what a popularity ranking predicts for held-out data
     assert evaluate_topk(top, ml1m.test, ks=[20])["recall@20"] > 0.05
+
+
+def test_degree_buckets_and_group_metrics():
+    train = _csr([[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]], 6)
+    bucket, labels = degree_buckets(train, n_buckets=2)
+    # quantiles of degrees 1..4: 1, 2.5 -> 2 (rounded half to even), 4
+    assert labels == ["1–1", "2–4"]
+    np.testing.assert_array_equal(bucket, [0, 1, 1, 1])
+    test = _csr([[5], [5], [4], []], 6)
+    topk = np.array([[5, 4], [4, 3], [4, 5], [5, 4]])
+    rows = evaluate_by_group(topk, test, bucket, labels, ks=[1])
+    assert [r["group"] for r in rows] == labels
+    assert rows[0]["users"] == 1 and rows[0]["recall@1"] == 1.0
+    # bucket 1: user 1 misses at rank 0, user 2 hits; user 3 has no test item
+    assert rows[1]["users"] == 2 and rows[1]["recall@1"] == pytest.approx(0.5)
