@@ -73,3 +73,41 @@ def plot_degree_distribution(datasets: Iterable) -> plt.Figure:
         ax.legend(title="dataset")
     fig.tight_layout()
     return fig
+
+
+def pareto_frontier(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20") -> pd.DataFrame:
+    """The rows no other row beats on both ``x`` and ``y`` (larger is better on both),
+    sorted by ``x`` ascending. Ties on ``x`` keep the higher ``y``.
+    """
+    ordered = frame.sort_values([x, y], ascending=[False, False])
+    best = -np.inf
+    keep = []
+    for idx, value in zip(ordered.index, ordered[y].to_numpy()):
+        if value > best:
+            keep.append(idx)
+            best = value
+    return frame.loc[keep].sort_values(x)
+
+
+def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue: str = "method",
+                  title: str | None = None) -> plt.Figure:
+    """Accuracy against throughput, one curve per method, the Pareto frontier dashed.
+
+    ``frame``: one row per (method, setting) with throughput ``x`` in queries
+    per second and accuracy ``y``.
+    """
+    set_style()
+    fig, ax = plt.subplots(figsize=(7.2, 4.4))
+    for name, group in frame.groupby(hue, sort=True):
+        group = group.sort_values(x)
+        ax.plot(group[x], group[y], marker="o", ms=4, lw=1.4, label=name)
+    front = pareto_frontier(frame, x, y)
+    ax.plot(front[x], front[y], ls="--", lw=1.0, color="black", label="Pareto frontier")
+    ax.set_xscale("log")
+    ax.set_xlabel("throughput (queries per second, log scale)")
+    ax.set_ylabel(y.replace("@", " @ "))
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=8, ncol=2, title=hue)
+    fig.tight_layout()
+    return fig
