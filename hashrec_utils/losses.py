@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bpr_loss"]
+__all__ = ["bpr_loss", "hashgnn_loss", "smooth_recall_loss"]
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
@@ -17,3 +17,47 @@ def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor
     if pos_scores.ndim == 1 and neg_scores.ndim == 2:
         pos_scores = pos_scores[:, None]
     return F.softplus(neg_scores - pos_scores).mean()
+
+
+def hashgnn_loss(s_pos: torch.Tensor, s_neg: torch.Tensor, *, lambda_rank: float = 0.5, margin: float = 0.2) -> torch.Tensor:
+    """HashGNN's objective (Tan et al. 2020, Eq. 7) on code scores.
+
+    ``s_pos``: ``(B,)`` scores of observed pairs; ``s_neg``: ``(B, T)`` scores of
+    ``T`` sampled non-neighbours of the same nodes (T triplets per node).
+
+        L_cross = −mean[ ln σ(s⁺) ] − mean[ ln(1 − σ(s⁻_1)) ]          (observed vs sampled pairs)
+        L_rank  = mean over triplets of max(0, −σ(s⁺) + σ(s⁻_t) + α)
+        L       = L_cross + λ · L_rank                                  (λ = 0: HashGNN_nr)
+    """
+    if s_neg.ndim == 1:
+        s_neg = s_neg[:, None]
+    cross = F.softplus(-s_pos).mean() + F.softplus(s_neg[:, 0]).mean()
+    if lambda_rank == 0:
+        return cross
+    rank = torch.relu(-torch.sigmoid(s_pos)[:, None] + torch.sigmoid(s_neg) + margin).mean()
+    return cross + lambda_rank * rank
+
+
+def smooth_recall_loss(s_pos: torch.Tensor, s_pool: torch.Tensor, *, top_n: int = 20, n_items: int | None = None,
+                       tau_rank: float = 1.0, tau_recall: float = 1.0) -> torch.Tensor:
+    """The smooth recall loss of Luo & Wu (AAAI student abstract), on a sampled item pool.
+
+    For a pair (u, i) with score ``s⁺ = s_pos`` and a pool of ``M`` scores
+    ``s_pool[u, :]``, the rank of i is smoothed as
+
+        r̂ = 1 + (n_items / M) · Σ_j σ((s_j − s⁺) / τ_rank)     (the pool scaled to the catalogue)
+
+    and the recall indicator ``[r ≤ N]`` as ``σ((N − r̂) / τ_recall)``; the loss is
+    ``−mean σ((N − r̂)/τ_recall)``. Without ``n_items`` the pool is the catalogue.
+    A pool that contains the positive itself counts it at σ(0) = ½; that half
+    is removed.
+    """
+    if s_pool.ndim != 2 or s_pos.shape[0] != s_pool.shape[0]:
+        raise ValueError(f"s_pos must be (B,) and s_pool (B, M); got {tuple(s_pos.shape)} and {tuple(s_pool.shape)}")
+    m = s_pool.shape[1]
+    above = torch.sigmoid((s_pool - s_pos[:, None]) / tau_rank).sum(dim=1)
+    contains_self = (s_pool == s_pos[:, None]).any(dim=1).to(above.dtype)
+    above = above - 0.5 * contains_self
+    scale = (n_items / m) if n_items else 1.0
+    rank = 1.0 + scale * above
+    return -torch.sigmoid((top_n - rank) / tau_recall).mean()

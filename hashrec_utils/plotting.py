@@ -111,3 +111,47 @@ def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue
     ax.legend(fontsize=8, ncol=2, title=hue)
     fig.tight_layout()
     return fig
+
+
+def plot_lightgcn_training(history: pd.DataFrame) -> plt.Figure:
+    """Training loss and valid recall@20 against epoch, and valid recall@20 against wall-clock seconds."""
+    set_style()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    for dataset, h in history.groupby("dataset", sort=False):
+        axes[0].plot(h["epoch"], h["loss"], label=dataset)
+        if "valid_recall@20" in h and h["valid_recall@20"].notna().any():
+            v = h.dropna(subset=["valid_recall@20"])
+            axes[1].plot(v["epoch"], v["valid_recall@20"], marker="o", ms=3, label=dataset)
+            axes[2].plot(v["seconds"], v["valid_recall@20"], marker="o", ms=3, label=dataset)
+    axes[0].set(xlabel="epoch", ylabel="training loss (BPR + L2)", title="Loss")
+    axes[1].set(xlabel="epoch", ylabel="valid recall@20", title="Validation recall")
+    axes[2].set(xlabel="training time (s, wall-clock)", ylabel="valid recall@20", title="Time to accuracy")
+    for ax in axes:
+        ax.legend(title="dataset")
+    fig.tight_layout()
+    return fig
+
+
+def plot_lightgcn_layers(layers: pd.DataFrame) -> plt.Figure:
+    """Test recall@20 and NDCG@20 against the number of propagation layers."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(5.2, 3.5))
+    long = layers.melt(id_vars="n_layers", value_vars=["recall@20", "ndcg@20"], var_name="metric", value_name="value")
+    sns.barplot(long, x="n_layers", y="value", hue="metric", ax=ax)
+    ax.set(xlabel="LightGCN layers L", ylabel="test metric value", title="Effect of depth (ml-1m)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_lightgcn_degree(degree: pd.DataFrame) -> plt.Figure:
+    """Test recall@20 by user-degree quartile."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(5.2, 3.5))
+    sns.barplot(degree, x="group", y="recall@20", ax=ax, color=sns.color_palette()[0])
+    for patch, users in zip(ax.patches, degree["users"]):
+        ax.annotate(f"{users} users", (patch.get_x() + patch.get_width() / 2, patch.get_height()),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set(xlabel="user train degree (interactions, quartile range)", ylabel="test recall@20",
+           title="Recall by user activity (ml-1m)")
+    fig.tight_layout()
+    return fig
