@@ -1,21 +1,39 @@
-"""One LightGCN training step (forward, BPR, backward, Adam) on ml-1m, three ways, one process.
+"""One LightGCN training step (forward, BPR + L2, backward, Adam) on ml-1m, several ways, one process.
 
-* hashrec: symmetric-CSR propagation with a custom autograd backward;
-* PyG: ``torch_geometric.nn.models.LightGCN`` on its fastest input, the
-  adjacency as a torch sparse CSR tensor (LGConv re-normalises it each call);
-* torch.sparse: the same maths with a COO adjacency and autograd through
-  ``torch.sparse.mm``.
+* ``hashrec``: :class:`hashrec_utils.models.LightGCN` — the adjacency
+  normalised once, a sparse CSR tensor; each layer's backward is one more
+  product with the same symmetric CSR matrix (custom autograd Function).
+* ``pyg_*``: ``torch_geometric.nn.models.LightGCN`` (PyG 2.8) on the inputs its
+  ``LGConv`` accepts: ``edge_index`` (COO, gather/scatter messages), and the
+  binary adjacency as a ``torch.sparse_csr`` tensor (``spmm`` through
+  ``torch.sparse.mm``; ``gcn_norm`` re-normalises it on every call, as
+  ``LGConv`` does by default). ``pyg_csr_prenorm`` passes ``normalize=False``
+  with our pre-normalised CSR adjacency: PyG's layers with the
+  normalisation cached, shown for reference. (``torch_sparse.SparseTensor`` is
+  not installed, so PyG's ``SparseTensor`` path is unavailable.)
+* ``torch_sparse``: the same maths written with a coalesced COO
+  ``torch.sparse`` adjacency and plain autograd through ``torch.sparse.mm``.
 
-All three: 64-d, 3 layers, batch 2048, Adam, same threads. Prints seconds per
-step (best of ``--repeats``) and, last, ``speedup_vs_pyg=X speedup_vs_torch_sparse=Y``.
+All: 64-d, 3 layers, the same initial weights, the same batch of 2048
+(user, positive, negative) triples, Adam (``foreach``), ``--threads`` threads.
+The first step's losses are checked equal across implementations. Steps are
+timed round-robin (one step of each implementation per round), so load from
+other processes hits all of them alike; the median per implementation is
+reported. The last line is
 
-    python benchmarks/bench_lightgcn.py [--threads 2] [--repeats 5]
+    speedup_vs_pyg=X speedup_vs_torch_sparse=Y
+
+with X against the fastest PyG input that normalises as PyG's LightGCN does
+(``pyg_edge_index``, ``pyg_csr``) and Y against ``torch_sparse``.
+
+    python benchmarks/bench_lightgcn.py [--threads 2] [--rounds 7]
 """
 from __future__ import annotations
 
 import argparse
-import os
+import statistics
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -24,94 +42,117 @@ import torch.nn.functional as F
 from hashrec_utils.data import load_dataset
 from hashrec_utils.graph import build_graph, normalized_adjacency
 from hashrec_utils.models import LightGCN
+from hashrec_utils.train import NegativeSampler
 
 
-def time_steps(step, repeats: int) -> float:
-    step()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
-def bpr_step(final: torch.Tensor, ego: torch.Tensor, n_users: int, batch, opt, reg: float = 1e-4) -> None:
+def bpr_l2(final: torch.Tensor, ego: torch.Tensor, n_users: int, batch, reg: float = 1e-4) -> torch.Tensor:
+    """BPR on the propagated embeddings + ``reg/2 · ‖ego rows of the batch‖² / B`` (as LightGCN.loss)."""
     users, pos, neg = batch
     u, i, j = final[users], final[n_users + pos], final[n_users + neg]
     loss = F.softplus((u * j).sum(-1) - (u * i).sum(-1)).mean()
-    loss = loss + reg * 0.5 * (ego[users].square().sum() + ego[n_users + pos].square().sum() + ego[n_users + neg].square().sum()) / len(users)
-    loss.backward()
-    opt.step()
+    l2 = ego[users].square().sum() + ego[n_users + pos].square().sum() + ego[n_users + neg].square().sum()
+    return loss + reg * 0.5 * l2 / len(users)
+
+
+def make_step(params, loss_fn):
+    opt = torch.optim.Adam(params, lr=1e-3, foreach=True)
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        return float(loss.detach())
+
+    return step
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-1m")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--batch", type=int, default=2048)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message=".*[Ss]parse CSR tensor support is in beta.*")
     data = load_dataset(args.dataset, valid_fraction=0.0)
     n_users, n_items = data.n_users, data.n_items
-    rng = np.random.default_rng(0)
-    batch = tuple(torch.from_numpy(rng.integers(0, n, args.batch)) for n in (n_users, n_items, n_items))
-    torch.manual_seed(0)
-    init = torch.randn(n_users + n_items, 64) * 0.1
+    n, dim, layers = n_users + n_items, 64, 3
 
-    # hashrec
-    ours = LightGCN(n_users, n_items, 64, 3)
+    rng = np.random.default_rng(0)
+    coo = data.train.tocoo()
+    pick = rng.choice(data.train.nnz, args.batch, replace=False)
+    users = coo.row[pick].astype(np.int64)
+    neg = NegativeSampler(data.train).sample(users, rng)
+    batch = tuple(torch.from_numpy(a) for a in (users, coo.col[pick].astype(np.int64), neg))
+    torch.manual_seed(0)
+    init = torch.randn(n, dim) * 0.1
+
+    steps = {}
+
+    # hashrec: normalised once, symmetric CSR, custom backward
+    ours = LightGCN(n_users, n_items, dim, layers)
     ours.embedding.weight.data.copy_(init)
     graph = build_graph(data.train)
-    opt_ours = torch.optim.Adam(ours.parameters(), lr=1e-3)
+    steps["hashrec"] = make_step(ours.parameters(), lambda: ours.loss(graph, *batch)[0])
 
-    def step_ours():
-        opt_ours.zero_grad(set_to_none=True)
-        loss, _ = ours.loss(graph, *batch)
-        loss.backward()
-        opt_ours.step()
-
-    # PyG, torch sparse CSR adjacency (binary A; LGConv applies gcn_norm itself)
+    # PyG's LightGCN on its inputs
     from torch_geometric.nn.models import LightGCN as PygLightGCN
 
-    pyg = PygLightGCN(n_users + n_items, 64, 3)
-    pyg.embedding.weight.data.copy_(init)
-    coo = data.train.tocoo()
     u = torch.from_numpy(coo.row.astype(np.int64))
     i = torch.from_numpy(coo.col.astype(np.int64)) + n_users
     edge_index = torch.stack([torch.cat([u, i]), torch.cat([i, u])])
-    n = n_users + n_items
-    adj_csr = torch.sparse_coo_tensor(edge_index, torch.ones(edge_index.shape[1]), (n, n)).coalesce().to_sparse_csr()
-    opt_pyg = torch.optim.Adam(pyg.parameters(), lr=1e-3)
+    binary_csr = torch.sparse_coo_tensor(edge_index, torch.ones(edge_index.shape[1]), (n, n)).coalesce().to_sparse_csr()
 
-    def step_pyg():
-        opt_pyg.zero_grad(set_to_none=True)
-        bpr_step(pyg.get_embedding(adj_csr), pyg.embedding.weight, n_users, batch, opt_pyg)
+    def pyg_step(adj, **kwargs):
+        model = PygLightGCN(n, dim, layers, **kwargs)
+        model.embedding.weight.data.copy_(init)
+        return make_step(model.parameters(), lambda: bpr_l2(model.get_embedding(adj), model.embedding.weight, n_users, batch))
 
-    # plain torch.sparse COO with autograd
+    steps["pyg_edge_index"] = pyg_step(edge_index)
+    steps["pyg_csr"] = pyg_step(binary_csr)
+    steps["pyg_csr_prenorm"] = pyg_step(graph.adj, normalize=False)
+
+    # plain torch.sparse: COO adjacency, autograd through torch.sparse.mm
     norm = normalized_adjacency(data.train).tocoo()
     adj_coo = torch.sparse_coo_tensor(np.vstack([norm.row, norm.col]).astype(np.int64), norm.data, norm.shape).coalesce()
     emb = torch.nn.Parameter(init.clone())
-    opt_coo = torch.optim.Adam([emb], lr=1e-3)
 
-    def step_coo():
-        opt_coo.zero_grad(set_to_none=True)
+    def coo_loss():
         x, out = emb, emb
-        for _ in range(3):
+        for _ in range(layers):
             x = torch.sparse.mm(adj_coo, x)
             out = out + x
-        bpr_step(out / 4, emb, n_users, batch, opt_coo)
+        return bpr_l2(out / (layers + 1), emb, n_users, batch)
 
-    times = {}
-    for name, step in (("hashrec", step_ours), ("pyg_csr", step_pyg), ("torch_sparse_coo", step_coo)):
-        times[name] = time_steps(step, args.repeats)
-        print(f"{name:>18}: {times[name]:.4f} s/step", flush=True)
-    x = times["pyg_csr"] / times["hashrec"]
-    y = times["torch_sparse_coo"] / times["hashrec"]
-    print(f"dataset={args.dataset} threads={args.threads} batch={args.batch} dim=64 layers=3")
+    steps["torch_sparse"] = make_step([emb], coo_loss)
+
+    first = {name: step() for name, step in steps.items()}  # warm-up, and the same loss everywhere
+    ref = first["hashrec"]
+    for name, value in first.items():
+        if abs(value - ref) > 1e-5 * max(1.0, abs(ref)):
+            raise AssertionError(f"{name}: first-step loss {value} differs from hashrec's {ref}")
+
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(args.rounds):
+        for name, step in steps.items():
+            t = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - t)
+    median = {name: statistics.median(ts) for name, ts in times.items()}
+
+    print(f"dataset={args.dataset} users={n_users} items={n_items} nnz(A)={2 * data.train.nnz} "
+          f"dim={dim} layers={layers} batch={args.batch} threads={args.threads} rounds={args.rounds}")
+    print(f"first-step loss (all equal): {ref:.6f}")
+    for name, value in median.items():
+        print(f"{name:>16}: {value:.4f} s/step (median; min {min(times[name]):.4f})")
+    pyg_best = min(median["pyg_edge_index"], median["pyg_csr"])
+    x = pyg_best / median["hashrec"]
+    y = median["torch_sparse"] / median["hashrec"]
+    print(f"(vs pyg_csr_prenorm, PyG with our cached normalisation: {median['pyg_csr_prenorm'] / median['hashrec']:.2f}x)")
     print(f"speedup_vs_pyg={x:.2f} speedup_vs_torch_sparse={y:.2f}")
-    return {"times": times, "speedup_vs_pyg": x, "speedup_vs_torch_sparse": y}
+    return {"times": median, "speedup_vs_pyg": x, "speedup_vs_torch_sparse": y}
 
 
 if __name__ == "__main__":

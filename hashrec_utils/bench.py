@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from .metrics import evaluate_topk
 
-__all__ = ["time_search", "recall_vs_exact", "sweep", "at_fixed_throughput", "search_ids"]
+__all__ = ["time_search", "recall_vs_exact", "sweep", "at_fixed_throughput", "search_ids", "scaling"]
 
 
 def search_ids(index, queries, k: int, exclude=None, query_emb=None) -> np.ndarray:
@@ -117,4 +117,44 @@ def at_fixed_throughput(df: pd.DataFrame, qps: float | Iterable[float], *, metri
             rows.append({method: name, "target_qps": float(target),
                          metric: float(best[metric]) if best is not None else np.nan,
                          "qps": float(best["qps"]) if best is not None else np.nan})
+    return pd.DataFrame(rows)
+
+
+def scaling(sizes: Iterable[int], *, n_queries: int = 1000, bits: int = 64, dim: int = 64, k: int = 50,
+            threads: int = 2, skip_graph_above: int = 1_000_000, seed: int = 0, verbose: bool = True) -> pd.DataFrame:
+    """Queries per second, build seconds and bytes per item of each index family against the number of items.
+
+    Synthetic data per size (random 64-bit codes, Gaussian 64-d vectors): hashrec
+    Hamming, Faiss BinaryFlat, FlatIP, HNSW (M=32, efSearch=64; skipped above
+    ``skip_graph_above`` items, where its build takes too long) and IVF-PQ.
+    """
+    from .retrieval import make_index
+
+    rows = []
+    for n_items in sizes:
+        rng = np.random.default_rng(seed)
+        codes = rng.integers(0, 256, (n_items, bits // 8), dtype=np.uint8)
+        qcodes = rng.integers(0, 256, (n_queries, bits // 8), dtype=np.uint8)
+        vecs = rng.standard_normal((n_items, dim), dtype=np.float32)
+        qvecs = rng.standard_normal((n_queries, dim), dtype=np.float32)
+        nlist = int(max(16, min(4096, 4 * np.sqrt(n_items))))
+        specs = [
+            ("hashrec hamming", "hamming", {}, codes, qcodes),
+            ("faiss binary_flat", "binary_flat", {}, codes, qcodes),
+            ("faiss flat_ip", "flat_ip", {}, vecs, qvecs),
+            ("faiss hnsw", "hnsw", {"M": 32, "ef_search": 64}, vecs, qvecs),
+            ("faiss ivf_pq", "ivf_pq", {"nlist": nlist, "nprobe": 16, "m": 16}, vecs, qvecs),
+        ]
+        for label, name, params, items, queries in specs:
+            if name == "hnsw" and n_items > skip_graph_above:
+                continue
+            index = make_index(name, bits=bits, threads=threads, **params)
+            t = time.perf_counter()
+            index.build(items)
+            build = time.perf_counter() - t
+            seconds, _ = time_search(index, queries, k, repeats=2)
+            rows.append({"method": label, "items": n_items, "qps": n_queries / seconds, "build_s": build,
+                         "bytes_per_item": index.memory_bytes() / n_items})
+            if verbose:
+                print(f"{n_items:>10,} {label:>18}: {rows[-1]['qps']:10,.0f} q/s  {rows[-1]['bytes_per_item']:7.1f} B/item", flush=True)
     return pd.DataFrame(rows)

@@ -6,6 +6,7 @@ notebook only shows what the stage returns.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,376 @@ def lightgcn_stage(profile: str) -> dict[str, pd.DataFrame]:
     savefig(plot_lightgcn_layers(layers), "lightgcn_layers", profile)
     savefig(plot_lightgcn_degree(degree), "lightgcn_degree", profile)
     return {"metrics": table, "history": history, "layers": layers, "degree": degree}
+
+
+# --------------------------------------------------------------------------
+# 03 · Learning to hash
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HashStage:
+    """Sweep sizes of notebook 03 for one profile.
+
+    Hash models start from the profile's trained LightGCN (its final
+    embeddings seed a fine-tuned table, so hash training needs no propagation
+    and costs seconds); ``hashgnn`` is the exception, trained end to end from
+    scratch with its GraphSAGE encoder as published.
+    """
+
+    seeds: tuple[int, ...]
+    epochs: int
+    hashgnn_epochs: int
+    lambdas: tuple[float, ...]
+    triplets: tuple[int, ...]
+    bits: tuple[int, ...]
+    candidates: tuple[int, ...]
+    estimators: tuple[str, ...] = ("ste", "guided_ste", "hashnet", "gumbel", "signswish", "bgch")
+
+
+HASH_STAGE = {
+    "quick": HashStage(seeds=(0,), epochs=4, hashgnn_epochs=2, lambdas=(0.0, 0.5, 1.0), triplets=(1, 5),
+                       bits=(32, 64), candidates=(20, 50, 100)),
+    "default": HashStage(seeds=(0, 1, 2), epochs=20, hashgnn_epochs=10, lambdas=tuple(round(0.1 * i, 1) for i in range(11)),
+                         triplets=(1, 2, 5, 10), bits=(16, 32, 64, 128, 256), candidates=(20, 50, 100, 200, 400)),
+    "full": HashStage(seeds=(0, 1, 2), epochs=40, hashgnn_epochs=40, lambdas=tuple(round(0.1 * i, 1) for i in range(11)),
+                      triplets=(1, 2, 5, 10), bits=(16, 32, 64, 128, 256), candidates=(20, 50, 100, 200, 400)),
+}
+
+# Hash training settings shared by every estimator (tuned on ml-1m, see the README).
+HASH_TRAIN = {"lr": 0.001, "batch_size": 16384, "patience": 0}
+
+
+def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
+             epochs: int | None = None, eval_every: int | None = None, progress: bool = False, **hash_params) -> tuple[dict, Path]:
+    """Train (or reuse) one hash model of notebook 03; returns ``(metrics, run folder)``.
+
+    ``metrics`` has the sections ``continuous``, ``hamming``, ``hierarchical``.
+    """
+    from .config import runs_dir
+    from .train import run
+
+    stage = HASH_STAGE[profile]
+    epochs = epochs or (stage.hashgnn_epochs if model == "hashgnn" else stage.epochs)
+    params = dict(hash_params)
+    if model != "hashgnn":
+        _, base = lightgcn_run(profile, "ml-1m", progress=False)
+        params.setdefault("init", str(base))
+    name = f"hash_{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else "")
+    overrides = {**HASH_TRAIN, "epochs": epochs, "eval_every": eval_every or max(1, epochs // 4), "hash_params": params}
+    if model == "hashgnn":
+        overrides.update(lr=0.005, batch_size=8192)
+    out = runs_dir(profile) / name
+    metrics = run("ml-1m", model=model, hash_method=method, bits=bits, profile=profile, seed=seed, out=out,
+                  overrides=overrides, progress=progress)
+    return metrics, out
+
+
+# Variants beyond the plain estimators: label -> (estimator, model, hash_params)
+EXTRA_VARIANTS = {
+    "guided_ste_sp": ("guided_ste", "lightgcn", {"freeze": True}),
+    "hashgnn": ("guided_ste", "hashgnn", {}),
+    "hashgnn_nr": ("guided_ste", "hashgnn", {"lambda_rank": 0.0}),
+}
+
+
+def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, progress: bool = False) -> tuple[dict, Path]:
+    """:func:`hash_run` of a table row's label: an estimator name or one of :data:`EXTRA_VARIANTS`."""
+    method, model, params = EXTRA_VARIANTS.get(label, (label, "lightgcn", {}))
+    return hash_run(profile, method, seed=seed, bits=bits, model=model, tag=label if label != method else "",
+                    progress=progress, **params)
+
+
+def candidates_sweep(profile: str, label: str, candidates: tuple[int, ...], seed: int = 0) -> list[dict]:
+    """Hierarchical recall of one trained model (its saved codes and embeddings) for each C."""
+    from .metrics import evaluate_topk
+    from .retrieval import hierarchical_topk
+    from .train import load_run_data, train_config
+
+    _, out = variant_run(profile, label, seed=seed)
+    emb = np.load(out / "embeddings.npz")
+    data = load_run_data(train_config(profile, "ml-1m"))
+    rows = []
+    for c in candidates:
+        top = hierarchical_topk(emb["user_codes"], emb["item_codes"], emb["user"], emb["item"], 20, max(c, 20), data.train_full)
+        m = evaluate_topk(top, data.test, ks=(20,))
+        rows.append({"parameter": "candidates C", "value": c, "search": "hierarchical", **m})
+    return rows
+
+
+def _untrained_rows(profile: str, bits: int = 64) -> list[dict]:
+    """Post-hoc sign of the trained embeddings and LSH: the no-training baselines."""
+    from .hashing import lsh_codes, pack_codes
+    from .metrics import evaluate_topk
+    from .retrieval import hamming_topk, hierarchical_topk
+    from .train import load_run_data, train_config
+
+    _, base = lightgcn_run(profile, "ml-1m", progress=False)
+    emb = np.load(base / "embeddings.npz")
+    u, i = emb["user"], emb["item"]
+    data = load_run_data(train_config(profile, "ml-1m"))
+    rows = []
+    for name, (cu, ci) in (("sign (post-hoc)", (pack_codes(u), pack_codes(i))), ("lsh", lsh_codes(u, i, bits))):
+        for search, top in (("hamming", hamming_topk(cu, ci, 50, data.train_full)),
+                            ("hierarchical", hierarchical_topk(cu, ci, u, i, 50, 100, data.train_full))):
+            m = evaluate_topk(top, data.test, ks=(20, 50))
+            rows.append({"estimator": name, "search": search, "seed": 0, **m})
+    return rows
+
+
+def _sections(metrics: dict) -> list[dict]:
+    return [{"search": s, **{k: v for k, v in metrics[s].items() if "@" in k}} for s in ("continuous", "hamming", "hierarchical")]
+
+
+def summarize(frame: pd.DataFrame, by: list[str], metrics: tuple[str, ...] = ("recall@20", "ndcg@20")) -> pd.DataFrame:
+    """Mean and standard deviation (ddof=1; 0 for one seed) of ``metrics`` over seeds, per group."""
+    agg = frame.groupby(by, sort=False)[list(metrics)].agg(["mean", "std"])
+    agg.columns = [f"{m}_{s}" for m, s in agg.columns]
+    agg["seeds"] = frame.groupby(by, sort=False).size()
+    return agg.fillna(0.0).reset_index()
+
+
+def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
+    """Notebook 03: every estimator × search mode over seeds, guided vs plain STE, fixed vs decaying p,
+    and the parameter analysis (λ, triplets per node, bits, candidates C).
+
+    Writes ``results/<profile>/hashing_*.csv|json`` and the ``hashing_*`` figures.
+    """
+    from .plotting import (plot_hashing_curves, plot_hashing_params, plot_hashing_table, savefig)
+
+    stage = HASH_STAGE[profile]
+    lightgcn, _ = lightgcn_run(profile, "ml-1m", progress=False)
+    rows, curves = [], []
+    for label in (*stage.estimators, *EXTRA_VARIANTS):
+        for seed in stage.seeds:
+            metrics, out = variant_run(profile, label, seed=seed)
+            rows += [{"estimator": label, "seed": seed, **r} for r in _sections(metrics)]
+            if label in ("ste", "guided_ste"):
+                h = pd.read_csv(out / "history.csv")
+                h.insert(0, "seed", seed)
+                h.insert(0, "estimator", label)
+                curves.append(h)
+    rows += [{"estimator": "lightgcn (continuous)", "search": "continuous", "seed": 0,
+              **{k: v for k, v in lightgcn.items() if "@" in k}}]
+    rows += _untrained_rows(profile)
+    runs = pd.DataFrame(rows)
+    table = summarize(runs, ["estimator", "search"], ("recall@20", "ndcg@20", "recall@50"))
+    cont = lightgcn["recall@20"]
+    table["recall@20_vs_lightgcn"] = table["recall@20_mean"] / cont
+    write_table(runs, "hashing_runs", profile)
+    write_table(table, "hashing_table", profile)
+    curve = pd.concat(curves, ignore_index=True)
+    write_table(curve, "hashing_curves", profile)
+
+    # (b) fixed p against the decaying schedule
+    p_rows = []
+    for label, est in (("decaying p (1 → ×0.95 / 250 it.)", {}), ("fixed p = 0.5", {"p0": 0.5, "decay": 1.0})):
+        for seed in stage.seeds:
+            m, _ = hash_run(profile, "guided_ste", seed=seed, tag="" if not est else "fixedp", estimator=est)
+            p_rows += [{"schedule": label, "seed": seed, **r} for r in _sections(m)]
+    p_table = summarize(pd.DataFrame(p_rows), ["schedule", "search"])
+    write_table(p_table, "hashing_p", profile)
+
+    # (d) parameter analysis, seed 0, HashGNN's objective on the LightGCN encoder
+    params = []
+    for lam in stage.lambdas:
+        m, _ = hash_run(profile, "guided_ste", tag=f"lam{lam}", objective="hashgnn", lambda_rank=lam)
+        params += [{"parameter": "λ", "value": lam, **r} for r in _sections(m) if r["search"] != "continuous"]
+    for t in stage.triplets:
+        m, _ = hash_run(profile, "guided_ste", tag=f"trip{t}", objective="hashgnn", n_triplets=t)
+        params += [{"parameter": "triplets per node", "value": t, **r} for r in _sections(m) if r["search"] != "continuous"]
+    best = best_estimator(table)
+    for b in stage.bits:
+        m, _ = variant_run(profile, best, bits=b)
+        params += [{"parameter": "bits K", "value": b, **r} for r in _sections(m) if r["search"] != "continuous"]
+    params += candidates_sweep(profile, best, stage.candidates)
+    param_table = pd.DataFrame(params)
+    write_table(param_table, "hashing_params", profile)
+    write_json(results_dir(profile) / "hashing_summary.json", {
+        "best_estimator": best, "lightgcn_recall@20": cont,
+        "best_hamming_recall@20": float(table[(table.estimator == best) & (table.search == "hamming")]["recall@20_mean"].iloc[0]),
+        "best_hierarchical_recall@20": float(table[(table.estimator == best) & (table.search == "hierarchical")]["recall@20_mean"].iloc[0]),
+    })
+    savefig(plot_hashing_curves(curve), "hashing_curves", profile)
+    savefig(plot_hashing_table(table), "hashing_table", profile)
+    savefig(plot_hashing_params(param_table), "hashing_params", profile)
+    return {"table": table, "runs": runs, "curves": curve, "p": p_table, "params": param_table}
+
+
+def best_estimator(table: pd.DataFrame) -> str:
+    """The trained estimator with the highest mean Hamming recall@20."""
+    trained = table[(table.search == "hamming") & ~table.estimator.isin(["sign (post-hoc)", "lsh"])]
+    return str(trained.loc[trained["recall@20_mean"].idxmax(), "estimator"])
+
+
+# --------------------------------------------------------------------------
+# 04 · Faiss baselines and retrieval speed
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetrievalStage:
+    """Search-parameter grids of notebook 04 and the scaling sizes."""
+
+    hnsw_ef: tuple[int, ...]
+    nsg_L: tuple[int, ...]
+    ivf_nprobe: tuple[int, ...]
+    pq_m: tuple[int, ...]
+    binary_ef: tuple[int, ...]
+    multihash_nflip: tuple[int, ...]
+    candidates: tuple[int, ...]
+    scaling_sizes: tuple[int, ...]
+    threads: int = 2
+    repeats: int = 3
+
+
+RETRIEVAL_STAGE = {
+    "quick": RetrievalStage((16, 64), (16, 64), (1, 8), (8,), (16, 64), (1,), (50, 100), (10**4,), repeats=1),
+    "default": RetrievalStage((8, 16, 32, 64, 128, 256), (8, 16, 32, 64, 128), (1, 2, 4, 8, 16, 32, 64), (8, 16),
+                              (8, 16, 32, 64, 128), (0, 1, 2, 3), (20, 50, 100, 200, 400, 800), (10**4, 10**5, 10**6)),
+    "full": RetrievalStage((8, 16, 32, 64, 128, 256), (8, 16, 32, 64, 128), (1, 2, 4, 8, 16, 32, 64), (8, 16),
+                           (8, 16, 32, 64, 128), (0, 1, 2, 3), (20, 50, 100, 200, 400, 800), (10**4, 10**5, 10**6, 10**7)),
+}
+
+
+@dataclass(frozen=True)
+class RetrievalSetup:
+    """What every search of notebooks 04-06 runs on: the test users of ml-1m with their train items
+    excluded, LightGCN's embeddings, and the codes (and fine-tuned embeddings) of a hash model."""
+
+    data: InteractionData
+    users: np.ndarray
+    user_emb: np.ndarray
+    item_emb: np.ndarray
+    hash_label: str
+    user_codes: np.ndarray
+    item_codes: np.ndarray
+    hash_user_emb: np.ndarray
+    hash_item_emb: np.ndarray
+    exclude: object
+    truth: np.ndarray
+
+
+def retrieval_setup(profile: str, label: str | None = None, k: int = 20) -> RetrievalSetup:
+    """Load the trained LightGCN and hash model ``label`` (default: the best of notebook 03)."""
+    from .metrics import rank_topk
+    from .train import load_run_data, train_config
+    from .utils import read_json
+
+    label = label or read_json(results_dir(profile) / "hashing_summary.json")["best_estimator"]
+    _, base = lightgcn_run(profile, "ml-1m", progress=False)
+    _, hashed = variant_run(profile, label)
+    data = load_run_data(train_config(profile, "ml-1m"))
+    users = np.flatnonzero(np.diff(data.test.indptr) > 0)
+    emb, hemb = np.load(base / "embeddings.npz"), np.load(hashed / "embeddings.npz")
+    exclude = data.train_full[users]
+    truth = rank_topk(emb["user"][users], emb["item"], k, exclude=exclude)
+    return RetrievalSetup(data, users, emb["user"][users], emb["item"], label, hemb["user_codes"][users],
+                          hemb["item_codes"], hemb["user"][users], hemb["item"], exclude, truth)
+
+
+def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = "") -> pd.DataFrame:
+    """Recall-throughput sweep of every index family on one setup (continuous and binary)."""
+    from .bench import sweep
+    from .retrieval import make_index
+
+    st = RETRIEVAL_STAGE[profile]
+    test = setup.data.test[setup.users]
+    common = dict(truth=setup.truth, k=20, test=test, exclude=setup.exclude, repeats=st.repeats)
+    n = setup.item_emb.shape[0]
+    nlist = int(max(8, min(256, 2 * np.sqrt(n))))
+    bits = setup.item_codes.shape[1] * 8
+    float_runs = [
+        ("Flat (exact float)", "flat_ip", [{}]),
+        ("HNSW", "hnsw", [{"M": 32, "ef_search": ef} for ef in st.hnsw_ef]),
+        ("NSG", "nsg", [{"R": 32, "search_L": L} for L in st.nsg_L]),
+        ("IVF-Flat", "ivf_flat", [{"nlist": nlist, "nprobe": p} for p in st.ivf_nprobe if p <= nlist]),
+        *[(f"IVF-PQ m={m}", "ivf_pq", [{"nlist": nlist, "m": m, "nprobe": p} for p in st.ivf_nprobe if p <= nlist]) for m in st.pq_m],
+    ]
+    binary_runs = [
+        ("hashrec Hamming", "hamming", [{}]),
+        ("Faiss BinaryFlat", "binary_flat", [{}]),
+        ("Faiss BinaryHNSW", "binary_hnsw", [{"M": 16, "ef_search": ef} for ef in st.binary_ef]),
+        ("Faiss BinaryIVF", "binary_ivf", [{"nlist": nlist, "nprobe": p} for p in st.ivf_nprobe if p <= nlist]),
+        ("Faiss BinaryMultiHash", "binary_multihash", [{"nhash": 2, "b": min(24, bits // 2), "nflip": f} for f in st.multihash_nflip]),
+    ]
+    frames = []
+    for method, name, grid in float_runs:
+        factory = lambda name=name, **p: make_index(name, threads=st.threads, **p)  # noqa: E731
+        frames.append(sweep(factory, grid, setup.user_emb, items=setup.item_emb, method=method, **common).assign(family="float"))
+    for method, name, grid in binary_runs:
+        factory = lambda name=name, **p: make_index(name, bits=bits, threads=st.threads, **p)  # noqa: E731
+        frames.append(sweep(factory, grid, setup.user_codes, items=setup.item_codes, method=method + label_suffix, **common).assign(family="binary"))
+    factory = lambda **p: make_index("hierarchical", bits=bits, threads=st.threads, **p)  # noqa: E731
+    frames.append(sweep(factory, [{"candidates": c} for c in st.candidates], setup.user_codes, items=setup.item_codes,
+                        query_emb=setup.hash_user_emb, item_emb=setup.hash_item_emb,
+                        method="hashrec hierarchical" + label_suffix, **common).assign(family="hierarchical"))
+    return pd.concat(frames, ignore_index=True)
+
+
+def faiss_stage(profile: str) -> dict[str, pd.DataFrame]:
+    """Notebook 04: recall-throughput curves of every index on ml-1m, build time and memory, scaling.
+
+    Writes ``results/<profile>/retrieval_{sweep,build,scaling}`` and the figures
+    ``retrieval_curves`` and ``retrieval_scaling``.
+    """
+    from .bench import scaling
+    from .plotting import plot_retrieval_curves, plot_scaling, savefig
+
+    st = RETRIEVAL_STAGE[profile]
+    setup = retrieval_setup(profile)
+    df = retrieval_sweeps(profile, setup)
+    write_table(df, "retrieval_sweep", profile)
+    build = df.groupby("method", sort=False).agg(build_s=("build_s", "max"), bytes_per_item=("bytes_per_item", "first"),
+                                                 best_recall=("recall@20", "max"), max_qps=("qps", "max")).reset_index()
+    write_table(build, "retrieval_build", profile)
+    scale = scaling(st.scaling_sizes, threads=st.threads, verbose=False)
+    write_table(scale, "retrieval_scaling", profile)
+    savefig(plot_retrieval_curves(df), "retrieval_curves", profile)
+    savefig(plot_scaling(scale), "retrieval_scaling", profile)
+    return {"sweep": df, "build": build, "scaling": scale}
+
+
+# --------------------------------------------------------------------------
+# 05 · Efficiency against effectiveness
+# --------------------------------------------------------------------------
+
+THROUGHPUT_MULTIPLES = (1, 5, 20)
+
+
+def tradeoff_stage(profile: str) -> dict[str, pd.DataFrame]:
+    """Notebook 05: recall@20 against queries per second for every method, Pareto frontier marked,
+    recall at fixed multiples of exact float search's throughput, memory per item.
+
+    Reads notebook 04's sweep (best estimator's codes) and adds the guided-STE codes.
+    Writes ``results/<profile>/tradeoff_{points,fixed}`` and ``tradeoff_summary.json``; figure ``tradeoff``.
+    """
+    from .bench import at_fixed_throughput
+    from .plotting import pareto_frontier, plot_tradeoff, savefig
+    from .utils import read_json
+
+    sweep_df = pd.read_csv(results_dir(profile) / "retrieval_sweep.csv")
+    best = read_json(results_dir(profile) / "hashing_summary.json")["best_estimator"]
+    sweep_df["method"] = sweep_df["method"].where(sweep_df["family"] == "float", sweep_df["method"] + f" [{best}]")
+    frames = [sweep_df]
+    if best != "guided_ste":
+        guided = retrieval_sweeps(profile, retrieval_setup(profile, "guided_ste"), label_suffix=" [guided_ste]")
+        frames.append(guided[guided.family != "float"])
+    points = pd.concat(frames, ignore_index=True)
+    front = pareto_frontier(points, "qps", "recall@20")
+    points["pareto"] = points.index.isin(front.index)
+    write_table(points, "tradeoff_points", profile)
+    exact_qps = float(points.loc[points.method == "Flat (exact float)", "qps"].max())
+    fixed = at_fixed_throughput(points, [m * exact_qps for m in THROUGHPUT_MULTIPLES])
+    fixed.insert(1, "multiple_of_exact", fixed["target_qps"] / exact_qps)
+    fixed["multiple_of_exact"] = fixed["multiple_of_exact"].round().astype(int)
+    memory = points.groupby("method", sort=False)["bytes_per_item"].first()
+    fixed["bytes_per_item"] = fixed["method"].map(memory)
+    write_table(fixed, "tradeoff_fixed", profile)
+    exact_recall = float(points.loc[points.method == "Flat (exact float)", "recall@20"].max())
+    write_json(results_dir(profile) / "tradeoff_summary.json", {
+        "exact_qps": exact_qps, "exact_recall@20": exact_recall, "best_estimator": best,
+        "pareto_methods": sorted(set(front["method"])),
+    })
+    savefig(plot_tradeoff(points, title="ml-1m: accuracy against throughput (2 threads)"), "tradeoff", profile)
+    return {"points": points, "fixed": fixed, "pareto": front}

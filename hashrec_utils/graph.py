@@ -22,17 +22,25 @@ __all__ = ["Graph", "normalized_adjacency", "build_graph", "csr_to_torch"]
 
 
 def normalized_adjacency(train: sp.spmatrix) -> sp.csr_matrix:
-    """``D^{-1/2} A D^{-1/2}`` of the bipartite graph of ``train`` (users x items), float32 CSR."""
+    """``D^{-1/2} A D^{-1/2}`` of the bipartite graph of ``train`` (users x items), float32 CSR.
+
+    Any stored entry of ``train`` (a rating, a count) is one interaction. Edge
+    weights ``1 / sqrt(d_a d_b)`` are computed in float64 and rounded once;
+    isolated nodes keep empty rows and columns.
+    """
     if not sp.issparse(train):
         raise TypeError(f"train must be a scipy sparse matrix (users x items); got {type(train).__name__}")
-    R = sp.csr_matrix(train, dtype=np.float32)
+    R = sp.csr_matrix(train, dtype=np.float64)
+    R.eliminate_zeros()
     R.data[:] = 1.0
-    A = sp.bmat([[None, R], [R.T, None]], format="csr", dtype=np.float32)
-    degree = np.asarray(A.sum(axis=1)).ravel()
-    with np.errstate(divide="ignore"):
-        inv_sqrt = np.where(degree > 0, 1.0 / np.sqrt(degree), 0.0).astype(np.float32)
-    D = sp.diags(inv_sqrt)
-    out = (D @ A @ D).tocsr().astype(np.float32)
+    A = sp.bmat([[None, R], [R.T, None]], format="csr", dtype=np.float64)
+    A.sum_duplicates()
+    degree = np.diff(A.indptr).astype(np.float64)
+    inv_sqrt = np.zeros_like(degree)
+    inv_sqrt[degree > 0] = degree[degree > 0] ** -0.5
+    rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+    A.data = inv_sqrt[rows] * A.data * inv_sqrt[A.indices]
+    out = A.astype(np.float32)
     out.sort_indices()
     return out
 

@@ -1,33 +1,38 @@
 """Learning to hash: a hash layer, its gradient estimators, and the hash models.
 
 Hash layer (HashGNN, Tan et al. WWW 2020): a fully connected layer and tanh map
-an embedding ``e ∈ R^d`` to ``z = tanh(W e + b) ∈ (-1, 1)^K``; the code is
+an embedding ``e ∈ R^d`` to ``z = tanh(a)``, ``a = W e + b ∈ R^K``; the code is
 ``h = sign(z) ∈ {-1, +1}^K`` with ``sign(0) = +1``. For ±1 codes
 ``ham(h_u, h_i) = (K - ⟨h_u, h_i⟩) / 2``: ranking by Hamming distance is
 ranking by the code inner product. Codes leave the model packed with
-``np.packbits`` (bit 1 for +1; ``K/8`` bytes per row, Faiss's binary layout).
+``np.packbits`` (bit 1 for +1; ``K/8`` bytes per row, MSB first: Faiss's
+binary layout).
 
 ``sign`` has zero gradient almost everywhere; an *estimator* decides what the
 training forward pass returns and what its backward pass uses. Evaluation
-always uses plain ``sign(z)`` codes. Estimators (``make_estimator(name)``):
+always uses plain ``sign(a)`` codes (``Estimator.codes``). Estimators
+(``make_estimator(name, **params)``), each a function of the pre-activation ``a``:
 
-``ste``         forward sign, backward identity (Hash_ste).
-``guided_ste``  ĥ = Q ⊙ z + (1 − Q) ⊙ sign_ste(z), Q ~ Bernoulli(p) per element; p = 1
-                at the start, multiplied by ``decay`` (0.95) every ``every`` (250) iterations.
-``hashnet``     tanh(β a) on the pre-activation a, β = (1 + γ t)^½ grows with iteration t (HashNet).
-``gumbel``      2σ((a + g)/τ) − 1 with logistic noise g = ln u − ln(1 − u), τ annealed
-                from ``tau0`` by ``decay`` every ``every`` iterations (Gumbel-sigmoid).
-``signswish``   forward sign, backward d/dx of 2σ(βx)(1 + βx(1 − σ(βx))) − 1 (Luo & Wu).
-``bgch``        forward sign(z) scaled by the row's mean |z| (BGCH / BiGeaR); backward of the
-                sign by BiGeaR's Dirac-delta estimate: the derivative of the Fourier series
-                of the square wave, (4/H) Σ_{i=1..n} cos((2i − 1)πz/H), n = 4, H = 2.
-``lsh``         no training: sign of random Gaussian projections of trained embeddings.
-``sign``        no training: sign of the trained embeddings themselves (K = d), the post-hoc baseline.
+``ste``         forward sign(z), backward identity through the sign (HashGNN's Hash_ste), then tanh'.
+``guided_ste``  ĥ = Q ⊙ z + (1 − Q) ⊙ sign_ste(z), Q ~ Bernoulli(p) i.i.d. per element (Q = 1 picks
+                the continuous z, HashGNN §4.2); p = ``p0`` (1) at the start, multiplied by
+                ``decay`` (0.95) every ``every`` (250) iterations.
+``hashnet``     tanh(β a), β = ``beta0`` (1 + ``gamma`` t)^½ grows with the iteration t (HashNet).
+``gumbel``      2σ((a + g)/τ) − 1, logistic noise g = ln u − ln(1 − u) (the two-class Gumbel
+                softmax), τ = max(``tau_min``, ``tau0`` · ``decay``^⌊t/``every``⌋).
+``signswish``   forward sign(a), backward d/da of 2σ(βa)(1 + βa(1 − σ(βa))) − 1 (Luo & Wu).
+``bgch``        forward ``mean_k |z_k| · sign(z)`` per row (BGCH / BiGeaR's scaled codes; the scale
+                keeps its exact gradient); backward of the sign by BiGeaR's Dirac-delta estimate,
+                the derivative of the ``n_terms``-term Fourier series of the square wave of
+                period 2H: (4/H) Σ_{i=1..n} cos((2i − 1)πz/H), n = 4, H = 2.
+
+No training: :func:`lsh_codes` (random hyperplanes, Charikar 2002) and the
+post-hoc ``pack_codes(embeddings)``. Two-stage ``*_sp`` (HashGNN_sp): the
+hash layer learns on frozen trained embeddings (``freeze_encoder``).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,31 +40,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from .graph import Graph
-from .losses import bpr_loss, hashgnn_loss, smooth_recall_loss
+from .losses import bpr_loss, distill_loss, hashgnn_loss, listwise_loss, smooth_recall_loss
 
 __all__ = [
     "sign",
     "pack_codes",
     "unpack_codes",
     "ESTIMATORS",
+    "OBJECTIVES",
     "Estimator",
     "make_estimator",
     "HashLayer",
     "HashModel",
+    "TableEncoder",
     "build_hash_model",
+    "split_method",
     "lsh_codes",
 ]
 
-# ---- codes ------------------------------------------------------------------------
+# ---- codes ------------------------------------------------------------------------------
 
 
 def sign(x: torch.Tensor) -> torch.Tensor:
-    """±1 with ``sign(0) = +1`` (torch.sign gives 0 there), so codes are identical on every kernel."""
+    """±1 with ``sign(0) = +1`` (``torch.sign`` gives 0 there), so codes agree on every kernel."""
     return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
 
 
 def pack_codes(codes) -> np.ndarray:
-    """±1 (or real: the sign is taken) ``(n, K)`` → ``np.uint8 (n, K/8)``; +1 → bit 1, MSB first (np.packbits)."""
+    """±1 (or real: the sign is taken, 0 → +1) ``(n, K)`` → ``np.uint8 (n, K/8)``; +1 → bit 1, MSB first."""
     arr = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
     if arr.ndim != 2:
         raise ValueError(f"codes must be 2-D (n, bits); got shape {arr.shape}")
@@ -69,18 +77,22 @@ def pack_codes(codes) -> np.ndarray:
 
 
 def unpack_codes(packed: np.ndarray, bits: int | None = None) -> np.ndarray:
-    """``np.uint8 (n, K/8)`` → ±1 float32 ``(n, K)``."""
+    """``np.uint8 (n, K/8)`` → ±1 float32 ``(n, K)`` (``bits`` defaults to all ``8 · K/8``)."""
     packed = np.asarray(packed)
     if packed.dtype != np.uint8 or packed.ndim != 2:
         raise TypeError(f"packed codes must be a 2-D uint8 array; got {packed.dtype} with shape {packed.shape}")
-    bits = packed.shape[1] * 8 if bits is None else bits
+    bits = packed.shape[1] * 8 if bits is None else int(bits)
+    if not 0 < bits <= packed.shape[1] * 8:
+        raise ValueError(f"bits must be in 1..{packed.shape[1] * 8} for {packed.shape[1]} bytes a row; got {bits}")
     return np.unpackbits(packed, axis=1, count=bits).astype(np.float32) * 2.0 - 1.0
 
 
-# ---- estimators ------------------------------------------------------------------------
+# ---- sign functions with a custom backward ------------------------------------------------
 
 
-class _SignSTE(torch.autograd.Function):
+class SignSTE(torch.autograd.Function):
+    """Forward ``sign(x)``; backward identity (the straight-through estimator)."""
+
     @staticmethod
     def forward(ctx, x):  # type: ignore[override]
         return sign(x)
@@ -90,8 +102,14 @@ class _SignSTE(torch.autograd.Function):
         return g
 
 
-class _SignSwish(torch.autograd.Function):
-    """Forward sign; backward ``d/dx [2σ(βx)(1 + βx(1 − σ(βx))) − 1] = 2βσ(βx)(1-σ(βx))(2 + βx(1 − 2σ(βx)))``."""
+def signswish_grad(x: torch.Tensor, beta: float) -> torch.Tensor:
+    """``d/dx [2σ(βx)(1 + βx(1 − σ(βx))) − 1] = 2βσ(1 − σ)(2 + βx(1 − 2σ))``, ``σ = σ(βx)``."""
+    s = torch.sigmoid(beta * x)
+    return 2 * beta * s * (1 - s) * (2 + beta * x * (1 - 2 * s))
+
+
+class SignSwish(torch.autograd.Function):
+    """Forward ``sign(x)``; backward ``g · signswish_grad(x, β)`` (Luo & Wu's AAGE)."""
 
     @staticmethod
     def forward(ctx, x, beta: float):  # type: ignore[override]
@@ -102,13 +120,20 @@ class _SignSwish(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        b = ctx.beta
-        s = torch.sigmoid(b * x)
-        return g * 2 * b * s * (1 - s) * (2 + b * x * (1 - 2 * s)), None
+        return g * signswish_grad(x, ctx.beta), None
 
 
-class _SignFourier(torch.autograd.Function):
-    """Forward sign; backward BiGeaR's Dirac-delta estimate ``(4/H) Σ_{i=1..n} cos((2i−1)πx/H)``."""
+def fourier_grad(x: torch.Tensor, n_terms: int, period: float) -> torch.Tensor:
+    """BiGeaR's estimate of sign's derivative: ``(4/H) Σ_{i=1..n} cos((2i − 1)πx/H)``.
+
+    The square wave of period 2H is ``(4/π) Σ sin((2i−1)πx/H)/(2i−1)``; this is
+    the derivative of its first ``n`` terms (a smoothed Dirac delta at 0).
+    """
+    return sum(torch.cos((2 * i - 1) * math.pi * x / period) for i in range(1, n_terms + 1)) * (4 / period)
+
+
+class SignFourier(torch.autograd.Function):
+    """Forward ``sign(x)``; backward ``g · fourier_grad(x)``."""
 
     @staticmethod
     def forward(ctx, x, n_terms: int, period: float):  # type: ignore[override]
@@ -119,208 +144,319 @@ class _SignFourier(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):  # type: ignore[override]
         (x,) = ctx.saved_tensors
-        grad = sum(torch.cos((2 * i - 1) * math.pi * x / ctx.h) for i in range(1, ctx.n + 1)) * (4 / ctx.h)
-        return g * grad, None, None
+        return g * fourier_grad(x, ctx.n, ctx.h), None, None
 
 
-@dataclass
+# ---- estimators ----------------------------------------------------------------------------
+
+
 class Estimator:
-    """Turns the hash layer's pre-activation ``a`` (and ``z = tanh(a)``) into training codes.
+    """Turns the hash layer's pre-activation ``a`` into the codes training scores use.
 
-    ``forward(a, step)`` returns what the scores use while training;
-    ``state(step)`` what the history records (p, β, τ).
+    ``forward(a, step)``: training codes at iteration ``step``; ``codes(a)``:
+    evaluation codes, always ``sign(a)``; ``state(step)``: the schedule's
+    values (p, β, τ) for the training history.
     """
 
-    name: str
-    params: dict
+    name = "estimator"
+    defaults: dict = {}
+
+    def __init__(self, **params):
+        self.params = {**self.defaults, **params}
 
     def forward(self, a: torch.Tensor, step: int) -> torch.Tensor:
-        p, name = self.params, self.name
-        z = torch.tanh(a)
-        if name == "ste":
-            return _SignSTE.apply(z)
-        if name == "guided_ste":
-            prob = self.state(step)["p"]
-            q = torch.bernoulli(torch.full_like(z, prob))
-            return q * z + (1 - q) * _SignSTE.apply(z)
-        if name == "hashnet":
-            return torch.tanh(self.state(step)["beta"] * a)
-        if name == "gumbel":
-            u = torch.rand_like(a).clamp_(1e-6, 1 - 1e-6)
-            return 2 * torch.sigmoid((a + torch.log(u) - torch.log1p(-u)) / self.state(step)["tau"]) - 1
-        if name == "signswish":
-            return _SignSwish.apply(a, p["beta"])
-        if name == "bgch":
-            scale = z.abs().mean(dim=1, keepdim=True)
-            return scale * _SignFourier.apply(z, p["n_terms"], p["period"])
-        raise AssertionError(name)
+        raise NotImplementedError
+
+    def __call__(self, a: torch.Tensor, step: int = 0) -> torch.Tensor:
+        return self.forward(a, step)
+
+    def codes(self, a: torch.Tensor) -> torch.Tensor:
+        return sign(a)
 
     def state(self, step: int) -> dict:
-        p = self.params
-        if self.name == "guided_ste":
-            return {"p": p["p0"] * p["decay"] ** (step // p["every"])}
-        if self.name == "hashnet":
-            return {"beta": p["beta0"] * (1 + p["gamma"] * step) ** 0.5}
-        if self.name == "gumbel":
-            return {"tau": max(p["tau_min"], p["tau0"] * p["decay"] ** (step // p["every"]))}
         return {}
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in self.params.items())})"
 
-ESTIMATORS: dict[str, dict] = {
-    "ste": {},
-    "guided_ste": {"p0": 1.0, "decay": 0.95, "every": 250},
-    "hashnet": {"beta0": 1.0, "gamma": 0.005},
-    "gumbel": {"tau0": 1.0, "decay": 0.9, "every": 100, "tau_min": 0.05},
-    "signswish": {"beta": 5.0},
-    "bgch": {"n_terms": 4, "period": 2.0},
-}
+
+class STE(Estimator):
+    name = "ste"
+
+    def forward(self, a, step):
+        return SignSTE.apply(torch.tanh(a))
+
+
+class GuidedSTE(Estimator):
+    name = "guided_ste"
+    defaults = {"p0": 1.0, "decay": 0.95, "every": 250}
+
+    def state(self, step):
+        p = self.params
+        return {"p": p["p0"] * p["decay"] ** (step // p["every"])}
+
+    def forward(self, a, step):
+        z = torch.tanh(a)
+        q = torch.bernoulli(torch.full_like(z, self.state(step)["p"]))
+        return q * z + (1 - q) * SignSTE.apply(z)
+
+
+class HashNet(Estimator):
+    name = "hashnet"
+    defaults = {"beta0": 1.0, "gamma": 0.005}
+
+    def state(self, step):
+        return {"beta": self.params["beta0"] * (1 + self.params["gamma"] * step) ** 0.5}
+
+    def forward(self, a, step):
+        return torch.tanh(self.state(step)["beta"] * a)
+
+
+class Gumbel(Estimator):
+    name = "gumbel"
+    defaults = {"tau0": 1.0, "decay": 0.9, "every": 100, "tau_min": 0.05}
+
+    def state(self, step):
+        p = self.params
+        return {"tau": max(p["tau_min"], p["tau0"] * p["decay"] ** (step // p["every"]))}
+
+    def forward(self, a, step):
+        u = torch.rand_like(a).clamp_(1e-6, 1 - 1e-6)
+        return 2 * torch.sigmoid((a + torch.log(u) - torch.log1p(-u)) / self.state(step)["tau"]) - 1
+
+
+class SignSwishEstimator(Estimator):
+    name = "signswish"
+    defaults = {"beta": 5.0}
+
+    def forward(self, a, step):
+        return SignSwish.apply(a, float(self.params["beta"]))
+
+
+class BGCH(Estimator):
+    name = "bgch"
+    defaults = {"n_terms": 4, "period": 2.0}
+
+    def forward(self, a, step):
+        z = torch.tanh(a)
+        scale = z.abs().mean(dim=-1, keepdim=True)
+        return scale * SignFourier.apply(z, int(self.params["n_terms"]), float(self.params["period"]))
+
+
+ESTIMATORS: dict[str, type[Estimator]] = {cls.name: cls for cls in (STE, GuidedSTE, HashNet, Gumbel, SignSwishEstimator, BGCH)}
 UNTRAINED = ("lsh", "sign")
 
 
 def make_estimator(name: str, **params) -> Estimator:
-    """An estimator by name with its defaults (module docstring), overridden by ``params``."""
+    """The estimator ``name`` with its defaults (module docstring) overridden by ``params``."""
+    if name in UNTRAINED:
+        raise ValueError(f"{name!r} needs no training: use lsh_codes(user_emb, item_emb, bits) or pack_codes(emb)")
     if name not in ESTIMATORS:
         raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
-    unknown = set(params) - set(ESTIMATORS[name])
+    cls = ESTIMATORS[name]
+    unknown = set(params) - set(cls.defaults)
     if unknown:
-        raise ValueError(f"estimator {name!r} takes {sorted(ESTIMATORS[name]) or 'no parameters'}; got {sorted(unknown)}")
-    return Estimator(name, {**ESTIMATORS[name], **params})
+        raise ValueError(f"estimator {name!r} takes {sorted(cls.defaults) or 'no parameters'}; got {sorted(unknown)}")
+    return cls(**params)
 
 
-# ---- the hash layer and the hash model -------------------------------------------------
+def split_method(method: str) -> tuple[str, dict]:
+    """``"guided_ste_sp"`` → ``("guided_ste", {"freeze": True})``; ``_nr`` → ``lambda_rank = 0``."""
+    extra = {}
+    while method.endswith(("_sp", "_nr")):
+        extra.update({"freeze": True} if method.endswith("_sp") else {"lambda_rank": 0.0})
+        method = method[:-3]
+    return method, extra
+
+
+# ---- the hash layer and the hash model ------------------------------------------------------
 
 
 class HashLayer(nn.Module):
-    """``a = W e + b`` (``d → K``); ``z = tanh(a)``; eval codes ``sign(z)``; train codes from the estimator."""
+    """``a = W e + b`` (``d → K``); training codes ``estimator(a, step)``; eval codes ``sign(a)``."""
 
     def __init__(self, dim: int, bits: int, estimator: Estimator):
         super().__init__()
-        if bits <= 0 or bits % 8:
+        if int(bits) != bits or bits <= 0 or bits % 8:
             raise ValueError(f"bits must be a positive multiple of 8; got {bits}")
-        self.bits = bits
-        self.linear = nn.Linear(dim, bits)
+        self.bits = int(bits)
+        self.linear = nn.Linear(dim, self.bits)
         self.estimator = estimator
 
     def forward(self, e: torch.Tensor, step: int = 0) -> torch.Tensor:
         return self.estimator.forward(self.linear(e), step)
 
     def codes(self, e: torch.Tensor) -> torch.Tensor:
-        return sign(torch.tanh(self.linear(e)))
+        """``sign(tanh(W e + b)) = sign(W e + b)``, ±1 float."""
+        return self.estimator.codes(self.linear(e))
+
+
+OBJECTIVES = ("bpr", "softmax", "recall", "hashgnn")
 
 
 class HashModel(nn.Module):
-    """An encoder with a hash layer on top, trained by one of three objectives.
+    """An encoder with a hash layer on top; answers the training loop's ``loss`` and ``evaluate``.
 
-    ``objective``:
-      ``bpr``     BPR on the continuous scores + ``hash_weight`` × BPR on the code scores
-                  ``γ ⟨ĥ_u, ĥ_i⟩ / K`` (γ learnable, ``scale``-initialised: raw ±1 inner
-                  products up to K would saturate the sigmoid);
-      ``recall``  as ``bpr`` with the smooth recall loss (Luo & Wu) on the code scores;
-      ``hashgnn`` HashGNN's cross-entropy link loss + λ × triplet ranking loss on the codes
-                  (``lambda_rank = 0`` is ``_nr``), plus BPR on the continuous scores.
-    ``freeze_encoder`` (the two-stage ``_sp`` variant): only the hash layer learns.
-    The encoder is any module with ``embeddings(graph)``; ``TableEncoder`` serves
-    fixed (pre-trained) embeddings as a learnable table, which makes hash training
-    cheap: no propagation per step.
+    Code scores are ``s(u, i) = γ ⟨ĥ_u, ĥ_i⟩ / K`` with ``γ = exp(log_scale)``
+    learnable (``scale`` at init): raw ±1 inner products reach ±K and would
+    saturate every sigmoid. The loss is
+
+        cont_weight · [BPR(⟨e_u, e_i⟩, ⟨e_u, e_j⟩) + reg · L2]          (skipped when frozen)
+      + hash_weight · L_hash(s)
+      + distill · KL(softmax(⟨e_u, e_·⟩ / τ_d) ‖ softmax(s(u, ·)))     (over the item pool)
+
+    ``objective`` (``L_hash``):
+      ``bpr``      BPR on code scores, ``n_negatives`` uniform negatives per pair;
+      ``softmax``  listwise: −log softmax of the positive among the pool of items
+                   (all items if ``n_negatives = 0``, else that many uniform items
+                   shared by the batch);
+      ``recall``   the smooth recall loss (Luo & Wu) on the same pool;
+      ``hashgnn``  HashGNN's cross-entropy link loss + λ × triplet ranking loss,
+                   ``n_triplets`` per node (``lambda_rank = 0`` is ``_nr``).
+    ``freeze_encoder`` (two-stage ``_sp``): only the hash layer (and γ) learn.
+    The encoder is any module with ``embeddings(graph)``, ``dim`` and ``n_users``.
     """
 
     def __init__(self, encoder: nn.Module, bits: int, estimator: Estimator, *, objective: str = "bpr",
-                 hash_weight: float = 1.0, scale: float = 8.0, lambda_rank: float = 0.5, margin: float = 0.2,
-                 n_triplets: int = 5, reg: float = 1e-4, freeze_encoder: bool = False,
-                 n_negatives: int = 1, candidates: int = 100):
+                 hash_weight: float = 1.0, cont_weight: float = 1.0, scale: float = 8.0, lambda_rank: float = 0.5,
+                 margin: float = 0.2, n_triplets: int = 5, n_negatives: int = 1, reg: float = 1e-4,
+                 distill: float = 0.0, distill_tau: float = 1.0, tau_rank: float = 1.0, tau_recall: float = 1.0,
+                 freeze_encoder: bool = False, candidates: int = 100):
         super().__init__()
-        if objective not in ("bpr", "recall", "hashgnn"):
-            raise ValueError(f"objective must be bpr, recall or hashgnn; got {objective!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+        if n_negatives < 0 or n_triplets < 1:
+            raise ValueError(f"need n_negatives >= 0 and n_triplets >= 1; got {n_negatives}, {n_triplets}")
         self.encoder = encoder
         self.hash = HashLayer(getattr(encoder, "dim", 64), bits, estimator)
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
-        self.objective, self.hash_weight, self.lambda_rank = objective, hash_weight, lambda_rank
-        self.margin, self.n_triplets, self.reg = margin, n_triplets, reg
+        self.objective, self.hash_weight, self.cont_weight = objective, hash_weight, cont_weight
+        self.lambda_rank, self.margin, self.n_triplets, self.n_negatives = lambda_rank, margin, n_triplets, n_negatives
+        self.reg, self.distill, self.distill_tau = reg, distill, distill_tau
+        self.tau_rank, self.tau_recall = tau_rank, tau_recall
         self.freeze_encoder, self.candidates = freeze_encoder, candidates
-        self.n_negatives = n_negatives
         if freeze_encoder:
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
 
     @property
+    def bits(self) -> int:
+        return self.hash.bits
+
+    @property
     def n_users(self) -> int:
         return self.encoder.n_users
 
-    def embeddings(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+    def embeddings(self, graph: Graph | None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encoder.embeddings(graph)
 
-    def codes(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+    def sign_codes(self, graph: Graph | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluation codes ±1 ``(n_users, K)``, ``(n_items, K)``."""
         users, items = self.encoder.embeddings(graph)
         return self.hash.codes(users), self.hash.codes(items)
 
-    def packed_codes(self, graph: Graph) -> tuple[np.ndarray, np.ndarray]:
-        users, items = self.codes(graph)
+    def codes(self, graph: Graph | None) -> tuple[np.ndarray, np.ndarray]:
+        """Packed evaluation codes ``np.uint8 (n_users, K/8)``, ``(n_items, K/8)``."""
+        with torch.no_grad():
+            users, items = self.sign_codes(graph)
         return pack_codes(users), pack_codes(items)
 
-    def schedule_state(self, step: int) -> dict:
-        return self.hash.estimator.state(step)
+    packed_codes = codes
 
-    def loss(self, graph: Graph, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, step: int = 0):
+    def schedule_state(self, step: int) -> dict:
+        return {**self.hash.estimator.state(step), "scale": float(self.log_scale.detach().exp())}
+
+    def _score(self, hu: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """``γ ⟨h_u, h_i⟩ / K`` row-wise for equal shapes, or ``(B, M)`` for ``hu (B, K)``, ``hi (M, K)``."""
+        gamma = self.log_scale.exp() / self.bits
+        return gamma * ((hu * hi).sum(-1) if hu.shape == hi.shape else hu @ hi.T)
+
+    def _pool(self, n_items: int, device) -> torch.Tensor | None:
+        """Item ids scored against every user of the batch; ``None``: all items."""
+        if self.n_negatives == 0 or self.n_negatives >= n_items:
+            return None
+        return torch.randint(0, n_items, (self.n_negatives,), device=device)
+
+    def loss(self, graph: Graph | None, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, step: int = 0):
         user_emb, item_emb = self.encoder.embeddings(graph)
         eu, ei, ej = user_emb[users], item_emb[pos], item_emb[neg]
-        logs = {}
-        total = torch.zeros((), device=eu.device)
-        if not self.freeze_encoder:
+        logs, total = {}, torch.zeros((), device=eu.device)
+        if not self.freeze_encoder and self.cont_weight:
             cont = bpr_loss((eu * ei).sum(-1), (eu * ej).sum(-1))
             ego = getattr(self.encoder, "embedding", None)
             if ego is not None and self.reg:
-                n_u = self.encoder.n_users
-                w = ego.weight
+                n_u, w = self.encoder.n_users, ego.weight
                 l2 = 0.5 * (w[users].square().sum() + w[n_u + pos].square().sum() + w[n_u + neg].square().sum()) / len(users)
-                total = total + self.reg * l2
-            total = total + cont
-            logs["bpr_continuous"] = float(cont.detach())
-        hu, hi, hj = self.hash(eu, step), self.hash(ei, step), self.hash(ej, step)
-        k = self.hash.bits
-        gamma = self.log_scale.exp()
-        s_pos = gamma * (hu * hi).sum(-1) / k
-        if self.objective == "hashgnn":
-            # T triplets per node: the batch's negative plus T - 1 more drawn uniformly
-            negs = [(hu * hj).sum(-1, keepdim=True)]
+                cont = cont + self.reg * l2
+            total = total + self.cont_weight * cont
+            logs["loss_continuous"] = float(cont.detach())
+        hu, hi = self.hash(eu, step), self.hash(ei, step)
+        s_pos = self._score(hu, hi)
+        n_items = item_emb.shape[0]
+        pool = s_pool = None
+        if self.objective in ("softmax", "recall") or self.distill:
+            pool = self._pool(n_items, eu.device)
+            h_pool = self.hash(item_emb if pool is None else item_emb[pool], step)
+            s_pool = self._score(hu, h_pool)
+        if self.objective == "bpr":
+            negs = neg[:, None]
+            if self.n_negatives > 1:
+                extra = torch.randint(0, n_items, (len(users), self.n_negatives - 1), device=eu.device)
+                negs = torch.cat([negs, extra], 1)
+            hashed = bpr_loss(s_pos, self._score(hu[:, None, :], self.hash(item_emb[negs], step)))
+        elif self.objective == "hashgnn":
+            negs = neg[:, None]
             if self.n_triplets > 1:
-                extra = torch.randint(0, item_emb.shape[0], (len(users), self.n_triplets - 1), device=eu.device)
-                negs.append((hu[:, None, :] * self.hash(item_emb[extra], step)).sum(-1))
-            s_neg = gamma * torch.cat(negs, 1) / k
+                extra = torch.randint(0, n_items, (len(users), self.n_triplets - 1), device=eu.device)
+                negs = torch.cat([negs, extra], 1)
+            s_neg = self._score(hu[:, None, :], self.hash(item_emb[negs], step))
             hashed = hashgnn_loss(s_pos, s_neg, lambda_rank=self.lambda_rank, margin=self.margin)
-        elif self.objective == "bpr":
-            hashed = bpr_loss(s_pos, gamma * (hu * hj).sum(-1) / k)
-        else:  # smooth recall with the batch's items as the sampled pool
-            s_pool = gamma * hu @ torch.cat([hi, hj]).T / k
-            hashed = smooth_recall_loss(s_pos, s_pool, top_n=20, n_items=item_emb.shape[0])
+        else:
+            is_pos = (pos[:, None] == (torch.arange(n_items, device=eu.device) if pool is None else pool)[None, :])
+            if self.objective == "softmax":
+                hashed = listwise_loss(s_pos, s_pool.masked_fill(is_pos, float("-inf")))
+            else:
+                hashed = smooth_recall_loss(s_pos, s_pool.masked_fill(is_pos, float("-inf")), top_n=20, n_items=n_items,
+                                            tau_rank=self.tau_rank, tau_recall=self.tau_recall)
         total = total + self.hash_weight * hashed
         logs["loss_hash"] = float(hashed.detach())
+        if self.distill:
+            teacher = (eu @ (item_emb if pool is None else item_emb[pool]).T).detach()
+            kd = distill_loss(s_pool, teacher, tau=self.distill_tau)
+            total = total + self.distill * kd
+            logs["loss_distill"] = float(kd.detach())
         return total, logs
 
-    def evaluate(self, graph: Graph, target, exclude, ks=(10, 20, 50)) -> dict:
+    def evaluate(self, graph: Graph | None, target, exclude, ks=(10, 20, 50)) -> dict:
         """Continuous, Hamming and hierarchical (top-``candidates`` Hamming, re-ranked) search metrics."""
         from .metrics import evaluate_topk
-        from .retrieval import hamming_topk, hierarchical_topk, continuous_topk
+        from .retrieval import continuous_topk, hamming_topk, hierarchical_topk
 
-        users, items = (t.float().cpu() for t in self.encoder.embeddings(graph))
-        cu, ci = (pack_codes(t) for t in (self.hash.codes(users), self.hash.codes(items)))
+        with torch.no_grad():
+            users, items = (t.float().cpu() for t in self.encoder.embeddings(graph))
+            cu, ci = (pack_codes(self.hash.codes(t)) for t in (users, items))
         k = max(ks)
+        u, i = users.numpy(), items.numpy()
         return {
-            "continuous": evaluate_topk(continuous_topk(users.numpy(), items.numpy(), k, exclude), target, ks),
+            "continuous": evaluate_topk(continuous_topk(u, i, k, exclude), target, ks),
             "hamming": evaluate_topk(hamming_topk(cu, ci, k, exclude), target, ks),
-            "hierarchical": evaluate_topk(
-                hierarchical_topk(cu, ci, users.numpy(), items.numpy(), k, max(self.candidates, k), exclude), target, ks),
+            "hierarchical": evaluate_topk(hierarchical_topk(cu, ci, u, i, k, max(self.candidates, k), exclude), target, ks),
         }
 
 
 class TableEncoder(nn.Module):
-    """Fixed-size user and item tables (initialised from trained embeddings) with the encoder interface."""
+    """User and item tables initialised from trained embeddings, with the encoder interface.
+
+    Fine-tuning a table instead of re-propagating makes hash training cheap (no
+    sparse product per step); ``embedding`` is the ``(n_users + n_items, d)`` table.
+    """
 
     def __init__(self, user_emb: np.ndarray, item_emb: np.ndarray):
         super().__init__()
         self.n_users, self.n_items = len(user_emb), len(item_emb)
         self.dim = user_emb.shape[1]
         self.embedding = nn.Embedding(self.n_users + self.n_items, self.dim)
-        self.embedding.weight.data.copy_(torch.from_numpy(np.concatenate([user_emb, item_emb])))
+        self.embedding.weight.data.copy_(torch.from_numpy(np.concatenate([user_emb, item_emb]).astype(np.float32)))
 
     def embeddings(self, graph: Graph | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.embedding.weight
@@ -337,18 +473,22 @@ def lsh_codes(user_emb: np.ndarray, item_emb: np.ndarray, bits: int, seed: int =
 def build_hash_model(config, data) -> nn.Module:
     """The hash model a :class:`~hashrec_utils.train.TrainConfig` names.
 
+    ``config.hash_method``: an estimator name, optionally suffixed ``_sp``
+    (frozen encoder) or ``_nr`` (no ranking loss). ``config.hash_params``:
+    ``estimator`` (dict of estimator parameters), ``init`` (a run folder whose
+    ``embeddings.npz`` seeds a :class:`TableEncoder`), ``freeze``, and any
+    :class:`HashModel` keyword.
+
     ``config.model == "hashgnn"``: HashGNN as published — a GraphSAGE encoder
     trained end to end, cross-entropy + ranking loss, guided STE.
-    Otherwise the encoder is ``config.model`` (``lightgcn``), end to end unless
-    ``hash_params["init"]`` names a run folder whose ``embeddings.npz`` seeds a
-    :class:`TableEncoder` (fine-tuned, or frozen with ``hash_params["freeze"]``).
+    Otherwise the encoder is ``config.model`` (``lightgcn``) trained end to
+    end, or the ``init`` table (fine-tuned, or frozen with ``freeze``).
     """
     from .models import make_encoder
 
-    hp = dict(config.hash_params)
-    method = config.hash_method or "guided_ste"
-    est_params = hp.pop("estimator", {})
-    estimator = make_estimator(method, **est_params)
+    method, implied = split_method(config.hash_method or "guided_ste")
+    hp = {**implied, **dict(config.hash_params)}
+    estimator = make_estimator(method, **hp.pop("estimator", {}))
     init = hp.pop("init", None)
     freeze = hp.pop("freeze", False)
     if config.model == "hashgnn":

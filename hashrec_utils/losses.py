@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bpr_loss", "hashgnn_loss", "smooth_recall_loss"]
+__all__ = ["bpr_loss", "hashgnn_loss", "smooth_recall_loss", "listwise_loss", "distill_loss"]
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
@@ -42,22 +42,45 @@ def smooth_recall_loss(s_pos: torch.Tensor, s_pool: torch.Tensor, *, top_n: int 
                        tau_rank: float = 1.0, tau_recall: float = 1.0) -> torch.Tensor:
     """The smooth recall loss of Luo & Wu (AAAI student abstract), on a sampled item pool.
 
-    For a pair (u, i) with score ``s⁺ = s_pos`` and a pool of ``M`` scores
-    ``s_pool[u, :]``, the rank of i is smoothed as
+    Recall@N of a pair (u, i) is the indicator ``[r ≤ N]`` of its rank
+    ``r = 1 + Σ_{j≠i} [s_j > s⁺]``. Both indicators are smoothed by sigmoids:
 
-        r̂ = 1 + (n_items / M) · Σ_j σ((s_j − s⁺) / τ_rank)     (the pool scaled to the catalogue)
+        r̂ = 1 + (n_items / M) · Σ_j σ((s_j − s⁺) / τ_rank)     (M pool scores, scaled to the catalogue)
+        L = −mean σ((N − r̂) / τ_recall)
 
-    and the recall indicator ``[r ≤ N]`` as ``σ((N − r̂) / τ_recall)``; the loss is
-    ``−mean σ((N − r̂)/τ_recall)``. Without ``n_items`` the pool is the catalogue.
-    A pool that contains the positive itself counts it at σ(0) = ½; that half
-    is removed.
+    ``s_pos (B,)``; ``s_pool (B, M)`` scores of items other than the positive
+    (``-inf`` masks an entry, e.g. the positive drawn into the pool). Without
+    ``n_items`` the pool is the catalogue (scale 1).
     """
     if s_pool.ndim != 2 or s_pos.shape[0] != s_pool.shape[0]:
         raise ValueError(f"s_pos must be (B,) and s_pool (B, M); got {tuple(s_pos.shape)} and {tuple(s_pool.shape)}")
     m = s_pool.shape[1]
     above = torch.sigmoid((s_pool - s_pos[:, None]) / tau_rank).sum(dim=1)
-    contains_self = (s_pool == s_pos[:, None]).any(dim=1).to(above.dtype)
-    above = above - 0.5 * contains_self
     scale = (n_items / m) if n_items else 1.0
     rank = 1.0 + scale * above
     return -torch.sigmoid((top_n - rank) / tau_recall).mean()
+
+
+def listwise_loss(s_pos: torch.Tensor, s_pool: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy of the positive against a pool: ``mean[−s⁺ + ln(e^{s⁺} + Σ_j e^{s_j})]``.
+
+    ``s_pos (B,)``; ``s_pool (B, M)`` scores of pool items (``-inf`` masks an
+    entry, e.g. the positive itself when it is drawn into the pool).
+    """
+    if s_pool.ndim != 2 or s_pos.shape[0] != s_pool.shape[0]:
+        raise ValueError(f"s_pos must be (B,) and s_pool (B, M); got {tuple(s_pos.shape)} and {tuple(s_pool.shape)}")
+    logits = torch.cat([s_pos[:, None], s_pool], dim=1)
+    return (torch.logsumexp(logits, dim=1) - s_pos).mean()
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor, *, tau: float = 1.0) -> torch.Tensor:
+    """``mean_rows KL(softmax(teacher / τ) ‖ softmax(student))`` over the same ``(B, M)`` items.
+
+    The teacher's scores (e.g. the continuous ``⟨e_u, e_i⟩``) are detached; the
+    student (the code scores) learns to rank the pool as the teacher does.
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(f"student and teacher scores must have one shape; got {tuple(student.shape)} and {tuple(teacher.shape)}")
+    p = torch.softmax(teacher.detach() / tau, dim=-1)
+    log_q = torch.log_softmax(student, dim=-1)
+    return (p * (torch.log(p.clamp_min(1e-30)) - log_q)).sum(-1).mean()

@@ -155,3 +155,94 @@ def plot_lightgcn_degree(degree: pd.DataFrame) -> plt.Figure:
            title="Recall by user activity (ml-1m)")
     fig.tight_layout()
     return fig
+
+
+def _band(ax, frame: pd.DataFrame, x: str, y: str, label: str) -> None:
+    """Mean line and ± one standard deviation band over seeds."""
+    g = frame.dropna(subset=[y]).groupby(x)[y].agg(["mean", "std"]).reset_index().fillna(0.0)
+    line, = ax.plot(g[x], g["mean"], label=label)
+    ax.fill_between(g[x], g["mean"] - g["std"], g["mean"] + g["std"], alpha=0.25, color=line.get_color())
+
+
+def plot_hashing_curves(curves: pd.DataFrame) -> plt.Figure:
+    """Guided STE against STE: training loss and valid Hamming recall@20 against iteration (mean ± std over seeds)."""
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, c in curves.groupby("estimator", sort=True):
+        _band(axes[0], c, "iteration", "loss_hash", name)
+        _band(axes[1], c, "iteration", "valid_hamming/recall@20", name)
+    axes[0].set(xlabel="iteration (optimiser steps)", ylabel="hashed training loss", title="Training loss")
+    axes[1].set(xlabel="iteration (optimiser steps)", ylabel="valid recall@20, Hamming search", title="Validation recall")
+    for ax in axes:
+        ax.legend(title="estimator")
+    fig.tight_layout()
+    return fig
+
+
+def plot_hashing_table(table: pd.DataFrame) -> plt.Figure:
+    """Test recall@20 of every estimator under each search mode (mean ± std over seeds)."""
+    set_style()
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    order = table[table.search == "hamming"].sort_values("recall@20_mean")["estimator"].tolist()
+    order += [e for e in table["estimator"].unique() if e not in order]
+    searches = [s for s in ("continuous", "hamming", "hierarchical") if s in set(table.search)]
+    width = 0.8 / len(searches)
+    for j, search in enumerate(searches):
+        t = table[table.search == search].set_index("estimator").reindex(order)
+        xs = np.arange(len(order)) + (j - (len(searches) - 1) / 2) * width
+        ax.bar(xs, t["recall@20_mean"], width, yerr=t["recall@20_std"], label=search, capsize=2)
+    ax.set_xticks(np.arange(len(order)), order, rotation=25, ha="right")
+    ax.set(xlabel="estimator", ylabel="test recall@20", title="Estimator × search mode (ml-1m, 64 bits)")
+    ax.legend(title="search")
+    fig.tight_layout()
+    return fig
+
+
+def plot_hashing_params(params: pd.DataFrame) -> plt.Figure:
+    """Parameter analysis: recall@20 against λ, triplets per node, bits K and candidates C."""
+    set_style()
+    names = list(dict.fromkeys(params["parameter"]))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.3 * len(names), 3.3), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        p = params[params.parameter == name]
+        for search, g in p.groupby("search", sort=True):
+            ax.plot(g["value"], g["recall@20"], marker="o", ms=4, label=search)
+        if name in ("bits K", "candidates C"):
+            ax.set_xscale("log", base=2)
+        ax.set(xlabel=name, ylabel="test recall@20", title=name)
+        ax.legend(title="search", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_retrieval_curves(df: pd.DataFrame) -> plt.Figure:
+    """Recommendation recall@20 and recall of the exact continuous top-20 against throughput, every index."""
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    markers = {"float": "o", "binary": "s", "hierarchical": "D"}
+    for method, g in df.groupby("method", sort=False):
+        g = g.sort_values("qps")
+        m = markers.get(g["family"].iloc[0], "o")
+        for ax, y in zip(axes, ("recall@20", "recall_vs_exact")):
+            ax.plot(g["qps"], g[y], marker=m, ms=4, lw=1.2, label=method)
+    axes[0].set(xscale="log", xlabel="throughput (queries per second, log scale)", ylabel="test recall@20",
+                title="Recommendation accuracy")
+    axes[1].set(xscale="log", xlabel="throughput (queries per second, log scale)",
+                ylabel="share of exact float top-20 found", title="Search accuracy vs exact inner product")
+    axes[1].legend(fontsize=7, ncol=2, title="index")
+    fig.tight_layout()
+    return fig
+
+
+def plot_scaling(scale: pd.DataFrame) -> plt.Figure:
+    """Throughput and memory per item against the number of items (log-log)."""
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for method, g in scale.groupby("method", sort=False):
+        axes[0].loglog(g["items"], g["qps"], marker="o", label=method)
+        axes[1].loglog(g["items"], g["bytes_per_item"], marker="o", label=method)
+    axes[0].set(xlabel="items in the index", ylabel="queries per second (k = 50)", title="Throughput")
+    axes[1].set(xlabel="items in the index", ylabel="index bytes per item", title="Memory")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -10,16 +10,19 @@ the hash models of :mod:`hashrec_utils.hashing` train the same way:
 * Adam; every ``eval_every`` epochs, recall@20 on ``valid`` (train items
   excluded); early stopping after ``patience`` evaluations without
   improvement, keeping the best weights;
-* an atomic checkpoint after every epoch (model, optimiser, history, best
-  weights). Randomness is drawn from generators seeded by ``(seed, epoch)``,
-  so a run killed at any point and resumed from its checkpoint ends with
-  exactly the numbers of an uninterrupted run.
+* an atomic checkpoint after every epoch (model, optimiser, RNG states of
+  torch, NumPy and Python, epoch, history, best weights), written to a
+  temporary file and moved into place with ``os.replace``. Each epoch's
+  randomness is drawn from generators seeded by ``(seed, epoch)``, so a run
+  killed at any point (``kill -9`` included) and resumed from its last
+  checkpoint ends with exactly the numbers of an uninterrupted run.
 """
 from __future__ import annotations
 
 import copy
 import os
-import signal
+import random
+import sys
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -46,6 +49,7 @@ __all__ = [
     "build_model",
     "run",
     "FitResult",
+    "make_optimizer",
 ]
 
 KS = (10, 20, 50)
@@ -205,7 +209,7 @@ def fit(
     device = torch.device(config.device or default_device())
     model.to(device)
     graph = build_graph(data.train, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = make_optimizer(model, config.lr, device)
     sampler = NegativeSampler(data.train)
     coo = data.train.tocoo()
     pair_users, pair_items = coo.row.astype(np.int64), coo.col.astype(np.int64)
@@ -222,7 +226,11 @@ def fit(
         state.update({k: saved[k] for k in state if k in saved})
         if hasattr(model, "load_extra_state"):
             model.load_extra_state(saved.get("extra", {}))
+        if "rng" in saved:
+            _set_rng_state(saved["rng"])
         resumed_from = state["epoch"]
+        if progress:
+            tqdm.write(f"resumed from epoch {resumed_from} ({ckpt_path})", file=sys.stderr)
 
     n_pairs = len(pair_users)
     steps_per_epoch = max(1, -(-n_pairs // config.batch_size))
@@ -252,7 +260,7 @@ def fit(
             for k, v in logs.items():
                 logs_sum[k] = logs_sum.get(k, 0.0) + float(v)
         state["seconds"] += time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "loss": total / steps_per_epoch, **{k: v / steps_per_epoch for k, v in logs_sum.items()}}
+        row = {"epoch": epoch + 1, "iteration": state["step"], "loss": total / steps_per_epoch, **{k: v / steps_per_epoch for k, v in logs_sum.items()}}
         if hasattr(model, "schedule_state"):
             row.update(model.schedule_state(state["step"]))
         if has_valid and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
@@ -274,7 +282,6 @@ def fit(
             _save_checkpoint(ckpt_path, model, optimizer, state)
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}", valid_recall20="-" if last_recall is None else f"{last_recall:.4f}")
-        _fault_injection(epoch + 1)
     bar.close()
     if has_valid and state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
@@ -282,22 +289,46 @@ def fit(
     return FitResult(model, graph, pd.DataFrame(state["history"]), best_epoch, resumed_from)
 
 
+def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
+    """Adam over the trainable parameters: fused kernel on CUDA, multi-tensor (``foreach``) on CPU."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if device.type == "cuda":
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    return torch.optim.Adam(params, lr=lr, foreach=True)
+
+
+def _rng_state() -> dict:
+    """Global RNG states (torch CPU and CUDA, NumPy's legacy generator, Python) as ``weights_only``-loadable values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": version, "internal": list(internal), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
 def _save_checkpoint(path: Path, model, optimizer, state: dict) -> None:
-    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), **state}
+    """Everything a resumed run needs, written atomically (temporary file + ``os.replace``)."""
+    payload = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "rng": _rng_state(), **state}
     if hasattr(model, "extra_state"):
         payload["extra"] = model.extra_state()
     with atomic_write(path, "wb") as fh:
         torch.save(payload, fh)
-
-
-def _fault_injection(epoch: int) -> None:
-    """``HASHREC_KILL_AFTER_EPOCH=N``: SIGKILL this process right after epoch N's checkpoint.
-
-    Lets the resume test interrupt a run at a known point with a real
-    ``kill -9``; unset in every normal run.
-    """
-    if os.environ.get("HASHREC_KILL_AFTER_EPOCH") == str(epoch):
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------
