@@ -23,8 +23,8 @@ Two entry points share the parser:
 * :func:`load_netflix` — the big path behind ``load_dataset("netflix")``:
   int32 arrays only, the full matrix cached as ``netflix_cache.npz`` beside
   the files, and an 80/20 per-user split done in row batches
-  (:func:`split_per_user_lean`, identical output to
-  :func:`hashrec_utils.data.split_per_user`, a fraction of its memory).
+  (:func:`hashrec_utils.data.split_per_user`, batched: a fraction of the
+  memory a global sort would take).
 
 Peak memory of :func:`load_netflix` on data of the full shape: 1.28 GiB
 parsing ~2 GB of text, 1.24 GiB from the cache (resident set of a fresh
@@ -50,14 +50,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .data import InteractionData
+from .data import InteractionData, split_per_user
 from .utils import atomic_write
 
 __all__ = [
     "read_netflix_files",
     "load_netflix",
     "netflix_files",
-    "split_per_user_lean",
     "netflix_memory_estimate",
     "format_bytes",
     "CACHE_NAME",
@@ -497,63 +496,6 @@ def _build_matrix(paths: Sequence[Path], chunk_bytes: int, progress: bool | None
     return indptr.astype(np.int64), indices.astype(np.int32, copy=False), user_ids, item_ids
 
 
-def split_per_user_lean(
-    indptr: np.ndarray, indices: np.ndarray, shape: tuple[int, int], fraction: float, seed: int, *, batch_nnz: int = 1 << 22
-) -> tuple[sp.csr_matrix, sp.csr_matrix]:
-    """Hold out ``round(fraction * n_u)`` of each user's items at random: ``(kept, held_out)``.
-
-    Same rule, same random draws and so the same output as
-    :func:`hashrec_utils.data.split_per_user` on the binary CSR matrix
-    ``(indptr, indices)`` of ``shape`` (rows sorted, no duplicates): one
-    float64 key per interaction from ``default_rng(seed)``, and in each row
-    the ``n_out`` smallest keys are held out, ``n_out = min(rint(fraction·n_u), n_u - 1)``.
-
-    The difference is memory and time. ``split_per_user`` lexsorts all
-    ``nnz`` keys at once next to int64 row ids, ranks and masks (~7 arrays of
-    8·nnz bytes: ~5 GiB at 100M). Here rows go in batches of at most 1,024
-    rows and about ``batch_nnz`` interactions, drawn from one generator
-    stream (so the keys are the same); a batch sorts one int64 per
-    interaction, ``local_row << 53 | key·2^53`` (exact: NumPy's float64
-    draws are 53-bit integers over 2^53), with a stable sort: the order
-    lexsort gives, ~10x faster. What stays is one bool mask over ``nnz`` and
-    the outputs (int32 indices, float32 ones).
-    """
-    if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"fraction must be in [0, 1); got {fraction}")
-    n_rows = shape[0]
-    nnz = int(indptr[-1])
-    degree = np.diff(indptr).astype(np.int64)
-    n_out = np.minimum(np.rint(degree * fraction).astype(np.int64), np.maximum(degree - 1, 0))
-    held = np.zeros(nnz, dtype=bool)
-    rng = np.random.default_rng(seed)
-    if fraction > 0.0:
-        row = 0
-        while row < n_rows:
-            stop = int(np.searchsorted(indptr, indptr[row] + batch_nnz, side="right")) - 1
-            stop = min(max(stop, row + 1), row + 1024, n_rows)
-            lo, hi = int(indptr[row]), int(indptr[stop])
-            deg = degree[row:stop]
-            key = (rng.random(hi - lo) * 2.0**53).astype(np.int64)
-            key |= np.repeat(np.arange(stop - row, dtype=np.int64) << 53, deg)
-            order = np.argsort(key, kind="stable")
-            rank = np.empty(hi - lo, dtype=np.int64)
-            rank[order] = np.arange(hi - lo) - np.repeat(indptr[row:stop] - lo, deg)
-            held[lo:hi] = rank < np.repeat(n_out[row:stop], deg)
-            row = stop
-    held_indices = indices[held]
-    np.logical_not(held, out=held)
-    kept_indices = indices[held]
-    del held
-    out = []
-    for idx, per_row in ((kept_indices, degree - n_out), (held_indices, n_out)):
-        ptr = np.zeros(n_rows + 1, dtype=np.int64)
-        np.cumsum(per_row, out=ptr[1:])
-        m = sp.csr_matrix((np.ones(len(idx), dtype=np.float32), idx, ptr), shape=shape)
-        m.has_sorted_indices = True
-        out.append(m)
-    return out[0], out[1]
-
-
 def load_netflix(
     folder: str | os.PathLike,
     seed: int = 0,
@@ -585,7 +527,9 @@ def load_netflix(
             _write_cache(cache_path, manifest, *loaded)
     indptr, indices, user_ids, item_ids = loaded
     shape = (len(user_ids), len(item_ids))
-    train, test = split_per_user_lean(indptr, indices, shape, test_fraction, seed)
+    full = sp.csr_matrix((np.ones(len(indices), dtype=np.float32), indices, indptr), shape=shape)
+    full.has_sorted_indices = True
+    train, test = split_per_user(full, test_fraction, seed)
     del loaded, indptr, indices
     valid = sp.csr_matrix(shape, dtype=np.float32)
     return InteractionData("netflix", shape[0], shape[1], train, valid, test, user_ids, item_ids)
