@@ -29,6 +29,25 @@ def write_table(frame: pd.DataFrame, name: str, profile: str) -> Path:
     return path
 
 
+def environment() -> dict:
+    """The machine and library versions a profile ran with (the report's set-up section)."""
+    import os
+    import platform
+
+    import faiss
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "faiss": faiss.__version__, "cuda": torch.cuda.is_available(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def load_profile_datasets(profile: str, *, valid_fraction: float = 0.1, seed: int = 0) -> list[InteractionData]:
     """The datasets of a profile, sliced to ``max_users`` in ``quick``."""
     prof = get_profile(profile)
@@ -49,6 +68,7 @@ def data_prep(profile: str) -> tuple[pd.DataFrame, list[InteractionData]]:
     datasets = load_profile_datasets(profile, valid_fraction=0.0)
     stats = pd.DataFrame([dataset_stats(d) for d in datasets])
     write_table(stats, "data_stats", profile)
+    write_json(results_dir(profile) / "environment.json", environment())
     fig = plot_degree_distribution(datasets)
     savefig(fig, "degree_distribution", profile)
     return stats, datasets
