@@ -299,7 +299,8 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
     p_rows = []
     for label, est in (("decaying p (1 → ×0.95 / 250 it.)", {}), ("fixed p = 0.5", {"p0": 0.5, "decay": 1.0})):
         for seed in stage.seeds:
-            m, _ = hash_run(profile, "guided_ste", seed=seed, tag="" if not est else "fixedp", estimator=est)
+            extra = {"estimator": est} if est else {}
+            m, _ = hash_run(profile, "guided_ste", seed=seed, tag="fixedp" if est else "", **extra)
             p_rows += [{"schedule": label, "seed": seed, **r} for r in _sections(m)]
     p_table = summarize(pd.DataFrame(p_rows), ["schedule", "search"])
     write_table(p_table, "hashing_p", profile)

@@ -33,6 +33,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .config import check_profile, get_profile
 from .data import InteractionData, load_dataset, subset_users
 from .graph import Graph, build_graph
@@ -207,6 +208,7 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``data.train`` with ``config``; resume from ``checkpoint`` if it exists."""
     device = torch.device(config.device or default_device())
+    dp = distributed.init_from_env(device)  # under torchrun: data-parallel (see hashrec_utils.distributed)
     model.to(device)
     graph = build_graph(data.train, device)
     optimizer = make_optimizer(model, config.lr, device)
@@ -235,7 +237,7 @@ def fit(
     n_pairs = len(pair_users)
     steps_per_epoch = max(1, -(-n_pairs // config.batch_size))
     bar = tqdm(total=config.epochs, initial=state["epoch"], desc=f"{config.model}{'+' + config.hash_method if config.hash_method else ''}",
-               disable=not progress, unit="epoch", dynamic_ncols=True)
+               disable=not progress or not distributed.is_main(), unit="epoch", dynamic_ncols=True)
     last_recall = state["history"][-1].get("valid_recall@20") if state["history"] else None
     while state["epoch"] < config.epochs and not state["stopped"]:
         epoch = state["epoch"]
@@ -250,20 +252,25 @@ def fit(
             pos = torch.from_numpy(pair_items[idx]).to(device)
             neg = torch.from_numpy(negatives[b * config.batch_size : (b + 1) * config.batch_size]).to(device)
             optimizer.zero_grad(set_to_none=True)
-            loss, logs = model.loss(graph, users, pos, neg, state["step"])
+            part = distributed.share(len(idx)) if dp else slice(0, len(idx))
+            # this rank's share of the global batch; its mean loss weighted by its share, so the
+            # gradients summed over ranks are those of the global batch's mean loss
+            weight = (part.stop - part.start) / len(idx)
+            loss, logs = model.loss(graph, users[part], pos[part], neg[part], state["step"])
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch + 1}, step {state['step']}: lower lr ({config.lr})")
-            loss.backward()
+            (loss * weight).backward() if dp else loss.backward()
+            distributed.all_reduce_gradients(model.parameters())
             optimizer.step()
             state["step"] += 1
-            total += float(loss.detach())
+            total += distributed.all_reduce_sum(float(loss.detach()) * weight) if dp else float(loss.detach())
             for k, v in logs.items():
-                logs_sum[k] = logs_sum.get(k, 0.0) + float(v)
+                logs_sum[k] = logs_sum.get(k, 0.0) + (distributed.all_reduce_sum(float(v) * weight) if dp else float(v))
         state["seconds"] += time.perf_counter() - t0
         row = {"epoch": epoch + 1, "iteration": state["step"], "loss": total / steps_per_epoch, **{k: v / steps_per_epoch for k, v in logs_sum.items()}}
         if hasattr(model, "schedule_state"):
             row.update(model.schedule_state(state["step"]))
-        if has_valid and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
+        if has_valid and distributed.is_main() and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
             metrics = evaluate_model(model, graph, data.valid, data.train, ks=(20,))
             row.update(_flat(metrics, "valid_"))
             recall = _valid_recall(metrics)
@@ -275,10 +282,11 @@ def fit(
                 state["bad_evals"] += 1
                 if config.patience and state["bad_evals"] >= config.patience:
                     state["stopped"] = True
+        state["stopped"] = distributed.broadcast_flag(state["stopped"])  # rank 0 decides early stopping
         row["seconds"] = state["seconds"]
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        if ckpt_path is not None:
+        if ckpt_path is not None and distributed.is_main():
             _save_checkpoint(ckpt_path, model, optimizer, state)
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}", valid_recall20="-" if last_recall is None else f"{last_recall:.4f}")
@@ -393,10 +401,14 @@ def run(
             if progress:
                 print(f"{out}: run complete (metrics.json exists); nothing to do")
             return read_json(out / "metrics.json")
-    write_json(saved_config, config.to_json())
+    if distributed.is_main():
+        write_json(saved_config, config.to_json())
     data = load_run_data(config)
     net = build_model(config, data)
     result = fit(net, data, config, out / "checkpoint.pt", progress=progress)
+    if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes the results
+        distributed.barrier()
+        return {}
     with atomic_write(out / "history.csv", "w") as fh:
         result.history.to_csv(fh, index=False)
     net = result.model
@@ -412,4 +424,5 @@ def run(
     with atomic_write(out / "embeddings.npz", "wb") as fh:
         np.savez(fh, **arrays)
     write_json(out / "metrics.json", {**metrics, **metrics_meta})
+    distributed.barrier()
     return read_json(out / "metrics.json")
