@@ -5,7 +5,9 @@ Same random data, same thread count (numba's and Faiss's OpenMP pool pinned to
 floats: ``--dim``-d Gaussian vectors (4 d bytes each, against ``bits/8`` for
 a code). The three searches take turns, ``--repeats`` rounds, and each keeps
 its best round, so a burst of load from elsewhere on the machine hits them
-alike. Before the ratios, the Hamming distances of hashrec and Faiss are
+alike (run it on an otherwise idle machine: under load, Faiss's flat
+searches, which open a parallel region per block of items, slow down far
+more than hashrec's single one, and the ratios grow). Before the ratios, the Hamming distances of hashrec and Faiss are
 checked equal on every query (a speed figure of a wrong answer is worthless).
 Prints queries per second per method and, last,
 ``speedup_vs_binaryflat=X speedup_vs_flatip=Y`` (hashrec's q/s over each).
@@ -16,6 +18,7 @@ Prints queries per second per method and, last,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -64,8 +67,10 @@ def main(argv: list[str] | None = None) -> dict:
         sys.exit("HammingIndex and IndexBinaryFlat disagree on distances")
     x = qps["hashrec_hamming"] / qps["faiss_binaryflat"]
     y = qps["hashrec_hamming"] / qps["faiss_flatip"]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"items={args.items} queries={args.queries} bits={args.bits} k={args.k} threads={args.threads} "
-          f"repeats={args.repeats} (distances equal to Faiss on all queries)")
+          f"repeats={args.repeats}; distances equal to Faiss on all queries; load average {load} "
+          f"on {os.cpu_count()} CPUs (other work on the machine slows Faiss's many parallel regions most)")
     print(f"speedup_vs_binaryflat={x:.2f} speedup_vs_flatip={y:.2f}")
     return {"qps": qps, "speedup_vs_binaryflat": x, "speedup_vs_flatip": y}
 

@@ -1,9 +1,13 @@
 """Measuring retrieval: throughput, build time, memory, and accuracy at a fixed throughput.
 
-Timings are wall-clock (``time.perf_counter``), best of ``repeats``, with the
-thread count of hashrec's kernel and of Faiss set equal (``threads``). Speed
-claims live in ``benchmarks/`` as ratios against a peer timed in the same
-process, never in unit tests.
+Timings are wall-clock (``time.perf_counter``), best of ``repeats``; every
+index pins its own thread pool (numba's for hashrec's kernels, OpenMP's for
+Faiss) to the ``threads`` it was made with, so comparisons are like for like.
+Speed claims live in ``benchmarks/`` as ratios against a peer timed in the
+same process, never in unit tests.
+
+The proposal's central comparison is :func:`at_fixed_throughput`: at a
+given number of queries per second, how accurate is each method?
 """
 from __future__ import annotations
 
@@ -14,34 +18,74 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .metrics import evaluate_topk
-
-__all__ = ["time_search", "recall_vs_exact", "sweep", "at_fixed_throughput", "search_ids", "scaling"]
+__all__ = ["search_ids", "time_search", "recall_vs_exact", "recall_at", "sweep", "at_fixed_throughput",
+           "scaling_params", "scaling_measure", "scaling", "SCALING_BINARY", "SCALING_FLOAT"]
 
 
 def search_ids(index, queries, k: int, exclude=None, query_emb=None) -> np.ndarray:
-    """Ids from any index; the hierarchical index also takes the continuous queries."""
+    """The ids ``(n_queries, k)`` of any index; the hierarchical one also takes the continuous queries."""
     if getattr(index, "kind", "") == "hierarchical":
         return index.search(queries, query_emb, k, exclude)[1]
     return index.search(queries, k, exclude)[1]
 
 
-def time_search(index, queries, k: int, *, repeats: int = 3, exclude=None, query_emb=None) -> tuple[float, np.ndarray]:
-    """Best-of-``repeats`` seconds for one search of all ``queries``, and the ids it returned."""
+def time_search(index, queries, k: int, repeats: int = 3, *, exclude=None, query_emb=None) -> tuple[float, np.ndarray]:
+    """Best-of-``repeats`` wall-clock seconds for one search of all ``queries``, and the ids it returned.
+
+    Best-of-n rather than the mean: the minimum is the run least disturbed by
+    the rest of the machine, the figure closest to what the code costs.
+    """
     best, ids = float("inf"), None
-    for _ in range(max(1, repeats)):
-        t = time.perf_counter()
+    for _ in range(max(1, int(repeats))):
+        start = time.perf_counter()
         ids = search_ids(index, queries, k, exclude, query_emb)
-        best = min(best, time.perf_counter() - t)
+        best = min(best, time.perf_counter() - start)
     return best, ids
 
 
 def recall_vs_exact(ids: np.ndarray, truth: np.ndarray) -> float:
-    """Mean over queries of ``|ids_q ∩ truth_q| / |truth_q|`` (``-1`` padding ignored): how much of
-    the exact continuous top-K an approximate search finds."""
+    """``mean_q |ids_q[:K] ∩ truth_q| / |truth_q|`` with ``K = truth.shape[1]`` (``-1`` ignored).
+
+    How much of the exact continuous top-K an approximate search finds; a
+    query whose truth is empty is left out.
+    """
+    ids, truth = np.asarray(ids), np.asarray(truth)
+    if ids.ndim != 2 or truth.ndim != 2 or len(ids) != len(truth):
+        raise ValueError(f"ids {ids.shape} and truth {truth.shape} must be 2-D with one row per query")
     k = truth.shape[1]
-    hits = [len(set(a[a >= 0]) & set(t[t >= 0])) / max(1, (t >= 0).sum()) for a, t in zip(ids[:, :k], truth)]
-    return float(np.mean(hits))
+    # Keys q * (max id + 2) + id make one membership test for all rows at once.
+    width = np.int64(max(int(ids.max(initial=0)), int(truth.max(initial=0))) + 2)
+    rows = np.arange(len(ids), dtype=np.int64)[:, None]
+    got = np.where(ids[:, :k] >= 0, rows * width + ids[:, :k], -1)
+    hit = np.isin(rows * width + truth, got) & (truth >= 0)
+    n_truth = (truth >= 0).sum(axis=1)
+    keep = n_truth > 0
+    return float(np.mean(hit.sum(axis=1)[keep] / n_truth[keep])) if keep.any() else float("nan")
+
+
+def recall_at(ids: np.ndarray, test: sp.csr_matrix, k: int = 20) -> float:
+    """Recommendation recall@k: ``mean_u |top-k_u ∩ T_u| / |T_u|`` over users with test items ``T_u``.
+
+    Uses the project's one metric code path, :func:`hashrec_utils.metrics.evaluate_topk`,
+    where it is available; otherwise the same hit count, computed here.
+    """
+    try:
+        from .metrics import evaluate_topk
+    except ImportError:  # the metrics module is optional for this file
+        evaluate_topk = None
+    if evaluate_topk is not None:
+        return float(evaluate_topk(ids[:, :k], test, ks=(k,))[f"recall@{k}"])
+    test = sp.csr_matrix(test)
+    hits = np.array([np.isin(row[row >= 0], test.indices[test.indptr[u] : test.indptr[u + 1]]).sum()
+                     for u, row in enumerate(ids[:, :k])])
+    n_test = np.diff(test.indptr)[: len(ids)]
+    keep = n_test > 0
+    return float(np.mean(hits[keep] / n_test[keep]))
+
+
+def _search_params(index) -> set:
+    """Names of the settings an index can change without a rebuild."""
+    return set(getattr(index, "SEARCH", ())) if hasattr(index, "set_search_params") else set()
 
 
 def sweep(
@@ -50,111 +94,156 @@ def sweep(
     queries,
     truth: np.ndarray,
     *,
-    items=None,
-    k: int = 20,
+    items,
+    k: int | None = None,
     test: sp.csr_matrix | None = None,
+    rec_k: int = 20,
     exclude: sp.csr_matrix | None = None,
     query_emb=None,
     item_emb=None,
     repeats: int = 3,
     method: str | None = None,
-    rebuild_on: tuple[str, ...] = ("M", "nlist", "m", "R", "nhash", "b", "ef_construction", "candidates"),
 ) -> pd.DataFrame:
-    """Build and search an index over a grid of settings; one row per setting.
+    """Build and search one index family over a grid of settings; one row per setting.
 
-    ``index_factory(**p)`` makes an index; it is built on ``items`` (and
-    ``item_emb`` for hierarchical indexes), rebuilt only when a build-time
-    setting in ``rebuild_on`` changes (search-time ones go through
-    ``set_search_params``). Columns: the params, ``method``,
-    ``recall_vs_exact`` (share of the exact continuous top-``k`` found,
-    ``truth``), ``recall@20`` / ``ndcg@20`` against ``test`` (when given,
-    ``exclude`` removed), ``qps``, ``build_s``, ``bytes_per_item``.
+    ``index_factory(**p)`` makes an index for each ``p`` in ``params``; it is
+    built on ``items`` (plus ``item_emb`` for a hierarchical index, which
+    also needs ``query_emb``) and rebuilt only when a build-time setting
+    changes: settings the index lists as search-time (its ``SEARCH``) go
+    through ``set_search_params``.
+
+    ``truth``: ``(n_queries, K)`` exact continuous top-K ids (train items
+    excluded as in ``exclude``); the search returns ``max(K, rec_k)`` ids.
+
+    Columns: ``method``, the params, ``recall_vs_exact`` (share of the exact
+    top-K found), ``recall@{rec_k}`` against ``test`` when given (CSR users
+    x items, held-out interactions), ``qps`` (queries per second, best of
+    ``repeats``), ``build_s`` (seconds; 0 when the index was reused),
+    ``bytes_per_item`` (``memory_bytes() / n_items``).
     """
-    rows, index, built_key = [], None, None
+    truth = np.asarray(truth)
+    k = int(k or truth.shape[1])
+    depth = max(k, rec_k) if test is not None else k
+    n_items = len(items)
+    rows, index, built_with = [], None, None
     for p in params:
         p = dict(p)
-        key = tuple(sorted((k_, v) for k_, v in p.items() if k_ in rebuild_on))
+        changed = {key for key in set(p) | set(built_with or {}) if p.get(key) != (built_with or {}).get(key)}
         build_s = 0.0
-        if index is None or key != built_key or not hasattr(index, "set_search_params"):
+        if index is None or not changed <= _search_params(index):
             index = index_factory(**p)
-            t = time.perf_counter()
+            start = time.perf_counter()
             if getattr(index, "kind", "") == "hierarchical":
                 index.build(items, item_emb)
             else:
                 index.build(items)
-            build_s = time.perf_counter() - t
-            built_key = key
-        else:
-            index.set_search_params(**{k_: v for k_, v in p.items() if k_ not in rebuild_on})
-        seconds, ids = time_search(index, queries, k, repeats=repeats, exclude=exclude, query_emb=query_emb)
-        row = {"method": method or type(index).__name__, **p, "recall_vs_exact": recall_vs_exact(ids, truth),
-               "qps": len(ids) / seconds, "build_s": build_s, "bytes_per_item": index.memory_bytes() / _n_items(items)}
+            build_s = time.perf_counter() - start
+        elif changed:
+            index.set_search_params(**{key: p[key] for key in changed})
+        built_with = p
+        seconds, ids = time_search(index, queries, depth, repeats, exclude=exclude, query_emb=query_emb)
+        row = {"method": method or getattr(index, "name", None) or type(index).__name__, **p,
+               "recall_vs_exact": recall_vs_exact(ids[:, :k], truth[:, :k]),
+               "qps": len(ids) / seconds, "build_s": build_s,
+               "bytes_per_item": index.memory_bytes() / n_items}
         if test is not None:
-            m = evaluate_topk(ids, test, ks=(20,))
-            row.update({"recall@20": m["recall@20"], "ndcg@20": m["ndcg@20"]})
+            row[f"recall@{rec_k}"] = recall_at(ids, test, rec_k)
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _n_items(items) -> int:
-    return len(items)
-
-
-def at_fixed_throughput(df: pd.DataFrame, qps: float | Iterable[float], *, metric: str = "recall@20",
+def at_fixed_throughput(df: pd.DataFrame, qps: float | Iterable[float], *, metric: str | None = None,
                         method: str = "method") -> pd.DataFrame:
-    """The best ``metric`` each method reaches at a throughput of at least ``qps``.
+    """The best ``metric`` each method reaches at a throughput of at least ``qps`` queries per second.
 
-    The proposal's central comparison: at the same queries per second, how
-    accurate is each method? A method that never reaches the throughput gets
-    NaN. One row per (method, target qps).
+    ``metric`` defaults to ``recall@20`` when ``df`` has it, else
+    ``recall_vs_exact``. One row per (target qps, method): the target, the
+    best value, and the rest of the winning row (its ``qps`` and settings);
+    a method that never reaches the target gets NaN.
     """
+    if metric is None:
+        metric = "recall@20" if "recall@20" in df.columns else "recall_vs_exact"
+    for col in (metric, "qps", method):
+        if col not in df.columns:
+            raise ValueError(f"df has no column {col!r}; it has {', '.join(map(str, df.columns))}")
     targets = [qps] if np.isscalar(qps) else list(qps)
     rows = []
     for target in targets:
         for name, group in df.groupby(method, sort=True):
-            fast = group[group["qps"] >= target]
-            best = fast.loc[fast[metric].idxmax()] if len(fast) else None
-            rows.append({method: name, "target_qps": float(target),
-                         metric: float(best[metric]) if best is not None else np.nan,
-                         "qps": float(best["qps"]) if best is not None else np.nan})
-    return pd.DataFrame(rows)
+            fast = group[(group["qps"] >= target) & group[metric].notna()]
+            if len(fast):
+                best = fast.loc[fast[metric].idxmax()].to_dict()
+            else:
+                best = {col: np.nan for col in df.columns}
+                best[method] = name
+            rows.append({"target_qps": float(target), **best})
+    out = pd.DataFrame(rows)
+    return out[["target_qps", method, metric] + [c for c in out.columns if c not in ("target_qps", method, metric)]]
 
 
-def scaling(sizes: Iterable[int], *, n_queries: int = 1000, bits: int = 64, dim: int = 64, k: int = 50,
-            threads: int = 2, skip_graph_above: int = 1_000_000, seed: int = 0, verbose: bool = True) -> pd.DataFrame:
-    """Queries per second, build seconds and bytes per item of each index family against the number of items.
+SCALING_BINARY = ("hamming", "binary_flat", "binary_ivf", "binary_multihash", "binary_hnsw")
+SCALING_FLOAT = ("flat_ip", "ivf_flat", "ivf_pq", "hnsw", "nsg")
+_GRAPH = ("binary_hnsw", "hnsw", "nsg")
 
-    Synthetic data per size (random 64-bit codes, Gaussian 64-d vectors): hashrec
-    Hamming, Faiss BinaryFlat, FlatIP, HNSW (M=32, efSearch=64; skipped above
-    ``skip_graph_above`` items, where its build takes too long) and IVF-PQ.
-    """
-    from .retrieval import make_index
 
+def scaling_params(method: str, n_items: int) -> dict:
+    """Common settings: IVF with ``nlist ~ sqrt(n)`` cells, 1/32 of them probed (at least 4)."""
+    nlist = int(np.clip(np.sqrt(n_items), 16, 8192))
+    nprobe = max(4, nlist // 32)
+    return {
+        "binary_ivf": {"nlist": nlist, "nprobe": nprobe},
+        "binary_multihash": {"nhash": 4, "b": 16, "nflip": 1},
+        "binary_hnsw": {"M": 16, "efSearch": 64},
+        "ivf_flat": {"nlist": nlist, "nprobe": nprobe},
+        "ivf_pq": {"nlist": nlist, "nprobe": nprobe, "m": 16},
+        "hnsw": {"M": 32, "efSearch": 64},
+        "nsg": {"R": 32, "search_L": 64},
+    }.get(method, {})
+
+
+def scaling_measure(n_items: int, methods, *, n_queries: int, bits: int, dim: int, k: int, threads: int,
+            repeats: int, graph_max_items: int, seed: int = 0, verbose: bool = True) -> list[dict]:
+    """One row per method at ``n_items`` items."""
+    rng = np.random.default_rng(seed)
+    data = {}
+    if any(m in SCALING_BINARY for m in methods):
+        data["binary"] = (rng.integers(0, 256, (n_items, bits // 8), dtype=np.uint8),
+                          rng.integers(0, 256, (n_queries, bits // 8), dtype=np.uint8))
+    if any(m in SCALING_FLOAT for m in methods):
+        data["float"] = (rng.standard_normal((n_items, dim), dtype=np.float32),
+                         rng.standard_normal((n_queries, dim), dtype=np.float32))
     rows = []
-    for n_items in sizes:
-        rng = np.random.default_rng(seed)
-        codes = rng.integers(0, 256, (n_items, bits // 8), dtype=np.uint8)
-        qcodes = rng.integers(0, 256, (n_queries, bits // 8), dtype=np.uint8)
-        vecs = rng.standard_normal((n_items, dim), dtype=np.float32)
-        qvecs = rng.standard_normal((n_queries, dim), dtype=np.float32)
-        nlist = int(max(16, min(4096, 4 * np.sqrt(n_items))))
-        specs = [
-            ("hashrec hamming", "hamming", {}, codes, qcodes),
-            ("faiss binary_flat", "binary_flat", {}, codes, qcodes),
-            ("faiss flat_ip", "flat_ip", {}, vecs, qvecs),
-            ("faiss hnsw", "hnsw", {"M": 32, "ef_search": 64}, vecs, qvecs),
-            ("faiss ivf_pq", "ivf_pq", {"nlist": nlist, "nprobe": 16, "m": 16}, vecs, qvecs),
-        ]
-        for label, name, params, items, queries in specs:
-            if name == "hnsw" and n_items > skip_graph_above:
-                continue
-            index = make_index(name, bits=bits, threads=threads, **params)
-            t = time.perf_counter()
-            index.build(items)
-            build = time.perf_counter() - t
-            seconds, _ = time_search(index, queries, k, repeats=2)
-            rows.append({"method": label, "items": n_items, "qps": n_queries / seconds, "build_s": build,
-                         "bytes_per_item": index.memory_bytes() / n_items})
+    for method in methods:
+        if method in _GRAPH and n_items > graph_max_items:
             if verbose:
-                print(f"{n_items:>10,} {label:>18}: {rows[-1]['qps']:10,.0f} q/s  {rows[-1]['bytes_per_item']:7.1f} B/item", flush=True)
+                print(f"{n_items:>11,} {method:>17}: skipped (graph build; --graph-max-items {graph_max_items:,})", flush=True)
+            continue
+        items, queries = data["binary" if method in SCALING_BINARY else "float"]
+        params = scaling_params(method, n_items)
+        from .retrieval import make_index
+
+        index = make_index(method, bits=bits, threads=threads, **params)
+        start = time.perf_counter()
+        index.build(items)
+        build_s = time.perf_counter() - start
+        index.search(queries[: min(64, n_queries)], k)  # warm-up (numba loads its cached kernel)
+        seconds, _ = time_search(index, queries, k, repeats)
+        rows.append({"method": method, "items": n_items, "qps": n_queries / seconds, "build_s": build_s,
+                     "bytes_per_item": index.memory_bytes() / n_items, "threads": threads, "k": k,
+                     "params": " ".join(f"{key}={value}" for key, value in params.items())})
+        if verbose:
+            print(f"{n_items:>11,} {method:>17}: {rows[-1]['qps']:12,.0f} q/s  {rows[-1]['bytes_per_item']:8.1f} B/item"
+                  f"  build {build_s:7.1f} s", flush=True)
+        del index
+    return rows
+
+
+def scaling(sizes, methods=None, *, n_queries: int = 1000, bits: int = 64, dim: int = 64, k: int = 50, threads: int = 2,
+            repeats: int = 2, graph_max_items: int = 100_000, verbose: bool = True) -> pd.DataFrame:
+    """:func:`scaling_measure` at each size: queries per second, build seconds, bytes per item (synthetic data)."""
+    methods = list(methods or [m for m in SCALING_BINARY + SCALING_FLOAT if m != "nsg"])
+    rows = []
+    for n in sizes:
+        rows += scaling_measure(n, methods, n_queries=n_queries, bits=bits, dim=dim, k=k, threads=threads,
+                                repeats=repeats, graph_max_items=graph_max_items, verbose=verbose)
     return pd.DataFrame(rows)

@@ -416,7 +416,7 @@ def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = ""
     bits = setup.item_codes.shape[1] * 8
     float_runs = [
         ("Flat (exact float)", "flat_ip", [{}]),
-        ("HNSW", "hnsw", [{"M": 32, "ef_search": ef} for ef in st.hnsw_ef]),
+        ("HNSW", "hnsw", [{"M": 32, "efSearch": ef} for ef in st.hnsw_ef]),
         ("NSG", "nsg", [{"R": 32, "search_L": L} for L in st.nsg_L]),
         ("IVF-Flat", "ivf_flat", [{"nlist": nlist, "nprobe": p} for p in st.ivf_nprobe if p <= nlist]),
         *[(f"IVF-PQ m={m}", "ivf_pq", [{"nlist": nlist, "m": m, "nprobe": p} for p in st.ivf_nprobe if p <= nlist]) for m in st.pq_m],
@@ -424,7 +424,7 @@ def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = ""
     binary_runs = [
         ("hashrec Hamming", "hamming", [{}]),
         ("Faiss BinaryFlat", "binary_flat", [{}]),
-        ("Faiss BinaryHNSW", "binary_hnsw", [{"M": 16, "ef_search": ef} for ef in st.binary_ef]),
+        ("Faiss BinaryHNSW", "binary_hnsw", [{"M": 16, "efSearch": ef} for ef in st.binary_ef]),
         ("Faiss BinaryIVF", "binary_ivf", [{"nlist": nlist, "nprobe": p} for p in st.ivf_nprobe if p <= nlist]),
         ("Faiss BinaryMultiHash", "binary_multihash", [{"nhash": 2, "b": min(24, bits // 2), "nflip": f} for f in st.multihash_nflip]),
     ]

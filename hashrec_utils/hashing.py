@@ -273,7 +273,7 @@ def split_method(method: str) -> tuple[str, dict]:
 
 
 class HashLayer(nn.Module):
-    """``a = W e + b`` (``d → K``); training codes ``estimator(a, step)``; eval codes ``sign(a)``."""
+    """``a = W e + b`` (``d → K``, ``b = 0`` at init); training codes ``estimator(a, step)``; eval codes ``sign(a)``."""
 
     def __init__(self, dim: int, bits: int, estimator: Estimator):
         super().__init__()
@@ -281,6 +281,9 @@ class HashLayer(nn.Module):
             raise ValueError(f"bits must be a positive multiple of 8; got {bits}")
         self.bits = int(bits)
         self.linear = nn.Linear(dim, self.bits)
+        # zero bias: the initial codes are sign(W e), a random-hyperplane hash of the embeddings;
+        # the default uniform bias would dominate W e for small embeddings and give every node one code
+        nn.init.zeros_(self.linear.bias)
         self.estimator = estimator
 
     def forward(self, e: torch.Tensor, step: int = 0) -> torch.Tensor:
@@ -303,28 +306,35 @@ class HashModel(nn.Module):
 
         cont_weight · [BPR(⟨e_u, e_i⟩, ⟨e_u, e_j⟩) + reg · L2]          (skipped when frozen)
       + hash_weight · L_hash(s)
-      + distill · KL(softmax(⟨e_u, e_·⟩ / τ_d) ‖ softmax(s(u, ·)))     (over the item pool)
+      + distill · KL(softmax(⟨e_u, e_·⟩ / τ_d) ‖ softmax(s(u, ·)))     (distinct users × item pool;
+                                                                          the teacher is detached)
 
     ``objective`` (``L_hash``):
-      ``bpr``      BPR on code scores, ``n_negatives`` uniform negatives per pair;
+      ``bpr``      BPR on code scores, ``n_negatives`` (1) uniform negatives per pair;
       ``softmax``  listwise: −log softmax of the positive among the pool of items
-                   (all items if ``n_negatives = 0``, else that many uniform items
-                   shared by the batch);
-      ``recall``   the smooth recall loss (Luo & Wu) on the same pool;
+                   (all items if ``n_negatives = 0``: one logsumexp per distinct user
+                   of the batch, so large batches cost little more than small ones;
+                   else ``n_negatives`` uniform items shared by the batch);
+      ``recall``   the smooth recall loss (Luo & Wu) on a pool of ``n_negatives`` (256) items;
       ``hashgnn``  HashGNN's cross-entropy link loss + λ × triplet ranking loss,
                    ``n_triplets`` per node (``lambda_rank = 0`` is ``_nr``).
     ``freeze_encoder`` (two-stage ``_sp``): only the hash layer (and γ) learn.
+    ``continuous``: which embeddings :meth:`embeddings` returns and hierarchical
+    search re-ranks with: the encoder's (``"encoder"``) or HashGNN's
+    ``z = tanh(W e + b)`` (``"hash"``). ``candidates``: C of hierarchical search.
     The encoder is any module with ``embeddings(graph)``, ``dim`` and ``n_users``.
     """
 
     def __init__(self, encoder: nn.Module, bits: int, estimator: Estimator, *, objective: str = "bpr",
                  hash_weight: float = 1.0, cont_weight: float = 1.0, scale: float = 8.0, lambda_rank: float = 0.5,
-                 margin: float = 0.2, n_triplets: int = 5, n_negatives: int = 1, reg: float = 1e-4,
+                 margin: float = 0.2, n_triplets: int = 5, n_negatives: int | None = None, reg: float = 1e-4,
                  distill: float = 0.0, distill_tau: float = 1.0, tau_rank: float = 1.0, tau_recall: float = 1.0,
-                 freeze_encoder: bool = False, candidates: int = 100):
+                 freeze_encoder: bool = False, candidates: int = 100, continuous: str = "encoder"):
         super().__init__()
         if objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+        if n_negatives is None:
+            n_negatives = {"bpr": 1, "softmax": 0, "recall": 256}.get(objective, 1)
         if n_negatives < 0 or n_triplets < 1:
             raise ValueError(f"need n_negatives >= 0 and n_triplets >= 1; got {n_negatives}, {n_triplets}")
         self.encoder = encoder
@@ -335,6 +345,9 @@ class HashModel(nn.Module):
         self.reg, self.distill, self.distill_tau = reg, distill, distill_tau
         self.tau_rank, self.tau_recall = tau_rank, tau_recall
         self.freeze_encoder, self.candidates = freeze_encoder, candidates
+        if continuous not in ("encoder", "hash"):
+            raise ValueError(f"continuous must be 'encoder' or 'hash'; got {continuous!r}")
+        self.continuous = continuous
         if freeze_encoder:
             for p in self.encoder.parameters():
                 p.requires_grad_(False)
@@ -348,7 +361,12 @@ class HashModel(nn.Module):
         return self.encoder.n_users
 
     def embeddings(self, graph: Graph | None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encoder.embeddings(graph)
+        """The continuous embeddings that hierarchical search re-ranks with: the encoder's,
+        or (``continuous="hash"``, HashGNN's choice) the hash layer's ``z = tanh(W e + b)``."""
+        users, items = self.encoder.embeddings(graph)
+        if self.continuous == "hash":
+            return torch.tanh(self.hash.linear(users)), torch.tanh(self.hash.linear(items))
+        return users, items
 
     def sign_codes(self, graph: Graph | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Evaluation codes ±1 ``(n_users, K)``, ``(n_items, K)``."""
@@ -367,9 +385,12 @@ class HashModel(nn.Module):
         return {**self.hash.estimator.state(step), "scale": float(self.log_scale.detach().exp())}
 
     def _score(self, hu: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
-        """``γ ⟨h_u, h_i⟩ / K`` row-wise for equal shapes, or ``(B, M)`` for ``hu (B, K)``, ``hi (M, K)``."""
-        gamma = self.log_scale.exp() / self.bits
-        return gamma * ((hu * hi).sum(-1) if hu.shape == hi.shape else hu @ hi.T)
+        """``γ ⟨h_u, h_i⟩ / K`` over the last axis (broadcast)."""
+        return self.log_scale.exp() / self.bits * (hu * hi).sum(-1)
+
+    def _score_pool(self, hu: torch.Tensor, h_pool: torch.Tensor) -> torch.Tensor:
+        """``(B, M)`` code scores of ``hu (B, K)`` against every row of ``h_pool (M, K)``."""
+        return self.log_scale.exp() / self.bits * (hu @ h_pool.T)
 
     def _pool(self, n_items: int, device) -> torch.Tensor | None:
         """Item ids scored against every user of the batch; ``None``: all items."""
@@ -390,39 +411,45 @@ class HashModel(nn.Module):
                 cont = cont + self.reg * l2
             total = total + self.cont_weight * cont
             logs["loss_continuous"] = float(cont.detach())
-        hu, hi = self.hash(eu, step), self.hash(ei, step)
-        s_pos = self._score(hu, hi)
         n_items = item_emb.shape[0]
-        pool = s_pool = None
+        hi = self.hash(ei, step)
         if self.objective in ("softmax", "recall") or self.distill:
+            # every distinct user of the batch against one pool of items (all items when pool is None)
+            uniq, inv = torch.unique(users, return_inverse=True)
+            h_uniq = self.hash(user_emb[uniq], step)
             pool = self._pool(n_items, eu.device)
-            h_pool = self.hash(item_emb if pool is None else item_emb[pool], step)
-            s_pool = self._score(hu, h_pool)
-        if self.objective == "bpr":
-            negs = neg[:, None]
-            if self.n_negatives > 1:
-                extra = torch.randint(0, n_items, (len(users), self.n_negatives - 1), device=eu.device)
-                negs = torch.cat([negs, extra], 1)
-            hashed = bpr_loss(s_pos, self._score(hu[:, None, :], self.hash(item_emb[negs], step)))
-        elif self.objective == "hashgnn":
-            negs = neg[:, None]
-            if self.n_triplets > 1:
-                extra = torch.randint(0, n_items, (len(users), self.n_triplets - 1), device=eu.device)
-                negs = torch.cat([negs, extra], 1)
-            s_neg = self._score(hu[:, None, :], self.hash(item_emb[negs], step))
-            hashed = hashgnn_loss(s_pos, s_neg, lambda_rank=self.lambda_rank, margin=self.margin)
+            pool_emb = item_emb if pool is None else item_emb[pool]
+            s_rows = self._score_pool(h_uniq, self.hash(pool_emb, step))
+            hu = h_uniq[inv]
         else:
-            is_pos = (pos[:, None] == (torch.arange(n_items, device=eu.device) if pool is None else pool)[None, :])
-            if self.objective == "softmax":
-                hashed = listwise_loss(s_pos, s_pool.masked_fill(is_pos, float("-inf")))
+            hu = self.hash(eu, step)
+        s_pos = self._score(hu, hi)
+        if self.objective in ("bpr", "hashgnn"):
+            k = self.n_negatives if self.objective == "bpr" else self.n_triplets
+            negs = neg[:, None]
+            if k > 1:
+                negs = torch.cat([negs, torch.randint(0, n_items, (len(users), k - 1), device=eu.device)], 1)
+            s_neg = self._score(hu[:, None, :], self.hash(item_emb[negs], step))
+            if self.objective == "bpr":
+                hashed = bpr_loss(s_pos, s_neg)
             else:
-                hashed = smooth_recall_loss(s_pos, s_pool.masked_fill(is_pos, float("-inf")), top_n=20, n_items=n_items,
+                hashed = hashgnn_loss(s_pos, s_neg, lambda_rank=self.lambda_rank, margin=self.margin)
+        elif self.objective == "softmax" and pool is None:
+            # −log softmax over all items: logsumexp once per distinct user
+            hashed = (torch.logsumexp(s_rows, dim=1)[inv] - s_rows[inv, pos]).mean()
+        else:
+            ids = torch.arange(n_items, device=eu.device) if pool is None else pool
+            s_pool = s_rows[inv].masked_fill(pos[:, None] == ids[None, :], float("-inf"))  # the positive leaves the pool
+            if self.objective == "softmax":
+                hashed = listwise_loss(s_pos, s_pool)
+            else:
+                hashed = smooth_recall_loss(s_pos, s_pool, top_n=20, n_items=n_items,
                                             tau_rank=self.tau_rank, tau_recall=self.tau_recall)
         total = total + self.hash_weight * hashed
         logs["loss_hash"] = float(hashed.detach())
         if self.distill:
-            teacher = (eu @ (item_emb if pool is None else item_emb[pool]).T).detach()
-            kd = distill_loss(s_pool, teacher, tau=self.distill_tau)
+            teacher = user_emb[uniq] @ pool_emb.T
+            kd = distill_loss(s_rows, teacher, tau=self.distill_tau)
             total = total + self.distill * kd
             logs["loss_distill"] = float(kd.detach())
         return total, logs
@@ -433,8 +460,8 @@ class HashModel(nn.Module):
         from .retrieval import continuous_topk, hamming_topk, hierarchical_topk
 
         with torch.no_grad():
-            users, items = (t.float().cpu() for t in self.encoder.embeddings(graph))
-            cu, ci = (pack_codes(self.hash.codes(t)) for t in (users, items))
+            cu, ci = self.codes(graph)
+            users, items = (t.float().cpu() for t in self.embeddings(graph))
         k = max(ks)
         u, i = users.numpy(), items.numpy()
         return {
@@ -493,7 +520,8 @@ def build_hash_model(config, data) -> nn.Module:
     freeze = hp.pop("freeze", False)
     if config.model == "hashgnn":
         encoder = make_encoder("graphsage", data.n_users, data.n_items, dim=config.dim, reg=config.reg)
-        hp.setdefault("objective", "hashgnn")
+        # as published: loss on the (guided) codes only; z = tanh(W u + b) is the continuous embedding
+        hp = {"objective": "hashgnn", "cont_weight": 0.0, "continuous": "hash", **hp}
     elif init:
         emb = np.load(f"{init}/embeddings.npz")
         if emb["user"].shape[0] != data.n_users or emb["item"].shape[0] != data.n_items:

@@ -14,20 +14,24 @@ layout), ``K/8`` bytes per row; the Hamming distance of codes ``x, y`` is
 ``popcount(x XOR y)``.
 
 :class:`HammingIndex` is hashrec's own exact kernel (numba). Faiss's
-``IndexBinaryFlat`` computes one scalar ``popcnt`` per 64-bit word and
-pushes into a heap. Ours
+``IndexBinaryFlat`` spends, per item and query, a load, an XOR and a scalar
+``popcnt`` per 64-bit word, then a heap comparison. Ours
 
-* stores the item codes word-major (``words[w, j]`` = word ``w`` of item
-  ``j``), so that for every word the items are one contiguous stream that LLVM
-  vectorises: four items per AVX2 instruction, popcount by nibble lookup
-  (``pshufb``) and byte sums (``psadbw``);
-* walks a block of 16 queries over one L1-sized tile of items, so each tile
-  is read from memory once per block rather than once per query;
-* selects the top k by counting. Distances are integers ``0..K``; per query
-  a histogram of the accepted distances gives the running k-th distance
-  ``t``, and only an item with ``d < t`` can enter. A chunk of 128 items is
-  tested at once, branch-free, as ``OR_j (d_j - t) < 0``, so the common case
-  (no item of the chunk beats ``t``) costs no branch per item.
+* stores the codes byte-sliced in blocks of 32 items, so that one 32-byte
+  vector holds the same code byte of 32 items;
+* turns each query byte ``c`` into two 16-entry tables,
+  ``popcount(c XOR x) = T_lo[x & 15] + T_hi[x >> 4]``, looked up 32 at a time
+  by AVX2's ``pshufb``: per code byte, 32 items cost two lookups and two byte
+  additions per query, and the nibble split of the items is shared by a group
+  of 8 queries whose running sums stay in registers (CPUs without AVX2 get
+  LLVM's vector ``ctpop`` of ``x XOR c`` instead: the same results);
+* walks a task of 16 queries over one L2-sized tile of items at a time;
+* selects the top k by counting. Distances are integers ``0..K``: a
+  histogram of the first few hundred distances gives the initial k-th
+  distance ``t`` at once, and from then on a block is looked at only if one
+  of its 32 x 8 sums is below its query's ``t`` (one compare per query and
+  block); a histogram of the accepted distances keeps ``t`` the running
+  k-th distance. The final ranking is a counting sort.
 
 Ties are broken by the smaller item id, exactly: items arrive in id order, and
 an item that only ties the k-th distance can never displace a smaller id.
@@ -43,7 +47,9 @@ from typing import Iterator
 import numba
 import numpy as np
 import scipy.sparse as sp
+from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 __all__ = [
@@ -116,8 +122,9 @@ def _check_exclude(exclude, n_queries: int, n_items: int) -> sp.csr_matrix | Non
     exclude = sp.csr_matrix(exclude)
     if exclude.shape != (n_queries, n_items):
         raise ValueError(f"exclude must have shape {(n_queries, n_items)}; got {exclude.shape}")
-    if not exclude.has_sorted_indices:
+    if not exclude.has_sorted_indices or (exclude.data == 0).any():
         exclude = exclude.copy()
+        exclude.eliminate_zeros()  # an explicit zero excludes nothing
         exclude.sort_indices()
     return exclude
 
@@ -135,19 +142,42 @@ def hamming_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------
 # the kernel
 # --------------------------------------------------------------------------
+#
+# Layout. Items are stored byte-sliced in blocks of 32: ``planes[g, b, i]`` is
+# byte ``b`` of item ``32 g + i`` (zero rows pad the last block). One 32-byte
+# vector thus holds the same byte of 32 items.
+#
+# Distances. For a query byte ``c`` and an item byte ``x``,
+# ``popcount(c XOR x) = T_lo[x & 15] + T_hi[x >> 4]`` with the 16-entry tables
+# ``T_lo[v] = popcount((c & 15) XOR v)`` and ``T_hi[v] = popcount((c >> 4) XOR v)``.
+# AVX2's ``pshufb`` looks up 32 such table entries in one instruction, so the
+# distances of 32 items to one query cost, per code byte, two lookups and two
+# byte additions; splitting the item bytes into nibbles (three instructions)
+# is shared by the ``_Q = 8`` queries of a group, whose 8 running sums stay in
+# registers. The sums are saturating bytes: with K >= 256 bits a sum of 255
+# may hide a larger distance, and such an item is measured again, exactly.
 
-_QUERY_BLOCK = 16     # queries that share one pass over an item tile
-_TILE_BYTES = 32_768  # one tile of item words fills L1d (32 KiB on current x86 cores)
-_CHUNK = 128          # items tested at once against the running k-th distance
+_Q = 8                # queries per group: 8 byte-accumulators held in AVX2 registers
+_BLOCK = 32           # items per block: one 32-byte vector per code byte
+_QUERY_BLOCK = 16     # queries per parallel task (two groups) sharing one pass over an item tile
+_TILE_BYTES = 131_072  # one tile of codes stays in L2 while the task's groups walk it
+_WARM_ITEMS = 512     # items selected by counting before the scan, or _WARM_PER_K * k when more
+_WARM_PER_K = 16
+
+
+def _has_pshufb(context) -> bool:
+    """Whether numba compiles for a CPU with AVX2 (``pshufb`` on 32 bytes): the features of its JIT target."""
+    features = getattr(context.codegen(), "_tm_features", None)
+    if features is None:  # numba's internals moved: fall back to what numba would ask LLVM
+        import llvmlite.binding as llb
+
+        features = numba.config.CPU_FEATURES or llb.get_host_cpu_features().flatten()
+    return "+avx2" in features.split(",")
 
 
 @intrinsic
 def _popcount(typingctx, x):
-    """Hardware population count (LLVM ``ctpop``) of an unsigned word, as int64.
-
-    NumPy's ``bitwise_count`` is not supported inside numba; ``ctpop`` is what
-    LLVM lowers to ``popcnt`` for scalars and vectorises for AVX2.
-    """
+    """Hardware population count (LLVM ``ctpop``) of an unsigned integer, as int64."""
     if not isinstance(x, types.Integer) or x.signed:
         return None
 
@@ -158,130 +188,353 @@ def _popcount(typingctx, x):
     return types.int64(x), codegen
 
 
-def _words(codes: np.ndarray) -> np.ndarray:
-    """Packed ``uint8`` rows ``(n, K/8)`` -> machine words ``(n, W)``, zero-padded.
+@intrinsic
+def _trailing_zeros(typingctx, x):
+    """Index of the lowest set bit of a nonzero ``uint64`` (LLVM ``cttz``, one ``tzcnt``), as int64."""
+    if x != types.uint64:
+        return None
 
-    ``uint64`` words when ``K % 64 == 0``, else ``uint32`` (at most 3 padding
-    bytes). Zero padding on both sides adds nothing to ``popcount(x XOR y)``;
-    the byte order inside a word is irrelevant for the same reason.
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], context.get_constant(types.boolean, True))
+
+    return types.int64(x), codegen
+
+
+def _vector_ptr(context, builder, array_type, array, offset, vty):
+    """Pointer to ``vty`` at element ``offset`` of a 1-D uint8 numba array."""
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.bitcast(builder.gep(data, [offset]), vty.as_pointer())
+
+
+def _splat(builder, byte, vty):
+    """The vector ``vty`` with every lane equal to ``byte``."""
+    i32 = ir.IntType(32)
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), byte, ir.Constant(i32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(i32, vty.count), [0] * vty.count))
+
+
+def _is_bytes(*arrays) -> bool:
+    """Typing guard of the intrinsics: 1-D C-contiguous uint8 arrays."""
+    return all(isinstance(a, types.Array) and a.dtype == types.uint8 and a.ndim == 1 and a.layout == "C" for a in arrays)
+
+
+@intrinsic
+def _block_sums(typingctx, planes, pbase, nbytes, tables, qbytes, g0, admit, sums):
+    """Distances of one item block (32 items) to the ``_Q`` queries of a group, as saturated bytes.
+
+    ``sums[32 r + i] = min(255, sum_b popcount(planes[pbase + 32 b + i] XOR qbytes[g0 + r, b]))``
+    for ``r < _Q``, ``i < 32``. Returns nonzero iff some ``sums[32 r + i] <= admit[r]``
+    (``admit``: uint8 per query, the largest sum that may still enter its top k).
+
+    With AVX2, the sum is ``T_lo[x & 15] + T_hi[x >> 4]`` by ``pshufb`` from
+    ``tables[g0 + r, b] = (T_lo, T_lo, T_hi, T_hi)`` (64 bytes); otherwise a
+    vector ``ctpop`` of ``x XOR c`` that LLVM lowers for the target (NEON ``cnt``).
     """
+    if not _is_bytes(planes, tables, qbytes, admit, sums):
+        return None
+    sig = types.int64(planes, types.int64, types.int64, tables, qbytes, types.int64, admit, sums)
+
+    def codegen(context, builder, signature, args):
+        planes_v, pbase_v, nbytes_v, tables_v, qbytes_v, g0_v, admit_v, sums_v = args
+        at = signature.args
+        i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+        vty = ir.VectorType(i8, _BLOCK)
+        module = builder.module
+        add_sat = cgutils.get_or_insert_function(module, ir.FunctionType(vty, [vty, vty]), "llvm.uadd.sat.v32i8")
+        use_pshufb = _has_pshufb(context)
+        if use_pshufb:
+            pshufb = cgutils.get_or_insert_function(module, ir.FunctionType(vty, [vty, vty]), "llvm.x86.avx2.pshuf.b")
+        else:
+            ctpop = cgutils.get_or_insert_function(module, ir.FunctionType(vty, [vty]), "llvm.ctpop.v32i8")
+
+        qdata = context.make_array(at[4])(context, builder, qbytes_v).data
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(vty, [0] * _BLOCK)) for _ in range(_Q)]
+        with cgutils.for_range(builder, nbytes_v) as loop:
+            b = loop.index
+            x = builder.load(_vector_ptr(context, builder, at[0], planes_v,
+                                         builder.add(pbase_v, builder.mul(b, ir.Constant(i64, _BLOCK))), vty), align=1)
+            if use_pshufb:
+                lo = builder.and_(x, ir.Constant(vty, [15] * _BLOCK))
+                hi = builder.lshr(x, ir.Constant(vty, [4] * _BLOCK))
+            for r in range(_Q):
+                row = builder.add(builder.mul(builder.add(g0_v, ir.Constant(i64, r)), nbytes_v), b)
+                if use_pshufb:
+                    t_lo = builder.load(_vector_ptr(context, builder, at[3], tables_v,
+                                                    builder.mul(row, ir.Constant(i64, 64)), vty), align=1)
+                    t_hi = builder.load(_vector_ptr(context, builder, at[3], tables_v,
+                                                    builder.add(builder.mul(row, ir.Constant(i64, 64)),
+                                                                ir.Constant(i64, 32)), vty), align=1)
+                    part = builder.add(builder.call(pshufb, [t_lo, lo]), builder.call(pshufb, [t_hi, hi]))
+                else:
+                    c = builder.load(builder.gep(qdata, [row]))
+                    part = builder.call(ctpop, [builder.xor(x, _splat(builder, c, vty))])
+                builder.store(builder.call(add_sat, [builder.load(accs[r]), part]), accs[r])
+        admit_data = context.make_array(at[6])(context, builder, admit_v).data
+        hit = None
+        for r in range(_Q):
+            acc = builder.load(accs[r])
+            builder.store(acc, _vector_ptr(context, builder, at[7], sums_v, ir.Constant(i64, _BLOCK * r), vty), align=1)
+            limit = _splat(builder, builder.load(builder.gep(admit_data, [ir.Constant(i64, r)])), vty)
+            below = builder.icmp_unsigned("<=", acc, limit)
+            hit = below if hit is None else builder.or_(hit, below)
+        return builder.zext(builder.bitcast(hit, i32), i64)
+
+    return sig, codegen
+
+
+@intrinsic
+def _block_masks(typingctx, sums, admit, masks):
+    """``masks[r]``: bit ``i`` set iff ``sums[32 r + i] <= admit[r]``, for the ``_Q`` queries of a group."""
+    if not _is_bytes(sums, admit) or masks != types.Array(types.int64, 1, "C"):
+        return None
+    sig = types.void(sums, admit, masks)
+
+    def codegen(context, builder, signature, args):
+        sums_v, admit_v, masks_v = args
+        at = signature.args
+        i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+        vty = ir.VectorType(i8, _BLOCK)
+        admit_data = context.make_array(at[1])(context, builder, admit_v).data
+        mask_data = context.make_array(at[2])(context, builder, masks_v).data
+        for r in range(_Q):
+            acc = builder.load(_vector_ptr(context, builder, at[0], sums_v, ir.Constant(i64, _BLOCK * r), vty), align=1)
+            limit = _splat(builder, builder.load(builder.gep(admit_data, [ir.Constant(i64, r)])), vty)
+            bits = builder.bitcast(builder.icmp_unsigned("<=", acc, limit), i32)
+            builder.store(builder.zext(bits, i64), builder.gep(mask_data, [ir.Constant(i64, r)]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _planes(codes: np.ndarray) -> np.ndarray:
+    """Packed rows ``(n, B)`` -> byte-sliced blocks ``(ceil(n/32) * B * 32,)``: ``[g, b, i]`` = byte b of item 32g+i."""
     n, nbytes = codes.shape
-    size = 8 if nbytes % 8 == 0 else 4
-    pad = (-nbytes) % size
-    if pad:
-        codes = np.concatenate([codes, np.zeros((n, pad), np.uint8)], axis=1)
-    return np.ascontiguousarray(codes).view(np.uint64 if size == 8 else np.uint32)
+    blocks = -(-n // _BLOCK)
+    padded = np.zeros((blocks * _BLOCK, nbytes), np.uint8)
+    padded[:n] = codes
+    return np.ascontiguousarray(padded.reshape(blocks, _BLOCK, nbytes).transpose(0, 2, 1)).reshape(-1)
 
 
 @numba.njit(cache=True, nogil=True)
-def _accept(r, j, d, t, k, cand_d, cand_i, n_cand, hist, below):
-    """Add item ``j`` at distance ``d < t`` to query row ``r``'s candidates; return the new cut-off.
+def _fill_tables(qcodes, q0, q1, tables, qbytes):
+    """Per query and code byte ``c``: ``(T_lo, T_lo, T_hi, T_hi)``, ``T_lo[v] = popcount((c & 15) ^ v)``,
+    ``T_hi[v] = popcount((c >> 4) ^ v)``; rows past ``q1 - q0`` are padding queries whose sums saturate
+    (tables of 255), so that they never pass a cut."""
+    nbytes = qcodes.shape[1]
+    tables[:] = 255
+    qbytes[:] = 0
+    for r in range(q1 - q0):
+        for b in range(nbytes):
+            c = qcodes[q0 + r, b]
+            qbytes[r * nbytes + b] = c
+            base = (r * nbytes + b) * 64
+            for v in range(16):
+                lo = np.uint8(_popcount(np.uint8((c & 15) ^ v)))
+                hi = np.uint8(_popcount(np.uint8((c >> 4) ^ v)))
+                tables[base + v] = lo
+                tables[base + 16 + v] = lo
+                tables[base + 32 + v] = hi
+                tables[base + 48 + v] = hi
 
-    Invariant: ``below[r]`` counts the candidates with ``d < t``; once it
-    reaches ``k``, ``t`` drops to the k-th smallest candidate distance.
+
+@numba.njit(cache=True, nogil=True)
+def _item_distance(planes, g, i, nbytes, qcodes, q):
+    """Exact distance of item ``32 g + i`` to query ``q`` (when a saturated byte sum cannot tell)."""
+    d = 0
+    for b in range(nbytes):
+        d += _popcount(np.uint8(planes[(g * nbytes + b) * _BLOCK + i] ^ qcodes[q, b]))
+    return d
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _accept(j, d, t, k, cand_d, cand_i, hist, state):
+    """Add item ``j`` at distance ``d < t`` to one query's candidates; return the new cut-off ``t``.
+
+    ``state = [n_candidates, below]``; invariant: ``below`` counts the
+    candidates with distance ``< t``, and once it would reach ``k``, ``t``
+    drops to the k-th smallest candidate distance. The buffer is in id order,
+    so when it is full, keeping the first of the candidates tied at ``t``
+    keeps the smaller ids.
     """
-    if n_cand[r] == cand_d.shape[1]:
-        # Full: keep every candidate below t and, of those at t, the smaller ids (the buffer is in id order).
-        ties = k - below[r]
+    if state[0] == cand_d.shape[0]:
+        ties = k - state[1]
         m = 0
-        for s in range(n_cand[r]):
-            ds = cand_d[r, s]
+        for s in range(state[0]):
+            ds = cand_d[s]
             if ds < t or (ds == t and ties > 0):
                 if ds == t:
                     ties -= 1
-                cand_d[r, m] = ds
-                cand_i[r, m] = cand_i[r, s]
+                cand_d[m] = ds
+                cand_i[m] = cand_i[s]
                 m += 1
-        n_cand[r] = m
-        hist[r, :] = 0
+        state[0] = m
+        hist[:] = 0
         for s in range(m):
-            hist[r, cand_d[r, s]] += 1
-    c = n_cand[r]
-    cand_d[r, c] = d
-    cand_i[r, c] = j
-    n_cand[r] = c + 1
-    hist[r, d] += 1
-    below[r] += 1
-    while below[r] >= k:
+            hist[cand_d[s]] += 1
+    c = state[0]
+    cand_d[c] = d
+    cand_i[c] = j
+    state[0] = c + 1
+    hist[d] += 1
+    below = state[1] + 1
+    while below >= k:
         t -= 1
-        below[r] -= hist[r, t]
+        below -= hist[t]
+    state[1] = below
+    return t
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _excluded_item(j, ptr, r, end, ex_idx):
+    """Whether item ``j`` is in the query's sorted exclusion list; ``ptr[r]`` walks the list as ``j`` grows."""
+    p = ptr[r]
+    while p < end and ex_idx[p] < j:
+        p += 1
+    ptr[r] = p
+    return p < end and ex_idx[p] == j
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _warm_start(dist, n0, k, bits, cand_d, cand_i, hist, state):
+    """Exact top-k of the first ``n0`` items from their distances ``dist`` by counting; returns the cut-off.
+
+    The state the item-by-item scan would reach after ``n0`` items, but a
+    histogram gives the k-th distance at once, so the early items, which
+    nearly all beat a still-loose cut-off, are not accepted one by one.
+    Excluded items carry ``dist = bits + 1`` and are never collected.
+    """
+    hist[:] = 0
+    for j in range(n0):
+        hist[dist[j]] += 1
+    t, below = 0, 0
+    while t <= bits and below + hist[t] < k:
+        below += hist[t]
+        t += 1
+    # Every item below t and, of those at t, the first k - below (the smaller ids).
+    ties = k - below if t <= bits else 0
+    hist[:] = 0
+    m = 0
+    for j in range(n0):
+        d = dist[j]
+        if d < t or (d == t and ties > 0):
+            if d == t:
+                ties -= 1
+            cand_d[m] = d
+            cand_i[m] = j
+            hist[d] += 1
+            m += 1
+    state[0], state[1] = m, below
     return t
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True)
-def _topk_block(qw, iw, q0, q1, k, bits, tile, out_d, out_i, ex_ptr, ex_idx, has_ex):
-    """Exact top-k of queries ``q0..q1`` (rows of ``qw (nq, W)``) over items ``iw (W, n)``, word-major."""
-    nw, n = iw.shape
-    nb = q1 - q0
-    cap = min(2 * k + _CHUNK, n)  # candidate buffer; compacted to k when full
-    cand_d = np.empty((nb, cap), np.int64)
-    cand_i = np.empty((nb, cap), np.int64)
-    n_cand = np.zeros(nb, np.int64)
-    hist = np.zeros((nb, bits + 2), np.int64)
-    below = np.zeros(nb, np.int64)
-    cut = np.full(nb, bits + 1, np.int64)  # accept d < cut
-    ptr = np.zeros(nb, np.int64)           # next excluded item of each query (CSR merge)
-    if has_ex:
-        for r in range(nb):
-            ptr[r] = ex_ptr[q0 + r]
-    dist = np.empty(tile, np.int64)
-    first = iw[0]  # 1-D rows: with 2-D indexing numba's negative-index wrap defeats LLVM's vectoriser
-    for t0 in range(0, n, tile):
-        t1 = min(t0 + tile, n)
-        for r in range(nb):
-            q = q0 + r
-            qv = qw[q, 0]
-            if nw > 1:
-                # Multi-word codes: sum word by word over the tile; each pass is one contiguous vectorised stream.
-                for j in range(t0, t1):
-                    dist[np.uint64(j - t0)] = _popcount(qv ^ first[np.uint64(j)])
-                for w in range(1, nw):
-                    qv_w = qw[q, w]
-                    row = iw[w]
-                    for j in range(t0, t1):
-                        dist[np.uint64(j - t0)] += _popcount(qv_w ^ row[np.uint64(j)])
-            t = cut[r]
-            for c0 in range(t0, t1, _CHUNK):
-                c1 = min(c0 + _CHUNK, t1)
-                # Branch-free test of the whole chunk: the sign bit of OR(d - t) is set iff some d < t.
-                acc = 0
-                if nw == 1:
-                    for j in range(c0, c1):
-                        acc |= _popcount(qv ^ first[np.uint64(j)]) - t
-                else:
-                    for j in range(c0 - t0, c1 - t0):
-                        acc |= dist[np.uint64(j)] - t
-                if acc >= 0:
+def _topk_block(qcodes, planes, n, q0, q1, k, tile, out_d, out_i, ex_ptr, ex_idx, has_ex):
+    """Exact top-k of queries ``q0..q1`` over the ``n`` items of ``planes``; writes rows of ``out_d``, ``out_i``."""
+    nbytes = qcodes.shape[1]
+    bits = 8 * nbytes
+    n_blocks = planes.shape[0] // (nbytes * _BLOCK)
+    nq = q1 - q0
+    groups = -(-nq // _Q)
+    rows = groups * _Q
+    tables = np.empty(rows * nbytes * 64, np.uint8)
+    qbytes = np.empty(rows * nbytes, np.uint8)
+    _fill_tables(qcodes, q0, q1, tables, qbytes)
+    cap = min(2 * k + 64, n)  # candidate buffer, in id order; compacted to k when full
+    cand_d = np.empty((rows, cap), np.int64)
+    cand_i = np.empty((rows, cap), np.int64)
+    hist = np.zeros((rows, bits + 2), np.int64)
+    state = np.zeros((rows, 2), np.int64)  # per query: n_candidates, below
+    cutoff = np.zeros(rows, np.int64)      # per query: accept d < cutoff
+    admit = np.zeros(rows, np.uint8)       # per query: largest byte sum that may pass (0 for padding rows)
+    ptr = np.zeros(rows, np.int64)         # per query: next excluded item (CSR merge)
+    sums = np.empty(_Q * _BLOCK, np.uint8)
+    masks = np.empty(_Q, np.int64)
+    saturates = bits >= 255
+
+    # Warm start: the first w0 blocks, exact distances, top-k by counting.
+    w0 = min(n_blocks, -(-max(_WARM_ITEMS, _WARM_PER_K * k) // _BLOCK))
+    n0 = min(n, w0 * _BLOCK)
+    dist = np.empty((_Q, w0 * _BLOCK), np.int64)
+    for grp in range(groups):
+        admit[grp * _Q : (grp + 1) * _Q] = 255
+        for g in range(w0):
+            _block_sums(planes, g * nbytes * _BLOCK, nbytes, tables, qbytes, grp * _Q, admit[grp * _Q :], sums)
+            for r in range(_Q):
+                for i in range(_BLOCK):
+                    dist[r, g * _BLOCK + i] = sums[r * _BLOCK + i]
+        for r in range(min(_Q, nq - grp * _Q)):
+            row, q = grp * _Q + r, q0 + grp * _Q + r
+            if saturates:
+                for j in range(n0):
+                    if dist[r, j] == 255:
+                        dist[r, j] = _item_distance(planes, j // _BLOCK, j % _BLOCK, nbytes, qcodes, q)
+            if has_ex:
+                p, end = ex_ptr[q], ex_ptr[q + 1]
+                while p < end and ex_idx[p] < n0:
+                    dist[r, ex_idx[p]] = bits + 1
+                    p += 1
+                ptr[row] = p
+            t = _warm_start(dist[r], n0, k, bits, cand_d[row], cand_i[row], hist[row], state[row])
+            cutoff[row] = t
+        for r in range(_Q):
+            row = grp * _Q + r
+            admit[row] = min(max(cutoff[row] - 1, 0), 255) if r < nq - grp * _Q else 0
+
+    # The scan: tile by tile, group by group, block by block; a block is inspected only if some sum passes.
+    for t0 in range(w0, n_blocks, tile):
+        t1 = min(t0 + tile, n_blocks)
+        for grp in range(groups):
+            gadmit = admit[grp * _Q :]
+            for g in range(t0, t1):
+                if _block_sums(planes, g * nbytes * _BLOCK, nbytes, tables, qbytes, grp * _Q, gadmit, sums) == 0:
                     continue
-                for j in range(c0, c1):
-                    d = _popcount(qv ^ first[np.uint64(j)]) if nw == 1 else dist[j - t0]
-                    if d >= t:
-                        continue
-                    if has_ex:
-                        end = ex_ptr[q + 1]
-                        p = ptr[r]
-                        while p < end and ex_idx[p] < j:
-                            p += 1
-                        ptr[r] = p
-                        if p < end and ex_idx[p] == j:
+                _block_masks(sums, gadmit, masks)
+                for r in range(min(_Q, nq - grp * _Q)):
+                    mask = np.uint64(masks[r])
+                    row = grp * _Q + r
+                    q = q0 + row
+                    t = cutoff[row]
+                    while mask:
+                        i = _trailing_zeros(mask)
+                        mask &= mask - np.uint64(1)
+                        j = g * _BLOCK + i
+                        if j >= n:  # padding items of the last block
+                            break
+                        d = np.int64(sums[r * _BLOCK + i])
+                        if saturates and d == 255:
+                            d = _item_distance(planes, g, i, nbytes, qcodes, q)
+                        if d >= t:  # t may have dropped since the mask was taken
                             continue
-                    t = _accept(r, j, d, t, k, cand_d, cand_i, n_cand, hist, below)
-            cut[r] = t
-    for r in range(nb):
-        m = n_cand[r]
-        order = np.argsort(cand_d[r, :m], kind="mergesort")  # stable: equal distances stay in id order
-        for s in range(min(k, m)):
-            out_d[q0 + r, s] = cand_d[r, order[s]]
-            out_i[q0 + r, s] = cand_i[r, order[s]]
+                        if has_ex and _excluded_item(j, ptr, row, ex_ptr[q + 1], ex_idx):
+                            continue
+                        t = _accept(j, d, t, k, cand_d[row], cand_i[row], hist[row], state[row])
+                    if t != cutoff[row]:
+                        cutoff[row] = t
+                        gadmit[r] = min(max(t - 1, 0), 255)
+
+    # Counting sort of the candidates by distance; stable, so equal distances stay in id order.
+    start = np.empty(bits + 2, np.int64)
+    for row in range(nq):
+        acc = 0
+        for d in range(bits + 2):
+            start[d] = acc
+            acc += hist[row, d]
+        for s in range(state[row, 0]):
+            d = cand_d[row, s]
+            pos = start[d]
+            start[d] = pos + 1
+            if pos < k:
+                out_d[q0 + row, pos] = d
+                out_i[q0 + row, pos] = cand_i[row, s]
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _topk_kernel(qw, iw, k, bits, block, tile, out_d, out_i, ex_ptr, ex_idx, has_ex):
-    nq = qw.shape[0]
-    n_blocks = (nq + block - 1) // block
-    for b in numba.prange(n_blocks):
+@numba.njit(parallel=True, cache=True, fastmath=True, nogil=True)
+def _topk_kernel(qcodes, planes, n, k, block, tile, out_d, out_i, ex_ptr, ex_idx, has_ex):
+    nq = qcodes.shape[0]
+    n_tasks = (nq + block - 1) // block
+    for b in numba.prange(n_tasks):
         q0 = b * block
-        _topk_block(qw, iw, q0, min(q0 + block, nq), k, bits, tile, out_d, out_i, ex_ptr, ex_idx, has_ex)
+        _topk_block(qcodes, planes, n, q0, min(q0 + block, nq), k, tile, out_d, out_i, ex_ptr, ex_idx, has_ex)
 
 
 @contextmanager
@@ -302,10 +555,10 @@ def _check_threads(threads) -> int | None:
     return None if threads is None else int(threads)
 
 
-def _hamming_search(qw: np.ndarray, iw: np.ndarray, k: int, bits: int, exclude, threads):
-    """Kernel call on prepared words: ``qw (nq, W)``, ``iw (W, n)`` -> int32 distances, int64 ids."""
-    nq, n = qw.shape[0], iw.shape[1]
-    out_d = np.full((nq, k), bits + 1, np.int32)
+def _hamming_search(qcodes: np.ndarray, planes: np.ndarray, n: int, k: int, exclude, threads):
+    """Kernel call: packed queries ``(nq, B)``, byte-sliced items -> int32 distances, int64 ids ``(nq, k)``."""
+    nq, nbytes = qcodes.shape
+    out_d = np.full((nq, k), 8 * nbytes + 1, np.int32)
     out_i = np.full((nq, k), -1, np.int64)
     if nq == 0 or n == 0:
         return out_d, out_i
@@ -313,11 +566,12 @@ def _hamming_search(qw: np.ndarray, iw: np.ndarray, k: int, bits: int, exclude, 
         ex_ptr, ex_idx = exclude.indptr.astype(np.int64), exclude.indices.astype(np.int64)
     else:
         ex_ptr = ex_idx = np.zeros(1, np.int64)
-    tile = max(_CHUNK, _TILE_BYTES // (iw.shape[0] * iw.itemsize) // _CHUNK * _CHUNK)
+    tile = max(1, _TILE_BYTES // (nbytes * _BLOCK))
     with _numba_threads(threads) as n_threads:
-        # Small batches: shrink the block so that every thread gets one.
-        block = max(1, min(_QUERY_BLOCK, -(-nq // n_threads)))
-        _topk_kernel(qw, iw, k, bits, block, tile, out_d, out_i, ex_ptr, ex_idx, exclude is not None)
+        # Tasks of whole groups; small batches get smaller tasks, so that every thread has one.
+        per_thread = -(-nq // n_threads)
+        block = min(_QUERY_BLOCK, -(-per_thread // _Q) * _Q)
+        _topk_kernel(qcodes, planes, n, k, block, tile, out_d, out_i, ex_ptr, ex_idx, exclude is not None)
     return out_d, out_i
 
 
@@ -386,37 +640,37 @@ class HammingIndex:
     ``D[q, r] = popcount(queries[q] XOR codes[I[q, r]])`` ascending, ties by
     smaller id, padding ``D = bits + 1``, ``I = -1``. ``threads`` pins numba's
     pool during a search (``None``: numba's current setting); results do not
-    depend on it. Holds the codes as machine words: ``ceil(bits/64) * 8``
-    bytes per item (``ceil(bits/32) * 4`` when ``bits % 64 != 0``).
+    depend on it. Holds the codes byte-sliced in blocks of 32 items: ``bits/8``
+    bytes per item, the item count rounded up to a multiple of 32.
+    Queries are scanned in groups of 8, so batches of 8 or more use it best.
     """
 
     kind = "binary"
+    name = "hamming"
 
     def __init__(self, bits: int, threads: int | None = None):
         if not isinstance(bits, (int, np.integer)) or bits <= 0 or bits % 8:
             raise ValueError(f"bits must be a positive multiple of 8; got {bits!r}")
         self.bits, self.threads = int(bits), _check_threads(threads)
-        self.words: np.ndarray | None = None  # (W, n) word-major item codes
+        self.planes: np.ndarray | None = None  # byte-sliced item codes, see the kernel's notes
+        self.n_items = 0
 
     def build(self, items: np.ndarray) -> "HammingIndex":
-        self.words = np.ascontiguousarray(_words(_check_codes(items, "items", self.bits)).T)
+        items = _check_codes(items, "items", self.bits)
+        self.planes, self.n_items = _planes(items), len(items)
         return self
 
-    @property
-    def n_items(self) -> int:
-        return self._built().shape[1]
-
     def _built(self) -> np.ndarray:
-        if self.words is None:
+        if self.planes is None:
             raise RuntimeError("search before build: call build(items) first")
-        return self.words
+        return self.planes
 
     def search(self, queries: np.ndarray, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
-        words = self._built()
+        planes = self._built()
         q = _check_codes(queries, "queries", self.bits)
         k = _check_k(k)
-        exclude = _check_exclude(exclude, len(q), words.shape[1])
-        return _hamming_search(_words(q), words, k, self.bits, exclude, self.threads)
+        exclude = _check_exclude(exclude, len(q), self.n_items)
+        return _hamming_search(q, planes, self.n_items, k, exclude, self.threads)
 
     def memory_bytes(self) -> int:
         return int(self._built().nbytes)
@@ -437,6 +691,8 @@ class HierarchicalIndex:
     """
 
     kind = "hierarchical"
+    name = "hierarchical"
+    SEARCH = ("candidates",)
 
     def __init__(self, bits: int, candidates: int = 100, threads: int | None = None):
         self.hamming = HammingIndex(bits, threads)
@@ -453,6 +709,11 @@ class HierarchicalIndex:
             raise ValueError(f"item_codes has {len(item_codes)} rows but item_emb has {len(item_emb)}")
         self.hamming.build(item_codes)
         self.item_emb = item_emb
+        return self
+
+    def set_search_params(self, candidates: int) -> "HierarchicalIndex":
+        """Change the number of Hamming candidates without a rebuild."""
+        self.candidates = _check_k(candidates, "candidates")
         return self
 
     def search(self, query_codes, query_emb, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:

@@ -20,11 +20,12 @@ the hash models of :mod:`hashrec_utils.hashing` train the same way:
 from __future__ import annotations
 
 import copy
+import math
 import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ __all__ = [
     "run",
     "FitResult",
     "make_optimizer",
+    "learning_rate",
 ]
 
 KS = (10, 20, 50)
@@ -61,7 +63,10 @@ class TrainConfig:
     """Everything that defines a training run (written to ``config.json``).
 
     ``patience``: evaluations without a better valid recall@20 before
-    stopping (0: never stop early). ``max_users``: keep only the first users
+    stopping (0: never stop early). ``lr_schedule``: ``constant``, or
+    ``cosine``: ``lr · ½(1 + cos(π t / T))`` at step ``t`` of the
+    ``T = epochs × steps per epoch`` (a function of the step count, so a
+    resumed run follows the same schedule). ``max_users``: keep only the first users
     (the ``quick`` slice). ``hash_*``: settings of the hash layer when
     ``hash_method`` is set (see :mod:`hashrec_utils.hashing`).
     """
@@ -71,6 +76,7 @@ class TrainConfig:
     dim: int = 64
     n_layers: int = 3
     lr: float = 1e-3
+    lr_schedule: str = "constant"
     reg: float = 1e-4
     batch_size: int = 2048
     epochs: int = 100
@@ -83,6 +89,13 @@ class TrainConfig:
     hash_method: str | None = None
     bits: int = 64
     hash_params: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be constant or cosine; got {self.lr_schedule!r}")
+        if self.lr <= 0 or self.batch_size <= 0 or self.epochs < 0 or self.eval_every <= 0 or self.dim <= 0:
+            raise ValueError(f"need lr, batch_size, eval_every, dim > 0 and epochs >= 0; got lr={self.lr}, "
+                             f"batch_size={self.batch_size}, eval_every={self.eval_every}, dim={self.dim}, epochs={self.epochs}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -105,7 +118,7 @@ def train_config(profile: str, dataset: str = "ml-1m", **overrides) -> TrainConf
     if profile == "quick":
         base.update(batch_size=4096, lr=0.01, epochs=12, eval_every=4, patience=0, max_users=get_profile("quick").max_users)
     elif profile == "default":
-        base.update(batch_size=8192, lr=0.005, epochs=150, eval_every=5, patience=4)
+        base.update(batch_size=32768, lr=0.02, reg=1e-3, epochs=80, eval_every=5, patience=4)
     else:  # full
         base.update(batch_size=4096, lr=0.002, epochs=400, eval_every=10, patience=5)
     if dataset in ("gowalla", "yelp2018", "amazon-book") and profile != "quick":
@@ -236,6 +249,7 @@ def fit(
 
     n_pairs = len(pair_users)
     steps_per_epoch = max(1, -(-n_pairs // config.batch_size))
+    total_steps = config.epochs * steps_per_epoch
     bar = tqdm(total=config.epochs, initial=state["epoch"], desc=f"{config.model}{'+' + config.hash_method if config.hash_method else ''}",
                disable=not progress or not distributed.is_main(), unit="epoch", dynamic_ncols=True)
     last_recall = state["history"][-1].get("valid_recall@20") if state["history"] else None
@@ -252,6 +266,8 @@ def fit(
             pos = torch.from_numpy(pair_items[idx]).to(device)
             neg = torch.from_numpy(negatives[b * config.batch_size : (b + 1) * config.batch_size]).to(device)
             optimizer.zero_grad(set_to_none=True)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(config, state["step"], total_steps)
             part = distributed.share(len(idx)) if dp else slice(0, len(idx))
             # this rank's share of the global batch; its mean loss weighted by its share, so the
             # gradients summed over ranks are those of the global batch's mean loss
@@ -295,6 +311,15 @@ def fit(
         model.load_state_dict(state["best_state"])
     best_epoch = state["best_epoch"] if has_valid else state["epoch"]
     return FitResult(model, graph, pd.DataFrame(state["history"]), best_epoch, resumed_from)
+
+
+def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
+    """The learning rate at ``step`` (0-based) of ``total_steps`` under ``config.lr_schedule``."""
+    if config.lr_schedule == "constant":
+        return config.lr
+    if config.lr_schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    raise ValueError(f"lr_schedule must be constant or cosine; got {config.lr_schedule!r}")
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, device: torch.device) -> torch.optim.Optimizer:
@@ -393,7 +418,9 @@ def run(
     saved_config = out / "config.json"
     wanted = {k: v for k, v in config.to_json().items() if k != "device"}
     if saved_config.exists():
-        have = {k: v for k, v in read_json(saved_config).items() if k != "device"}
+        # a field added to TrainConfig after the run started counts at its default
+        defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+        have = {k: v for k, v in {**defaults, **read_json(saved_config)}.items() if k != "device"}
         if have != wanted:
             diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
             raise ValueError(f"{out} holds a different run (differs in {', '.join(diff)}); choose another --out")

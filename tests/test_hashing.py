@@ -1,7 +1,8 @@
-"""Hash layer, estimators and hashing losses against hand-computed values."""
+"""Hash layer, estimators and hash models against hand-computed values."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,21 +11,31 @@ import torch
 
 from hashrec_utils.graph import build_graph
 from hashrec_utils.hashing import (
+    ESTIMATORS,
+    OBJECTIVES,
     HashLayer,
     HashModel,
+    SignFourier,
+    SignSwish,
     TableEncoder,
+    build_hash_model,
+    fourier_grad,
     lsh_codes,
     make_estimator,
     pack_codes,
     sign,
+    split_method,
     unpack_codes,
 )
-from hashrec_utils.losses import bpr_loss, hashgnn_loss, smooth_recall_loss
-from hashrec_utils.models import LightGCN
+from hashrec_utils.models import GraphSAGE, LightGCN
+
+# 6 users x 5 items, two interactions each
+R = sp.csr_matrix(np.eye(6, 5, dtype=np.float32) + np.eye(6, 5, k=1, dtype=np.float32))
 
 
 def test_sign_of_zero_is_plus_one():
     assert sign(torch.tensor([-0.5, 0.0, -0.0, 2.0])).tolist() == [-1.0, 1.0, 1.0, 1.0]
+    assert pack_codes(np.zeros((1, 8)))[0, 0] == 0xFF  # 0 -> +1 -> bit 1
 
 
 def test_pack_layout_is_numpy_packbits_and_round_trips():
@@ -34,9 +45,21 @@ def test_pack_layout_is_numpy_packbits_and_round_trips():
     assert packed.dtype == np.uint8 and packed.shape == (5, 3)
     np.testing.assert_array_equal(packed, np.packbits(signs > 0, axis=1))
     np.testing.assert_array_equal(unpack_codes(packed), signs)
+    np.testing.assert_array_equal(unpack_codes(packed, 24), signs)
+    np.testing.assert_array_equal(pack_codes(torch.from_numpy(signs)), packed)  # tensors too
     assert pack_codes(np.array([[1.0] + [-1.0] * 7]))[0, 0] == 0b10000000  # +1 -> bit 1, MSB first
-    with pytest.raises(ValueError, match="multiple of 8"):
+    assert pack_codes(np.array([[-1.0] * 7 + [1.0]]))[0, 0] == 0b00000001
+
+
+def test_packing_errors():
+    with pytest.raises(ValueError, match="bits must be a multiple of 8; got 12"):
         pack_codes(np.ones((2, 12)))
+    with pytest.raises(ValueError, match="2-D"):
+        pack_codes(np.ones(8))
+    with pytest.raises(TypeError, match="uint8"):
+        unpack_codes(np.ones((2, 1), np.int64))
+    with pytest.raises(ValueError, match="bits must be in 1..8"):
+        unpack_codes(np.ones((2, 1), np.uint8), 16)
 
 
 def test_ste_forward_sign_backward_identity():
@@ -45,8 +68,9 @@ def test_ste_forward_sign_backward_identity():
     out = est.forward(a, 0)
     assert out.tolist() == [[-1.0, 1.0, 1.0]]
     out.backward(torch.tensor([[1.0, 2.0, 3.0]]))
-    z = torch.tanh(a.detach())
-    torch.testing.assert_close(a.grad, torch.tensor([[1.0, 2.0, 3.0]]) * (1 - z**2))  # identity through sign, then tanh'
+    t = np.tanh([-2.0, 0.0, 0.3])
+    # identity through the sign, then tanh' = 1 - tanh^2
+    np.testing.assert_allclose(a.grad.numpy()[0], np.array([1.0, 2.0, 3.0]) * (1 - t**2), rtol=1e-6)
 
 
 def test_guided_ste_schedule_and_mixture():
@@ -54,12 +78,17 @@ def test_guided_ste_schedule_and_mixture():
     assert est.state(0)["p"] == 1.0 and est.state(249)["p"] == 1.0
     assert est.state(250)["p"] == pytest.approx(0.95) and est.state(500)["p"] == pytest.approx(0.9025)
     a = torch.randn(200, 64)
-    torch.testing.assert_close(est.forward(a, 0), torch.tanh(a))  # p = 1: all continuous
+    torch.testing.assert_close(est.forward(a, 0), torch.tanh(a))  # p = 1: Q selects the continuous z everywhere
     torch.manual_seed(0)
-    late = est.forward(a, 250 * 60)  # p = 0.95^60 ≈ 0.046
-    is_code = (late.abs() == 1).float().mean().item()
-    assert 0.93 < is_code < 0.98
+    late = est.forward(a, 250 * 14)  # p = 0.95^14 ≈ 0.488
+    continuous = (late == torch.tanh(a)).float().mean().item()
+    assert continuous == pytest.approx(0.95**14, abs=0.02)  # Q ~ Bernoulli(p) per element: 12 800 draws
+    assert torch.equal(late[late != torch.tanh(a)].abs(), torch.ones(int((late != torch.tanh(a)).sum())))
     assert make_estimator("guided_ste", decay=0.5, every=10).state(20)["p"] == 0.25
+    # backward: tanh' on both branches (z directly, sign by STE)
+    x = torch.tensor([0.4, -0.7], requires_grad=True)
+    est.forward(x, 10**6).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), 1 - np.tanh([0.4, -0.7]) ** 2, rtol=1e-6)
 
 
 def test_signswish_backward_is_the_curve_derivative():
@@ -67,7 +96,7 @@ def test_signswish_backward_is_the_curve_derivative():
     est = make_estimator("signswish", beta=beta)
     x = torch.linspace(-2, 2, 9, dtype=torch.float64, requires_grad=True)
     out = est.forward(x, 0)
-    assert set(out.tolist()) <= {-1.0, 1.0}
+    assert out.tolist() == [-1.0] * 4 + [1.0] * 5  # sign(0) = +1
     out.sum().backward()
 
     def curve(t):
@@ -81,20 +110,41 @@ def test_signswish_backward_is_the_curve_derivative():
     e1, e2 = np.exp(-beta * xs), np.exp(-2 * beta * xs)
     closed = 2 * ((beta**2 * xs + 2 * beta) * e2 - (beta**2 * xs - 2 * beta) * e1) / (1 + e1) ** 3
     np.testing.assert_allclose(x.grad.numpy(), closed, rtol=1e-6)
+    assert x.grad[4].item() == pytest.approx(beta)  # at 0: 2 * beta * 1/4 * 2
+
+
+def test_custom_backwards_match_autograd_of_their_smooth_curves():
+    """gradcheck-style: each Function's backward equals autograd of the curve it stands for."""
+    x = torch.linspace(-1.5, 1.5, 13, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(13, dtype=torch.float64)
+    beta = 2.5
+    smooth = 2 * torch.sigmoid(beta * x) * (1 + beta * x * (1 - torch.sigmoid(beta * x))) - 1
+    (want,) = torch.autograd.grad(smooth, x, g)
+    (got,) = torch.autograd.grad(SignSwish.apply(x, beta), x, g)
+    torch.testing.assert_close(got, want)
+    n, h = 4, 2.0
+    series = (4 / math.pi) * sum(torch.sin((2 * i - 1) * math.pi * x / h) / (2 * i - 1) for i in range(1, n + 1))
+    (want,) = torch.autograd.grad(series, x, g)
+    (got,) = torch.autograd.grad(SignFourier.apply(x, n, h), x, g)
+    torch.testing.assert_close(got, want)
 
 
 def test_bgch_scales_by_mean_abs_and_fourier_backward():
     est = make_estimator("bgch", n_terms=1, period=2.0)
     a = torch.tensor([[0.5, -1.0]], requires_grad=True)
-    z = torch.tanh(a.detach())
-    scale = z.abs().mean()
-    torch.testing.assert_close(est.forward(a, 0), scale * torch.tensor([[1.0, -1.0]]))
-    # with one term the sign's derivative estimate is (4/H) cos(pi z / H)
+    z = np.tanh([0.5, -1.0])
+    m = np.abs(z).mean()
+    out = est.forward(a, 0)
+    np.testing.assert_allclose(out.detach().numpy()[0], [m, -m], rtol=1e-6)
+    out.backward(torch.tensor([[1.0, 2.0]]))
+    # out_k = m(z) s_k: d/dz_j = sign(z_j)/n * sum_k g_k s_k  +  m g_j f(z_j),  f(z) = (4/H) cos(pi z / H)
+    f = 2 * np.cos(np.pi * z / 2)
+    dz = np.sign(z) / 2 * (1 * 1 + 2 * -1) + m * np.array([1.0, 2.0]) * f
+    np.testing.assert_allclose(a.grad.numpy()[0], dz * (1 - z**2), rtol=1e-5)
     x = torch.tensor([0.25], requires_grad=True)
-    from hashrec_utils.hashing import _SignFourier
-
-    _SignFourier.apply(x, 1, 2.0).backward()
+    SignFourier.apply(x, 1, 2.0).backward()
     assert x.grad.item() == pytest.approx(2 * math.cos(math.pi * 0.25 / 2))
+    assert fourier_grad(torch.tensor(0.0), 4, 2.0).item() == pytest.approx(4 * 4 / 2)  # peak: n * 4/H
 
 
 def test_hashnet_and_gumbel_anneal():
@@ -104,39 +154,109 @@ def test_hashnet_and_gumbel_anneal():
     torch.testing.assert_close(hn.forward(a, 300), torch.tanh(2.0 * a))
     gb = make_estimator("gumbel", tau0=1.0, decay=0.5, every=10, tau_min=0.1)
     assert gb.state(25)["tau"] == 0.25 and gb.state(1000)["tau"] == 0.1
-    out = gb.forward(torch.zeros(1000), 1000)
-    assert out.abs().min() > 0.0 and (out.abs() > 0.9).float().mean() > 0.7  # near-binary at low temperature
+    torch.manual_seed(0)
+    out = gb.forward(torch.zeros(4000), 1000)
+    assert (out.abs() > 0.9).float().mean() > 0.7  # near-binary at low temperature
+    assert abs(out.mean().item()) < 0.05  # logistic noise is symmetric: P(+) = σ(a) = 1/2 at a = 0
+    torch.manual_seed(1)
+    big = gb.forward(torch.full((4000,), 1.0), 1000)
+    assert (big > 0).float().mean().item() == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.03)  # P(+) = σ(a)
+    x = torch.tensor([0.1, -0.2], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: hn.forward(t, 50), (x,))
+
+    def gumbel_fixed_noise(t):
+        torch.manual_seed(3)
+        return gb.forward(t, 0)
+
+    assert torch.autograd.gradcheck(gumbel_fixed_noise, (x,))
 
 
 def test_estimator_errors_list_the_choices():
     with pytest.raises(ValueError, match="unknown estimator 'sigmoid'; choose one of ste, guided_ste, hashnet, gumbel, signswish, bgch"):
         make_estimator("sigmoid")
-    with pytest.raises(ValueError, match="takes"):
+    with pytest.raises(ValueError, match=r"estimator 'ste' takes no parameters; got \['beta'\]"):
         make_estimator("ste", beta=2.0)
-    with pytest.raises(ValueError, match="multiple of 8"):
-        HashLayer(8, 60, make_estimator("ste"))
+    with pytest.raises(ValueError, match="'lsh' needs no training"):
+        make_estimator("lsh")
+    for bits in (60, 0, -8):
+        with pytest.raises(ValueError, match="bits must be a positive multiple of 8"):
+            HashLayer(8, bits, make_estimator("ste"))
+    with pytest.raises(ValueError, match="objective must be one of bpr, softmax, recall, hashgnn; got 'mse'"):
+        HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("ste"), objective="mse")
 
 
 def test_eval_codes_are_sign_whatever_the_estimator():
     torch.manual_seed(0)
     e = torch.randn(10, 8)
-    for name in ("ste", "guided_ste", "hashnet", "gumbel", "signswish", "bgch"):
+    for name in ESTIMATORS:
         layer = HashLayer(8, 16, make_estimator(name))
-        torch.testing.assert_close(layer.codes(e), sign(torch.tanh(layer.linear(e))))
+        a = layer.linear(e)
+        want = torch.where(a >= 0, 1.0, -1.0)
+        torch.testing.assert_close(layer.codes(e), want)
+        assert layer.estimator.codes(torch.zeros(3)).tolist() == [1.0, 1.0, 1.0]
 
 
-def test_hash_layer_parameters_reach_the_optimiser():
-    R = sp.csr_matrix(np.eye(6, 5, dtype=np.float32) + np.eye(6, 5, k=1, dtype=np.float32))
+def _batch():
+    return torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 3]), torch.tensor([4, 4, 0, 1])
+
+
+@pytest.mark.parametrize("objective", OBJECTIVES)
+@pytest.mark.parametrize("estimator", ["ste", "signswish", "bgch"])
+def test_hash_layer_parameters_reach_the_optimiser(objective, estimator):
+    """The BGCH reference code kept its hash layer out of the optimiser; a training step must move it."""
     torch.manual_seed(0)
-    model = HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("ste"))
+    model = HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator(estimator), objective=objective,
+                      n_negatives=0 if objective != "bpr" else 2, distill=0.5)
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
-    before = model.hash.linear.weight.detach().clone()
-    loss, logs = model.loss(build_graph(R), torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([4, 4, 0]))
+    assert any(p is model.hash.linear.weight for group in opt.param_groups for p in group["params"])
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss, logs = model.loss(build_graph(R), *_batch())
     loss.backward()
     opt.step()
-    assert not torch.equal(before, model.hash.linear.weight)
-    assert {"bpr_continuous", "loss_hash"} <= set(logs)
-    assert any(p is model.hash.linear.weight for group in opt.param_groups for p in group["params"])
+    for name in ("hash.linear.weight", "hash.linear.bias", "log_scale", "encoder.embedding.weight"):
+        assert not torch.equal(before[name], dict(model.named_parameters())[name]), name
+    assert {"loss_continuous", "loss_hash", "loss_distill"} <= set(logs)
+
+
+def test_sampled_pool_and_multiple_negatives():
+    torch.manual_seed(0)
+    model = HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("ste"), objective="softmax", n_negatives=3)
+    loss, _ = model.loss(build_graph(R), *_batch())
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="n_negatives >= 0"):
+        HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("ste"), n_negatives=-1)
+
+
+def test_code_scores_by_hand():
+    """``loss_hash`` of a frozen model with known codes equals BPR on γ<h_u, h_i>/K computed by hand."""
+    enc = TableEncoder(np.array([[1.0, 0.0]], np.float32), np.array([[1.0, 0.0], [-1.0, 0.0]], np.float32))
+    model = HashModel(enc, 8, make_estimator("ste"), objective="bpr", scale=4.0, freeze_encoder=True)
+    with torch.no_grad():
+        model.hash.linear.weight.copy_(torch.tensor([[1.0, 0.0]] * 6 + [[-1.0, 0.0]] * 2))
+        model.hash.linear.bias.zero_()
+    # user code = (+1 x6, -1 x2); item 0 the same (<.,.> = 8), item 1 its negation (<.,.> = -8)
+    _, logs = model.loss(None, torch.tensor([0]), torch.tensor([0]), torch.tensor([1]))
+    assert logs["loss_hash"] == pytest.approx(math.log1p(math.exp(-(4.0 - -4.0))), rel=1e-5)
+    assert "loss_continuous" not in logs
+    cu, ci = model.codes(None)
+    np.testing.assert_array_equal(cu, [[0b11111100]])
+    np.testing.assert_array_equal(ci, [[0b11111100], [0b00000011]])
+
+
+def test_codes_are_packed_sign_codes_and_evaluate_has_three_sections():
+    torch.manual_seed(0)
+    model = HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("guided_ste"))
+    g = build_graph(R)
+    cu, ci = model.codes(g)
+    su, si = model.sign_codes(g)
+    assert cu.dtype == np.uint8 and cu.shape == (6, 2) and ci.shape == (5, 2)
+    np.testing.assert_array_equal(unpack_codes(cu), su.detach().numpy())
+    np.testing.assert_array_equal(ci, np.packbits(si.detach().numpy() > 0, axis=1))
+    test = sp.csr_matrix(np.eye(6, 5, k=2, dtype=np.float32))
+    model.candidates = 3
+    out = model.evaluate(g, test, R, ks=(1, 3))
+    assert set(out) == {"continuous", "hamming", "hierarchical"}
+    assert set(out["hamming"]) >= {"recall@1", "recall@3"}
 
 
 def test_two_stage_freezes_the_encoder():
@@ -146,42 +266,28 @@ def test_two_stage_freezes_the_encoder():
     assert all(p.requires_grad for p in model.hash.parameters())
 
 
+def test_split_method_and_build_hash_model(tmp_path):
+    assert split_method("guided_ste_sp") == ("guided_ste", {"freeze": True})
+    assert split_method("guided_ste_nr") == ("guided_ste", {"lambda_rank": 0.0})
+    assert split_method("signswish") == ("signswish", {})
+    data = SimpleNamespace(n_users=6, n_items=5)
+    cfg = SimpleNamespace(model="hashgnn", hash_method="guided_ste_nr", hash_params={}, dim=8, reg=1e-4, n_layers=2, bits=16)
+    m = build_hash_model(cfg, data)
+    assert isinstance(m.encoder, GraphSAGE) and m.objective == "hashgnn" and m.lambda_rank == 0.0
+    assert m.hash.estimator.name == "guided_ste"
+    np.savez(tmp_path / "embeddings.npz", user=np.ones((6, 8), np.float32), item=np.ones((5, 8), np.float32))
+    cfg = SimpleNamespace(model="lightgcn", hash_method="signswish_sp", dim=8, reg=1e-4, n_layers=2, bits=16,
+                          hash_params={"init": str(tmp_path), "estimator": {"beta": 2.0}, "objective": "softmax"})
+    m = build_hash_model(cfg, data)
+    assert isinstance(m.encoder, TableEncoder) and m.freeze_encoder and m.hash.estimator.params == {"beta": 2.0}
+    bad = SimpleNamespace(n_users=7, n_items=5)
+    with pytest.raises(ValueError, match="embeddings.npz has 6 users, 5 items; the data has 7, 5"):
+        build_hash_model(cfg, bad)
+
+
 def test_lsh_is_sign_of_random_projection():
     u, i = np.random.default_rng(1).standard_normal((2, 5, 8)).astype(np.float32)
     cu, ci = lsh_codes(u, i, 16, seed=3)
     planes = np.random.default_rng(3).standard_normal((8, 16)).astype(np.float32)
     np.testing.assert_array_equal(cu, np.packbits(u @ planes >= 0, axis=1))
     assert ci.shape == (5, 2)
-
-
-# ---- losses on tiny batches, by hand --------------------------------------------------
-
-def sig(x):
-    return 1 / (1 + math.exp(-x))
-
-
-def test_bpr_loss_by_hand():
-    got = bpr_loss(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0]))
-    assert got.item() == pytest.approx((-math.log(sig(1.0)) - math.log(sig(-1.0))) / 2)
-
-
-def test_hashgnn_loss_by_hand():
-    s_pos = torch.tensor([1.0, -0.5])
-    s_neg = torch.tensor([[0.0, 2.0], [-1.0, 0.5]])
-    cross = (-math.log(sig(1.0)) - math.log(sig(-0.5))) / 2 + (-math.log(1 - sig(0.0)) - math.log(1 - sig(-1.0))) / 2
-    trip = [max(0, -sig(1.0) + sig(0.0) + 0.2), max(0, -sig(1.0) + sig(2.0) + 0.2),
-            max(0, -sig(-0.5) + sig(-1.0) + 0.2), max(0, -sig(-0.5) + sig(0.5) + 0.2)]
-    assert hashgnn_loss(s_pos, s_neg, lambda_rank=0.5, margin=0.2).item() == pytest.approx(cross + 0.5 * sum(trip) / 4, rel=1e-6)
-    assert hashgnn_loss(s_pos, s_neg, lambda_rank=0.0).item() == pytest.approx(cross, rel=1e-6)  # _nr
-
-
-def test_smooth_recall_loss_by_hand():
-    s_pos = torch.tensor([1.0])
-    pool = torch.tensor([[1.0, 0.0, 3.0]])  # contains the positive itself
-    # rank = 1 + (n_items / M) * (sigma(-1) + sigma(2)) with tau_rank = 1; the self term sigma(0) removed
-    rank = 1 + (30 / 3) * (sig(-1.0) + sig(2.0))
-    expected = -sig((20 - rank) / 2.0)
-    got = smooth_recall_loss(s_pos, pool, top_n=20, n_items=30, tau_rank=1.0, tau_recall=2.0)
-    assert got.item() == pytest.approx(expected, rel=1e-6)
-    with pytest.raises(ValueError, match="s_pool"):
-        smooth_recall_loss(s_pos, torch.zeros(3))

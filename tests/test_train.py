@@ -1,63 +1,124 @@
-"""Training: negatives, determinism, kill -9 and resume, the run folder contract."""
+"""Training: negatives, profiles, early stopping, determinism, kill -9 and resume, the run folder."""
 from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
+import torch
 
-from hashrec_utils.data import load_dataset
+from hashrec_utils.data import load_dataset, write_lightgcn_file
 from hashrec_utils.metrics import hit_matrix
-from hashrec_utils.train import NegativeSampler, TrainConfig, run, train_config
+from hashrec_utils.train import NegativeSampler, TrainConfig, evaluate_model, fit, learning_rate, run, train_config
 
 SMALL = {"epochs": 6, "eval_every": 2, "batch_size": 512, "lr": 0.01, "patience": 0, "dim": 16}
+REPO = Path(__file__).resolve().parent.parent
 
 
 def synthetic_folder(tmp_path: Path) -> Path:
     """A small power-law dataset written as LightGCN split files (a user's own folder)."""
     d = load_dataset("synthetic", n_users=300, n_items=200, n_interactions=6000, seed=0, valid_fraction=0.0)
     folder = tmp_path / "syn"
-    folder.mkdir()
-    from hashrec_utils.data import write_lightgcn_file
-
+    folder.mkdir(exist_ok=True)
     write_lightgcn_file(folder / "train.txt", d.train, d.user_ids, d.item_ids)
     write_lightgcn_file(folder / "test.txt", d.test, d.user_ids, d.item_ids)
     return folder
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny graphs train fastest, and steadiest on a shared machine, on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---- negatives ---------------------------------------------------------------
+
+def test_negative_sampler_finds_the_only_admissible_item():
+    # user u trained on every item but u % 10: its only negative is u % 10
+    dense = np.ones((50, 10), dtype=np.float32)
+    dense[np.arange(50), np.arange(50) % 10] = 0
+    sampler = NegativeSampler(sp.csr_matrix(dense))
+    users = np.repeat(np.arange(50), 20)
+    neg = sampler.sample(users, np.random.default_rng(0))
+    np.testing.assert_array_equal(neg, users % 10)
+
+
 def test_negative_sampler_avoids_train_items_on_ml1m(ml1m):
     sampler = NegativeSampler(ml1m.train)
-    coo = ml1m.train.tocoo()
-    users = coo.row.astype(np.int64)
+    users = ml1m.train.tocoo().row.astype(np.int64)
     neg = sampler.sample(users, np.random.default_rng(0))
     assert neg.shape == users.shape and neg.min() >= 0 and neg.max() < ml1m.n_items
     assert not hit_matrix(neg[:, None], ml1m.train, users=users).any()
     # uniform over the admissible items: no item is drawn far more often than chance
     counts = np.bincount(neg, minlength=ml1m.n_items)
     assert counts.max() < 3 * len(neg) / ml1m.n_items
+    again = sampler.sample(users, np.random.default_rng(0))
+    np.testing.assert_array_equal(neg, again)  # a seeded generator gives the same negatives
 
 
 def test_negative_sampler_rejects_a_user_with_every_item():
-    import scipy.sparse as sp
-
-    with pytest.raises(ValueError, match="user 1 has trained on every item"):
+    with pytest.raises(ValueError, match="user 1 has trained on every item: no negative exists"):
         NegativeSampler(sp.csr_matrix(np.array([[1, 0], [1, 1]], dtype=np.float32)))
 
 
+# ---- settings ------------------------------------------------------------------
+
 def test_train_config_profiles_and_errors():
-    assert train_config("quick").max_users == 600
+    quick, default = train_config("quick"), train_config("default", "ml-1m")
+    assert quick.max_users == 600 and quick.epochs <= default.epochs
+    assert default.valid_fraction > 0 and default.patience > 0 and default.dim == 64 and default.n_layers == 3
     full_gowalla = train_config("full", "gowalla")
     assert full_gowalla.valid_fraction == 0.0 and full_gowalla.patience == 0
     assert train_config("default", lr=0.5).lr == 0.5
+    with pytest.raises(AttributeError):
+        default.lr = 1.0  # frozen
     with pytest.raises(ValueError, match="unknown TrainConfig field.*learning_rate"):
         train_config("default", learning_rate=0.1)
-    with pytest.raises(ValueError, match="profile must be one of quick, default, full"):
+    with pytest.raises(ValueError, match="profile must be one of quick, default, full; got 'huge'"):
         train_config("huge")
+
+
+def test_learning_rate_schedules_by_hand():
+    constant = TrainConfig(lr=0.01)
+    assert [learning_rate(constant, t, 100) for t in (0, 50, 99)] == [0.01, 0.01, 0.01]
+    cosine = TrainConfig(lr=0.01, lr_schedule="cosine")
+    assert learning_rate(cosine, 0, 100) == pytest.approx(0.01)
+    assert learning_rate(cosine, 50, 100) == pytest.approx(0.005)  # half way: lr / 2
+    assert learning_rate(cosine, 25, 100) == pytest.approx(0.01 * (1 + np.sqrt(0.5)) / 2)
+    assert learning_rate(cosine, 100, 100) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule must be constant or cosine; got 'step'"):
+        TrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="need lr, batch_size, eval_every, dim > 0"):
+        TrainConfig(batch_size=0)
+
+
+# ---- the loop ------------------------------------------------------------------
+
+def test_early_stopping_keeps_the_best_weights():
+    torch.manual_seed(0)
+    data = load_dataset("synthetic", n_users=300, n_items=200, n_interactions=6000, seed=0, valid_fraction=0.2)
+    from hashrec_utils.models import LightGCN
+
+    config = TrainConfig(dataset="synthetic", dim=16, lr=0.05, batch_size=256, epochs=40, eval_every=1,
+                         patience=2, reg=0.0, device="cpu")
+    result = fit(LightGCN(data.n_users, data.n_items, dim=16), data, config, progress=False)
+    recalls = result.history["valid_recall@20"].to_numpy()
+    assert len(recalls) < config.epochs  # stopped early ...
+    assert np.argmax(recalls) == len(recalls) - 1 - config.patience  # ... `patience` evaluations after the best
+    assert result.best_epoch == int(np.argmax(recalls)) + 1
+    final = evaluate_model(result.model, result.graph, data.valid, data.train, ks=(20,))
+    assert final["recall@20"] == recalls.max()  # the model holds the best weights, not the last
 
 
 def test_same_seed_same_numbers_and_run_folder(tmp_path):
@@ -70,14 +131,28 @@ def test_same_seed_same_numbers_and_run_folder(tmp_path):
     assert {k: a[k] for k in keys} != {k: c[k] for k in keys}
     out = tmp_path / "a"
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "embeddings.npz", "history.csv", "metrics.json"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["seed"] == 3 and config["lr"] == 0.01 and config["dataset"] == str(folder)
     history = pd.read_csv(out / "history.csv")
     assert {"epoch", "loss", "valid_recall@20", "seconds"} <= set(history.columns)
     assert history["epoch"].tolist() == list(range(1, 7))
     assert history["valid_recall@20"].notna().sum() == 3
+    assert history["seconds"].is_monotonic_increasing
     emb = np.load(out / "embeddings.npz")
-    assert emb["user"].shape == (300, 16) and emb["user"].dtype == np.float32
+    assert emb["user"].shape == (300, 16) and emb["user"].dtype == np.float32 and emb["item"].dtype == np.float32
     assert {f"{m}@{k}" for m in ("recall", "ndcg", "precision", "hit") for k in (10, 20, 50)} <= set(a)
     assert a["recall@20"] > 0.05  # learned something beyond chance on a power-law set
+
+
+def test_checkpoint_holds_everything_a_resume_needs(tmp_path):
+    folder = synthetic_folder(tmp_path)
+    run(str(folder), profile="quick", out=tmp_path / "r", overrides={**SMALL, "epochs": 2}, progress=False)
+    saved = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "rng", "epoch", "history", "best_state", "best_metric", "step"} <= set(saved)
+    assert {"torch", "numpy", "python"} <= set(saved["rng"])
+    assert saved["epoch"] == 2 and len(saved["history"]) == 2
+    assert saved["optimizer"]["state"]  # Adam moments travel with the weights
+    assert not list((tmp_path / "r").glob("*.tmp"))
 
 
 def test_complete_run_is_not_redone_and_other_config_refused(tmp_path, capsys):
@@ -87,29 +162,56 @@ def test_complete_run_is_not_redone_and_other_config_refused(tmp_path, capsys):
     again = run(str(folder), profile="quick", out=tmp_path / "r", overrides=SMALL, progress=True)
     assert again == first and (tmp_path / "r" / "metrics.json").stat().st_mtime_ns == mtime
     assert "run complete" in capsys.readouterr().out
+    # a folder written before a TrainConfig field existed: the field counts at its default
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    del saved["lr_schedule"]
+    (tmp_path / "r" / "config.json").write_text(json.dumps(saved))
+    assert run(str(folder), profile="quick", out=tmp_path / "r", overrides=SMALL, progress=False) == first
     with pytest.raises(ValueError, match="holds a different run .*lr"):
         run(str(folder), profile="quick", out=tmp_path / "r", overrides={**SMALL, "lr": 0.1}, progress=False)
 
 
-def test_kill_9_then_resume_ends_with_the_uninterrupted_metrics(tmp_path):
+def test_kill_9_then_resume_ends_with_the_uninterrupted_metrics(tmp_path, capsys):
+    """A real SIGKILL from outside, at whatever point the CLI run has reached once a checkpoint exists.
+
+    The killed run is a subprocess (``python -m hashrec_utils train``); the resume and the
+    uninterrupted reference run in this process, on one thread like the subprocess.
+    """
     folder = synthetic_folder(tmp_path)
+    settings = {**SMALL, "epochs": 8, "batch_size": 256, "lr_schedule": "cosine"}  # the schedule resumes too
     args = [sys.executable, "-m", "hashrec_utils", "train", "--dataset", str(folder), "--profile", "quick",
-            "--seed", "1"] + [f"--set={k}={json.dumps(v)}" for k, v in SMALL.items()]
-    env = dict(os.environ, HASHREC_KILL_AFTER_EPOCH="3")
-    killed = subprocess.run(args + ["--out", str(tmp_path / "killed")], env=env, capture_output=True, text=True, timeout=300)
-    assert killed.returncode == -9, killed.stderr  # SIGKILL, as kill -9
-    assert not (tmp_path / "killed" / "metrics.json").exists()
-    assert (tmp_path / "killed" / "checkpoint.pt").exists()
-    assert not list((tmp_path / "killed").glob("*.tmp"))  # nothing half-written
-    env.pop("HASHREC_KILL_AFTER_EPOCH")
-    resumed = subprocess.run(args + ["--out", str(tmp_path / "killed")], env=env, capture_output=True, text=True, timeout=300)
-    whole = subprocess.run(args + ["--out", str(tmp_path / "whole")], env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0 and whole.returncode == 0, resumed.stderr + whole.stderr
-    m_resumed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
-    m_whole = json.loads((tmp_path / "whole" / "metrics.json").read_text())
-    for key in m_whole:
-        if "@" in key:
-            assert m_resumed[key] == m_whole[key], key
-    h_resumed = pd.read_csv(tmp_path / "killed" / "history.csv")
+            "--seed", "1", "--device", "cpu", "--out", str(tmp_path / "killed")]
+    args += [f"--set={k}={json.dumps(v)}" for k, v in settings.items()]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen(args, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (killed_dir / "checkpoint.pt").exists():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.002)
+    os.kill(proc.pid, signal.SIGKILL)  # kill -9
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    proc.stderr.close()
+    done = torch.load(killed_dir / "checkpoint.pt", weights_only=True)["epoch"]
+    assert 1 <= done < settings["epochs"] and not (killed_dir / "metrics.json").exists()  # killed mid-run
+    assert not list(killed_dir.glob("*.tmp")) and not list(killed_dir.glob(".*.tmp"))  # nothing half-written
+
+    kwargs = dict(profile="quick", seed=1, device="cpu", overrides=settings)
+    capsys.readouterr()
+    m_resumed = run(str(folder), out=killed_dir, progress=True, **kwargs)
+    assert f"resumed from epoch {done}" in capsys.readouterr().err  # it did resume, not start over
+    m_whole = run(str(folder), out=tmp_path / "whole", progress=False, **kwargs)
+    assert {k: v for k, v in m_resumed.items() if "@" in k} == {k: v for k, v in m_whole.items() if "@" in k}
+    h_resumed = pd.read_csv(killed_dir / "history.csv")
     h_whole = pd.read_csv(tmp_path / "whole" / "history.csv")
+    assert len(h_resumed) == len(h_whole) == settings["epochs"]
     np.testing.assert_array_equal(h_resumed["loss"].to_numpy(), h_whole["loss"].to_numpy())
+    np.testing.assert_array_equal(np.load(killed_dir / "embeddings.npz")["item"], np.load(tmp_path / "whole" / "embeddings.npz")["item"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_run_on_cuda(tmp_path):
+    folder = synthetic_folder(tmp_path)
+    metrics = run(str(folder), profile="quick", out=tmp_path / "gpu", device="cuda", overrides=SMALL, progress=False)
+    assert metrics["recall@20"] > 0.05

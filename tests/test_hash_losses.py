@@ -1,0 +1,92 @@
+"""Hashing objectives on tiny batches, against numbers computed by hand (plain ``math``)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hashrec_utils.losses import bpr_loss, distill_loss, hashgnn_loss, listwise_loss, smooth_recall_loss
+
+
+def sig(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def test_bpr_loss_by_hand():
+    got = bpr_loss(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0]))
+    assert got.item() == pytest.approx((-math.log(sig(1.0)) - math.log(sig(-1.0))) / 2)
+    # several negatives per pair broadcast against the positive
+    got = bpr_loss(torch.tensor([2.0]), torch.tensor([[1.0, 3.0]]))
+    assert got.item() == pytest.approx((-math.log(sig(1.0)) - math.log(sig(-1.0))) / 2)
+
+
+def test_bpr_on_code_scores_by_hand():
+    # 8-bit codes, score gamma <h_u, h_i> / K with gamma = 4: <hu, hi> = 6 - 2 = 4, <hu, hj> = 2 - 6 = -4
+    hu = torch.tensor([[1.0, 1, 1, 1, 1, 1, 1, 1]])
+    hi = torch.tensor([[1.0, 1, 1, 1, 1, 1, -1, -1]])
+    hj = torch.tensor([[1.0, 1, -1, -1, -1, -1, -1, -1]])
+    s_pos, s_neg = 4 * (hu * hi).sum(-1) / 8, 4 * (hu * hj).sum(-1) / 8
+    assert bpr_loss(s_pos, s_neg).item() == pytest.approx(-math.log(sig(2.0 - (-2.0))))
+
+
+def test_hashgnn_loss_by_hand():
+    s_pos = torch.tensor([1.0, -0.5])
+    s_neg = torch.tensor([[0.0, 2.0], [-1.0, 0.5]])  # 2 triplets per node; column 0 is the sampled non-link
+    cross = (-math.log(sig(1.0)) - math.log(sig(-0.5))) / 2 + (-math.log(1 - sig(0.0)) - math.log(1 - sig(-1.0))) / 2
+    trip = [max(0, -sig(1.0) + sig(0.0) + 0.2), max(0, -sig(1.0) + sig(2.0) + 0.2),
+            max(0, -sig(-0.5) + sig(-1.0) + 0.2), max(0, -sig(-0.5) + sig(0.5) + 0.2)]
+    assert hashgnn_loss(s_pos, s_neg, lambda_rank=0.5, margin=0.2).item() == pytest.approx(cross + 0.5 * sum(trip) / 4, rel=1e-6)
+    assert hashgnn_loss(s_pos, s_neg, lambda_rank=0.0).item() == pytest.approx(cross, rel=1e-6)  # HashGNN_nr
+    # one negative as a vector: the same as a (B, 1) column
+    one = hashgnn_loss(s_pos, s_neg[:, 0], lambda_rank=1.0)
+    trip1 = [max(0, -sig(1.0) + sig(0.0) + 0.2), max(0, -sig(-0.5) + sig(-1.0) + 0.2)]
+    assert one.item() == pytest.approx(cross + sum(trip1) / 2, rel=1e-6)
+
+
+def test_smooth_recall_loss_by_hand():
+    s_pos = torch.tensor([1.0, 0.0])
+    pool = torch.tensor([[0.0, 3.0, float("-inf")], [1.0, 1.0, -2.0]])  # -inf: a masked entry
+    # rank_hat = 1 + (n_items / M) * sum_j sigma((s_j - s_pos) / tau_rank), tau_rank = 0.5, M = 3, n_items = 30
+    r0 = 1 + 10 * (sig(-2.0) + sig(4.0) + 0.0)
+    r1 = 1 + 10 * (sig(2.0) + sig(2.0) + sig(-4.0))
+    expected = -(sig((20 - r0) / 2.0) + sig((20 - r1) / 2.0)) / 2
+    got = smooth_recall_loss(s_pos, pool, top_n=20, n_items=30, tau_rank=0.5, tau_recall=2.0)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    # without n_items the pool is the catalogue
+    got = smooth_recall_loss(s_pos[:1], pool[:1, :2], top_n=2)
+    assert got.item() == pytest.approx(-sig(2 - (1 + sig(-1.0) + sig(2.0))), rel=1e-6)
+    with pytest.raises(ValueError, match="s_pool"):
+        smooth_recall_loss(s_pos, torch.zeros(3))
+
+
+def test_listwise_loss_by_hand():
+    s_pos = torch.tensor([2.0, 0.0])
+    pool = torch.tensor([[1.0, 0.0], [0.0, float("-inf")]])
+    l0 = -math.log(math.exp(2) / (math.exp(2) + math.exp(1) + math.exp(0)))
+    l1 = -math.log(1 / (1 + 1))
+    assert listwise_loss(s_pos, pool).item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="s_pool"):
+        listwise_loss(s_pos, torch.zeros(2))
+
+
+def test_distill_loss_by_hand():
+    teacher = torch.tensor([[2.0, 0.0]])
+    student = torch.tensor([[0.0, 0.0]])
+    p = [math.exp(1) / (math.exp(1) + 1), 1 / (math.exp(1) + 1)]  # softmax(teacher / 2)
+    kl = sum(pi * math.log(pi / 0.5) for pi in p)
+    assert distill_loss(student, teacher, tau=2.0).item() == pytest.approx(kl, rel=1e-6)
+    assert distill_loss(teacher, teacher).item() == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(ValueError, match="one shape"):
+        distill_loss(student, torch.zeros(1, 3))
+
+
+def test_losses_pass_gradcheck():
+    torch.manual_seed(0)
+    s_pos = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    pool = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: listwise_loss(a, b), (s_pos, pool))
+    assert torch.autograd.gradcheck(lambda a, b: smooth_recall_loss(a, b, top_n=2, tau_rank=0.5), (s_pos, pool))
+    assert torch.autograd.gradcheck(lambda a, b: hashgnn_loss(a, b, lambda_rank=0.5), (s_pos, pool))
+    teacher = torch.randn(3, 4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda b: distill_loss(b, teacher, tau=0.5), (pool,))
