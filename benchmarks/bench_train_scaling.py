@@ -8,7 +8,7 @@ process comparison runs the same step data-parallel under ``torchrun``
 (gloo), each rank with its share of the batch and one all-reduce of the
 gradients. Writes a CSV with ``--out`` and prints one line per measurement.
 
-    python benchmarks/bench_train_scaling.py --max 10000000 --out results/default/train_scaling.csv
+    python benchmarks/bench_train_scaling.py --max 100000000 --profile default   # results + figure
     python benchmarks/bench_train_scaling.py --sizes 100480507          # Netflix size: ~8 GiB peak
 """
 from __future__ import annotations
@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dp-size", type=int, default=1_000_000, help="size of the 1-vs-2-process comparison (0: skip)")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=None)
+    parser.add_argument("--out", default=None, help="CSV of every measurement")
+    parser.add_argument("--profile", default=None,
+                        help="also write results/<profile>/train_scaling.{csv,json} and figures/<profile>/train_scaling.{png,pdf}")
     args = parser.parse_args(argv)
     if args.one is not None:  # a child: measure and print JSON
         row = one(args.one, args.batch, args.steps, args.threads)
@@ -116,6 +118,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
         with atomic_write(args.out, "w") as fh:
             pd.DataFrame(rows).to_csv(fh, index=False)
+    if args.profile:
+        import pandas as pd
+
+        from hashrec_utils.experiments import write_table
+        from hashrec_utils.plotting import plot_train_scaling, savefig
+
+        frame = pd.DataFrame(rows)
+        print(write_table(frame, "train_scaling", args.profile))
+        savefig(plot_train_scaling(frame), "train_scaling", args.profile)
     return rows
 
 

@@ -79,15 +79,20 @@ def data_prep(profile: str) -> tuple[pd.DataFrame, list[InteractionData]]:
 # --------------------------------------------------------------------------
 
 LAYER_SWEEP = {"quick": (1, 2, 3), "default": (1, 2, 3, 4), "full": (1, 2, 3, 4)}
+# Epochs of each layer-sweep run (None: the profile's); default halves them to fit make all's budget.
+LAYER_SWEEP_EPOCHS = {"quick": None, "default": 40, "full": None}
 
 
-def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3, progress: bool = True) -> tuple[dict, Path]:
+def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3, progress: bool = True,
+                 epochs: int | None = None) -> tuple[dict, Path]:
     """Train (or reuse) the LightGCN run of a profile; returns ``(metrics, run folder)``."""
     from .config import runs_dir
     from .train import run
 
-    out = runs_dir(profile) / f"lightgcn_{dataset}_L{n_layers}_s{seed}"
+    out = runs_dir(profile) / (f"lightgcn_{dataset}_L{n_layers}_s{seed}" + (f"_e{epochs}" if epochs else ""))
     overrides = {} if n_layers == 3 else {"n_layers": n_layers}
+    if epochs:
+        overrides["epochs"] = epochs
     metrics = run(dataset, model="lightgcn", profile=profile, seed=seed, out=out, overrides=overrides, progress=progress)
     return metrics, out
 
@@ -116,8 +121,8 @@ def lightgcn_stage(profile: str) -> dict[str, pd.DataFrame]:
 
     layer_rows = []
     for n_layers in LAYER_SWEEP[profile]:
-        metrics, _ = lightgcn_run(profile, "ml-1m", n_layers=n_layers)
-        layer_rows.append({"n_layers": n_layers, **{k: metrics[k] for k in ("recall@20", "ndcg@20", "train_seconds", "best_epoch")}})
+        metrics, _ = lightgcn_run(profile, "ml-1m", n_layers=n_layers, epochs=LAYER_SWEEP_EPOCHS[profile])
+        layer_rows.append({"n_layers": n_layers, "epochs": metrics["epochs_run"], **{k: metrics[k] for k in ("recall@20", "ndcg@20", "train_seconds", "best_epoch")}})
     layers = pd.DataFrame(layer_rows)
     write_table(layers, "lightgcn_layers", profile)
 
@@ -145,10 +150,14 @@ def lightgcn_stage(profile: str) -> dict[str, pd.DataFrame]:
 class HashStage:
     """Sweep sizes of notebook 03 for one profile.
 
-    Hash models start from the profile's trained LightGCN (its final
-    embeddings seed a fine-tuned table, so hash training needs no propagation
-    and costs seconds); ``hashgnn`` is the exception, trained end to end from
-    scratch with its GraphSAGE encoder as published.
+    Hash models start from the profile's trained LightGCN: its final
+    embeddings seed a table that is fine-tuned for the codes alone, while the
+    LightGCN embeddings themselves stay frozen for continuous and hierarchical
+    search (no propagation per step, so a run costs seconds). ``hashgnn`` is
+    the exception, trained end to end from scratch with its GraphSAGE encoder,
+    as published. ``variants``/``variant_seeds``: the extra table rows
+    (two-stage, HashGNN) and their seeds; ``sweep_epochs``: epochs of each run
+    of the parameter analysis (λ, triplets, K).
     """
 
     seeds: tuple[int, ...]
@@ -158,20 +167,37 @@ class HashStage:
     triplets: tuple[int, ...]
     bits: tuple[int, ...]
     candidates: tuple[int, ...]
+    sweep_epochs: int
+    variants: tuple[str, ...] = ("guided_ste_sp", "hashgnn", "hashgnn_nr")
+    variant_seeds: tuple[int, ...] = (0, 1, 2)
+    eval_every: int = 2
     estimators: tuple[str, ...] = ("ste", "guided_ste", "hashnet", "gumbel", "signswish", "bgch")
 
 
+_LAMBDAS = tuple(round(0.1 * i, 1) for i in range(11))
 HASH_STAGE = {
     "quick": HashStage(seeds=(0,), epochs=4, hashgnn_epochs=2, lambdas=(0.0, 0.5, 1.0), triplets=(1, 5),
-                       bits=(32, 64), candidates=(20, 50, 100)),
-    "default": HashStage(seeds=(0, 1, 2), epochs=20, hashgnn_epochs=10, lambdas=tuple(round(0.1 * i, 1) for i in range(11)),
-                         triplets=(1, 2, 5, 10), bits=(16, 32, 64, 128, 256), candidates=(20, 50, 100, 200, 400)),
-    "full": HashStage(seeds=(0, 1, 2), epochs=40, hashgnn_epochs=40, lambdas=tuple(round(0.1 * i, 1) for i in range(11)),
-                      triplets=(1, 2, 5, 10), bits=(16, 32, 64, 128, 256), candidates=(20, 50, 100, 200, 400)),
+                       bits=(32, 64), candidates=(20, 50, 100), sweep_epochs=2, variant_seeds=(0,)),
+    "default": HashStage(seeds=(0, 1, 2), epochs=10, hashgnn_epochs=8, lambdas=_LAMBDAS, triplets=(1, 2, 5, 10),
+                         bits=(16, 32, 64, 128, 256), candidates=(20, 50, 100, 200, 400), sweep_epochs=5,
+                         variants=("guided_ste_sp", "hashgnn"), variant_seeds=(0,)),
+    "full": HashStage(seeds=(0, 1, 2), epochs=20, hashgnn_epochs=40, lambdas=_LAMBDAS, triplets=(1, 2, 5, 10),
+                      bits=(16, 32, 64, 128, 256), candidates=(20, 50, 100, 200, 400), sweep_epochs=10),
 }
 
-# Hash training settings shared by every estimator (tuned on ml-1m, see the README).
-HASH_TRAIN = {"lr": 0.001, "batch_size": 16384, "patience": 0}
+# Hash training shared by every table run (tuned on ml-1m default, see the README): large batches,
+# because a step's cost is the (distinct users × all items) score matrix of the listwise loss, not
+# the number of pairs; cosine decay from a high learning rate.
+HASH_TRAIN = {"lr": 0.01, "lr_schedule": "cosine", "batch_size": 65536, "patience": 0}
+# HashGNN end to end: its GraphSAGE encoder runs over the whole graph every step.
+HASHGNN_TRAIN = {"lr": 0.01, "batch_size": 65536}
+# The objective of every table run unless a run says otherwise: softmax of the code scores over all
+# items (ranks in Hamming space directly); the table learns codes only (cont_weight 0) and the
+# LightGCN embeddings it started from stay frozen for continuous and hierarchical search.
+TABLE_OBJECTIVE = {"objective": "softmax", "n_negatives": 0, "cont_weight": 0.0, "continuous": "init"}
+# Estimator schedules in iterations, scaled to these short runs (about 11 iterations an epoch on
+# ml-1m): the published defaults (guided STE: p × 0.95 every 250 iterations) would barely move.
+SCHEDULES = {"guided_ste": {"every": 2}, "hashnet": {"gamma": 1.0}, "gumbel": {"every": 5}}
 
 
 def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
@@ -179,20 +205,24 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
     """Train (or reuse) one hash model of notebook 03; returns ``(metrics, run folder)``.
 
     ``metrics`` has the sections ``continuous``, ``hamming``, ``hierarchical``.
+    ``hash_params`` override :data:`TABLE_OBJECTIVE` and :data:`SCHEDULES`.
     """
     from .config import runs_dir
+    from .hashing import split_method
     from .train import run
 
     stage = HASH_STAGE[profile]
     epochs = epochs or (stage.hashgnn_epochs if model == "hashgnn" else stage.epochs)
     params = dict(hash_params)
+    estimator = split_method(method)[0]
+    params["estimator"] = {**SCHEDULES.get(estimator, {}), **params.get("estimator", {})}
     if model != "hashgnn":
         _, base = lightgcn_run(profile, "ml-1m", progress=False)
-        params.setdefault("init", str(base))
+        params = {**TABLE_OBJECTIVE, "init": str(base), **params}
     name = f"hash_{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else "")
-    overrides = {**HASH_TRAIN, "epochs": epochs, "eval_every": eval_every or max(1, epochs // 4), "hash_params": params}
+    overrides = {**HASH_TRAIN, "epochs": epochs, "eval_every": eval_every or stage.eval_every, "hash_params": params}
     if model == "hashgnn":
-        overrides.update(lr=0.005, batch_size=8192)
+        overrides.update(HASHGNN_TRAIN)
     out = runs_dir(profile) / name
     metrics = run("ml-1m", model=model, hash_method=method, bits=bits, profile=profile, seed=seed, out=out,
                   overrides=overrides, progress=progress)
@@ -274,8 +304,8 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
     stage = HASH_STAGE[profile]
     lightgcn, _ = lightgcn_run(profile, "ml-1m", progress=False)
     rows, curves = [], []
-    for label in (*stage.estimators, *EXTRA_VARIANTS):
-        for seed in stage.seeds:
+    for label in (*stage.estimators, *stage.variants):
+        for seed in (stage.seeds if label in stage.estimators else stage.variant_seeds):
             metrics, out = variant_run(profile, label, seed=seed)
             rows += [{"estimator": label, "seed": seed, **r} for r in _sections(metrics)]
             if label in ("ste", "guided_ste"):
@@ -297,7 +327,8 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
 
     # (b) fixed p against the decaying schedule
     p_rows = []
-    for label, est in (("decaying p (1 → ×0.95 / 250 it.)", {}), ("fixed p = 0.5", {"p0": 0.5, "decay": 1.0})):
+    every = SCHEDULES["guided_ste"]["every"]
+    for label, est in ((f"decaying p (1 → ×0.95 / {every} it.)", {}), ("fixed p = 0.5", {"p0": 0.5, "decay": 1.0})):
         for seed in stage.seeds:
             extra = {"estimator": est} if est else {}
             m, _ = hash_run(profile, "guided_ste", seed=seed, tag="fixedp" if est else "", **extra)
@@ -308,10 +339,10 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
     # (d) parameter analysis, seed 0, HashGNN's objective on the LightGCN encoder
     params = []
     for lam in stage.lambdas:
-        m, _ = hash_run(profile, "guided_ste", tag=f"lam{lam}", objective="hashgnn", lambda_rank=lam)
+        m, _ = hash_run(profile, "guided_ste", tag=f"lam{lam}", epochs=stage.sweep_epochs, objective="hashgnn", lambda_rank=lam)
         params += [{"parameter": "λ", "value": lam, **r} for r in _sections(m) if r["search"] != "continuous"]
     for t in stage.triplets:
-        m, _ = hash_run(profile, "guided_ste", tag=f"trip{t}", objective="hashgnn", n_triplets=t)
+        m, _ = hash_run(profile, "guided_ste", tag=f"trip{t}", epochs=stage.sweep_epochs, objective="hashgnn", n_triplets=t)
         params += [{"parameter": "triplets per node", "value": t, **r} for r in _sections(m) if r["search"] != "continuous"]
     best = best_estimator(table)
     for b in stage.bits:

@@ -320,8 +320,10 @@ class HashModel(nn.Module):
                    ``n_triplets`` per node (``lambda_rank = 0`` is ``_nr``).
     ``freeze_encoder`` (two-stage ``_sp``): only the hash layer (and γ) learn.
     ``continuous``: which embeddings :meth:`embeddings` returns and hierarchical
-    search re-ranks with: the encoder's (``"encoder"``) or HashGNN's
-    ``z = tanh(W e + b)`` (``"hash"``). ``candidates``: C of hierarchical search.
+    search re-ranks with: the encoder's (``"encoder"``), HashGNN's
+    ``z = tanh(W e + b)`` (``"hash"``), or (``"init"``, a :class:`TableEncoder`
+    only) the trained embeddings the table started from, kept frozen: the
+    table then serves the codes alone and the continuous model stays intact. ``candidates``: C of hierarchical search.
     The encoder is any module with ``embeddings(graph)``, ``dim`` and ``n_users``.
     """
 
@@ -345,8 +347,10 @@ class HashModel(nn.Module):
         self.reg, self.distill, self.distill_tau = reg, distill, distill_tau
         self.tau_rank, self.tau_recall = tau_rank, tau_recall
         self.freeze_encoder, self.candidates = freeze_encoder, candidates
-        if continuous not in ("encoder", "hash"):
-            raise ValueError(f"continuous must be 'encoder' or 'hash'; got {continuous!r}")
+        if continuous not in ("encoder", "hash", "init"):
+            raise ValueError(f"continuous must be 'encoder', 'hash' or 'init'; got {continuous!r}")
+        if continuous == "init" and not hasattr(encoder, "initial"):
+            raise ValueError("continuous='init' needs an encoder started from trained embeddings (TableEncoder)")
         self.continuous = continuous
         if freeze_encoder:
             for p in self.encoder.parameters():
@@ -363,6 +367,8 @@ class HashModel(nn.Module):
     def embeddings(self, graph: Graph | None) -> tuple[torch.Tensor, torch.Tensor]:
         """The continuous embeddings that hierarchical search re-ranks with: the encoder's,
         or (``continuous="hash"``, HashGNN's choice) the hash layer's ``z = tanh(W e + b)``."""
+        if self.continuous == "init":
+            return self.encoder.initial_embeddings()
         users, items = self.encoder.embeddings(graph)
         if self.continuous == "hash":
             return torch.tanh(self.hash.linear(users)), torch.tanh(self.hash.linear(items))
@@ -390,7 +396,7 @@ class HashModel(nn.Module):
 
     def _score_pool(self, hu: torch.Tensor, h_pool: torch.Tensor) -> torch.Tensor:
         """``(B, M)`` code scores of ``hu (B, K)`` against every row of ``h_pool (M, K)``."""
-        return self.log_scale.exp() / self.bits * (hu @ h_pool.T)
+        return (hu * (self.log_scale.exp() / self.bits)) @ h_pool.T  # scale the small side, not the (B, M) product
 
     def _pool(self, n_items: int, device) -> torch.Tensor | None:
         """Item ids scored against every user of the batch; ``None``: all items."""
@@ -483,7 +489,13 @@ class TableEncoder(nn.Module):
         self.n_users, self.n_items = len(user_emb), len(item_emb)
         self.dim = user_emb.shape[1]
         self.embedding = nn.Embedding(self.n_users + self.n_items, self.dim)
-        self.embedding.weight.data.copy_(torch.from_numpy(np.concatenate([user_emb, item_emb]).astype(np.float32)))
+        table = torch.from_numpy(np.concatenate([user_emb, item_emb]).astype(np.float32))
+        self.embedding.weight.data.copy_(table)
+        self.register_buffer("initial", table.clone())
+
+    def initial_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (frozen) embeddings the table started from: ``(users, items)``."""
+        return self.initial[: self.n_users], self.initial[self.n_users :]
 
     def embeddings(self, graph: Graph | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.embedding.weight

@@ -246,3 +246,22 @@ def plot_scaling(scale: pd.DataFrame) -> plt.Figure:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_train_scaling(frame: pd.DataFrame) -> plt.Figure:
+    """LightGCN step time and peak memory against interactions (log-log); 2-process points marked."""
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for procs, g in frame.groupby("processes", sort=True):
+        g = g.sort_values("interactions")
+        label = f"{procs} process{'es' if procs > 1 else ''} × {int(g['threads_per_process'].iloc[0])} threads"
+        style = dict(marker="o" if procs == 1 else "s", linestyle="-" if procs == 1 else "none", label=label)
+        axes[0].loglog(g["interactions"], g["step_s"], **style)
+        axes[1].loglog(g["interactions"], g["peak_rss_gib"], **style)
+    axes[0].set(xlabel="train interactions (synthetic, power-law)", ylabel="seconds per training step",
+                title="Step time (3 layers, 64-d, batch 8,192)")
+    axes[1].set(xlabel="train interactions (synthetic, power-law)", ylabel="peak resident memory (GiB)",
+                title="Peak memory of one process")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

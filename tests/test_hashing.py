@@ -291,3 +291,37 @@ def test_lsh_is_sign_of_random_projection():
     planes = np.random.default_rng(3).standard_normal((8, 16)).astype(np.float32)
     np.testing.assert_array_equal(cu, np.packbits(u @ planes >= 0, axis=1))
     assert ci.shape == (5, 2)
+
+
+def test_continuous_init_keeps_the_starting_embeddings_while_the_table_learns_codes():
+    rng = np.random.default_rng(0)
+    u0, i0 = rng.standard_normal((6, 8)).astype(np.float32), rng.standard_normal((5, 8)).astype(np.float32)
+    model = HashModel(TableEncoder(u0, i0), 16, make_estimator("ste"), objective="softmax", n_negatives=0,
+                      cont_weight=0.0, continuous="init")
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    for step in range(3):
+        loss, logs = model.loss(None, torch.tensor([0, 1, 2]), torch.tensor([0, 3, 4]), torch.tensor([1, 1, 1]), step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert "loss_continuous" not in logs
+    users, items = model.embeddings(None)
+    np.testing.assert_array_equal(users.numpy(), u0)  # hierarchical re-ranks with the untouched embeddings
+    np.testing.assert_array_equal(items.numpy(), i0)
+    assert not np.allclose(model.encoder.embeddings()[0].detach().numpy(), u0)  # the code table moved
+    with pytest.raises(ValueError, match="continuous='init' needs an encoder started from trained embeddings"):
+        HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("ste"), continuous="init")
+
+
+def test_full_softmax_loss_by_hand():
+    """All-items softmax on code scores: mean over pairs of logsumexp_j s_uj − s_ui, s = γ<h_u, h_j>/K."""
+    rng = np.random.default_rng(1)
+    enc = TableEncoder(rng.standard_normal((2, 4)).astype(np.float32), rng.standard_normal((3, 4)).astype(np.float32))
+    model = HashModel(enc, 8, make_estimator("ste"), objective="softmax", n_negatives=0, cont_weight=0.0, scale=3.0)
+    users, pos = torch.tensor([0, 1, 0]), torch.tensor([2, 0, 1])
+    _, logs = model.loss(None, users, pos, torch.tensor([0, 0, 0]))
+    hu, hi = model.sign_codes(None)
+    s = 3.0 / 8 * (hu @ hi.T).detach().numpy()
+    lse = np.log(np.exp(s).sum(1))
+    expected = np.mean([lse[u] - s[u, i] for u, i in zip(users.tolist(), pos.tolist())])
+    assert logs["loss_hash"] == pytest.approx(expected, rel=1e-5)
