@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="run folder: config.json, history.csv, metrics.json, checkpoint")
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    train.add_argument("--init", default=None, metavar="DIR",
+                       help="hash runs: the LightGCN run folder whose embeddings seed the code table "
+                            "(default: the profile's LightGCN run, runs/<profile>/lightgcn_<dataset>_L3_s0, trained if absent)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a TrainConfig field, e.g. --set epochs=10 (repeatable)")
     return parser
@@ -90,10 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train":
         from .train import run
 
+        overrides = _overrides(args.set)
+        if args.hash_method:  # the study's hash settings (notebook 03), then --set on top
+            from .experiments import hash_overrides
+
+            hp = overrides.pop("hash_params", {})
+            overrides = {**hash_overrides(args.profile, args.hash_method, model=args.model, dataset=args.dataset,
+                                          init=args.init, **hp), **overrides}
+        elif args.init:
+            raise ValueError("--init applies to hash runs (--hash ...)")
         metrics = run(
             dataset=args.dataset, model=args.model, hash_method=args.hash_method, bits=args.bits,
-            profile=args.profile, seed=args.seed, out=args.out, device=args.device,
-            overrides=_overrides(args.set),
+            profile=args.profile, seed=args.seed, out=args.out, device=args.device, overrides=overrides,
         )
         print(json.dumps(metrics, indent=2, sort_keys=True))
         return 0

@@ -89,7 +89,8 @@ def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: 
     from .config import runs_dir
     from .train import run
 
-    out = runs_dir(profile) / (f"lightgcn_{dataset}_L{n_layers}_s{seed}" + (f"_e{epochs}" if epochs else ""))
+    name = Path(str(dataset)).name  # a folder dataset: its last component
+    out = runs_dir(profile) / (f"lightgcn_{name}_L{n_layers}_s{seed}" + (f"_e{epochs}" if epochs else ""))
     overrides = {} if n_layers == 3 else {"n_layers": n_layers}
     if epochs:
         overrides["epochs"] = epochs
@@ -200,30 +201,42 @@ TABLE_OBJECTIVE = {"objective": "softmax", "n_negatives": 0, "cont_weight": 0.0,
 SCHEDULES = {"guided_ste": {"every": 2}, "hashnet": {"gamma": 1.0}, "gumbel": {"every": 5}}
 
 
+def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", dataset: str = "ml-1m", seed: int = 0,
+                   epochs: int | None = None, eval_every: int | None = None, init: str | Path | None = None,
+                   **hash_params) -> dict:
+    """The :class:`~hashrec_utils.train.TrainConfig` overrides of a hash run in this study (the CLI's
+    ``train --hash`` uses them too): :data:`HASH_TRAIN` (or :data:`HASHGNN_TRAIN`), the profile's
+    epochs, and hash parameters :data:`TABLE_OBJECTIVE` + :data:`SCHEDULES` + ``hash_params``.
+
+    Table runs start from ``init``, a LightGCN run folder; by default the profile's LightGCN run of
+    ``dataset`` and ``seed`` 0 (trained first when absent).
+    """
+    from .hashing import split_method
+
+    stage = HASH_STAGE[profile]
+    epochs = epochs or (stage.hashgnn_epochs if model == "hashgnn" else stage.epochs)
+    params = dict(hash_params)
+    params["estimator"] = {**SCHEDULES.get(split_method(method)[0], {}), **params.get("estimator", {})}
+    if model != "hashgnn":
+        if init is None:
+            _, init = lightgcn_run(profile, dataset, progress=False)
+        params = {**TABLE_OBJECTIVE, "init": str(init), **params}
+    return {**HASH_TRAIN, **(HASHGNN_TRAIN if model == "hashgnn" else {}), "epochs": epochs,
+            "eval_every": eval_every or stage.eval_every, "hash_params": params}
+
+
 def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
              epochs: int | None = None, eval_every: int | None = None, progress: bool = False, **hash_params) -> tuple[dict, Path]:
-    """Train (or reuse) one hash model of notebook 03; returns ``(metrics, run folder)``.
+    """Train (or reuse) one hash model of notebook 03 on ml-1m; returns ``(metrics, run folder)``.
 
     ``metrics`` has the sections ``continuous``, ``hamming``, ``hierarchical``.
     ``hash_params`` override :data:`TABLE_OBJECTIVE` and :data:`SCHEDULES`.
     """
     from .config import runs_dir
-    from .hashing import split_method
     from .train import run
 
-    stage = HASH_STAGE[profile]
-    epochs = epochs or (stage.hashgnn_epochs if model == "hashgnn" else stage.epochs)
-    params = dict(hash_params)
-    estimator = split_method(method)[0]
-    params["estimator"] = {**SCHEDULES.get(estimator, {}), **params.get("estimator", {})}
-    if model != "hashgnn":
-        _, base = lightgcn_run(profile, "ml-1m", progress=False)
-        params = {**TABLE_OBJECTIVE, "init": str(base), **params}
-    name = f"hash_{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else "")
-    overrides = {**HASH_TRAIN, "epochs": epochs, "eval_every": eval_every or stage.eval_every, "hash_params": params}
-    if model == "hashgnn":
-        overrides.update(HASHGNN_TRAIN)
-    out = runs_dir(profile) / name
+    overrides = hash_overrides(profile, method, model=model, epochs=epochs, eval_every=eval_every, **hash_params)
+    out = runs_dir(profile) / (f"hash_{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else ""))
     metrics = run("ml-1m", model=model, hash_method=method, bits=bits, profile=profile, seed=seed, out=out,
                   overrides=overrides, progress=progress)
     return metrics, out

@@ -215,3 +215,26 @@ def test_run_on_cuda(tmp_path):
     folder = synthetic_folder(tmp_path)
     metrics = run(str(folder), profile="quick", out=tmp_path / "gpu", device="cuda", overrides=SMALL, progress=False)
     assert metrics["recall@20"] > 0.05
+
+
+def test_cli_hash_run_starts_from_a_lightgcn_run_and_writes_three_sections(tmp_path, capsys):
+    """``train --hash ste --init DIR``: the study's hash settings on the given LightGCN run."""
+    from hashrec_utils.__main__ import main
+
+    folder = synthetic_folder(tmp_path)
+    base = tmp_path / "lgcn"
+    assert main(["train", "--dataset", str(folder), "--profile", "quick", "--out", str(base), "--set", "epochs=2"]) == 0
+    out = tmp_path / "hash"
+    assert main(["train", "--dataset", str(folder), "--hash", "ste", "--bits", "32", "--init", str(base),
+                 "--profile", "quick", "--out", str(out), "--set", "epochs=2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"continuous", "hamming", "hierarchical"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["hash_params"]["init"] == str(base) and config["hash_params"]["objective"] == "softmax"
+    assert config["epochs"] == 2 and config["bits"] == 32
+    # continuous search re-ranks with the LightGCN embeddings it started from, untouched
+    assert metrics["continuous"]["recall@20"] == pytest.approx(json.loads((base / "metrics.json").read_text())["recall@20"])
+    emb = np.load(out / "embeddings.npz")
+    assert emb["user_codes"].dtype == np.uint8 and emb["user_codes"].shape[1] == 4
+    with pytest.raises(ValueError, match="--init applies to hash runs"):
+        main(["train", "--dataset", str(folder), "--init", str(base), "--out", str(tmp_path / "x")])
