@@ -1,0 +1,69 @@
+"""The committed report: rendered from the committed ``results/default/``, every table's numbers in its text."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from hashrec_utils.config import repo_root
+from hashrec_utils.report import build_report
+
+RESULTS = repo_root() / "results" / "default"
+pytestmark = pytest.mark.skipif(not (RESULTS / "lightgcn_metrics.json").exists(),
+                                reason="no committed default results (run make all)")
+
+
+def typst_str(x: float, digits: int = 4) -> str:
+    """What the report's ``fmt`` prints: ``str(calc.round(x, digits))``."""
+    r = round(float(x), digits)
+    return str(int(r)) if r == int(r) else repr(r)
+
+
+def load(name: str):
+    return json.loads((RESULTS / name).read_text())
+
+
+@pytest.fixture(scope="module")
+def text(tmp_path_factory) -> str:
+    from pypdf import PdfReader
+
+    pdf = build_report("default", tmp_path_factory.mktemp("report") / "report.pdf")
+    reader = PdfReader(pdf)
+    assert len(reader.pages) >= 6
+    return re.sub(r"\s+", " ", " ".join(page.extract_text() for page in reader.pages))
+
+
+def test_every_section_is_there_and_none_is_missing(text):
+    for heading in ("Abstract", "Method", "LightGCN", "Hash layer", "Losses", "Experimental set-up", "Results",
+                    "Estimators and search modes", "Guided STE against STE", "Parameter analysis", "Faiss baselines",
+                    "Accuracy at a fixed throughput", "Scaling", "Comparison with published numbers", "Limitations"):
+        assert heading in text, heading
+    assert "Not yet run" not in text  # every section filled from results
+
+
+def test_lightgcn_and_data_tables(text):
+    for row in load("lightgcn_metrics.json"):
+        for key in ("recall@20", "ndcg@20", "recall@50"):
+            assert typst_str(row[key]) in text, (row["dataset"], key)
+    for row in load("lightgcn_layers.json"):
+        assert typst_str(row["recall@20"]) in text
+    for row in load("data_stats.json"):
+        assert f"{row['interactions']:,}" in text
+
+
+def test_estimator_table(text):
+    for row in load("hashing_table.json"):
+        if row["estimator"] == "lightgcn (continuous)":
+            continue
+        assert typst_str(row["recall@20_mean"]) in text, (row["estimator"], row["search"])
+        if row["search"] != "continuous":
+            assert typst_str(row["recall@20_vs_lightgcn"], 3) in text, (row["estimator"], row["search"])
+
+
+def test_fixed_throughput_and_faiss_tables(text):
+    for row in load("tradeoff_fixed.json"):
+        if row["recall@20"] is not None:
+            assert typst_str(row["recall@20"]) in text, (row["method"], row["multiple_of_exact"])
+    for row in load("retrieval_build.json"):
+        assert typst_str(row["best_recall"]) in text, row["method"]
