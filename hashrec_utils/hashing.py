@@ -417,25 +417,34 @@ class HashModel(nn.Module):
                 cont = cont + self.reg * l2
             total = total + self.cont_weight * cont
             logs["loss_continuous"] = float(cont.detach())
-        n_items = item_emb.shape[0]
-        hi = self.hash(ei, step)
-        if self.objective in ("softmax", "recall") or self.distill:
-            # every distinct user of the batch against one pool of items (all items when pool is None)
-            uniq, inv = torch.unique(users, return_inverse=True)
-            h_uniq = self.hash(user_emb[uniq], step)
-            pool = self._pool(n_items, eu.device)
-            pool_emb = item_emb if pool is None else item_emb[pool]
-            s_rows = self._score_pool(h_uniq, self.hash(pool_emb, step))
-            hu = h_uniq[inv]
-        else:
-            hu = self.hash(eu, step)
-        s_pos = self._score(hu, hi)
+        # Codes are computed once per distinct user and item of the step (one guided-STE draw per
+        # node and step), then gathered: hashing every gathered row would cost (1 + negatives) × batch.
+        n_items, batch = item_emb.shape[0], len(users)
+        uniq, inv = torch.unique(users, return_inverse=True)
+        h_uniq = self.hash(user_emb[uniq], step)
+        hu = h_uniq[inv]
+        needs_pool = self.objective in ("softmax", "recall") or bool(self.distill)
+        pool = self._pool(n_items, eu.device) if needs_pool else None
+        negs = None
         if self.objective in ("bpr", "hashgnn"):
             k = self.n_negatives if self.objective == "bpr" else self.n_triplets
             negs = neg[:, None]
             if k > 1:
-                negs = torch.cat([negs, torch.randint(0, n_items, (len(users), k - 1), device=eu.device)], 1)
-            s_neg = self._score(hu[:, None, :], self.hash(item_emb[negs], step))
+                negs = torch.cat([negs, torch.randint(0, n_items, (batch, k - 1), device=eu.device)], 1)
+        parts = [pos] + ([negs.reshape(-1)] if negs is not None else [])
+        if needs_pool:
+            parts.append(torch.arange(n_items, device=eu.device) if pool is None else pool)
+        item_ids, item_inv = torch.unique(torch.cat(parts), return_inverse=True)
+        h_items = self.hash(item_emb[item_ids], step)
+        hi = h_items[item_inv[:batch]]
+        s_pos = self._score(hu, hi)
+        if needs_pool:
+            pool_emb = item_emb if pool is None else item_emb[pool]
+            h_pool = h_items if pool is None else h_items[item_inv[len(item_inv) - len(pool):]]
+            s_rows = self._score_pool(h_uniq, h_pool)
+        if negs is not None:
+            h_neg = h_items[item_inv[batch : batch + negs.numel()]].view(batch, negs.shape[1], -1)
+            s_neg = self._score(hu[:, None, :], h_neg)
             if self.objective == "bpr":
                 hashed = bpr_loss(s_pos, s_neg)
             else:
