@@ -254,7 +254,8 @@ def plot_train_scaling(frame: pd.DataFrame) -> plt.Figure:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for procs, g in frame.groupby("processes", sort=True):
         g = g.sort_values("interactions")
-        label = f"{procs} process{'es' if procs > 1 else ''} × {int(g['threads_per_process'].iloc[0])} threads"
+        threads = int(g["threads_per_process"].iloc[0])
+        label = f"{procs} process{'es' if procs > 1 else ''} × {threads} thread{'s' if threads > 1 else ''}"
         style = dict(marker="o" if procs == 1 else "s", linestyle="-" if procs == 1 else "none", label=label)
         axes[0].loglog(g["interactions"], g["step_s"], **style)
         axes[1].loglog(g["interactions"], g["peak_rss_gib"], **style)
