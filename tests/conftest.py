@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
+import scipy.sparse as sp
 
 MIRROR_REASON = "needs the offline dataset mirror: set HASHREC_DATA_DIR (CI sets it to ../shared/datasets)"
 
@@ -28,3 +30,13 @@ def ml1m():
     from hashrec_utils.data import load_dataset
 
     return load_dataset("ml-1m", root=Path("/nonexistent-hashrec-root"), valid_fraction=0.0, download=False)
+
+
+# A hand-checkable interaction matrix: 4 users x 5 items; item 4 has no interaction
+# (an isolated node); every edge of the normalised adjacency weighs 1/2.
+TOY = sp.csr_matrix(np.array([
+    [1, 1, 0, 0, 0],
+    [0, 1, 1, 0, 0],
+    [1, 0, 0, 1, 0],
+    [0, 0, 1, 1, 0],
+], dtype=np.float32))

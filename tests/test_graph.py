@@ -6,15 +6,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from .conftest import TOY as R  # 4 users x 5 items; item 4 isolated; every edge of Ã weighs 1/2
 from hashrec_utils.graph import Graph, build_graph, csr_to_torch, normalized_adjacency
 
-# 4 users x 5 items; item 4 has no interaction (an isolated node)
-R = sp.csr_matrix(np.array([
-    [1, 1, 0, 0, 0],
-    [0, 1, 1, 0, 0],
-    [1, 0, 0, 1, 0],
-    [0, 0, 1, 1, 0],
-], dtype=np.float32))
 
 
 def dense_reference(train: sp.spmatrix) -> np.ndarray:

@@ -6,17 +6,11 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from .conftest import TOY as R  # 4 users x 5 items; item 4 isolated; every edge of Ã weighs 1/2
 from hashrec_utils.graph import build_graph, csr_to_torch, normalized_adjacency
 from hashrec_utils.losses import bpr_loss
 from hashrec_utils.models import GraphSAGE, LightGCN, SymmetricSpMM, make_encoder, propagate
 
-# 4 users x 5 items; item 4 has no interaction. Every edge of Ã weighs 1/2.
-R = sp.csr_matrix(np.array([
-    [1, 1, 0, 0, 0],
-    [0, 1, 1, 0, 0],
-    [1, 0, 0, 1, 0],
-    [0, 0, 1, 1, 0],
-], dtype=np.float32))
 
 
 def pyg_embedding(model: LightGCN, train: sp.csr_matrix) -> torch.Tensor:
