@@ -201,7 +201,7 @@ TABLE_OBJECTIVE = {"objective": "softmax", "n_negatives": 0, "cont_weight": 0.0,
 SCHEDULES = {"guided_ste": {"every": 2}, "hashnet": {"gamma": 1.0}, "gumbel": {"every": 5}}
 
 
-def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", dataset: str = "ml-1m", seed: int = 0,
+def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", dataset: str = "ml-1m",
                    epochs: int | None = None, eval_every: int | None = None, init: str | Path | None = None,
                    **hash_params) -> dict:
     """The :class:`~hashrec_utils.train.TrainConfig` overrides of a hash run in this study (the CLI's
@@ -209,7 +209,7 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     epochs, and hash parameters :data:`TABLE_OBJECTIVE` + :data:`SCHEDULES` + ``hash_params``.
 
     Table runs start from ``init``, a LightGCN run folder; by default the profile's LightGCN run of
-    ``dataset`` and ``seed`` 0 (trained first when absent).
+    ``dataset`` with seed 0 (trained first when absent).
     """
     from .hashing import split_method
 

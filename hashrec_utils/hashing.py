@@ -406,9 +406,10 @@ class HashModel(nn.Module):
 
     def loss(self, graph: Graph | None, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, step: int = 0):
         user_emb, item_emb = self.encoder.embeddings(graph)
-        eu, ei, ej = user_emb[users], item_emb[pos], item_emb[neg]
-        logs, total = {}, torch.zeros((), device=eu.device)
+        device = user_emb.device
+        logs, total = {}, torch.zeros((), device=device)
         if not self.freeze_encoder and self.cont_weight:
+            eu, ei, ej = user_emb[users], item_emb[pos], item_emb[neg]
             cont = bpr_loss((eu * ei).sum(-1), (eu * ej).sum(-1))
             ego = getattr(self.encoder, "embedding", None)
             if ego is not None and self.reg:
@@ -424,20 +425,21 @@ class HashModel(nn.Module):
         h_uniq = self.hash(user_emb[uniq], step)
         hu = h_uniq[inv]
         needs_pool = self.objective in ("softmax", "recall") or bool(self.distill)
-        pool = self._pool(n_items, eu.device) if needs_pool else None
+        pool = self._pool(n_items, device) if needs_pool else None
         negs = None
         if self.objective in ("bpr", "hashgnn"):
             k = self.n_negatives if self.objective == "bpr" else self.n_triplets
             negs = neg[:, None]
             if k > 1:
-                negs = torch.cat([negs, torch.randint(0, n_items, (batch, k - 1), device=eu.device)], 1)
+                negs = torch.cat([negs, torch.randint(0, n_items, (batch, k - 1), device=device)], 1)
         parts = [pos] + ([negs.reshape(-1)] if negs is not None else [])
         if needs_pool:
-            parts.append(torch.arange(n_items, device=eu.device) if pool is None else pool)
+            parts.append(torch.arange(n_items, device=device) if pool is None else pool)
         item_ids, item_inv = torch.unique(torch.cat(parts), return_inverse=True)
         h_items = self.hash(item_emb[item_ids], step)
-        hi = h_items[item_inv[:batch]]
-        s_pos = self._score(hu, hi)
+        # the all-items softmax reads the positives' scores off its (users × items) matrix instead
+        all_items_softmax = self.objective == "softmax" and pool is None
+        s_pos = None if all_items_softmax else self._score(hu, h_items[item_inv[:batch]])
         if needs_pool:
             pool_emb = item_emb if pool is None else item_emb[pool]
             h_pool = h_items if pool is None else h_items[item_inv[len(item_inv) - len(pool):]]
@@ -449,11 +451,11 @@ class HashModel(nn.Module):
                 hashed = bpr_loss(s_pos, s_neg)
             else:
                 hashed = hashgnn_loss(s_pos, s_neg, lambda_rank=self.lambda_rank, margin=self.margin)
-        elif self.objective == "softmax" and pool is None:
+        elif all_items_softmax:
             # −log softmax over all items: logsumexp once per distinct user
             hashed = (torch.logsumexp(s_rows, dim=1)[inv] - s_rows[inv, pos]).mean()
         else:
-            ids = torch.arange(n_items, device=eu.device) if pool is None else pool
+            ids = torch.arange(n_items, device=device) if pool is None else pool
             s_pool = s_rows[inv].masked_fill(pos[:, None] == ids[None, :], float("-inf"))  # the positive leaves the pool
             if self.objective == "softmax":
                 hashed = listwise_loss(s_pos, s_pool)
