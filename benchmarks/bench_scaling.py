@@ -15,6 +15,12 @@ Graph indexes (``*hnsw``, ``nsg``) are skipped above ``--graph-max-items``.
 
     python benchmarks/bench_scaling.py --max-items 1000000 --out results/scaling.csv
     python benchmarks/bench_scaling.py --max-items 10000000 --methods hamming,binary_flat,flat_ip,ivf_pq
+    python benchmarks/bench_scaling.py --profile default --min-items 10000000 --max-items 10000000 \
+        --methods hamming,binary_flat,binary_ivf,binary_multihash,flat_ip
+
+``--profile P`` also writes ``results/P/retrieval_scaling_large.{csv,json}``: notebook 04 adds
+its sizes beyond the notebook's own to the scaling table and figure (what ``make all`` cannot
+afford to measure on two cores, kept from the run that measured it).
 
 The CSV (one row per method and size: method, items, qps, build_s,
 bytes_per_item, params) is rewritten atomically after every size, so an
@@ -26,6 +32,8 @@ import argparse
 import pandas as pd
 
 from hashrec_utils.bench import SCALING_BINARY as BINARY, SCALING_FLOAT as FLOAT, scaling_measure as measure
+from hashrec_utils.config import PROFILES
+from hashrec_utils.experiments import SCALING_LARGE, write_table
 from hashrec_utils.utils import atomic_write
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
@@ -41,6 +49,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--methods", default=",".join(m for m in BINARY + FLOAT if m != "nsg"))
     parser.add_argument("--graph-max-items", type=int, default=100_000)
     parser.add_argument("--out", default=None, help="CSV path (written atomically)")
+    parser.add_argument("--profile", default=None, choices=PROFILES,
+                        help=f"also write results/<profile>/{SCALING_LARGE}.{{csv,json}} (read by notebook 04)")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(methods) - set(BINARY + FLOAT))
@@ -54,6 +64,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         if args.out:
             with atomic_write(args.out, "w") as fh:
                 pd.DataFrame(rows).to_csv(fh, index=False)
+        if args.profile:
+            write_table(pd.DataFrame(rows), SCALING_LARGE, args.profile)
     return pd.DataFrame(rows)
 
 

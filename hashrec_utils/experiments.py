@@ -79,8 +79,8 @@ def data_prep(profile: str) -> tuple[pd.DataFrame, list[InteractionData]]:
 # --------------------------------------------------------------------------
 
 LAYER_SWEEP = {"quick": (1, 2, 3), "default": (1, 2, 3, 4), "full": (1, 2, 3, 4)}
-# Epochs of each layer-sweep run (None: the profile's); default halves them to fit make all's budget.
-LAYER_SWEEP_EPOCHS = {"quick": None, "default": 40, "full": None}
+# Epochs of each layer-sweep run (None: the profile's): default runs 30 of its 80, to fit make all's budget.
+LAYER_SWEEP_EPOCHS = {"quick": None, "default": 30, "full": None}
 
 
 def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3, progress: bool = True,
@@ -158,7 +158,9 @@ class HashStage:
     the exception, trained end to end from scratch with its GraphSAGE encoder,
     as published. ``variants``/``variant_seeds``: the extra table rows
     (two-stage, HashGNN) and their seeds; ``sweep_epochs``: epochs of each run
-    of the parameter analysis (λ, triplets, K).
+    of the parameter analysis (λ, triplets, K). ``eval_every``: validation
+    period of the runs whose curves the notebook plots (:data:`CURVE_ESTIMATORS`);
+    every other run is validated once, after its last epoch.
     """
 
     seeds: tuple[int, ...]
@@ -196,9 +198,17 @@ HASHGNN_TRAIN = {"lr": 0.01, "batch_size": 65536}
 # items (ranks in Hamming space directly); the table learns codes only (cont_weight 0) and the
 # LightGCN embeddings it started from stay frozen for continuous and hierarchical search.
 TABLE_OBJECTIVE = {"objective": "softmax", "n_negatives": 0, "cont_weight": 0.0, "continuous": "init"}
+# Catalogues too large for the all-items softmax on two cores (a step costs distinct users × items:
+# 22 k × 41 k scores on gowalla, a minute and 17 GiB): the softmax runs over a pool of this many
+# items drawn per step and shared by the batch (losses.pooled_listwise_loss).
+SAMPLED_POOL = {"gowalla": 8192, "yelp2018": 8192, "amazon-book": 8192}
 # Estimator schedules in iterations, scaled to these short runs (about 11 iterations an epoch on
 # ml-1m): the published defaults (guided STE: p × 0.95 every 250 iterations) would barely move.
 SCHEDULES = {"guided_ste": {"every": 2}, "hashnet": {"gamma": 1.0}, "gumbel": {"every": 5}}
+# Estimators whose validation curves notebook 03 draws (guided vs plain STE, HashGNN Fig. 4). Other
+# runs validate once, after the last epoch: a validation (three search modes over every user) costs
+# as much as a few training steps, and nothing reads their intermediate values.
+CURVE_ESTIMATORS = ("ste", "guided_ste")
 
 
 def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", dataset: str = "ml-1m",
@@ -207,22 +217,28 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     """The :class:`~hashrec_utils.train.TrainConfig` overrides of a hash run in this study (the CLI's
     ``train --hash`` uses them too): :data:`HASH_TRAIN` (or :data:`HASHGNN_TRAIN`), the profile's
     epochs, and hash parameters :data:`TABLE_OBJECTIVE` + :data:`SCHEDULES` + ``hash_params``.
+    Validation every ``HASH_STAGE[profile].eval_every`` epochs for :data:`CURVE_ESTIMATORS` on
+    the LightGCN table, else once at the end (``eval_every`` overrides).
 
     Table runs start from ``init``, a LightGCN run folder; by default the profile's LightGCN run of
-    ``dataset`` with seed 0 (trained first when absent).
+    ``dataset`` with seed 0 (trained first when absent). Large catalogues (:data:`SAMPLED_POOL`)
+    take the softmax over a sampled pool of items instead of all of them.
     """
     from .hashing import split_method
 
     stage = HASH_STAGE[profile]
     epochs = epochs or (stage.hashgnn_epochs if model == "hashgnn" else stage.epochs)
+    curve = model != "hashgnn" and split_method(method)[0] in CURVE_ESTIMATORS
+    eval_every = eval_every or (stage.eval_every if curve else epochs)
     params = dict(hash_params)
     params["estimator"] = {**SCHEDULES.get(split_method(method)[0], {}), **params.get("estimator", {})}
     if model != "hashgnn":
         if init is None:
             _, init = lightgcn_run(profile, dataset, progress=False)
-        params = {**TABLE_OBJECTIVE, "init": str(init), **params}
+        pool = {"n_negatives": SAMPLED_POOL[str(dataset)]} if str(dataset) in SAMPLED_POOL else {}
+        params = {**TABLE_OBJECTIVE, **pool, "init": str(init), **params}
     return {**HASH_TRAIN, **(HASHGNN_TRAIN if model == "hashgnn" else {}), "epochs": epochs,
-            "eval_every": eval_every or stage.eval_every, "hash_params": params}
+            "eval_every": eval_every, "hash_params": params}
 
 
 def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
@@ -342,9 +358,9 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
     p_rows = []
     every = SCHEDULES["guided_ste"]["every"]
     for label, est in ((f"decaying p (1 → ×0.95 / {every} it.)", {}), ("fixed p = 0.5", {"p0": 0.5, "decay": 1.0})):
-        for seed in stage.seeds:
-            extra = {"estimator": est} if est else {}
-            m, _ = hash_run(profile, "guided_ste", seed=seed, tag="fixedp" if est else "", **extra)
+        for seed in stage.seeds:  # the decaying rows are the table's guided-STE runs
+            m, _ = (hash_run(profile, "guided_ste", seed=seed, tag="fixedp", estimator=est) if est
+                    else variant_run(profile, "guided_ste", seed=seed))
             p_rows += [{"schedule": label, "seed": seed, **r} for r in _sections(m)]
     p_table = summarize(pd.DataFrame(p_rows), ["schedule", "search"])
     write_table(p_table, "hashing_p", profile)
@@ -352,10 +368,12 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
     # (d) parameter analysis, seed 0, HashGNN's objective on the LightGCN encoder
     params = []
     for lam in stage.lambdas:
-        m, _ = hash_run(profile, "guided_ste", tag=f"lam{lam}", epochs=stage.sweep_epochs, objective="hashgnn", lambda_rank=lam)
+        m, _ = hash_run(profile, "guided_ste", tag=f"lam{lam}", epochs=stage.sweep_epochs, eval_every=stage.sweep_epochs,
+                        objective="hashgnn", lambda_rank=lam)
         params += [{"parameter": "λ", "value": lam, **r} for r in _sections(m) if r["search"] != "continuous"]
     for t in stage.triplets:
-        m, _ = hash_run(profile, "guided_ste", tag=f"trip{t}", epochs=stage.sweep_epochs, objective="hashgnn", n_triplets=t)
+        m, _ = hash_run(profile, "guided_ste", tag=f"trip{t}", epochs=stage.sweep_epochs, eval_every=stage.sweep_epochs,
+                        objective="hashgnn", n_triplets=t)
         params += [{"parameter": "triplets per node", "value": t, **r} for r in _sections(m) if r["search"] != "continuous"]
     best = best_estimator(table)
     for b in stage.bits:
@@ -447,8 +465,17 @@ def retrieval_setup(profile: str, label: str | None = None, k: int = 20) -> Retr
                           hemb["item_codes"], hemb["user"][users], hemb["item"], exclude, truth)
 
 
-def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = "") -> pd.DataFrame:
-    """Recall-throughput sweep of every index family on one setup (continuous and binary)."""
+RETRIEVAL_FAMILIES = ("float", "binary", "hierarchical")
+
+
+def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = "",
+                     families: tuple[str, ...] = RETRIEVAL_FAMILIES) -> pd.DataFrame:
+    """Recall-throughput sweep of every index of ``families`` on one setup: ``float`` (continuous
+    LightGCN embeddings: exact, HNSW, NSG, IVF), ``binary`` (the codes: hashrec and Faiss binary
+    indexes), ``hierarchical`` (Hamming candidates re-ranked, C swept)."""
+    unknown = set(families) - set(RETRIEVAL_FAMILIES)
+    if unknown or not families:
+        raise ValueError(f"families must be a non-empty subset of {RETRIEVAL_FAMILIES}; got {tuple(families)}")
     from .bench import sweep
     from .retrieval import make_index
 
@@ -473,24 +500,42 @@ def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = ""
         ("Faiss BinaryMultiHash", "binary_multihash", [{"nhash": 2, "b": min(24, bits // 2), "nflip": f} for f in st.multihash_nflip]),
     ]
     frames = []
-    for method, name, grid in float_runs:
+    for method, name, grid in float_runs if "float" in families else ():
         factory = lambda name=name, **p: make_index(name, threads=st.threads, **p)  # noqa: E731
         frames.append(sweep(factory, grid, setup.user_emb, items=setup.item_emb, method=method, **common).assign(family="float"))
-    for method, name, grid in binary_runs:
+    for method, name, grid in binary_runs if "binary" in families else ():
         factory = lambda name=name, **p: make_index(name, bits=bits, threads=st.threads, **p)  # noqa: E731
         frames.append(sweep(factory, grid, setup.user_codes, items=setup.item_codes, method=method + label_suffix, **common).assign(family="binary"))
-    factory = lambda **p: make_index("hierarchical", bits=bits, threads=st.threads, **p)  # noqa: E731
-    frames.append(sweep(factory, [{"candidates": c} for c in st.candidates], setup.user_codes, items=setup.item_codes,
-                        query_emb=setup.hash_user_emb, item_emb=setup.hash_item_emb,
-                        method="hashrec hierarchical" + label_suffix, **common).assign(family="hierarchical"))
+    if "hierarchical" in families:
+        factory = lambda **p: make_index("hierarchical", bits=bits, threads=st.threads, **p)  # noqa: E731
+        frames.append(sweep(factory, [{"candidates": c} for c in st.candidates], setup.user_codes, items=setup.item_codes,
+                            query_emb=setup.hash_user_emb, item_emb=setup.hash_item_emb,
+                            method="hashrec hierarchical" + label_suffix, **common).assign(family="hierarchical"))
     return pd.concat(frames, ignore_index=True)
+
+
+# Scaling sizes beyond a notebook's reach (10^7 items: minutes per method on two cores), measured by
+# ``benchmarks/bench_scaling.py --profile P`` into results/<P>/<SCALING_LARGE>.csv.
+SCALING_LARGE = "retrieval_scaling_large"
+
+
+def scaling_table(profile: str, measured: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 04's scaling rows plus the benchmark's rows at larger sizes (column ``source``)."""
+    table = measured.assign(source="notebook 04")
+    large = results_dir(profile) / f"{SCALING_LARGE}.csv"
+    if large.exists():
+        extra = pd.read_csv(large)
+        extra = extra[extra["items"] > table["items"].max()].assign(source="benchmarks/bench_scaling.py")
+        table = pd.concat([table, extra], ignore_index=True)
+    return table
 
 
 def faiss_stage(profile: str) -> dict[str, pd.DataFrame]:
     """Notebook 04: recall-throughput curves of every index on ml-1m, build time and memory, scaling.
 
     Writes ``results/<profile>/retrieval_{sweep,build,scaling}`` and the figures
-    ``retrieval_curves`` and ``retrieval_scaling``.
+    ``retrieval_curves`` and ``retrieval_scaling``; the scaling table also holds the larger sizes
+    of ``benchmarks/bench_scaling.py --profile`` (:func:`scaling_table`).
     """
     from .bench import scaling
     from .plotting import plot_retrieval_curves, plot_scaling, savefig
@@ -502,7 +547,7 @@ def faiss_stage(profile: str) -> dict[str, pd.DataFrame]:
     build = df.groupby("method", sort=False).agg(build_s=("build_s", "max"), bytes_per_item=("bytes_per_item", "first"),
                                                  best_recall=("recall@20", "max"), max_qps=("qps", "max")).reset_index()
     write_table(build, "retrieval_build", profile)
-    scale = scaling(st.scaling_sizes, threads=st.threads, verbose=False)
+    scale = scaling_table(profile, scaling(st.scaling_sizes, threads=st.threads, verbose=False))
     write_table(scale, "retrieval_scaling", profile)
     savefig(plot_retrieval_curves(df), "retrieval_curves", profile)
     savefig(plot_scaling(scale), "retrieval_scaling", profile)
@@ -532,8 +577,8 @@ def tradeoff_stage(profile: str) -> dict[str, pd.DataFrame]:
     sweep_df["method"] = sweep_df["method"].where(sweep_df["family"] == "float", sweep_df["method"] + f" [{best}]")
     frames = [sweep_df]
     if best != "guided_ste":
-        guided = retrieval_sweeps(profile, retrieval_setup(profile, "guided_ste"), label_suffix=" [guided_ste]")
-        frames.append(guided[guided.family != "float"])
+        frames.append(retrieval_sweeps(profile, retrieval_setup(profile, "guided_ste"), label_suffix=" [guided_ste]",
+                                       families=("binary", "hierarchical")))
     points = pd.concat(frames, ignore_index=True)
     front = pareto_frontier(points, "qps", "recall@20")
     points["pareto"] = points.index.isin(front.index)

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .graph import Graph
-from .losses import bpr_loss, distill_loss, hashgnn_loss, listwise_loss, smooth_recall_loss
+from .losses import bpr_loss, distill_loss, hashgnn_loss, pooled_listwise_loss, smooth_recall_loss
 
 __all__ = [
     "sign",
@@ -454,14 +454,17 @@ class HashModel(nn.Module):
         elif all_items_softmax:
             # −log softmax over all items: logsumexp once per distinct user
             hashed = (torch.logsumexp(s_rows, dim=1)[inv] - s_rows[inv, pos]).mean()
+        elif self.objective == "softmax":
+            # a sampled pool shared by the batch: its log-sum-exp once per distinct user, the
+            # positive's own entries (drawn into the pool by chance) taken back out
+            ordered = pool.sort().values
+            hits = torch.searchsorted(ordered, pos, right=True) - torch.searchsorted(ordered, pos)
+            hashed = pooled_listwise_loss(s_pos, s_rows, inv, hits)
         else:
             ids = torch.arange(n_items, device=device) if pool is None else pool
             s_pool = s_rows[inv].masked_fill(pos[:, None] == ids[None, :], float("-inf"))  # the positive leaves the pool
-            if self.objective == "softmax":
-                hashed = listwise_loss(s_pos, s_pool)
-            else:
-                hashed = smooth_recall_loss(s_pos, s_pool, top_n=20, n_items=n_items,
-                                            tau_rank=self.tau_rank, tau_recall=self.tau_recall)
+            hashed = smooth_recall_loss(s_pos, s_pool, top_n=20, n_items=n_items,
+                                        tau_rank=self.tau_rank, tau_recall=self.tau_recall)
         total = total + self.hash_weight * hashed
         logs["loss_hash"] = float(hashed.detach())
         if self.distill:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bpr_loss", "hashgnn_loss", "smooth_recall_loss", "listwise_loss", "distill_loss"]
+__all__ = ["bpr_loss", "hashgnn_loss", "smooth_recall_loss", "listwise_loss", "pooled_listwise_loss", "distill_loss"]
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
@@ -71,6 +71,24 @@ def listwise_loss(s_pos: torch.Tensor, s_pool: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"s_pos must be (B,) and s_pool (B, M); got {tuple(s_pos.shape)} and {tuple(s_pool.shape)}")
     logits = torch.cat([s_pos[:, None], s_pool], dim=1)
     return (torch.logsumexp(logits, dim=1) - s_pos).mean()
+
+
+def pooled_listwise_loss(s_pos: torch.Tensor, s_rows: torch.Tensor, inv: torch.Tensor, hits: torch.Tensor) -> torch.Tensor:
+    """:func:`listwise_loss` when every pair of a user shares one pool, computed per user.
+
+    ``s_rows (U, M)``: each distinct user's scores against the pool; ``inv (B,)``: the row of
+    each pair's user; ``s_pos (B,)``; ``hits (B,)``: how many times the pair's positive is in
+    the pool (those entries leave its sum, as the mask does in :func:`listwise_loss`). The pool's
+    log-sum-exp is taken once per user, ``ln(Σ_j e^{s_j} − hits·e^{s⁺})`` removes the positive,
+    and the pair's loss is ``softplus(that − s⁺)``: a ``U × M`` cost instead of ``B × M``.
+    """
+    if s_rows.ndim != 2 or not (s_pos.shape == inv.shape == hits.shape) or s_pos.ndim != 1:
+        raise ValueError(f"need s_rows (U, M) and s_pos, inv, hits (B,); got {tuple(s_rows.shape)}, "
+                         f"{tuple(s_pos.shape)}, {tuple(inv.shape)}, {tuple(hits.shape)}")
+    lse = torch.logsumexp(s_rows, dim=1)[inv]
+    # the positive's share of the pool's mass; < 1 unless the pool holds nothing but the positive
+    share = (hits.to(s_pos.dtype) * torch.exp(s_pos - lse)).clamp(max=1.0 - 1e-6)
+    return F.softplus(lse + torch.log1p(-share) - s_pos).mean()
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, *, tau: float = 1.0) -> torch.Tensor:

@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from hashrec_utils.losses import bpr_loss, distill_loss, hashgnn_loss, listwise_loss, smooth_recall_loss
+from hashrec_utils.losses import (bpr_loss, distill_loss, hashgnn_loss, listwise_loss, pooled_listwise_loss,
+                                  smooth_recall_loss)
 
 
 def sig(x: float) -> float:
@@ -68,6 +69,47 @@ def test_listwise_loss_by_hand():
     assert listwise_loss(s_pos, pool).item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
     with pytest.raises(ValueError, match="s_pool"):
         listwise_loss(s_pos, torch.zeros(2))
+
+
+def test_pooled_listwise_loss_by_hand():
+    # one user, pool items (a, b, a) with scores (1, 0, 1); pair 0's positive is a (twice in the pool,
+    # score 1), pair 1's is c (absent, score 2)
+    s_rows = torch.tensor([[1.0, 0.0, 1.0]])
+    inv, hits, s_pos = torch.tensor([0, 0]), torch.tensor([2, 0]), torch.tensor([1.0, 2.0])
+    l0 = -math.log(math.exp(1) / (math.exp(1) + math.exp(0)))            # pool minus both a's: {b}
+    l1 = -math.log(math.exp(2) / (math.exp(2) + 2 * math.exp(1) + 1))    # the whole pool
+    assert pooled_listwise_loss(s_pos, s_rows, inv, hits).item() == pytest.approx((l0 + l1) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="s_rows"):
+        pooled_listwise_loss(s_pos, s_rows[0], inv, hits)
+
+
+def test_pooled_listwise_loss_equals_the_masked_per_pair_loss():
+    """Same value and gradients as listwise_loss over each pair's row of the pool, positive masked."""
+    g = torch.Generator().manual_seed(0)
+    n_users, n_items, batch = 5, 12, 40
+    user_codes = torch.randn(n_users, 8, dtype=torch.float64, generator=g)
+    item_codes = torch.randn(n_items, 8, dtype=torch.float64, generator=g)
+    users = torch.randint(0, n_users, (batch,), generator=g)
+    pos = torch.randint(0, n_items, (batch,), generator=g)
+    pool = torch.randint(0, n_items, (9,), generator=g)  # with repeats, positives drawn in
+    ordered = pool.sort().values
+    hits = torch.searchsorted(ordered, pos, right=True) - torch.searchsorted(ordered, pos)
+    assert hits.max() >= 1
+
+    def both(uc, ic):
+        s_rows = uc @ ic[pool].T
+        s_pos = (uc[users] * ic[pos]).sum(-1)
+        masked = s_rows[users].masked_fill(pos[:, None] == pool[None, :], float("-inf"))
+        return pooled_listwise_loss(s_pos, s_rows, users, hits), listwise_loss(s_pos, masked)
+
+    a = user_codes.clone().requires_grad_()
+    b = item_codes.clone().requires_grad_()
+    fast, ref = both(a, b)
+    assert fast.item() == pytest.approx(ref.item(), rel=1e-10)
+    grads_fast = torch.autograd.grad(fast, (a, b))
+    grads_ref = torch.autograd.grad(both(a, b)[1], (a, b))
+    for x, y in zip(grads_fast, grads_ref):
+        torch.testing.assert_close(x, y, rtol=1e-8, atol=1e-10)
 
 
 def test_distill_loss_by_hand():
