@@ -3,6 +3,8 @@
 ``data NAME``   print a dataset's statistics (users, items, interactions,
                 density, degree percentiles).
 ``report``      build the PDF report from results/<profile>/ (Typst).
+``collect``     record finished run folders in results/<profile>/runs.json (the report
+                quotes them: the ``full`` profile's Gowalla runs).
 ``train ...``   train LightGCN / a hash model into an output folder; the same
                 folder again resumes, or says the run is complete.
 """
@@ -29,6 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="build the Typst report from results/<profile>/")
     report.add_argument("--profile", default="default", choices=PROFILES)
     report.add_argument("--output", default=None, help="PDF path (default: report/report.pdf)")
+
+    collect = sub.add_parser("collect", help="record finished run folders in results/<profile>/runs.json")
+    collect.add_argument("runs", nargs="+", metavar="DIR", help="run folders (config.json + metrics.json)")
+    collect.add_argument("--profile", default="full", choices=PROFILES)
 
     train = sub.add_parser("train", help="train a model into --out (resumes if --out has a checkpoint)")
     train.add_argument("--dataset", required=True, help="dataset name or folder")
@@ -89,6 +95,13 @@ def main(argv: list[str] | None = None) -> int:
         from .report import build_report
 
         print(build_report(args.profile, args.output))
+        return 0
+    if args.command == "collect":
+        from .experiments import collect_runs
+
+        for row in collect_runs(args.profile, args.runs):
+            print(f"{row['run']}: {row['dataset']} {row['model']}{'+' + row['hash_method'] if row['hash_method'] else ''}"
+                  f" {row['epochs']} epochs, {row['train_seconds'] or 0:,.0f} s")
         return 0
     if args.command == "train":
         from .train import run

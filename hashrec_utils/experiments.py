@@ -29,6 +29,32 @@ def write_table(frame: pd.DataFrame, name: str, profile: str) -> Path:
     return path
 
 
+def collect_runs(profile: str, folders) -> list[dict]:
+    """Record finished run folders in ``results/<profile>/runs.json`` (merged by run name).
+
+    What the report quotes of runs that ``make all`` does not make (the ``full`` profile's
+    Gowalla runs): each row is the run's name, its ``config.json`` (dataset, model, hash method,
+    bits, seed, epochs, batch size, learning rate), ``train_seconds`` and its test metrics
+    (``metrics.json``; hash runs keep their ``continuous``/``hamming``/``hierarchical`` sections).
+    A folder without ``metrics.json`` (unfinished) is one clear error, and nothing is written.
+    """
+    from .utils import read_json
+
+    rows = []
+    for folder in map(Path, folders):
+        if not (folder / "metrics.json").exists() or not (folder / "config.json").exists():
+            raise ValueError(f"{folder}: not a finished run (needs config.json and metrics.json)")
+        config, metrics = read_json(folder / "config.json"), read_json(folder / "metrics.json")
+        rows.append({"run": folder.name, **{k: config.get(k) for k in (
+            "dataset", "model", "hash_method", "bits", "seed", "epochs", "batch_size", "lr", "lr_schedule",
+            "n_layers", "dim")}, "train_seconds": metrics.get("train_seconds"), "metrics": metrics})
+    path = results_dir(profile) / "runs.json"
+    kept = [r for r in (read_json(path) if path.exists() else []) if r["run"] not in {n["run"] for n in rows}]
+    merged = sorted(kept + rows, key=lambda r: r["run"])
+    write_json(path, merged)
+    return merged
+
+
 def environment() -> dict:
     """The machine and library versions a profile ran with (the report's set-up section)."""
     import os

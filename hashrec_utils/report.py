@@ -39,10 +39,13 @@ def write_manifest(profile: str) -> dict:
     folder = results_dir(profile)
     files = sorted(p.name for p in folder.glob("*") if p.suffix in (".json", ".csv") and p.name != "manifest.json")
     figures = repo_root() / "figures" / profile
+    # runs outside make all (the full profile's Gowalla runs, `python -m hashrec_utils collect`)
+    full_runs = results_dir("full") / "runs.json"
     manifest = {
         "profile": profile,
         "results": files,
         "figures": sorted(p.stem for p in figures.glob("*.png")) if figures.is_dir() else [],
+        "full_runs": "/results/full/runs.json" if full_runs.exists() else None,
     }
     write_json(folder / "manifest.json", manifest)
     return manifest

@@ -217,8 +217,9 @@ def test_run_on_cuda(tmp_path):
     assert metrics["recall@20"] > 0.05
 
 
-def test_cli_hash_run_starts_from_a_lightgcn_run_and_writes_three_sections(tmp_path, capsys):
-    """``train --hash ste --init DIR``: the study's hash settings on the given LightGCN run."""
+def test_cli_hash_run_starts_from_a_lightgcn_run_and_writes_three_sections(tmp_path, capsys, monkeypatch):
+    """``train --hash ste --init DIR``: the study's hash settings on the given LightGCN run; ``collect``
+    records both runs for the report."""
     from hashrec_utils.__main__ import main
 
     folder = synthetic_folder(tmp_path)
@@ -238,3 +239,20 @@ def test_cli_hash_run_starts_from_a_lightgcn_run_and_writes_three_sections(tmp_p
     assert emb["user_codes"].dtype == np.uint8 and emb["user_codes"].shape[1] == 4
     with pytest.raises(ValueError, match="--init applies to hash runs"):
         main(["train", "--dataset", str(folder), "--init", str(base), "--out", str(tmp_path / "x")])
+
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path / "repo"))
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match="unfinished: not a finished run"):
+        main(["collect", str(base), str(unfinished), "--profile", "quick"])
+    assert not (tmp_path / "repo" / "results" / "quick" / "runs.json").exists()
+    assert main(["collect", str(base), "--profile", "quick"]) == 0
+    assert main(["collect", str(out), str(base), "--profile", "quick"]) == 0  # merged by name, not repeated
+    rows = json.loads((tmp_path / "repo" / "results" / "quick" / "runs.json").read_text())
+    assert [r["run"] for r in rows] == ["hash", "lgcn"]
+    hashed, lgcn = rows
+    assert hashed["hash_method"] == "ste" and hashed["bits"] == 32 and lgcn["hash_method"] is None
+    assert hashed["metrics"]["hamming"] == metrics["hamming"]
+    assert lgcn["metrics"]["recall@20"] == json.loads((base / "metrics.json").read_text())["recall@20"]
+    assert lgcn["train_seconds"] > 0 and lgcn["epochs"] == 2
