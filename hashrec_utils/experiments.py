@@ -268,18 +268,23 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
 
 
 def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
-             epochs: int | None = None, eval_every: int | None = None, progress: bool = False, **hash_params) -> tuple[dict, Path]:
-    """Train (or reuse) one hash model of notebook 03 on ml-1m; returns ``(metrics, run folder)``.
+             epochs: int | None = None, eval_every: int | None = None, progress: bool = False, dataset: str = "ml-1m",
+             **hash_params) -> tuple[dict, Path]:
+    """Train (or reuse) one hash model of notebook 03; returns ``(metrics, run folder)``.
 
     ``metrics`` has the sections ``continuous``, ``hamming``, ``hierarchical``.
-    ``hash_params`` override :data:`TABLE_OBJECTIVE` and :data:`SCHEDULES`.
+    ``hash_params`` override :data:`TABLE_OBJECTIVE` and :data:`SCHEDULES`. The folder is
+    ``runs/<profile>/hash_<model>_<method>_b<bits>_s<seed>[_<tag>]`` on ml-1m and
+    ``hash_<dataset>_<model>_…`` on another dataset (what ``train --hash`` makes with that ``--out``).
     """
     from .config import runs_dir
     from .train import run
 
-    overrides = hash_overrides(profile, method, model=model, epochs=epochs, eval_every=eval_every, **hash_params)
-    out = runs_dir(profile) / (f"hash_{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else ""))
-    metrics = run("ml-1m", model=model, hash_method=method, bits=bits, profile=profile, seed=seed, out=out,
+    overrides = hash_overrides(profile, method, model=model, dataset=dataset, epochs=epochs, eval_every=eval_every,
+                               **hash_params)
+    prefix = "hash_" if dataset == "ml-1m" else f"hash_{dataset}_"
+    out = runs_dir(profile) / (f"{prefix}{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else ""))
+    metrics = run(dataset, model=model, hash_method=method, bits=bits, profile=profile, seed=seed, out=out,
                   overrides=overrides, progress=progress)
     return metrics, out
 
@@ -292,11 +297,12 @@ EXTRA_VARIANTS = {
 }
 
 
-def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, progress: bool = False) -> tuple[dict, Path]:
+def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, progress: bool = False,
+                dataset: str = "ml-1m") -> tuple[dict, Path]:
     """:func:`hash_run` of a table row's label: an estimator name or one of :data:`EXTRA_VARIANTS`."""
     method, model, params = EXTRA_VARIANTS.get(label, (label, "lightgcn", {}))
     return hash_run(profile, method, seed=seed, bits=bits, model=model, tag=label if label != method else "",
-                    progress=progress, **params)
+                    progress=progress, dataset=dataset, **params)
 
 
 def candidates_sweep(profile: str, label: str, candidates: tuple[int, ...], seed: int = 0) -> list[dict]:
@@ -473,16 +479,17 @@ class RetrievalSetup:
     truth: np.ndarray
 
 
-def retrieval_setup(profile: str, label: str | None = None, k: int = 20) -> RetrievalSetup:
-    """Load the trained LightGCN and hash model ``label`` (default: the best of notebook 03)."""
+def retrieval_setup(profile: str, label: str | None = None, k: int = 20, dataset: str = "ml-1m") -> RetrievalSetup:
+    """Load the trained LightGCN and hash model ``label`` (default: the best of notebook 03) of
+    ``dataset``; either is trained first when absent."""
     from .metrics import rank_topk
     from .train import load_run_data, train_config
     from .utils import read_json
 
     label = label or read_json(results_dir(profile) / "hashing_summary.json")["best_estimator"]
-    _, base = lightgcn_run(profile, "ml-1m", progress=False)
-    _, hashed = variant_run(profile, label)
-    data = load_run_data(train_config(profile, "ml-1m"))
+    _, base = lightgcn_run(profile, dataset, progress=False)
+    _, hashed = variant_run(profile, label, dataset=dataset)
+    data = load_run_data(train_config(profile, dataset))
     users = np.flatnonzero(np.diff(data.test.indptr) > 0)
     emb, hemb = np.load(base / "embeddings.npz"), np.load(hashed / "embeddings.npz")
     exclude = data.train_full[users]
@@ -587,39 +594,54 @@ def faiss_stage(profile: str) -> dict[str, pd.DataFrame]:
 THROUGHPUT_MULTIPLES = (1, 5, 20)
 
 
-def tradeoff_stage(profile: str) -> dict[str, pd.DataFrame]:
+def tradeoff_stage(profile: str) -> dict:
     """Notebook 05: recall@20 against queries per second for every method, Pareto frontier marked,
     recall at fixed multiples of exact float search's throughput, memory per item.
 
-    Reads notebook 04's sweep (best estimator's codes) and adds the guided-STE codes.
-    Writes ``results/<profile>/tradeoff_{points,fixed}`` and ``tradeoff_summary.json``; figure ``tradeoff``.
+    ml-1m reads notebook 04's sweep (best estimator's codes) and adds the guided-STE codes; it writes
+    ``results/<profile>/tradeoff_{points,fixed}`` and ``tradeoff_summary.json``, figure ``tradeoff``.
+    Every other dataset of the profile (Gowalla in ``full``) is swept here from its LightGCN and hash
+    runs (trained first when absent): the same files with the suffix ``_<dataset>``, returned under
+    ``"datasets"``.
     """
-    from .bench import at_fixed_throughput
-    from .plotting import pareto_frontier, plot_tradeoff, savefig
     from .utils import read_json
 
-    sweep_df = pd.read_csv(results_dir(profile) / "retrieval_sweep.csv")
     best = read_json(results_dir(profile) / "hashing_summary.json")["best_estimator"]
+    result = _tradeoff(profile, "ml-1m", pd.read_csv(results_dir(profile) / "retrieval_sweep.csv"), best)
+    result["datasets"] = {
+        dataset: _tradeoff(profile, dataset, retrieval_sweeps(profile, retrieval_setup(profile, best, dataset=dataset)), best)
+        for dataset in get_profile(profile).datasets if dataset != "ml-1m"}
+    return result
+
+
+def _tradeoff(profile: str, dataset: str, sweep_df: pd.DataFrame, best: str) -> dict[str, pd.DataFrame]:
+    """Frontier, fixed-throughput table and figure of one dataset's sweep (best estimator's codes),
+    with the guided-STE codes' binary and hierarchical sweeps added."""
+    from .bench import at_fixed_throughput
+    from .plotting import pareto_frontier, plot_tradeoff, savefig
+
+    suffix = "" if dataset == "ml-1m" else f"_{dataset}"
+    sweep_df = sweep_df.copy()
     sweep_df["method"] = sweep_df["method"].where(sweep_df["family"] == "float", sweep_df["method"] + f" [{best}]")
     frames = [sweep_df]
     if best != "guided_ste":
-        frames.append(retrieval_sweeps(profile, retrieval_setup(profile, "guided_ste"), label_suffix=" [guided_ste]",
-                                       families=("binary", "hierarchical")))
+        frames.append(retrieval_sweeps(profile, retrieval_setup(profile, "guided_ste", dataset=dataset),
+                                       label_suffix=" [guided_ste]", families=("binary", "hierarchical")))
     points = pd.concat(frames, ignore_index=True)
     front = pareto_frontier(points, "qps", "recall@20")
     points["pareto"] = points.index.isin(front.index)
-    write_table(points, "tradeoff_points", profile)
+    write_table(points, f"tradeoff_points{suffix}", profile)
     exact_qps = float(points.loc[points.method == "Flat (exact float)", "qps"].max())
     fixed = at_fixed_throughput(points, [m * exact_qps for m in THROUGHPUT_MULTIPLES])
     fixed.insert(1, "multiple_of_exact", fixed["target_qps"] / exact_qps)
     fixed["multiple_of_exact"] = fixed["multiple_of_exact"].round().astype(int)
     memory = points.groupby("method", sort=False)["bytes_per_item"].first()
     fixed["bytes_per_item"] = fixed["method"].map(memory)
-    write_table(fixed, "tradeoff_fixed", profile)
+    write_table(fixed, f"tradeoff_fixed{suffix}", profile)
     exact_recall = float(points.loc[points.method == "Flat (exact float)", "recall@20"].max())
-    write_json(results_dir(profile) / "tradeoff_summary.json", {
-        "exact_qps": exact_qps, "exact_recall@20": exact_recall, "best_estimator": best,
+    write_json(results_dir(profile) / f"tradeoff_summary{suffix}.json", {
+        "dataset": dataset, "exact_qps": exact_qps, "exact_recall@20": exact_recall, "best_estimator": best,
         "pareto_methods": sorted(set(front["method"])),
     })
-    savefig(plot_tradeoff(points, title="ml-1m: accuracy against throughput (2 threads)"), "tradeoff", profile)
+    savefig(plot_tradeoff(points, title=f"{dataset}: accuracy against throughput (2 threads)"), f"tradeoff{suffix}", profile)
     return {"points": points, "fixed": fixed, "pareto": front}
