@@ -49,7 +49,8 @@ def collect_runs(profile: str, folders) -> list[dict]:
             "dataset", "model", "hash_method", "bits", "seed", "epochs", "batch_size", "lr", "lr_schedule",
             "n_layers", "dim")}, "train_seconds": metrics.get("train_seconds"), "metrics": metrics})
     path = results_dir(profile) / "runs.json"
-    kept = [r for r in (read_json(path) if path.exists() else []) if r["run"] not in {n["run"] for n in rows}]
+    new = {r["run"] for r in rows}
+    kept = [r for r in (read_json(path) if path.exists() else []) if r["run"] not in new]
     merged = sorted(kept + rows, key=lambda r: r["run"])
     write_json(path, merged)
     return merged
@@ -254,10 +255,11 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
 
     stage = HASH_STAGE[profile]
     epochs = epochs or (stage.hashgnn_epochs if model == "hashgnn" else stage.epochs)
-    curve = model != "hashgnn" and split_method(method)[0] in CURVE_ESTIMATORS
+    estimator = split_method(method)[0]
+    curve = model != "hashgnn" and estimator in CURVE_ESTIMATORS
     eval_every = eval_every or (stage.eval_every if curve else epochs)
     params = dict(hash_params)
-    params["estimator"] = {**SCHEDULES.get(split_method(method)[0], {}), **params.get("estimator", {})}
+    params["estimator"] = {**SCHEDULES.get(estimator, {}), **params.get("estimator", {})}
     if model != "hashgnn":
         if init is None:
             _, init = lightgcn_run(profile, dataset, progress=False)

@@ -124,7 +124,7 @@ def train_config(profile: str, dataset: str = "ml-1m", **overrides) -> TrainConf
     if dataset in ("gowalla", "yelp2018", "amazon-book") and profile != "quick":
         # published split, fixed budget. On 2 cores a step costs ~0.43 s on gowalla whatever
         # the batch (propagation over 1.6 M edges), so 2 h buys ~16 k steps: large batches,
-        # a 10x the paper's learning rate, annealed by cosine to the fixed last epoch.
+        # 10x the paper's learning rate, annealed by cosine to the fixed last epoch.
         base.update(valid_fraction=0.0, patience=0, eval_every=25, lr_schedule="cosine")
         base.update(batch_size=32768, lr=0.01, epochs=450 if profile == "full" else 100)
     unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
