@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .graph import Graph
-from .losses import bpr_loss, distill_loss, hashgnn_loss, pooled_listwise_loss, smooth_recall_loss
+from .losses import bpr_loss, catalogue_softmax_distill, catalogue_softmax_loss, distill_loss, hashgnn_loss, pooled_listwise_loss, smooth_recall_loss
 
 __all__ = [
     "sign",
@@ -307,7 +307,7 @@ class HashModel(nn.Module):
         cont_weight · [BPR(⟨e_u, e_i⟩, ⟨e_u, e_j⟩) + reg · L2]          (skipped when frozen)
       + hash_weight · L_hash(s)
       + distill · KL(softmax(⟨e_u, e_·⟩ / τ_d) ‖ softmax(s(u, ·)))     (distinct users × item pool;
-                                                                          the teacher is detached)
+                 the teacher e are the detached embeddings of :meth:`embeddings`, those hierarchical search re-ranks with)
 
     ``objective`` (``L_hash``):
       ``bpr``      BPR on code scores, ``n_negatives`` (1) uniform negatives per pair;
@@ -439,9 +439,9 @@ class HashModel(nn.Module):
         h_items = self.hash(item_emb[item_ids], step)
         # the all-items softmax reads the positives' scores off its (users × items) matrix instead
         all_items_softmax = self.objective == "softmax" and pool is None
+        fixed_teacher = bool(self.distill) and self.continuous == "init"  # frozen: its softmax is computed once
         s_pos = None if all_items_softmax else self._score(hu, h_items[item_inv[:batch]])
         if needs_pool:
-            pool_emb = item_emb if pool is None else item_emb[pool]
             h_pool = h_items if pool is None else h_items[item_inv[len(item_inv) - len(pool):]]
             s_rows = self._score_pool(h_uniq, h_pool)
         if negs is not None:
@@ -451,9 +451,14 @@ class HashModel(nn.Module):
                 hashed = bpr_loss(s_pos, s_neg)
             else:
                 hashed = hashgnn_loss(s_pos, s_neg, lambda_rank=self.lambda_rank, margin=self.margin)
+        elif all_items_softmax and fixed_teacher:
+            # −log softmax over all items and the distillation's cross-entropy share one pass
+            probs, entropy = self._teacher_probs()
+            hashed, cross = catalogue_softmax_distill(s_rows, inv, pos, probs[uniq])
+            kd = cross - entropy[uniq].mean()  # KL(teacher ‖ codes) = cross-entropy − teacher entropy
         elif all_items_softmax:
-            # −log softmax over all items: logsumexp once per distinct user
-            hashed = (torch.logsumexp(s_rows, dim=1)[inv] - s_rows[inv, pos]).mean()
+            # −log softmax over all items: logsumexp once per distinct user, fused backward
+            hashed = catalogue_softmax_loss(s_rows, inv, pos)
         elif self.objective == "softmax":
             # a sampled pool shared by the batch: its log-sum-exp once per distinct user, the
             # positive's own entries (drawn into the pool by chance) taken back out
@@ -468,11 +473,28 @@ class HashModel(nn.Module):
         total = total + self.hash_weight * hashed
         logs["loss_hash"] = float(hashed.detach())
         if self.distill:
-            teacher = user_emb[uniq] @ pool_emb.T
-            kd = distill_loss(s_rows, teacher, tau=self.distill_tau)
+            # the teacher is the continuous model that hierarchical search re-ranks with (with
+            # continuous="init": the frozen LightGCN embeddings the table started from)
+            if not (all_items_softmax and fixed_teacher):
+                t_users, t_items = self.embeddings(graph)
+                teacher = t_users[uniq] @ (t_items if pool is None else t_items[pool]).T
+                kd = distill_loss(s_rows, teacher, tau=self.distill_tau)
             total = total + self.distill * kd
             logs["loss_distill"] = float(kd.detach())
         return total, logs
+
+    def _teacher_probs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``softmax(⟨e_u, e_i⟩ / τ_d)`` over all items for every user, and each row's entropy, of
+        the frozen embeddings (``continuous="init"``): computed once and kept (not checkpointed)."""
+        cached = getattr(self, "_teacher_cache", None)
+        if cached is None:
+            with torch.no_grad():
+                users, items = self.encoder.initial_embeddings()
+                logp = torch.log_softmax(users @ items.T / self.distill_tau, dim=1)
+                probs = logp.exp()
+                entropy = -(probs * logp).sum(1)
+            cached = self._teacher_cache = (probs, entropy)
+        return cached
 
     def evaluate(self, graph: Graph | None, target, exclude, ks=(10, 20, 50)) -> dict:
         """Continuous, Hamming and hierarchical (top-``candidates`` Hamming, re-ranked) search metrics."""

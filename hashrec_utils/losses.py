@@ -9,7 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["bpr_loss", "hashgnn_loss", "smooth_recall_loss", "listwise_loss", "pooled_listwise_loss", "distill_loss"]
+__all__ = ["bpr_loss", "hashgnn_loss", "smooth_recall_loss", "listwise_loss", "pooled_listwise_loss", "catalogue_softmax_loss",
+           "catalogue_softmax_distill", "distill_loss"]
 
 
 def bpr_loss(pos_scores: torch.Tensor, neg_scores: torch.Tensor) -> torch.Tensor:
@@ -89,6 +90,72 @@ def pooled_listwise_loss(s_pos: torch.Tensor, s_rows: torch.Tensor, inv: torch.T
     # the positive's share of the pool's mass; < 1 unless the pool holds nothing but the positive
     share = (hits.to(s_pos.dtype) * torch.exp(s_pos - lse)).clamp(max=1.0 - 1e-6)
     return F.softplus(lse + torch.log1p(-share) - s_pos).mean()
+
+
+class _CatalogueSoftmax(torch.autograd.Function):
+    """Forward and backward of :func:`catalogue_softmax_loss` in two passes over the ``(U, N)`` scores.
+
+    Autograd through ``logsumexp(s)[inv] − s[inv, pos]`` makes five: ``s − lse``, its ``exp``, the
+    product with the incoming gradient, a zero matrix for the gathered positives and the sum of the
+    two gradients. Here the backward is ``exp(s − lse) · w_u`` (one ``exp``, in place), minus the
+    soft targets, with ``−1/B`` added at each pair's positive. Two outputs: the hard-label loss and
+    the mean cross-entropy against the soft targets (``0`` without them).
+    """
+
+    @staticmethod
+    def forward(ctx, s_rows, inv, pos, soft):
+        batch, rows = len(inv), s_rows.shape[0]
+        counts = torch.bincount(inv, minlength=rows).to(s_rows.dtype)
+        lse = torch.logsumexp(s_rows, dim=1)
+        hard = (counts @ lse - s_rows[inv, pos].sum()) / batch
+        if soft is None:
+            cross = torch.zeros((), dtype=s_rows.dtype, device=s_rows.device)
+        else:  # Σ_u [lse_u − ⟨p_u, s_u⟩] / U, rows of p summing to one
+            cross = (lse.sum() - soft.reshape(-1) @ s_rows.reshape(-1)) / rows
+        ctx.save_for_backward(s_rows, lse, inv, pos, counts, soft)
+        return hard, cross
+
+    @staticmethod
+    def backward(ctx, g_hard, g_cross):
+        s_rows, lse, inv, pos, counts, soft = ctx.saved_tensors
+        batch, rows = len(inv), s_rows.shape[0]
+        weight = counts * (g_hard / batch)
+        if soft is not None:
+            weight = weight + g_cross / rows
+        out = torch.sub(s_rows, lse[:, None]).exp_().mul_(weight[:, None])
+        if soft is not None:
+            out.sub_(soft * (g_cross / rows))
+        out.index_put_((inv, pos), (-g_hard / batch).expand(batch), accumulate=True)
+        return out, None, None, None
+
+
+def _check_catalogue(s_rows, inv, pos, soft=None) -> None:
+    if s_rows.ndim != 2 or inv.ndim != 1 or inv.shape != pos.shape:
+        raise ValueError(f"need s_rows (U, N) and inv, pos (B,); got {tuple(s_rows.shape)}, {tuple(inv.shape)}, {tuple(pos.shape)}")
+    if soft is not None and soft.shape != s_rows.shape:
+        raise ValueError(f"soft targets must have the shape of s_rows {tuple(s_rows.shape)}; got {tuple(soft.shape)}")
+
+
+def catalogue_softmax_loss(s_rows: torch.Tensor, inv: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """:func:`listwise_loss` over the whole catalogue, each distinct user's row computed once.
+
+    ``s_rows (U, N)``: every distinct user's scores against all ``N`` items; ``inv (B,)``: each
+    pair's row; ``pos (B,)``: each pair's item. Returns ``mean_b [ln Σ_j e^{s_{u_b j}} − s_{u_b, pos_b}]``
+    (the positive is one of the ``N`` items), with a hand-written backward (:class:`_CatalogueSoftmax`).
+    """
+    _check_catalogue(s_rows, inv, pos)
+    return _CatalogueSoftmax.apply(s_rows, inv, pos, None)[0]
+
+
+def catalogue_softmax_distill(s_rows: torch.Tensor, inv: torch.Tensor, pos: torch.Tensor,
+                              teacher_probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`catalogue_softmax_loss` and, sharing its log-sum-exp and backward pass, the mean
+    cross-entropy ``(1/U) Σ_u −Σ_i p_ui ln softmax(s_u)_i`` against ``teacher_probs (U, N)`` (rows
+    summing to one, no gradient). Minus the teacher's mean entropy it is :func:`distill_loss`'s
+    KL over the catalogue. Returns ``(listwise loss, cross-entropy)``.
+    """
+    _check_catalogue(s_rows, inv, pos, teacher_probs)
+    return _CatalogueSoftmax.apply(s_rows, inv, pos, teacher_probs.detach())
 
 
 def distill_loss(student: torch.Tensor, teacher: torch.Tensor, *, tau: float = 1.0) -> torch.Tensor:

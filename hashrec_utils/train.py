@@ -39,7 +39,7 @@ from .config import check_profile, get_profile
 from .data import InteractionData, load_dataset, subset_users
 from .graph import Graph, build_graph
 from .metrics import evaluate_topk, rank_topk
-from .utils import atomic_write, default_device, read_json, seed_everything, write_json
+from .utils import atomic_write, default_device, keep_freed_memory, read_json, seed_everything, write_json
 
 __all__ = [
     "TrainConfig",
@@ -224,6 +224,8 @@ def fit(
 ) -> FitResult:
     """Train ``model`` on ``data.train`` with ``config``; resume from ``checkpoint`` if it exists."""
     device = torch.device(config.device or default_device())
+    if device.type == "cpu":
+        keep_freed_memory()  # large score matrices reuse freed memory instead of page-faulting anew
     dp = distributed.init_from_env(device)  # under torchrun: data-parallel (see hashrec_utils.distributed)
     model.to(device)
     graph = build_graph(data.train, device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from hashrec_utils.experiments import (HASH_STAGE, SCALING_LARGE, hash_overrides, retrieval_sweeps,
+from hashrec_utils.experiments import (HASH_STAGE, SAMPLED_POOL, SAMPLED_POOL_EPOCHS, SCALING_LARGE, hash_overrides, retrieval_sweeps,
                                        scaling_table, write_table)
 
 
@@ -24,6 +24,16 @@ def test_only_the_plotted_estimators_validate_during_training(profile):
     over = hash_overrides(profile, "signswish", init="lgcn", epochs=3, eval_every=1)
     assert (over["epochs"], over["eval_every"]) == (3, 1)
     assert over["hash_params"]["init"] == "lgcn" and over["hash_params"]["objective"] == "softmax"
+
+
+def test_table_runs_distil_and_large_catalogues_sample_a_pool():
+    over = hash_overrides("default", "signswish", init="lgcn")["hash_params"]
+    assert (over["objective"], over["n_negatives"], over["distill"], over["continuous"]) == ("softmax", 0, 1.0, "init")
+    # gowalla (full): a sampled pool, SAMPLED_POOL_EPOCHS, distillation too; the sweeps can switch it off
+    over = hash_overrides("full", "signswish", dataset="gowalla", init="lgcn")
+    assert over["epochs"] == SAMPLED_POOL_EPOCHS and over["hash_params"]["n_negatives"] == SAMPLED_POOL["gowalla"]
+    assert hash_overrides("full", "signswish", init="lgcn")["epochs"] == HASH_STAGE["full"].epochs  # ml-1m
+    assert hash_overrides("default", "guided_ste", init="lgcn", objective="hashgnn", distill=0.0)["hash_params"]["distill"] == 0.0
 
 
 def test_scaling_table_adds_only_the_benchmarks_larger_sizes(tmp_path, monkeypatch):

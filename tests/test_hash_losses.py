@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from hashrec_utils.losses import (bpr_loss, distill_loss, hashgnn_loss, listwise_loss, pooled_listwise_loss,
+from hashrec_utils.losses import (bpr_loss, catalogue_softmax_distill, catalogue_softmax_loss, distill_loss, hashgnn_loss, listwise_loss, pooled_listwise_loss,
                                   smooth_recall_loss)
 
 
@@ -110,6 +110,68 @@ def test_pooled_listwise_loss_equals_the_masked_per_pair_loss():
     grads_ref = torch.autograd.grad(both(a, b)[1], (a, b))
     for x, y in zip(grads_fast, grads_ref):
         torch.testing.assert_close(x, y, rtol=1e-8, atol=1e-10)
+
+
+def test_catalogue_softmax_loss_by_hand():
+    # two users over three items; pairs (u0, i0), (u0, i2), (u1, i1)
+    s_rows = torch.tensor([[1.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    inv, pos = torch.tensor([0, 0, 1]), torch.tensor([0, 2, 1])
+    lse0 = math.log(math.e + 1 + math.e**2)
+    expected = ((lse0 - 1.0) + (lse0 - 2.0) + math.log(3.0)) / 3
+    assert catalogue_softmax_loss(s_rows, inv, pos).item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="s_rows"):
+        catalogue_softmax_loss(s_rows[0], inv, pos)
+    with pytest.raises(ValueError, match="inv, pos"):
+        catalogue_softmax_loss(s_rows, inv, pos[:2])
+
+
+def test_catalogue_softmax_loss_matches_autograd_and_listwise():
+    """The hand-written backward gives autograd's gradients of logsumexp(s)[inv] − s[inv, pos], and
+    the value is listwise_loss over each pair's row of the catalogue with the positive masked."""
+    g = torch.Generator().manual_seed(1)
+    n_users, n_items, batch = 6, 10, 50
+    users = torch.randint(0, n_users, (batch,), generator=g)
+    pos = torch.randint(0, n_items, (batch,), generator=g)
+    uniq, inv = torch.unique(users, return_inverse=True)
+    a = torch.randn(n_users, 4, dtype=torch.float64, generator=g)[uniq].requires_grad_()
+    b = torch.randn(n_items, 4, dtype=torch.float64, generator=g).requires_grad_()
+    fused = catalogue_softmax_loss(a @ b.T, inv, pos)
+    s = a @ b.T
+    ref = (torch.logsumexp(s, dim=1)[inv] - s[inv, pos]).mean()
+    masked = s[inv].masked_fill(torch.arange(n_items)[None, :] == pos[:, None], float("-inf"))
+    assert fused.item() == pytest.approx(ref.item(), rel=1e-12)
+    assert fused.item() == pytest.approx(listwise_loss(s[inv, pos], masked).item(), rel=1e-12)
+    for x, y in zip(torch.autograd.grad(fused, (a, b)), torch.autograd.grad(ref, (a, b))):
+        torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+    rows = torch.randn(3, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda r: catalogue_softmax_loss(r, torch.tensor([0, 2, 2, 1]), torch.tensor([4, 0, 0, 3])), (rows,))
+
+
+def test_catalogue_softmax_distill_matches_listwise_plus_kl():
+    """Both outputs and their gradients (any mix of the two) against autograd through
+    logsumexp − s[inv, pos] and distill_loss: cross-entropy − teacher entropy is the KL."""
+    g = torch.Generator().manual_seed(2)
+    n_users, n_items, batch = 5, 9, 30
+    inv = torch.randint(0, n_users, (batch,), generator=g)
+    pos = torch.randint(0, n_items, (batch,), generator=g)
+    teacher = torch.randn(n_users, n_items, dtype=torch.float64, generator=g)
+    probs = torch.softmax(teacher, dim=1)
+    entropy = -(probs * probs.log()).sum(1).mean()
+    a = torch.randn(n_users, 4, dtype=torch.float64, generator=g).requires_grad_()
+    b = torch.randn(n_items, 4, dtype=torch.float64, generator=g).requires_grad_()
+    hard, cross = catalogue_softmax_distill(a @ b.T, inv, pos, probs)
+    s = a @ b.T
+    ref_hard = (torch.logsumexp(s, dim=1)[inv] - s[inv, pos]).mean()
+    ref_kl = distill_loss(s, teacher)
+    assert hard.item() == pytest.approx(ref_hard.item(), rel=1e-12)
+    assert (cross - entropy).item() == pytest.approx(ref_kl.item(), rel=1e-10)
+    for w in (0.0, 0.7):
+        got = torch.autograd.grad(hard + w * cross, (a, b), retain_graph=True)
+        want = torch.autograd.grad(ref_hard + w * ref_kl, (a, b), retain_graph=True)
+        for x, y in zip(got, want):
+            torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="soft targets must have the shape"):
+        catalogue_softmax_distill(s, inv, pos, probs[:, :3])
 
 
 def test_distill_loss_by_hand():

@@ -313,6 +313,38 @@ def test_continuous_init_keeps_the_starting_embeddings_while_the_table_learns_co
         HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("ste"), continuous="init")
 
 
+def test_distillation_from_the_frozen_embeddings_equals_the_unfused_objective():
+    """With continuous="init" the teacher's softmax over all items is computed once and the KL shares
+    the listwise loss's pass; loss, logs and gradients equal the plain path (teacher recomputed per
+    step, distill_loss) that a model whose teacher moves takes."""
+    from hashrec_utils.losses import distill_loss
+
+    rng = np.random.default_rng(4)
+    u0, i0 = rng.standard_normal((6, 8)).astype(np.float32), rng.standard_normal((7, 8)).astype(np.float32)
+    users, pos = torch.tensor([0, 1, 1, 3, 5]), torch.tensor([0, 3, 4, 6, 2])
+
+    def model():
+        torch.manual_seed(0)
+        return HashModel(TableEncoder(u0, i0), 16, make_estimator("signswish"), objective="softmax", n_negatives=0,
+                         cont_weight=0.0, continuous="init", distill=0.8, distill_tau=0.5)
+
+    fused = model()
+    loss, logs = fused.loss(None, users, pos, torch.zeros_like(pos))
+    loss.backward()
+    ref = model()
+    uniq, inv = torch.unique(users, return_inverse=True)
+    eu, ei = ref.encoder.embeddings(None)
+    s_rows = ref._score_pool(ref.hash(eu[uniq]), ref.hash(ei))
+    hashed = (torch.logsumexp(s_rows, dim=1)[inv] - s_rows[inv, pos]).mean()
+    kd = distill_loss(s_rows, torch.from_numpy(u0)[uniq] @ torch.from_numpy(i0).T, tau=0.5)
+    (hashed + 0.8 * kd).backward()
+    assert loss.item() == pytest.approx((hashed + 0.8 * kd).item(), rel=1e-5)
+    assert logs["loss_hash"] == pytest.approx(hashed.item(), rel=1e-5)
+    assert logs["loss_distill"] == pytest.approx(kd.item(), rel=1e-4, abs=1e-6)
+    for (name, p), q in zip(fused.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_full_softmax_loss_by_hand():
     """All-items softmax on code scores: mean over pairs of logsumexp_j s_uj − s_ui, s = γ<h_u, h_j>/K."""
     rng = np.random.default_rng(1)
