@@ -34,7 +34,7 @@ def collect_runs(profile: str, folders) -> list[dict]:
 
     What the report quotes of runs that ``make all`` does not make (the ``full`` profile's
     Gowalla runs): each row is the run's name, its ``config.json`` (dataset, model, hash method,
-    bits, seed, epochs, batch size, learning rate), ``train_seconds`` and its test metrics
+    bits, seed, epochs, batch size, learning rate; hash runs: the distillation weight), ``train_seconds`` and its test metrics
     (``metrics.json``; hash runs keep their ``continuous``/``hamming``/``hierarchical`` sections).
     A folder without ``metrics.json`` (unfinished) is one clear error, and nothing is written.
     """
@@ -47,7 +47,8 @@ def collect_runs(profile: str, folders) -> list[dict]:
         config, metrics = read_json(folder / "config.json"), read_json(folder / "metrics.json")
         rows.append({"run": folder.name, **{k: config.get(k) for k in (
             "dataset", "model", "hash_method", "bits", "seed", "epochs", "batch_size", "lr", "lr_schedule",
-            "n_layers", "dim")}, "train_seconds": metrics.get("train_seconds"), "metrics": metrics})
+            "n_layers", "dim")}, "distill": (config.get("hash_params") or {}).get("distill", 0.0) if config.get("hash_method") else None,
+            "train_seconds": metrics.get("train_seconds"), "metrics": metrics})
     path = results_dir(profile) / "runs.json"
     new = {r["run"] for r in rows}
     kept = [r for r in (read_json(path) if path.exists() else []) if r["run"] not in new]

@@ -97,10 +97,14 @@ def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue
     per second and accuracy ``y``.
     """
     set_style()
-    fig, ax = plt.subplots(figsize=(7.2, 4.4))
-    for name, group in frame.groupby(hue, sort=True):
+    fig, ax = plt.subplots(figsize=(10.5, 4.8))
+    groups = list(frame.groupby(hue, sort=True))
+    # up to 20 methods: a colour each (tab20), markers cycling so that neighbours in the legend differ twice
+    colors = sns.color_palette("tab20", max(len(groups), 1))
+    markers = "osD^vP*Xh<>"
+    for k, (name, group) in enumerate(groups):
         group = group.sort_values(x)
-        ax.plot(group[x], group[y], marker="o", ms=4, lw=1.4, label=name)
+        ax.plot(group[x], group[y], marker=markers[k % len(markers)], ms=4.5, lw=1.4, color=colors[k % len(colors)], label=name)
     front = pareto_frontier(frame, x, y)
     ax.plot(front[x], front[y], ls="--", lw=1.0, color="black", label="Pareto frontier")
     ax.set_xscale("log")
@@ -108,7 +112,7 @@ def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue
     ax.set_ylabel(y.replace("@", " @ "))
     if title:
         ax.set_title(title)
-    ax.legend(fontsize=8, ncol=2, title=hue)
+    ax.legend(fontsize=8, title=hue, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the axes, off the curves
     fig.tight_layout()
     return fig
 
@@ -135,10 +139,12 @@ def plot_lightgcn_training(history: pd.DataFrame) -> plt.Figure:
 def plot_lightgcn_layers(layers: pd.DataFrame) -> plt.Figure:
     """Test recall@20 and NDCG@20 against the number of propagation layers."""
     set_style()
-    fig, ax = plt.subplots(figsize=(5.2, 3.5))
+    fig, ax = plt.subplots(figsize=(6.2, 3.5))
     long = layers.melt(id_vars="n_layers", value_vars=["recall@20", "ndcg@20"], var_name="metric", value_name="value")
     sns.barplot(long, x="n_layers", y="value", hue="metric", ax=ax)
-    ax.set(xlabel="LightGCN layers L", ylabel="test metric value", title="Effect of depth (ml-1m)")
+    epochs = f", {int(layers['epochs'].max())} epochs each" if "epochs" in layers else ""
+    ax.set(xlabel="LightGCN layers L", ylabel="test metric value", title=f"Effect of depth (ml-1m{epochs})")
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 
@@ -193,7 +199,7 @@ def plot_hashing_table(table: pd.DataFrame) -> plt.Figure:
         ax.bar(xs, t["recall@20_mean"], width, yerr=t["recall@20_std"], label=search, capsize=2)
     ax.set_xticks(np.arange(len(order)), order, rotation=25, ha="right")
     ax.set(xlabel="estimator", ylabel="test recall@20", title="Estimator × search mode (ml-1m, 64 bits)")
-    ax.legend(title="search")
+    ax.legend(title="search", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars
     fig.tight_layout()
     return fig
 

@@ -253,6 +253,7 @@ def test_cli_hash_run_starts_from_a_lightgcn_run_and_writes_three_sections(tmp_p
     assert [r["run"] for r in rows] == ["hash", "lgcn"]
     hashed, lgcn = rows
     assert hashed["hash_method"] == "ste" and hashed["bits"] == 32 and lgcn["hash_method"] is None
+    assert hashed["distill"] == config["hash_params"]["distill"] == 1.0 and lgcn["distill"] is None
     assert hashed["metrics"]["hamming"] == metrics["hamming"]
     assert lgcn["metrics"]["recall@20"] == json.loads((base / "metrics.json").read_text())["recall@20"]
     assert lgcn["train_seconds"] > 0 and lgcn["epochs"] == 2
