@@ -1,13 +1,16 @@
 """One hash-training step of notebook 03's table runs (ml-1m, 64 bits, signswish, the all-items softmax
-over a batch of 65,536 pairs: a 6,040 × 3,706 score matrix), four ways, one process.
+over a batch of 65,536 pairs: a 6,040 × 3,706 score matrix), four ways, one process. Distillation is
+off here (``distill=0``): with it the table runs take :func:`hashrec_utils.losses.catalogue_softmax_distill`,
+the same hand-written pass with the teacher's targets added, which has no autograd twin to swap in.
 
 * ``system`` / ``kept``: glibc's defaults, or :func:`hashrec_utils.utils.keep_freed_memory` (large
   blocks from the heap, freed memory reused instead of page-faulting in a fresh ``mmap``);
 * ``autograd`` / ``fused``: the loss as ``logsumexp(s)[inv] − s[inv, pos]`` through autograd, or
   :func:`hashrec_utils.losses.catalogue_softmax_loss` with its hand-written backward.
 
-The four share one model, batch and optimiser state is reset per variant; steps run round-robin
-(one of each per round, so load from other processes hits all alike) and the median is reported.
+The four share one model and batch: every step starts from the same weights, and each variant
+keeps its own Adam. Steps run round-robin (one of each per round, so load from other processes hits
+all alike) and the median is reported.
 The first step's losses are checked equal. The last line is
 
     speedup_kept_memory=W speedup_fused_softmax=X speedup_both=Y
@@ -45,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    overrides = hash_overrides("default", "signswish")
+    overrides = hash_overrides("default", "signswish", distill=0.0)
     config = train_config("default", "ml-1m", hash_method="signswish", bits=64, seed=0, **overrides)
     data = load_run_data(config)
     model = build_model(config, data)
@@ -56,14 +59,14 @@ def main() -> None:
     neg = torch.zeros_like(pos)
     fused = hashing.catalogue_softmax_loss
     variants = {f"{mem}+{loss}": (mem == "kept", loss) for mem in ("system", "kept") for loss in ("autograd", "fused")}
-    optimizers = {}
+    optimizers = {name: make_optimizer(model, config.lr, torch.device("cpu")) for name in variants}
 
     def step(name: str) -> tuple[float, float]:
         kept, loss_kind = variants[name]
         keep_freed_memory(kept)
         hashing.catalogue_softmax_loss = fused if loss_kind == "fused" else autograd_softmax
         model.load_state_dict(start)
-        opt = optimizers.setdefault(name, make_optimizer(model, config.lr, torch.device("cpu")))
+        opt = optimizers[name]
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         loss, _ = model.loss(None, users, pos, neg, 0)
