@@ -439,7 +439,9 @@ class HashModel(nn.Module):
         h_items = self.hash(item_emb[item_ids], step)
         # the all-items softmax reads the positives' scores off its (users × items) matrix instead
         all_items_softmax = self.objective == "softmax" and pool is None
-        fixed_teacher = bool(self.distill) and self.continuous == "init"  # frozen: its softmax is computed once
+        # a frozen teacher (continuous="init") has one softmax over all items, computed once: its KL then
+        # shares the all-items softmax's pass over the score matrix
+        fused_distill = all_items_softmax and bool(self.distill) and self.continuous == "init"
         s_pos = None if all_items_softmax else self._score(hu, h_items[item_inv[:batch]])
         if needs_pool:
             h_pool = h_items if pool is None else h_items[item_inv[len(item_inv) - len(pool):]]
@@ -451,7 +453,7 @@ class HashModel(nn.Module):
                 hashed = bpr_loss(s_pos, s_neg)
             else:
                 hashed = hashgnn_loss(s_pos, s_neg, lambda_rank=self.lambda_rank, margin=self.margin)
-        elif all_items_softmax and fixed_teacher:
+        elif fused_distill:
             # −log softmax over all items and the distillation's cross-entropy share one pass
             probs, entropy = self._teacher_probs()
             hashed, cross = catalogue_softmax_distill(s_rows, inv, pos, probs[uniq])
@@ -475,7 +477,7 @@ class HashModel(nn.Module):
         if self.distill:
             # the teacher is the continuous model that hierarchical search re-ranks with (with
             # continuous="init": the frozen LightGCN embeddings the table started from)
-            if not (all_items_softmax and fixed_teacher):
+            if not fused_distill:
                 t_users, t_items = self.embeddings(graph)
                 teacher = t_users[uniq] @ (t_items if pool is None else t_items[pool]).T
                 kd = distill_loss(s_rows, teacher, tau=self.distill_tau)
@@ -486,10 +488,10 @@ class HashModel(nn.Module):
     def _teacher_probs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``softmax(⟨e_u, e_i⟩ / τ_d)`` over all items for every user, and each row's entropy, of
         the frozen embeddings (``continuous="init"``): computed once and kept (not checkpointed)."""
+        users, items = self.encoder.initial_embeddings()
         cached = getattr(self, "_teacher_cache", None)
-        if cached is None:
+        if cached is None or cached[0].device != users.device:  # recomputed after the model moves
             with torch.no_grad():
-                users, items = self.encoder.initial_embeddings()
                 logp = torch.log_softmax(users @ items.T / self.distill_tau, dim=1)
                 probs = logp.exp()
                 entropy = -(probs * logp).sum(1)

@@ -99,12 +99,12 @@ def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue
     set_style()
     fig, ax = plt.subplots(figsize=(10.5, 4.8))
     groups = list(frame.groupby(hue, sort=True))
-    # up to 20 methods: a colour each (tab20), markers cycling so that neighbours in the legend differ twice
+    # a colour each (tab20; it repeats beyond 20 methods) and a cycling marker, so that neighbours differ twice
     colors = sns.color_palette("tab20", max(len(groups), 1))
     markers = "osD^vP*Xh<>"
     for k, (name, group) in enumerate(groups):
         group = group.sort_values(x)
-        ax.plot(group[x], group[y], marker=markers[k % len(markers)], ms=4.5, lw=1.4, color=colors[k % len(colors)], label=name)
+        ax.plot(group[x], group[y], marker=markers[k % len(markers)], ms=4.5, lw=1.4, color=colors[k], label=name)
     front = pareto_frontier(frame, x, y)
     ax.plot(front[x], front[y], ls="--", lw=1.0, color="black", label="Pareto frontier")
     ax.set_xscale("log")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import json
 import math
 import os
@@ -112,6 +113,17 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _GLIBC_MMAP_MAX_DEFAULT, _GLIBC_TRIM_DEFAULT = 65536, 128 * 1024
 
 
+@functools.cache
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (``mallopt`` and ``gnu_get_libc_version``), looked up once:
+    ``find_library`` runs ``ldconfig`` in a subprocess, and every training run asks."""
+    name = ctypes.util.find_library("c")
+    if name is None:  # pragma: no cover - every Linux has a C library
+        return None
+    libc = ctypes.CDLL(name)
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None  # not musl, macOS
+
+
 def keep_freed_memory(enable: bool = True) -> bool:
     """Make glibc keep the memory of freed large tensors for the next ones (``enable=False``: its defaults).
 
@@ -128,11 +140,8 @@ def keep_freed_memory(enable: bool = True) -> bool:
     """
     if enable and os.environ.get("HASHREC_MALLOC", "").lower() == "system":
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:  # pragma: no cover - every Linux has a C library
-        return False
-    libc = ctypes.CDLL(name)
-    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):  # musl, macOS
+    libc = _glibc()
+    if libc is None:
         return False
     mmap_max, trim = (0, 2**31 - 1) if enable else (_GLIBC_MMAP_MAX_DEFAULT, _GLIBC_TRIM_DEFAULT)
     return bool(libc.mallopt(_M_MMAP_MAX, mmap_max)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim))
