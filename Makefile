@@ -3,6 +3,8 @@
 # and what depends on it; training runs resume from their checkpoints.
 
 PROFILE ?= default
+# `make all DATASET=path/to/folder`: the one-command study of a dataset of your own (see README).
+DATASET ?=
 VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
@@ -16,6 +18,7 @@ REPORT  := $(if $(filter default,$(PROFILE)),report/report.pdf,report/report-$(P
 
 help:
 	@echo "make all     run notebooks 01-05 with papermill (PROFILE=$(PROFILE)) and build $(REPORT)"
+	@echo "make all DATASET=FOLDER   the one-command study of your own dataset (results/<name>/, report/study-<name>.pdf)"
 	@echo "make test    unit tests + nbval over every notebook in the quick profile"
 	@echo "make install create .venv and install hashrec with its dev extras"
 	@echo "make data    fetch / check the datasets of the profile"
@@ -48,10 +51,13 @@ $(NB03): $(NB02)
 $(NB04): $(NB02) $(NB03)
 $(NB05): $(NB03) $(NB04)
 
+# The default profile's executed notebooks (outputs included) are committed under
+# notebooks/executed/, so a reader sees the results without running anything.
 $(RUNS)/%.ipynb: notebooks/%.ipynb $(SRC) $(STAMP)
 	@mkdir -p $(RUNS)
 	$(PAPERMILL) $< $@.partial.ipynb -p profile $(PROFILE)
 	@mv $@.partial.ipynb $@
+	$(if $(filter default,$(PROFILE)),@mkdir -p notebooks/executed && cp $@ notebooks/executed/$(notdir $@))
 
 notebooks: $(EXECUTED)
 
@@ -64,7 +70,11 @@ report: $(STAMP)
 # The wall-clock printed at the end counts everything `make all` did, installation included.
 all:
 	@start=$$(date +%s); \
-	$(MAKE) --no-print-directory install notebooks $(REPORT) PROFILE=$(PROFILE) || exit $$?; \
+	if [ -n "$(DATASET)" ]; then \
+	  $(MAKE) --no-print-directory install && $(PY) -m hashrec_utils study --dataset "$(DATASET)" --profile $(PROFILE) || exit $$?; \
+	else \
+	  $(MAKE) --no-print-directory install notebooks $(REPORT) PROFILE=$(PROFILE) || exit $$?; \
+	fi; \
 	s=$$(( $$(date +%s) - start )); \
 	echo "make all (PROFILE=$(PROFILE)): $$s s wall-clock ($$(( s / 60 )) min $$(( s % 60 )) s)"
 
@@ -75,7 +85,7 @@ test-unit: $(STAMP)
 	$(PY) -m pytest tests
 
 test-notebooks: $(STAMP)
-	HASHREC_PROFILE=quick $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks
+	HASHREC_PROFILE=quick $(PY) -m pytest --nbval-lax -p no:cacheprovider notebooks/*.ipynb
 	$(PY) -m hashrec_utils report --profile quick
 
 bench: $(STAMP)
