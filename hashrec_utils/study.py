@@ -124,12 +124,14 @@ def _log(settings: StudySettings, message: str) -> None:
 # Runs
 # --------------------------------------------------------------------------
 
-def _tag(overrides: dict) -> str:
-    """A short fingerprint of the overrides, so runs with other settings get other folders."""
-    if not overrides:
-        return ""
-    text = json.dumps(overrides, sort_keys=True, default=str)
-    return "_o" + hashlib.sha1(text.encode()).hexdigest()[:8]
+def _tag(settings: StudySettings) -> str:
+    """Folder-name suffix for what else changes a run: the format the data was read with (the runs
+    of a converted copy train on another folder) and a short fingerprint of the overrides."""
+    tag = "" if settings.format == "auto" else f"_{settings.format}"
+    if settings.overrides:
+        text = json.dumps(settings.overrides, sort_keys=True, default=str)
+        tag += "_o" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return tag
 
 
 def _canonical_folder(settings: StudySettings, runs: Path) -> str:
@@ -166,7 +168,7 @@ def _train_runs(settings: StudySettings, dataset: str, runs: Path) -> dict[str, 
     from .experiments import hash_overrides
     from .train import run
 
-    tag = _tag(settings.overrides)
+    tag = _tag(settings)
     folders = {"lightgcn": runs / settings.profile / f"lightgcn_s{settings.seed}{tag}"}
     _log(settings, f"training LightGCN → {folders['lightgcn']}")
     run(dataset, model="lightgcn", profile=settings.profile, seed=settings.seed, out=folders["lightgcn"],
@@ -330,6 +332,7 @@ def study(settings: StudySettings) -> dict:
     from .data import dataset_stats
 
     stats = dataset_stats(data)
+    lgcn_config = read_json(folders["lightgcn"] / "config.json")
     hamming = table[table["search"] == "hamming"].iloc[0]
     summary = {
         "name": name, "folder": str(Path(settings.folder).resolve()), "profile": settings.profile,
@@ -337,7 +340,8 @@ def study(settings: StudySettings) -> dict:
         "threads": settings.threads, "repeats": settings.repeats, "n_test_users": int(len(test_users)),
         "dataset": {k: stats[k] for k in ("users", "items", "interactions", "train", "valid", "test", "density",
                                           "user_degree_p50", "item_degree_p50")},
-        "embedding_dim": int(lgcn["item"].shape[1]),
+        "max_users": lgcn_config.get("max_users"), "embedding_dim": int(lgcn["item"].shape[1]),
+        "lightgcn_epochs": lgcn_config["epochs"],
         "chosen_recipe": chosen["run"],
         "selection": {r["run"]: r["valid"]["hamming"] for r in hash_runs},
         "lightgcn_valid_recall@20": runs_table[0]["valid"]["continuous"]["recall@20"],
@@ -380,11 +384,13 @@ def _figures(table: pd.DataFrame, name: str, folder: Path, bits: int) -> list[Pa
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    ax.bar(table["label"], table["ratio_vs_exact"], color=[colours[s] for s in table["search"]])
+    labels = [lab.replace(" (", "\n(") for lab in table["label"]]
+    ax.bar(labels, table["ratio_vs_exact"], color=[colours[s] for s in table["search"]])
+    ax.axhline(1.0, color="black", lw=0.8, ls="--", zorder=0)
     for x, r in enumerate(table["ratio_vs_exact"]):
-        ax.text(x, r, f"{r:.2f}", ha="center", va="bottom", fontsize=8)
-    ax.axhline(1.0, color="black", lw=0.8, ls="--")
-    ax.set_ylabel("recall @ 20 / exact search's (fraction)")
+        ax.text(x, r / 2, f"{r:.2f}", ha="center", va="center", fontsize=9, color="white", weight="bold")
+    ax.set_ylim(0, max(1.0, float(table["ratio_vs_exact"].max())) * 1.08)
+    ax.set_ylabel("recall @ 20 as a fraction\nof exact search's")
     ax.set_xlabel("search")
     ax.set_title(f"{name}: accuracy kept by each search")
     fig.tight_layout()
