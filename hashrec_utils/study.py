@@ -44,7 +44,7 @@ from .config import PROFILES, check_profile, repo_root
 from .metrics import evaluate_topk
 from .utils import atomic_write, read_json, write_json
 
-__all__ = ["StudySettings", "study", "dataset_name", "RECIPES", "CANDIDATES", "study_paths"]
+__all__ = ["StudySettings", "StudyPaths", "study", "build_study_report", "dataset_name", "study_paths", "RECIPES", "CANDIDATES"]
 
 RECIPES = ("signswish", "guided_ste")
 CANDIDATES = (100, 200)
