@@ -50,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
                             "(default: the profile's LightGCN run, runs/<profile>/lightgcn_<dataset>_L3_s0, trained if absent)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a TrainConfig field, e.g. --set epochs=10 (repeatable)")
+
+    study = sub.add_parser("study", help="LightGCN + the best hash recipe on your folder: tables, figures, PDF report")
+    study.add_argument("--dataset", required=True, metavar="FOLDER", help="folder holding train and test files")
+    study.add_argument("--profile", default="default", choices=PROFILES)
+    study.add_argument("--format", default="auto", choices=("auto", "lightgcn", "edges", "grouplens", "netflix"))
+    study.add_argument("--bits", type=int, default=64)
+    study.add_argument("--seed", type=int, default=0)
+    study.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a TrainConfig field of every run, e.g. --set epochs=10 (repeatable)")
     return parser
 
 
@@ -120,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
             profile=args.profile, seed=args.seed, out=args.out, device=args.device, overrides=overrides,
         )
         print(json.dumps(metrics, indent=2, sort_keys=True))
+        return 0
+    if args.command == "study":
+        from .study import StudySettings, study
+
+        out = study(StudySettings(args.dataset, profile=args.profile, format=args.format, bits=args.bits,
+                                  seed=args.seed, overrides=_overrides(args.set)))
+        print(json.dumps(out["files"], indent=2))
         return 0
     return 2  # pragma: no cover - argparse enforces a command
 
