@@ -330,7 +330,13 @@ def _read_interactions(path: Path, format: str, fallback: str | None = None) -> 
 
         return read_netflix_files([path]), "netflix"
     parser = {"lightgcn": _parse_lightgcn, "edges": _parse_edges, "grouplens": _parse_grouplens}[fmt]
-    return parser(path, body, start), fmt
+    try:
+        return parser(path, body, start), fmt
+    except ValueError as exc:
+        if format == "auto" and fmt == "edges" and "expected 2 to 4 fields" in str(exc):
+            raise ValueError(f"{exc} (read as an edge list, detected because a user id starts several lines "
+                             "or the lines hold commas; pass format='lightgcn' for LightGCN lines)") from None
+        raise
 
 
 def _check_format(format: str) -> None:

@@ -344,6 +344,7 @@ def test_lightgcn_with_tabs_and_varying_lengths(tmp_path):
         ("1,2\n1,x\nuser,item\n", "auto", r"x\.txt:2: item id 'x' is not an integer"),  # the first bad line wins
         ("user_id,item_id,rating\n", "auto", r"x\.txt: only a header line"),
         ("user,item,rating\n1,2,1\n3\n", "auto", r"x\.txt:3: expected 2 to 4 fields"),
+        ("1 2 3\n1 4 5 6 7 8\n", "auto", r"x\.txt:2: expected 2 to 4 fields.*read as an edge list.*format='lightgcn'"),
         ("item_id,user_id\n1,2\n", "auto", r"x\.txt:1: header .* user column at 2 and the item column at 1"),
     ],
 )
@@ -477,3 +478,25 @@ def test_mirror_ml1m_as_csv_rating_lines_loads_without_format(tmp_path, ml1m):
     assert (d.n_users, d.n_items, d.train.nnz, d.test.nnz) == (ml1m.n_users, ml1m.n_items, ml1m.train.nnz, ml1m.test.nnz)
     np.testing.assert_array_equal(d.item_ids, ml1m.item_ids)
     assert (d.train != ml1m.train).nnz == 0 and (d.test != ml1m.test).nnz == 0
+
+
+def test_explorer_says_which_ids_and_shows_titles(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from hashrec_utils.explorer import Explorer
+
+    mirror = tmp_path / "mirror"
+    (mirror / "ml-1m").mkdir(parents=True)
+    write(mirror / "ml-1m" / "train.txt", "0 0 5 7\n1 5\n")
+    write(mirror / "ml-1m" / "test.txt", "0 9\n")
+    monkeypatch.setenv("HASHREC_DATA_DIR", str(mirror))
+    d = load_dataset("ml-1m", root=tmp_path / "none", valid_fraction=0, download=False)
+    e = Explorer(SimpleNamespace(data=subset_users(d, 1)))  # the folder found from the name "ml-1m[:1]"
+    assert e.folder == mirror / "ml-1m" and e.titles is None and e.title(5) == ""
+    assert "0-based, as in the offline mirror" in e.items_note and "no titles file found" in e.items_note
+    write(mirror / "ml-1m" / "movies.dat", "5::Five::x\n7::Seven::x\n9::Nine::x\n")  # no movie 0: not these ids
+    e = Explorer(SimpleNamespace(data=d))
+    assert e.titles is None and "does not name every one of these ids" in e.items_note
+    write(mirror / "ml-1m" / "movies.dat", "0::Zero::x\n5::Five::x\n7::Seven::x\n9::Nine::x\n")
+    e = Explorer(SimpleNamespace(data=d))
+    assert e.title(7) == "Seven" and "titles from" in e.items_note
