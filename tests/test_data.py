@@ -500,3 +500,15 @@ def test_explorer_says_which_ids_and_shows_titles(tmp_path, monkeypatch):
     write(mirror / "ml-1m" / "movies.dat", "0::Zero::x\n5::Five::x\n7::Seven::x\n9::Nine::x\n")
     e = Explorer(SimpleNamespace(data=d))
     assert e.title(7) == "Seven" and "titles from" in e.items_note
+
+
+def test_grouplens_zip_keeps_movies_dat_for_titles(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("ml-1m/ratings.dat", "".join(f"{u}::{i}::5::9\n" for u in (1, 2) for i in (10, 11, 12, 13, 14)))
+        zf.writestr("ml-1m/movies.dat", "".join(f"{i}::Movie {i}::Drama\n" for i in (10, 11, 12, 13, 14)).encode("latin-1"))
+    (tmp_path / "ml.zip").write_bytes(buf.getvalue())
+    (tmp_path / "out").mkdir()
+    D._grouplens_zip_to_split(tmp_path / "ml.zip", tmp_path / "out", seed=0)
+    d = load_dataset(tmp_path / "out", valid_fraction=0)
+    assert D.item_titles(d, tmp_path / "out") == {i: f"Movie {i}" for i in (10, 11, 12, 13, 14)}
