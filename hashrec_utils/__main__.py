@@ -16,6 +16,9 @@ import sys
 
 from .config import PROFILES
 
+# data.FORMATS with "auto", spelled out so that the CLI starts without importing pandas (a test checks they agree)
+FORMAT_CHOICES = ("auto", "lightgcn", "edges", "grouplens", "netflix")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m hashrec_utils", description=__doc__,
@@ -27,6 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     data.add_argument("--root", default=None, help="folder holding datasets (default: data/)")
     data.add_argument("--valid-fraction", type=float, default=0.0)
     data.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    data.add_argument("--format", default="auto", choices=FORMAT_CHOICES, help="split files' format (default: detect)")
 
     report = sub.add_parser("report", help="build the Typst report from results/<profile>/")
     report.add_argument("--profile", default="default", choices=PROFILES)
@@ -44,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--profile", default="default", choices=PROFILES)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", required=True, help="run folder: config.json, history.csv, metrics.json, checkpoint")
+    train.add_argument("--format", default=None, choices=FORMAT_CHOICES, dest="data_format",
+                       help="split files' format of a folder --dataset (default: detect)")
     train.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     train.add_argument("--init", default=None, metavar="DIR",
                        help="hash runs: the LightGCN run folder whose embeddings seed the code table "
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data":
         from .data import dataset_stats, load_dataset
 
-        stats = dataset_stats(load_dataset(args.name, args.root, valid_fraction=args.valid_fraction))
+        stats = dataset_stats(load_dataset(args.name, args.root, valid_fraction=args.valid_fraction, format=args.format))
         if args.json:
             print(json.dumps(stats, indent=2))
         else:
@@ -116,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         from .train import run
 
         overrides = _overrides(args.set)
+        if args.data_format is not None:
+            overrides["data_format"] = args.data_format
         if args.hash_method:  # the study's hash settings (notebook 03), then --set on top
             from .experiments import hash_overrides
 

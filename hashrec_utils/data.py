@@ -18,17 +18,27 @@ Where a named dataset is looked for, in order:
 File formats read by :func:`load_interactions` (``format="auto"`` detects):
 
 ``lightgcn``  ``user item item ...`` one line per user (the LightGCN split files);
-``edges``     ``user item [rating [timestamp]]``, separated by whitespace, comma or tab;
+``edges``     ``user item [rating [timestamp]]``, separated by whitespace, comma or tab
+              (ratings may be decimal, ``4.5``; timestamps are kept as text);
 ``grouplens`` ``user::item::rating::timestamp`` (MovieLens ``ratings.dat``);
 ``netflix``   Netflix Prize blocks: a ``MovieID:`` line, then ``CustomerID,Rating,Date`` lines.
 
-Auto-detection looks at the first 2,000 non-empty lines: ``::`` means
-GroupLens; a first line ``<int>:`` means Netflix; commas or tabs mean an edge
-list; otherwise whitespace-separated integers with varying token counts (or
-more than four tokens) mean LightGCN lines, and lines of exactly two tokens
-read the same either way. Lines of a constant three or four integer tokens are
-ambiguous (a user with 2-3 items, or an edge with rating and time): the
-loader then asks for ``format=``.
+A first line none of whose fields is a number is a header and skipped (a CSV
+header ``user_id,item_id,rating``, RecBole's typed ``user_id:token
+item_id:token rating:float``); any later line without a number is an error
+naming its line. Ids must be non-negative integers that fit in int64.
+
+Auto-detection: ``::`` means GroupLens; a first line ``<int>:`` means Netflix;
+commas mean an edge list. Otherwise (whitespace or tabs) a user id that starts
+two lines proves an edge list (a LightGCN file has one line per user); with
+every first token unique, lines of varying token counts or of more than four
+tokens are LightGCN lines, and lines of one or two tokens read the same either
+way. Lines of a constant three or four tokens with unique first tokens are an
+edge list when a third or fourth token is not an integer (a rating ``4.5``, a
+date) or the file has a header; otherwise they are truly ambiguous (a user with
+2-3 items, or one edge per user with rating and time) and the loader asks for
+``format=`` (``--format`` on the command line). In a folder, a test or valid
+file ambiguous alone is read in the format of its train file.
 """
 from __future__ import annotations
 
@@ -61,6 +71,10 @@ __all__ = [
     "dataset_stats",
     "subset_users",
     "default_root",
+    "dataset_folder",
+    "item_titles",
+    "detect_format",
+    "FORMATS",
 ]
 
 FORMATS = ("lightgcn", "edges", "grouplens", "netflix")
@@ -161,123 +175,253 @@ def _read_text(path: Path) -> list[str]:
     return lines
 
 
-def _int_id(token: str, path: Path, lineno: int, what: str) -> int:
-    try:
-        value = int(token)
-    except ValueError:
-        raise ValueError(f"{path}:{lineno}: {what} {token!r} is not an integer") from None
-    if value < 0:
-        raise ValueError(f"{path}:{lineno}: {what} {value} is negative")
-    return value
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+_ID_RUN = re.compile(r"\d+(?: \d+)*", re.ASCII)  # ids joined by one space: all plain digits
+_INT64_MAX = np.iinfo(np.int64).max
+_ID_DIGITS = len(str(_INT64_MAX))  # 19: shorter digit strings always fit in int64
+
+
+def _fields(line: str) -> list[str]:
+    """Tokens of one line: split on ``::`` where present, else on whitespace and commas."""
+    if "::" in line:
+        return [f.strip() for f in line.split("::")]
+    return line.replace(",", " ").split()
+
+
+def _split_header(path: Path, lines: list[str]) -> tuple[list[str] | None, list[str], int]:
+    """``(header fields or None, data lines, line number of the first data line)``.
+
+    A header is a first line none of whose fields is a number (``user_id,item_id,rating``,
+    RecBole's ``user_id:token\\titem_id:token``). A header that names the user and item
+    columns in another order than ``user, item`` is an error (the rows would read transposed).
+    """
+    first = _fields(lines[0])
+    if not first or any(_NUMBER.fullmatch(f) for f in first):
+        return None, lines, 1
+    names = [f.split(":", 1)[0].lower() for f in first]
+    user = next((j for j, n in enumerate(names) if "user" in n), None)
+    item = next((j for j, n in enumerate(names) if "item" in n or "movie" in n), None)
+    if user is not None and item is not None and (user, item) != (0, 1):
+        raise ValueError(
+            f"{path}:1: header {lines[0].strip()!r} puts the user column at {user + 1} and the item column "
+            f"at {item + 1}; the loader reads user, item[, rating[, timestamp]] in that order"
+        )
+    rest = lines[1:]
+    if not rest:
+        raise ValueError(f"{path}: only a header line ({lines[0].strip()!r}), no interactions")
+    return first, rest, 2
+
+
+def _to_ids(tokens: list[str], path: Path, lineno, what: str) -> np.ndarray:
+    """int64 ids of ``tokens``; ``lineno(j)`` is the line of token ``j``.
+
+    Fast path: one regex over the joined tokens (all plain digits) and a length check
+    (< 19 digits always fits in int64). Otherwise every token is checked and the first
+    bad one raises a ``ValueError`` naming file, line and token.
+    """
+    if not tokens:
+        return np.zeros(0, dtype=np.int64)
+    if _ID_RUN.fullmatch(" ".join(tokens)) and max(map(len, tokens)) < _ID_DIGITS:
+        return np.array(tokens, dtype=np.int64)
+    out = np.empty(len(tokens), dtype=np.int64)
+    for j, tok in enumerate(tokens):
+        if not re.fullmatch(r"[+-]?\d+", tok, re.ASCII):
+            raise ValueError(f"{path}:{lineno(j)}: {what} {tok!r} is not an integer")
+        value = int(tok)
+        if value < 0:
+            raise ValueError(f"{path}:{lineno(j)}: {what} {value} is negative")
+        if value > _INT64_MAX:
+            raise ValueError(f"{path}:{lineno(j)}: {what} {tok!r} does not fit in a 64-bit integer (at most {_INT64_MAX})")
+        out[j] = value
+    return out
+
+
+def _not_data(path: Path, lineno: int, line: str) -> None:
+    """A line with no number in it past line 1: a second header, a comment, a stray title."""
+    fields = _fields(line)
+    if fields and not any(_NUMBER.fullmatch(f) for f in fields):
+        raise ValueError(f"{path}:{lineno}: {line.strip()!r} is not a data line (only line 1 may be a header)")
+
+
+def _ambiguous(path: Path, n_tokens: int) -> ValueError:
+    return ValueError(
+        f"{path}: ambiguous format: every line has {n_tokens} integer tokens and no user starts two lines, "
+        "which reads both as LightGCN lines (user item item ...) and as an edge list "
+        "(user item rating [timestamp]); pass format='lightgcn' or format='edges' (--format on the command line)"
+    )
+
+
+def _detect(path: Path, lines: list[str], header: list[str] | None) -> str | None:
+    """The format of the data ``lines`` (header removed); ``None`` when truly ambiguous."""
+    sample = [line for line in lines[:2000] if line.strip()]
+    if not sample:
+        return "lightgcn"  # nothing to tell apart: the parser reports the empty line
+    if any("::" in line for line in sample):
+        return "grouplens"
+    if header is None and re.fullmatch(r"\s*\d+:\s*", sample[0]):
+        return "netflix"
+    if any("," in line for line in sample):
+        return "edges"  # LightGCN lines are whitespace-separated
+    seen: set[str] = set()
+    for line in lines:  # a user on two lines proves an edge list; stops at the first repeat
+        head = line.split(None, 1)[:1]
+        if head:
+            if head[0] in seen:
+                return "edges"
+            seen.add(head[0])
+    counts = {len(line.split()) for line in lines if line.strip()}
+    if max(counts) > 4 or len(counts) > 1 or counts <= {1, 2}:
+        return "lightgcn"  # one line per user; two tokens read the same either way
+    if any(not tok.isdigit() for line in lines for tok in line.split()[2:]):
+        return "edges"  # a rating like 4.5 or a date: not an item id
+    if header is not None:
+        return "edges"  # a header names columns: LightGCN files have none
+    return None
 
 
 def detect_format(path: str | os.PathLike, lines: list[str] | None = None) -> str:
-    """Guess the format of an interaction file (rules in the module docstring)."""
+    """Guess the format of an interaction file (rules in the module docstring).
+
+    Raises a ``ValueError`` naming the file for the one ambiguous case.
+    """
     path = Path(path)
     lines = _read_text(path) if lines is None else lines
-    sample = [line for line in lines[:2000] if line.strip()]
-    if any("::" in line for line in sample):
-        return "grouplens"
-    if re.fullmatch(r"\s*\d+:\s*", sample[0]):
+    if re.fullmatch(r"\s*\d+:\s*", lines[0]) and not any("::" in line for line in lines[:2000]):
         return "netflix"
-    if any("," in line or "\t" in line for line in sample):
-        return "edges"
-    counts = {len(line.split()) for line in sample}
-    if max(counts) > 4 or len(counts) > 1:
-        return "lightgcn"
-    if counts == {2} or counts == {1}:
-        return "lightgcn"
-    tokens = [tok for line in sample for tok in line.split()[2:]]
-    if any(not re.fullmatch(r"\d+", tok) for tok in tokens):
-        return "edges"  # a rating like 4.5 or a date: not an item id
-    raise ValueError(
-        f"{path}: ambiguous format: every line has {counts.pop()} integer tokens, which reads "
-        "both as LightGCN lines (user item item ...) and as an edge list "
-        "(user item rating [timestamp]); pass format='lightgcn' or format='edges'"
-    )
+    header, body, _ = _split_header(path, lines)
+    fmt = _detect(path, body, header)
+    if fmt is None:
+        raise _ambiguous(path, len(body[0].split()))
+    return fmt
 
 
 def load_interactions(path: str | os.PathLike, format: str = "auto") -> pd.DataFrame:
     """Read a user's interaction file into a DataFrame.
 
     Returns columns ``user`` and ``item`` (int64 raw ids), plus ``rating`` and
-    ``timestamp`` where the format carries them. Raises one ``ValueError``
-    naming the file and line for a malformed or empty line, a non-integer or
-    negative id, or an empty file.
+    ``timestamp`` where the format carries them. A first line without numbers
+    is a header and skipped. Raises one ``ValueError`` naming the file and line
+    for a malformed or empty line, a non-integer, negative or over-int64 id, a
+    non-numeric line past the first, or an empty file.
     """
-    path = Path(path)
-    if format not in ("auto", *FORMATS):
-        raise ValueError(f"format must be 'auto' or one of {', '.join(FORMATS)}; got {format!r}")
+    return _read_interactions(Path(path), format)[0]
+
+
+def _read_interactions(path: Path, format: str, fallback: str | None = None) -> tuple[pd.DataFrame, str]:
+    """:func:`load_interactions` and the format it read; ``fallback`` settles an ambiguous file."""
+    _check_format(format)
     if format == "netflix":
         from .netflix import read_netflix_files
 
-        return read_netflix_files([path])
+        return read_netflix_files([path]), "netflix"
     lines = _read_text(path)
-    fmt = detect_format(path, lines) if format == "auto" else format
-    if fmt == "netflix":
+    if format == "auto" and re.fullmatch(r"\s*\d+:\s*", lines[0]) and not any("::" in line for line in lines[:2000]):
         from .netflix import read_netflix_files
 
-        return read_netflix_files([path])
+        return read_netflix_files([path]), "netflix"
+    header, body, start = _split_header(path, lines)
+    fmt = format
+    if format == "auto":
+        fmt = _detect(path, body, header) or fallback
+        if fmt is None:
+            raise _ambiguous(path, len(body[0].split()))
+    if fmt == "netflix":  # pragma: no cover - handled above
+        from .netflix import read_netflix_files
+
+        return read_netflix_files([path]), "netflix"
     parser = {"lightgcn": _parse_lightgcn, "edges": _parse_edges, "grouplens": _parse_grouplens}[fmt]
-    return parser(path, lines)
+    try:
+        return parser(path, body, start), fmt
+    except ValueError as exc:
+        if format == "auto" and fmt == "edges" and "expected 2 to 4 fields" in str(exc):
+            raise ValueError(f"{exc} (read as an edge list, detected because a user id starts several lines "
+                             "or the lines hold commas; pass format='lightgcn' for LightGCN lines)") from None
+        raise
 
 
-def _parse_lightgcn(path: Path, lines: list[str]) -> pd.DataFrame:
-    users: list[np.ndarray] = []
-    items: list[np.ndarray] = []
-    for lineno, line in enumerate(lines, 1):
-        tokens = line.split()
-        if not tokens:
-            raise ValueError(f"{path}:{lineno}: empty line")
-        try:
-            ids = np.array(tokens, dtype=np.int64)
-        except (ValueError, OverflowError):
-            bad = next(t for t in tokens if not re.fullmatch(r"-?\d+", t))
-            raise ValueError(f"{path}:{lineno}: id {bad!r} is not an integer") from None
-        if (ids < 0).any():
-            raise ValueError(f"{path}:{lineno}: id {int(ids[ids < 0][0])} is negative")
-        items.append(ids[1:])
-        users.append(np.full(len(ids) - 1, ids[0], dtype=np.int64))
-    return pd.DataFrame({"user": np.concatenate(users), "item": np.concatenate(items)})
+def _check_format(format: str) -> None:
+    if format not in ("auto", *FORMATS):
+        raise ValueError(f"format must be 'auto' or one of {', '.join(FORMATS)}; got {format!r}")
 
 
-def _parse_rows(path: Path, lines: list[str], sep: str | None, min_fields: int, names: list[str]) -> pd.DataFrame:
+def _parse_lightgcn(path: Path, lines: list[str], start: int = 1) -> pd.DataFrame:
+    tokens: list[str] = []
+    lengths = np.empty(len(lines), dtype=np.int64)
+    for k, line in enumerate(lines):
+        fields = line.split()
+        if not fields:
+            raise ValueError(f"{path}:{start + k}: empty line")
+        if k and not any(f.isdigit() for f in fields):
+            _not_data(path, start + k, line)
+        tokens.extend(fields)
+        lengths[k] = len(fields)
+    ends = np.cumsum(lengths)
+    ids = _to_ids(tokens, path, lambda j: start + int(np.searchsorted(ends, j, side="right")), "id")
+    first = np.zeros(len(ids), dtype=bool)
+    first[ends[:-1]] = True
+    first[0] = True
+    return pd.DataFrame({"user": np.repeat(ids[first], lengths - 1), "item": ids[~first]})
+
+
+def _parse_rows(path: Path, lines: list[str], sep: str | None, min_fields: int, names: list[str], start: int = 1) -> pd.DataFrame:
     cols: list[list] = [[] for _ in names]
-    for lineno, line in enumerate(lines, 1):
-        fields = [f.strip() for f in (line.split(sep) if sep else re.split(r"[\s,]+", line.strip()))]
+    width = len(names)
+    for k, line in enumerate(lines):
+        lineno = start + k
         if not line.strip():
             raise ValueError(f"{path}:{lineno}: empty line")
-        if len(fields) < min_fields or len(fields) > len(names):
+        fields = [f.strip() for f in line.split(sep)] if sep else line.replace(",", " ").split()
+        if len(fields) < min_fields or len(fields) > width:
+            if k:
+                _not_data(path, lineno, line)
             raise ValueError(
-                f"{path}:{lineno}: expected {min_fields} to {len(names)} fields "
+                f"{path}:{lineno}: expected {min_fields} to {width} fields "
                 f"({', '.join(names)}), got {len(fields)}: {line.strip()!r}"
             )
-        cols[0].append(_int_id(fields[0], path, lineno, "user id"))
-        cols[1].append(_int_id(fields[1], path, lineno, "item id"))
-        for j in range(2, len(names)):
-            value = fields[j] if j < len(fields) else None
-            if value is not None and names[j] == "rating":
-                try:
-                    number = float(value)
-                except ValueError:
-                    raise ValueError(f"{path}:{lineno}: rating {value!r} is not a number") from None
-                if not np.isfinite(number):
-                    raise ValueError(f"{path}:{lineno}: rating {value!r} is not finite")
-                value = number
-            cols[j].append(value)
-    frame = pd.DataFrame({"user": np.asarray(cols[0], np.int64), "item": np.asarray(cols[1], np.int64)})
-    for j in range(2, len(names)):
-        if any(v is not None for v in cols[j]):
-            frame[names[j]] = cols[j]
+        for j in range(width):
+            cols[j].append(fields[j] if j < len(fields) else None)
+    try:
+        users = _to_ids(cols[0], path, lambda j: start + j, "user id")
+        items = _to_ids(cols[1], path, lambda j: start + j, "item id")
+    except ValueError:
+        _first_bad_row(path, lines, cols, start)  # the first bad line in file order, then the same error
+        raise
+    frame = pd.DataFrame({"user": users, "item": items})
+    for j in range(2, width):
+        values = cols[j]
+        if all(v is None for v in values):
+            continue
+        if names[j] == "rating":
+            ratings = []
+            for k, value in enumerate(values):
+                if value is not None:
+                    try:
+                        value = float(value)
+                    except ValueError:
+                        raise ValueError(f"{path}:{start + k}: rating {value!r} is not a number") from None
+                    if not np.isfinite(value):
+                        raise ValueError(f"{path}:{start + k}: rating {values[k]!r} is not finite")
+                ratings.append(value)
+            values = ratings
+        frame[names[j]] = values
     return frame
 
 
-def _parse_edges(path: Path, lines: list[str]) -> pd.DataFrame:
-    return _parse_rows(path, lines, None, 2, ["user", "item", "rating", "timestamp"])
+def _first_bad_row(path: Path, lines: list[str], cols: list[list], start: int) -> None:
+    """Raise for the first row (in file order) that is not a data line or holds a bad id."""
+    for k, (u, i) in enumerate(zip(cols[0], cols[1])):
+        if k:
+            _not_data(path, start + k, lines[k])
+        _to_ids([u], path, lambda j: start + k, "user id")
+        _to_ids([i], path, lambda j: start + k, "item id")
 
 
-def _parse_grouplens(path: Path, lines: list[str]) -> pd.DataFrame:
-    frame = _parse_rows(path, lines, "::", 2, ["user", "item", "rating", "timestamp"])
+def _parse_edges(path: Path, lines: list[str], start: int = 1) -> pd.DataFrame:
+    return _parse_rows(path, lines, None, 2, ["user", "item", "rating", "timestamp"], start)
+
+
+def _parse_grouplens(path: Path, lines: list[str], start: int = 1) -> pd.DataFrame:
+    frame = _parse_rows(path, lines, "::", 2, ["user", "item", "rating", "timestamp"], start)
     if "timestamp" in frame:
         frame["timestamp"] = frame["timestamp"].astype(np.int64)
     return frame
@@ -399,24 +543,35 @@ def _with_valid(data: InteractionData, valid_fraction: float, seed: int) -> Inte
 def load_split_folder(folder: str | os.PathLike, name: str | None = None, format: str = "auto") -> InteractionData:
     """Read a folder holding ``train`` and ``test`` files (and optionally ``valid``).
 
-    File names tried: ``train.txt``, ``train.csv``, ``train.tsv``, ``train``
-    (likewise for ``test`` and ``valid``).
+    File names tried, for each of ``train``, ``test``, ``valid``: ``train.txt``,
+    ``train.csv``, ``train.tsv``, ``train.dat``, ``train.inter``, ``train``, then
+    RecBole's ``NAME.train.inter``. ``format`` applies to every file; with
+    ``"auto"`` each file is detected on its own, and a test or valid file that is
+    ambiguous alone (one line per user of 3-4 integer tokens) is read in the
+    format detected for the train file.
     """
     folder = Path(folder)
+    _check_format(format)
 
     def find(stem: str) -> Path | None:
-        for suffix in (".txt", ".csv", ".tsv", ".dat", ""):
+        for suffix in (".txt", ".csv", ".tsv", ".dat", ".inter", ""):
             candidate = folder / f"{stem}{suffix}"
             if candidate.is_file():
                 return candidate
-        return None
+        recbole = sorted(p for p in folder.glob(f"*.{stem}.inter") if p.is_file())
+        if len(recbole) > 1:
+            raise ValueError(f"{folder}: several {stem} files ({', '.join(p.name for p in recbole)}); keep one")
+        return recbole[0] if recbole else None
 
     train_path, test_path, valid_path = find("train"), find("test"), find("valid")
     if train_path is None or test_path is None:
-        raise ValueError(f"{folder}: a dataset folder needs a train and a test file (train.txt, test.txt)")
-    train = load_interactions(train_path, format)
-    test = load_interactions(test_path, format)
-    valid = load_interactions(valid_path, format) if valid_path else None
+        raise ValueError(
+            f"{folder}: a dataset folder needs a train and a test file "
+            "(train.txt / train.csv / train.tsv / train.inter / NAME.train.inter, likewise test)"
+        )
+    train, fmt = _read_interactions(train_path, format)
+    test = _read_interactions(test_path, format, fallback=fmt)[0]
+    valid = _read_interactions(valid_path, format, fallback=fmt)[0] if valid_path else None
     return from_pairs(name or folder.name, train, test, valid, sources=(str(train_path), str(test_path)))
 
 
@@ -450,6 +605,7 @@ def load_dataset(
     n_users: int = 1000,
     n_items: int = 500,
     n_interactions: int = 20000,
+    format: str = "auto",
 ) -> InteractionData:
     """Load a named dataset or a folder of split files as :class:`InteractionData`.
 
@@ -458,18 +614,28 @@ def load_dataset(
     intact (``valid`` empty). ``n_users``, ``n_items``, ``n_interactions``
     size the ``synthetic`` dataset. See the module docstring for the lookup
     order of named datasets.
+
+    ``format``: the format of the split files (``"auto"`` or one of
+    :data:`FORMATS`). A folder's files are detected with ``"auto"``; a named
+    dataset's ``train.txt`` / ``test.txt`` are LightGCN lines unless ``format``
+    says otherwise (``netflix`` takes only ``"auto"`` or ``"netflix"``,
+    ``synthetic`` only ``"auto"``).
     """
     if not 0.0 <= valid_fraction < 1.0:
         raise ValueError(f"valid_fraction must be in [0, 1); got {valid_fraction}")
+    _check_format(format)
     key = str(name_or_folder)
     if key not in DATASETS:
         folder = Path(key)
         if folder.is_dir():
-            return _with_valid(load_split_folder(folder), valid_fraction, seed)
+            return _with_valid(load_split_folder(folder, format=format), valid_fraction, seed)
         raise ValueError(
             f"unknown dataset {key!r}: give one of {', '.join(DATASETS)} or a folder holding train/test files"
         )
     source = DATASETS[key]
+    if format != "auto" and (source.kind == "synthetic" or (source.kind == "netflix") != (format == "netflix")):
+        raise ValueError(f"format={format!r} does not apply to the {key} dataset (give format='auto')")
+    split_format = "lightgcn" if format == "auto" else format
     if source.kind == "synthetic":
         frame = synthetic_interactions(n_users, n_items, n_interactions, seed=seed)
         data = _split_frame(key, frame, 0.2, seed)
@@ -485,14 +651,72 @@ def load_dataset(
             f"netflix: no combined_data_*.txt under {root_dir / key}, {root_dir} or $HASHREC_DATA_DIR/netflix; "
             "the Netflix Prize files are not distributed any more: put them in a folder and pass root=FOLDER"
         )
-    for folder in _candidate_folders(key, root_dir):
-        if (folder / "train.txt").is_file() and (folder / "test.txt").is_file():
-            return _with_valid(load_split_folder(folder, name=key, format="lightgcn"), valid_fraction, seed)
+    found = dataset_folder(key, root_dir)
+    if found is not None:
+        return _with_valid(load_split_folder(found, name=key, format=split_format), valid_fraction, seed)
     if not download:
         raise ValueError(f"{key}: not found under {root_dir} or $HASHREC_DATA_DIR, and download=False")
     target = root_dir / key
-    _download_dataset(key, source, target, seed)
+    _download_dataset(key, source, target, seed)  # writes LightGCN lines whatever ``format`` says
     return _with_valid(load_split_folder(target, name=key, format="lightgcn"), valid_fraction, seed)
+
+
+def dataset_folder(name_or_folder: str | os.PathLike, root: str | os.PathLike | None = None) -> Path | None:
+    """The folder :func:`load_dataset` reads the split files of ``name_or_folder`` from.
+
+    A folder: itself. A named split dataset: the first of ``root/<name>/`` and
+    ``$HASHREC_DATA_DIR/<name>/`` holding ``train.txt`` and ``test.txt``; ``None``
+    when neither does (not downloaded yet), for ``synthetic`` and for ``netflix``.
+    """
+    key = str(name_or_folder)
+    if key not in DATASETS:
+        return Path(key) if Path(key).is_dir() else None
+    if DATASETS[key].kind in ("synthetic", "netflix"):
+        return None
+    root_dir = Path(root) if root is not None else default_root()
+    for folder in _candidate_folders(key, root_dir):
+        if (folder / "train.txt").is_file() and (folder / "test.txt").is_file():
+            return folder
+    return None
+
+
+def item_titles(data: InteractionData, folder: str | os.PathLike | None) -> dict[int, str] | None:
+    """Titles of ``data``'s items from a GroupLens ``movies.dat`` beside the dataset, else ``None``.
+
+    Looks for ``folder/movies.dat``, then ``movies.dat`` in the folder above
+    (``data/ml-1m/`` or ``data/``); lines ``MovieID::Title::Genres``, latin-1.
+    Returns ``{raw item id: title}`` for every id in ``data.item_ids`` (the ids the
+    split files carry), or ``None`` when there is no such file or it does not name
+    every item (ids that are not MovieLens movie ids, such as the offline
+    mirror's 0-based ids, are not given titles they do not have). A malformed
+    line is a ``ValueError`` naming file and line.
+    """
+    path = _titles_file(folder)
+    if path is None:
+        return None
+    titles: dict[int, str] = {}
+    with open(path, "r", encoding="latin-1") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            parts = line.rstrip("\r\n").split("::")
+            if len(parts) < 2 or not parts[0].strip().isdigit():
+                raise ValueError(f"{path}:{lineno}: expected MovieID::Title::Genres, got {line.strip()!r}")
+            titles[int(parts[0])] = parts[1].strip()
+    ids = [int(i) for i in data.item_ids]
+    if not ids or any(i not in titles for i in ids):
+        return None
+    return {i: titles[i] for i in ids}
+
+
+def _titles_file(folder: str | os.PathLike | None) -> Path | None:
+    if folder is None:
+        return None
+    folder = Path(folder)
+    for candidate in (folder / "movies.dat", folder.parent / "movies.dat"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _candidate_folders(name: str, root: Path) -> list[Path]:
@@ -644,6 +868,11 @@ def _grouplens_zip_to_split(archive: Path, folder: Path, seed: int) -> None:
     data = _split_frame("ml-1m", frame, 0.2, seed)
     for part, matrix in (("train", data.train), ("test", data.test)):
         write_lightgcn_file(folder / f"{part}.txt", matrix, data.user_ids, data.item_ids)
+    with zipfile.ZipFile(archive) as zf:  # the titles, for the explorer (item_titles)
+        member = next((n for n in zf.namelist() if n.endswith("movies.dat")), None)
+        if member is not None:
+            with atomic_write(folder / "movies.dat", "wb") as fh:
+                fh.write(zf.read(member))
 
 
 def write_lightgcn_file(path: Path, matrix: sp.csr_matrix, user_ids: np.ndarray, item_ids: np.ndarray) -> None:

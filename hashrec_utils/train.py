@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .config import check_profile, get_profile
-from .data import InteractionData, load_dataset, subset_users
+from .data import FORMATS, InteractionData, load_dataset, subset_users
 from .graph import Graph, build_graph
 from .metrics import evaluate_topk, rank_topk
 from .utils import atomic_write, default_device, keep_freed_memory, read_json, seed_everything, write_json
@@ -68,7 +68,9 @@ class TrainConfig:
     ``T = epochs × steps per epoch`` (a function of the step count, so a
     resumed run follows the same schedule). ``max_users``: keep only the first users
     (the ``quick`` slice). ``hash_*``: settings of the hash layer when
-    ``hash_method`` is set (see :mod:`hashrec_utils.hashing`).
+    ``hash_method`` is set (see :mod:`hashrec_utils.hashing`). ``data_format``: the
+    format of a folder dataset's split files, ``auto`` or one of
+    :data:`hashrec_utils.data.FORMATS` (``--format``).
     """
 
     dataset: str = "ml-1m"
@@ -89,8 +91,11 @@ class TrainConfig:
     hash_method: str | None = None
     bits: int = 64
     hash_params: dict = field(default_factory=dict)
+    data_format: str = "auto"
 
     def __post_init__(self):
+        if self.data_format not in ("auto", *FORMATS):
+            raise ValueError(f"data_format must be 'auto' or one of {', '.join(FORMATS)}; got {self.data_format!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be constant or cosine; got {self.lr_schedule!r}")
         if self.lr <= 0 or self.batch_size <= 0 or self.epochs < 0 or self.eval_every <= 0 or self.dim <= 0:
@@ -378,7 +383,7 @@ def load_run_data(config: TrainConfig) -> InteractionData:
 
     The split does not depend on the model seed, so seeds compare on one split.
     """
-    data = load_dataset(config.dataset, valid_fraction=config.valid_fraction, seed=0)
+    data = load_dataset(config.dataset, valid_fraction=config.valid_fraction, seed=0, format=config.data_format)
     return subset_users(data, config.max_users)
 
 

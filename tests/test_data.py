@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import io
 import zipfile
 from pathlib import Path
@@ -275,3 +276,239 @@ def test_offline_without_mirror_names_the_variable_and_url(tmp_path, monkeypatch
     with pytest.raises(ConnectionError, match=r"127\.0\.0\.1:9/gowalla/train\.txt.*HASHREC_DATA_DIR"):
         load_dataset("gowalla", root=tmp_path / "data")
     assert not (tmp_path / "data" / "gowalla").exists()
+
+
+# ---- headers, separators, detection without format= (issue 15) ----------------------------
+
+EDGES = {(1, 10), (1, 11), (2, 10), (3, 12)}
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("h.csv", "user_id,item_id,rating\n1,10,1\n1,11,1\n2,10,1\n3,12,1\n"),
+        ("r.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                    "1\t10\t4.5\t978300760\n1\t11\t3\t978300761\n2\t10\t5\t978300762\n3\t12\t1.5\t978300763\n"),
+        ("t.tsv", "1\t10\t4\n1\t11\t3\n2\t10\t5\n3\t12\t1\n"),
+        ("c.csv", "1,10,4,978300760\n1,11,3,978300761\n2,10,5,978300762\n3,12,1,978300763\n"),
+        ("s3.txt", "1 10 4\n1 11 3\n2 10 5\n3 12 1\n"),
+        ("s4.txt", "1 10 4 978300760\n1 11 3 978300761\n2 10 5 978300762\n3 12 1 978300763\n"),
+        ("d.txt", "3 12 4.5\n1 10 3.5\n2 10 0.5\n1 11 2\n"),  # decimal ratings, not sorted by user
+    ],
+)
+def test_edge_lists_detected_without_format(tmp_path, name, text):
+    f = write(tmp_path / name, text)
+    assert detect_format(f) == "edges"
+    assert pairs(load_interactions(f)) == EDGES
+
+
+def test_recbole_header_keeps_ratings_and_timestamps(tmp_path):
+    f = write(tmp_path / "ml.inter", "user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t10\t4.5\t97\n2\t11\t3\t98\n")
+    frame = load_interactions(f)  # unique users, 4 integer-ish columns: the header says edges
+    assert frame["rating"].tolist() == [4.5, 3.0] and frame["timestamp"].tolist() == ["97", "98"]
+
+
+def test_repeated_user_proves_edges_even_far_apart(tmp_path):
+    lines = [f"{u} {u + 100} 1" for u in range(3000)] + ["5 7 1"]  # user 5 again on line 3001
+    f = write(tmp_path / "x.txt", "\n".join(lines) + "\n")
+    frame = load_interactions(f)
+    assert len(frame) == 3001 and (5, 7) in pairs(frame) and (5, 105) in pairs(frame)
+
+
+def test_unique_users_three_integer_columns_is_the_one_ambiguous_case(tmp_path):
+    f = write(tmp_path / "amb.txt", "1 10 4\n2 11 3\n3 12 5\n")
+    with pytest.raises(ValueError, match=r"amb\.txt: ambiguous format.*format='lightgcn' or format='edges'.*--format"):
+        load_interactions(f)
+    assert pairs(load_interactions(f, format="edges")) == {(1, 10), (2, 11), (3, 12)}
+    assert pairs(load_interactions(f, format="lightgcn")) == {(1, 10), (1, 4), (2, 11), (2, 3), (3, 12), (3, 5)}
+
+
+def test_lightgcn_with_tabs_and_varying_lengths(tmp_path):
+    f = write(tmp_path / "x.txt", "0\t5\t7\t9\n3\t1\n")
+    assert detect_format(f) == "lightgcn"
+    assert pairs(load_interactions(f)) == {(0, 5), (0, 7), (0, 9), (3, 1)}
+
+
+@pytest.mark.parametrize(
+    "text, fmt, msg",
+    [
+        ("1 2\n3 12345678901234567890\n", "lightgcn", r"x\.txt:2: id '12345678901234567890' does not fit in a 64-bit"),
+        ("1,2\n12345678901234567890,3\n", "edges", r"x\.txt:2: user id '12345678901234567890' does not fit"),
+        ("1,2\n3,12345678901234567890\n", "auto", r"x\.txt:2: item id '12345678901234567890' does not fit"),
+        ("1,2\n9223372036854775808,3\n", "auto", r"x\.txt:2: user id '9223372036854775808' does not fit"),
+        ("1,2\n1,3\n-4,5\n", "auto", r"x\.txt:3: user id -4 is negative"),
+        ("1 2 3\n1 4 5\n2 3.5 1\n2 6 1\n", "auto", r"x\.txt:3: item id '3.5' is not an integer"),
+        ("1,2\n1,3\n2,x7\n", "auto", r"x\.txt:3: item id 'x7' is not an integer"),
+        ("user,item\n1,2\nuser,item\n", "auto", r"x\.txt:3: 'user,item' is not a data line \(only line 1 may be a header\)"),
+        ("1 2 3\nuser item\n", "lightgcn", r"x\.txt:2: 'user item' is not a data line"),
+        ("1,2\n1,x\nuser,item\n", "auto", r"x\.txt:2: item id 'x' is not an integer"),  # the first bad line wins
+        ("user_id,item_id,rating\n", "auto", r"x\.txt: only a header line"),
+        ("user,item,rating\n1,2,1\n3\n", "auto", r"x\.txt:3: expected 2 to 4 fields"),
+        ("1 2 3\n1 4 5 6 7 8\n", "auto", r"x\.txt:2: expected 2 to 4 fields.*read as an edge list.*format='lightgcn'"),
+        ("item_id,user_id\n1,2\n", "auto", r"x\.txt:1: header .* user column at 2 and the item column at 1"),
+    ],
+)
+def test_bad_ids_and_lines_name_file_line_and_token(tmp_path, text, fmt, msg):
+    f = write(tmp_path / "x.txt", text)
+    with pytest.raises(ValueError, match=msg):
+        load_interactions(f, format=fmt)
+
+
+def test_largest_int64_id_is_fine(tmp_path):
+    f = write(tmp_path / "x.csv", "9223372036854775807,1\n2,1\n")
+    assert pairs(load_interactions(f)) == {(2**63 - 1, 1), (2, 1)}
+
+
+def test_recbole_folder_with_train_valid_test(tmp_path):
+    head = "user_id:token\titem_id:token\trating:float\n"
+    write(tmp_path / "ml.train.inter", head + "1\t10\t5\n1\t11\t4\n2\t10\t3\n2\t12\t1\n")
+    write(tmp_path / "ml.valid.inter", head + "1\t12\t5\n2\t11\t2\n")
+    write(tmp_path / "ml.test.inter", head + "1\t13\t5\n2\t13\t4\n")
+    d = load_dataset(tmp_path, valid_fraction=0.1)  # valid given: not carved again
+    assert (d.train.nnz, d.valid.nnz, d.test.nnz) == (4, 2, 2)
+    np.testing.assert_array_equal(d.item_ids, [10, 11, 12, 13])
+    assert d.valid[0].indices.tolist() == [2] and d.test[1].indices.tolist() == [3]
+
+
+def test_ambiguous_test_file_follows_its_train_file(tmp_path):
+    write(tmp_path / "train.txt", "1 10 1\n1 11 1\n2 10 1\n")  # repeated user: edges
+    write(tmp_path / "test.txt", "1 12 1\n2 13 1\n")  # one line per user: ambiguous alone
+    d = load_dataset(tmp_path, valid_fraction=0)
+    assert (d.train.nnz, d.test.nnz, d.n_items) == (3, 2, 4)
+    with pytest.raises(ValueError, match="ambiguous"):
+        load_interactions(tmp_path / "test.txt")
+
+
+def test_format_argument_on_folders_and_named_datasets(tmp_path):
+    write(tmp_path / "train.txt", "1 10 4\n2 11 3\n")
+    write(tmp_path / "test.txt", "1 12 5\n2 13 6\n")
+    with pytest.raises(ValueError, match=r"train\.txt: ambiguous format"):
+        load_dataset(tmp_path)
+    d = load_dataset(tmp_path, valid_fraction=0, format="edges")
+    assert (d.n_users, d.n_items, d.n_interactions) == (2, 4, 4)
+    d = D.load_split_folder(tmp_path, format="lightgcn")
+    assert (d.n_users, d.n_items, d.n_interactions) == (2, 8, 8)
+    with pytest.raises(ValueError, match="format must be"):
+        load_dataset(tmp_path, format="csv")
+    with pytest.raises(ValueError, match="format='edges' does not apply to the synthetic dataset"):
+        load_dataset("synthetic", format="edges")
+
+
+def test_named_dataset_folder_in_another_format(tmp_path, monkeypatch):
+    monkeypatch.delenv("HASHREC_DATA_DIR", raising=False)
+    (tmp_path / "gowalla").mkdir()
+    write(tmp_path / "gowalla" / "train.txt", "1 10 4\n2 11 3\n")
+    write(tmp_path / "gowalla" / "test.txt", "1 12 4\n2 13 3\n")
+    d = load_dataset("gowalla", root=tmp_path, valid_fraction=0, download=False, format="edges")
+    assert d.n_interactions == 4
+    assert D.dataset_folder("gowalla", tmp_path) == tmp_path / "gowalla"
+    assert D.dataset_folder("yelp2018", tmp_path) is None and D.dataset_folder("synthetic") is None
+
+
+# ---- titles -----------------------------------------------------------------------------
+
+def test_item_titles_from_movies_dat(tmp_path):
+    (tmp_path / "ml-1m").mkdir()
+    write(tmp_path / "ml-1m" / "train.txt", "1 1193 661\n2 1357\n")
+    write(tmp_path / "ml-1m" / "test.txt", "1 914\n")
+    d = load_dataset(tmp_path / "ml-1m", valid_fraction=0)
+    assert D.item_titles(d, tmp_path / "ml-1m") is None  # no titles file
+    movies = "661::James and the Giant Peach (1996)::Animation\n914::My Fair Lady (1964)::Musical\n" \
+             "1193::One Flew Over the Cuckoo's Nest (1975)::Drama\n1357::Shine (1996)::Drama\n2::Jumanji (1995)::X\n"
+    (tmp_path / "movies.dat").write_bytes(movies.replace("Peach", "P\xeache").encode("latin-1"))  # beside: root folder
+    titles = D.item_titles(d, tmp_path / "ml-1m")
+    assert titles == {661: "James and the Giant P\xeache (1996)", 914: "My Fair Lady (1964)",
+                      1193: "One Flew Over the Cuckoo's Nest (1975)", 1357: "Shine (1996)"}
+    assert list(titles) == d.item_ids.tolist()
+    write(tmp_path / "ml-1m" / "movies.dat", "661::A::x\n914::B::x\n1193::C::x\n")  # in the folder: wins, lacks 1357
+    assert D.item_titles(d, tmp_path / "ml-1m") is None  # ids it does not name: no titles at all
+    write(tmp_path / "ml-1m" / "movies.dat", "661::A::x\nbroken\n")
+    with pytest.raises(ValueError, match=r"movies\.dat:2: expected MovieID::Title::Genres"):
+        D.item_titles(d, tmp_path / "ml-1m")
+
+
+# ---- the CLI and TrainConfig ------------------------------------------------------------------
+
+def test_cli_parser_takes_format_and_train_config_checks_it():
+    from hashrec_utils.__main__ import FORMAT_CHOICES, _parser
+    from hashrec_utils.train import TrainConfig, train_config
+
+    assert FORMAT_CHOICES == ("auto", *D.FORMATS)
+    args = _parser().parse_args(["train", "--dataset", "some/folder", "--format", "edges", "--out", "runs/x"])
+    assert args.data_format == "edges"
+    assert _parser().parse_args(["train", "--dataset", "d", "--out", "o"]).data_format is None
+    assert _parser().parse_args(["data", "some/folder", "--format", "lightgcn"]).format == "lightgcn"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["data", "x", "--format", "parquet"])
+    assert TrainConfig().data_format == "auto"
+    assert train_config("quick", "some/folder", data_format="edges").data_format == "edges"
+    with pytest.raises(ValueError, match="data_format must be 'auto' or one of lightgcn, edges"):
+        TrainConfig(data_format="bogus")
+
+
+def test_cli_data_command_on_a_csv_folder(tmp_path, capsys):
+    from hashrec_utils.__main__ import main
+
+    write(tmp_path / "train.csv", "user_id,item_id,rating\n1,10,1\n1,11,1\n2,10,1\n")
+    write(tmp_path / "test.csv", "user_id,item_id,rating\n1,12,1\n2,12,1\n")
+    assert main(["data", str(tmp_path), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["users"], stats["items"], stats["interactions"], stats["test"]) == (2, 3, 5, 2)
+
+
+# ---- real data: the mirror's ml-1m as rating lines with a header --------------------------------
+
+def _write_rating_lines(src: Path, dest: Path, seed: int = 0) -> None:
+    """LightGCN lines → ``user_id,item_id,rating`` lines (rating 1), users in shuffled order."""
+    rows = [line.split() for line in src.read_text().splitlines() if line.strip()]
+    order = np.random.default_rng(seed).permutation(len(rows))
+    out = ["user_id,item_id,rating"]
+    for r in order:
+        out.extend(f"{rows[r][0]},{item},1" for item in rows[r][1:])
+    dest.write_text("\n".join(out) + "\n")
+
+
+@requires_mirror
+def test_mirror_ml1m_as_csv_rating_lines_loads_without_format(tmp_path, ml1m):
+    from .conftest import mirror_dir
+
+    for part in ("train", "test"):
+        _write_rating_lines(mirror_dir() / "ml-1m" / f"{part}.txt", tmp_path / f"{part}.csv")
+    d = load_dataset(tmp_path, valid_fraction=0)
+    assert (d.n_users, d.n_items, d.train.nnz, d.test.nnz) == (ml1m.n_users, ml1m.n_items, ml1m.train.nnz, ml1m.test.nnz)
+    np.testing.assert_array_equal(d.item_ids, ml1m.item_ids)
+    assert (d.train != ml1m.train).nnz == 0 and (d.test != ml1m.test).nnz == 0
+
+
+def test_explorer_says_which_ids_and_shows_titles(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from hashrec_utils.explorer import Explorer
+
+    mirror = tmp_path / "mirror"
+    (mirror / "ml-1m").mkdir(parents=True)
+    write(mirror / "ml-1m" / "train.txt", "0 0 5 7\n1 5\n")
+    write(mirror / "ml-1m" / "test.txt", "0 9\n")
+    monkeypatch.setenv("HASHREC_DATA_DIR", str(mirror))
+    d = load_dataset("ml-1m", root=tmp_path / "none", valid_fraction=0, download=False)
+    e = Explorer(SimpleNamespace(data=subset_users(d, 1)))  # the folder found from the name "ml-1m[:1]"
+    assert e.folder == mirror / "ml-1m" and e.titles is None and e.title(5) == ""
+    assert "0-based, as in the offline mirror" in e.items_note and "no titles file found" in e.items_note
+    write(mirror / "ml-1m" / "movies.dat", "5::Five::x\n7::Seven::x\n9::Nine::x\n")  # no movie 0: not these ids
+    e = Explorer(SimpleNamespace(data=d))
+    assert e.titles is None and "does not name every one of these ids" in e.items_note
+    write(mirror / "ml-1m" / "movies.dat", "0::Zero::x\n5::Five::x\n7::Seven::x\n9::Nine::x\n")
+    e = Explorer(SimpleNamespace(data=d))
+    assert e.title(7) == "Seven" and "titles from" in e.items_note
+
+
+def test_grouplens_zip_keeps_movies_dat_for_titles(tmp_path):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("ml-1m/ratings.dat", "".join(f"{u}::{i}::5::9\n" for u in (1, 2) for i in (10, 11, 12, 13, 14)))
+        zf.writestr("ml-1m/movies.dat", "".join(f"{i}::Movie {i}::Drama\n" for i in (10, 11, 12, 13, 14)).encode("latin-1"))
+    (tmp_path / "ml.zip").write_bytes(buf.getvalue())
+    (tmp_path / "out").mkdir()
+    D._grouplens_zip_to_split(tmp_path / "ml.zip", tmp_path / "out", seed=0)
+    d = load_dataset(tmp_path / "out", valid_fraction=0)
+    assert D.item_titles(d, tmp_path / "out") == {i: f"Movie {i}" for i in (10, 11, 12, 13, 14)}
