@@ -415,7 +415,10 @@ def run(
     hash models add packed ``user_codes``, ``item_codes``) and, last,
     ``metrics.json`` (test metrics at 10, 20, 50; hash models: sections
     ``continuous``, ``hamming``, ``hierarchical``), whose presence marks the
-    run complete. Returns the metrics.
+    run complete. Returns the metrics. Before anything is written, the data is loaded and
+    :func:`hashrec_utils.memory.check_memory` refuses (``MemoryBudgetError``) a run whose
+    estimated peak exceeds the memory budget (``HASHREC_MEMORY_BUDGET``, default half of the
+    available memory), so a refused run leaves no folder behind.
     """
     config = train_config(profile, str(dataset), model=model, hash_method=hash_method, bits=bits, seed=seed,
                           device=device, **(overrides or {}))
