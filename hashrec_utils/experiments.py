@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .config import get_profile, results_dir
-from .data import InteractionData, dataset_stats, load_dataset, subset_users
+from . import settings as _settings
+from .data import DATASETS, InteractionData, dataset_stats, load_dataset, subset_users
 from .utils import atomic_write, write_json
 
 __all__ = ["load_profile_datasets", "write_table", "data_prep"]
@@ -216,10 +217,11 @@ HASH_STAGE = {
                       bits=(16, 32, 64, 128, 256), candidates=(20, 50, 100, 200, 400), sweep_epochs=10),
 }
 
-# Hash training shared by every table run (tuned on ml-1m default, see the README): large batches,
-# because a step's cost is the (distinct users × all items) score matrix of the listwise loss, not
-# the number of pairs; cosine decay from a high learning rate.
-HASH_TRAIN = {"lr": 0.01, "lr_schedule": "cosine", "batch_size": 65536, "patience": 0}
+# Hash training shared by every table run (tuned on ml-1m default, see the README): cosine decay
+# from a high learning rate; the batch (large, because a step's cost is the distinct users × items
+# score matrix of the listwise loss, not the number of pairs) comes from the data's size:
+# settings.HashSettings, 65,536 on ml-1m and Gowalla.
+HASH_TRAIN = {"lr": 0.01, "lr_schedule": "cosine", "patience": 0}
 # HashGNN end to end: its GraphSAGE encoder runs over the whole graph every step.
 HASHGNN_TRAIN = {"lr": 0.01, "batch_size": 65536}
 # The objective of every table run unless a run says otherwise: softmax of the code scores over all
@@ -229,17 +231,24 @@ HASHGNN_TRAIN = {"lr": 0.01, "batch_size": 65536}
 # 0.186 → 0.216); the table learns codes only (cont_weight 0) and the LightGCN embeddings it
 # started from stay frozen for continuous and hierarchical search, and teach.
 TABLE_OBJECTIVE = {"objective": "softmax", "n_negatives": 0, "cont_weight": 0.0, "continuous": "init", "distill": 1.0}
-# Catalogues too large for the all-items softmax on two cores (a step costs distinct users × items:
-# 22 k × 41 k scores on gowalla, a minute and 17 GiB): the softmax runs over a pool of this many
-# items drawn per step and shared by the batch (losses.pooled_listwise_loss).
-SAMPLED_POOL = {"gowalla": 8192, "yelp2018": 8192, "amazon-book": 8192}
-# Hash epochs on those catalogues (any profile but quick): 10 on gowalla cost 6 min on two cores
-# (13 steps of 65,536 pairs an epoch); without distillation 20 epochs overfit the train pairs
+# Catalogues too large for the all-items softmax (a step costs distinct users × items: 22 k × 41 k
+# scores on gowalla, a minute and 17 GiB on two cores) take the softmax over a pool of items drawn
+# per step and shared by the batch (losses.pooled_listwise_loss). The pool is derived from the
+# data's size (settings.pool_size: the score cap and the memory budget), never from its name; this
+# table is the pool each named source with published counts gets under the score cap alone (a
+# record for readers and tests: no decision reads it).
+SAMPLED_POOL = {name: pool for name, pool in (
+    (name, _settings.pool_size(shape, _settings.HashSettings.of("full", shape, budget_bytes=float("inf")).batch_size,
+                               float("inf")))
+    for name, shape in ((n, _settings.dataset_shape(n, 0.1)) for n, src in DATASETS.items() if src.counts)) if pool}
+# Hash epochs when the pool is sampled (any profile but quick): 10 on gowalla cost 6 min on two
+# cores (13 steps of 65,536 pairs an epoch); without distillation 20 epochs overfit the train pairs
 # (Hamming recall@50 0.186 after 10, 0.182 after 20).
 SAMPLED_POOL_EPOCHS = 10
-# Estimator schedules in iterations, scaled to these short runs (about 11 iterations an epoch on
-# ml-1m): the published defaults (guided STE: p × 0.95 every 250 iterations) would barely move.
-SCHEDULES = {"guided_ste": {"every": 2}, "hashnet": {"gamma": 1.0}, "gumbel": {"every": 5}}
+# Estimator schedules as fractions of training (settings.SCHEDULES), so one schedule serves any
+# data size and run length: guided STE p × 0.95 over 50 stages, HashNet β 1 → 10, Gumbel τ × 0.9
+# over 20 stages down to 0.05.
+SCHEDULES = _settings.SCHEDULES
 # Estimators whose validation curves notebook 03 draws (guided vs plain STE, HashGNN Fig. 4). Other
 # runs validate once, after the last epoch: a validation (three search modes over every user) costs
 # as much as a few training steps, and nothing reads their intermediate values.
@@ -248,34 +257,45 @@ CURVE_ESTIMATORS = ("ste", "guided_ste")
 
 def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", dataset: str = "ml-1m",
                    epochs: int | None = None, eval_every: int | None = None, init: str | Path | None = None,
+                   shape: "_settings.DataShape | None" = None, budget_bytes: float | None = None,
                    **hash_params) -> dict:
     """The :class:`~hashrec_utils.train.TrainConfig` overrides of a hash run in this study (the CLI's
-    ``train --hash`` uses them too): :data:`HASH_TRAIN` (or :data:`HASHGNN_TRAIN`), the profile's
-    epochs, and hash parameters :data:`TABLE_OBJECTIVE` + :data:`SCHEDULES` + ``hash_params``.
+    ``train --hash`` uses them too): :data:`HASH_TRAIN` (or :data:`HASHGNN_TRAIN`) with the batch of
+    :class:`~hashrec_utils.settings.HashSettings`, the profile's epochs, and hash parameters
+    :data:`TABLE_OBJECTIVE` + the pool + :data:`SCHEDULES` + ``hash_params``.
     Validation every ``HASH_STAGE[profile].eval_every`` epochs for :data:`CURVE_ESTIMATORS` on
     the LightGCN table, else once at the end (``eval_every`` overrides).
 
     Table runs start from ``init``, a LightGCN run folder; by default the profile's LightGCN run of
-    ``dataset`` with seed 0 (trained first when absent). Large catalogues (:data:`SAMPLED_POOL`)
-    take the softmax over a sampled pool of items instead of all of them.
+    ``dataset`` with seed 0 (trained first when absent). ``shape``: the data's
+    :class:`~hashrec_utils.settings.DataShape` (default: :func:`~hashrec_utils.settings.dataset_shape`);
+    when the all-items softmax (and its teacher cache) would not fit the score cap or
+    ``budget_bytes`` (default :func:`~hashrec_utils.settings.memory_budget_bytes`), the softmax runs
+    over a sampled pool of items, and such runs train :data:`SAMPLED_POOL_EPOCHS` epochs (not ``quick``).
     """
     from .hashing import split_method
 
     stage = HASH_STAGE[profile]
-    large = str(dataset) in SAMPLED_POOL and profile != "quick"
-    epochs = epochs or (stage.hashgnn_epochs if model == "hashgnn" else SAMPLED_POOL_EPOCHS if large else stage.epochs)
+    if shape is None:
+        published = _settings.published_split(str(dataset))
+        valid = _settings.LightGCNSettings.valid_fraction_for(profile, published)
+        shape = _settings.dataset_shape(str(dataset), valid, get_profile(profile).max_users)
+    params = dict(hash_params)
+    distill = bool(params.get("distill", TABLE_OBJECTIVE["distill"]))
+    chosen = _settings.HashSettings.of(profile, shape, budget_bytes=budget_bytes, distill=distill)
+    pooled = model != "hashgnn" and "n_negatives" not in params and chosen.pooled
+    epochs = epochs or (stage.hashgnn_epochs if model == "hashgnn" else
+                        SAMPLED_POOL_EPOCHS if pooled and profile != "quick" else stage.epochs)
     estimator = split_method(method)[0]
     curve = model != "hashgnn" and estimator in CURVE_ESTIMATORS
     eval_every = eval_every or (stage.eval_every if curve else epochs)
-    params = dict(hash_params)
-    params["estimator"] = {**SCHEDULES.get(estimator, {}), **params.get("estimator", {})}
+    params["estimator"] = {**_settings.HashSettings.schedule(estimator), **params.get("estimator", {})}
     if model != "hashgnn":
         if init is None:
             _, init = lightgcn_run(profile, dataset, progress=False)
-        pool = {"n_negatives": SAMPLED_POOL[str(dataset)]} if str(dataset) in SAMPLED_POOL else {}
-        params = {**TABLE_OBJECTIVE, **pool, "init": str(init), **params}
-    return {**HASH_TRAIN, **(HASHGNN_TRAIN if model == "hashgnn" else {}), "epochs": epochs,
-            "eval_every": eval_every, "hash_params": params}
+        params = {**TABLE_OBJECTIVE, "n_negatives": chosen.n_negatives, "init": str(init), **params}
+    return {**HASH_TRAIN, "batch_size": chosen.batch_size, **(HASHGNN_TRAIN if model == "hashgnn" else {}),
+            "epochs": epochs, "eval_every": eval_every, "hash_params": params}
 
 
 def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",

@@ -38,7 +38,9 @@ from . import distributed
 from .config import check_profile, get_profile
 from .data import FORMATS, InteractionData, load_dataset, subset_users
 from .graph import Graph, build_graph
+from .memory import check_memory
 from .metrics import evaluate_topk, rank_topk
+from .settings import DataShape, LightGCNSettings, dataset_shape, published_split
 from .utils import atomic_write, default_device, keep_freed_memory, read_json, seed_everything, write_json
 
 __all__ = [
@@ -106,32 +108,31 @@ class TrainConfig:
         return asdict(self)
 
 
-def train_config(profile: str, dataset: str = "ml-1m", **overrides) -> TrainConfig:
-    """Tuned settings per profile, for the best accuracy per CPU second.
+def train_config(profile: str, dataset: str = "ml-1m", shape: DataShape | None = None, **overrides) -> TrainConfig:
+    """Tuned settings of a profile, derived from the data's size (:class:`~hashrec_utils.settings.LightGCNSettings`).
 
     Propagation costs the same per step whatever the batch size, so large
     batches with a larger learning rate make epochs cheap (measured on 2 CPU
-    cores, ml-1m: about 0.1 s a step).
+    cores, ml-1m: about 0.1 s a step); the batch follows a target number of
+    steps an epoch (ml-1m ``default`` and Gowalla ``full``: 32,768).
 
-    ``quick``: the first 600 users of ml-1m, a few epochs (nbval in CI).
-    ``default``: ml-1m, 80/20 split with 10 % of train as valid.
-    ``full``: paper scale; gowalla keeps its published split (no valid, a
-    fixed epoch budget, as the LightGCN paper).
+    ``quick``: the first 600 users, a few epochs (nbval in CI).
+    ``default``: 80/20 split with 10 % of train as valid.
+    ``full``: paper scale. A dataset distributed with its own split (LightGCN's
+    files, e.g. Gowalla) keeps it outside ``quick``: no valid, a fixed epoch
+    budget, cosine decay. ``shape``: the data's :class:`~hashrec_utils.settings.DataShape`
+    when known; else its published counts (or, for a folder, the data itself).
     """
     check_profile(profile)
-    base = dict(dataset=dataset)
-    if profile == "quick":
-        base.update(batch_size=4096, lr=0.01, epochs=12, eval_every=4, patience=0, max_users=get_profile("quick").max_users)
-    elif profile == "default":
-        base.update(batch_size=32768, lr=0.02, reg=1e-3, epochs=80, eval_every=5, patience=4)
-    else:  # full
-        base.update(batch_size=4096, lr=0.002, epochs=400, eval_every=10, patience=5)
-    if dataset in ("gowalla", "yelp2018", "amazon-book") and profile != "quick":
-        # published split, fixed budget. On 2 cores a step costs ~0.43 s on gowalla whatever
-        # the batch (propagation over 1.6 M edges), so 2 h buys ~16 k steps: large batches,
-        # 10x the paper's learning rate, annealed by cosine to the fixed last epoch.
-        base.update(valid_fraction=0.0, patience=0, eval_every=25, lr_schedule="cosine")
-        base.update(batch_size=32768, lr=0.01, epochs=450 if profile == "full" else 100)
+    published = published_split(str(dataset))
+    max_users = get_profile("quick").max_users if profile == "quick" else None
+    if shape is None:
+        valid = overrides.get("valid_fraction")
+        valid = LightGCNSettings.valid_fraction_for(profile, published) if valid is None else valid
+        shape = dataset_shape(str(dataset), valid, overrides.get("max_users", max_users))
+    base = dict(dataset=dataset, **LightGCNSettings.of(profile, shape, published=published).overrides())
+    if max_users is not None:
+        base["max_users"] = max_users
     unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise ValueError(f"unknown TrainConfig field(s): {', '.join(sorted(unknown))}")
@@ -419,12 +420,14 @@ def run(
     hash models add packed ``user_codes``, ``item_codes``) and, last,
     ``metrics.json`` (test metrics at 10, 20, 50; hash models: sections
     ``continuous``, ``hamming``, ``hierarchical``), whose presence marks the
-    run complete. Returns the metrics.
+    run complete. Returns the metrics. Before anything is written, the data is loaded and
+    :func:`hashrec_utils.memory.check_memory` refuses (``MemoryBudgetError``) a run whose
+    estimated peak exceeds the memory budget (``HASHREC_MEMORY_BUDGET``, default half of the
+    available memory), so a refused run leaves no folder behind.
     """
     config = train_config(profile, str(dataset), model=model, hash_method=hash_method, bits=bits, seed=seed,
                           device=device, **(overrides or {}))
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     saved_config = out / "config.json"
     wanted = {k: v for k, v in config.to_json().items() if k != "device"}
     if saved_config.exists():
@@ -438,9 +441,11 @@ def run(
             if progress:
                 print(f"{out}: run complete (metrics.json exists); nothing to do")
             return read_json(out / "metrics.json")
+    data = load_run_data(config)
+    check_memory(config, DataShape.of(data))  # refuse before anything is written, not an OOM kill later
+    out.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
         write_json(saved_config, config.to_json())
-    data = load_run_data(config)
     net = build_model(config, data)
     result = fit(net, data, config, out / "checkpoint.pt", progress=progress)
     if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes the results
