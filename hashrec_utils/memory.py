@@ -1,14 +1,14 @@
 """A run's peak memory, estimated from its config and the data's shape, checked before any work.
 
 :func:`check_memory` refuses a run whose estimate exceeds the budget
-(:func:`hashrec_utils.settings.memory_budget_bytes`: half of ``MemAvailable``, or
-``HASHREC_MEMORY_BUDGET``) with one :class:`MemoryBudgetError` naming the estimate,
+(:func:`hashrec_utils.settings.memory_budget_bytes`: half of the physical memory, or
+``HASHREC_MEMORY_BUDGET``), or the memory available right now when that is less, with one :class:`MemoryBudgetError` naming the estimate,
 the budget and the settings to change — instead of the kernel's OOM kill minutes later.
 The per-step factors are measured (see :data:`hashrec_utils.settings.SCORE_MATRICES`).
 """
 from __future__ import annotations
 
-from .settings import DataShape, distinct_users, memory_budget_bytes, score_bytes
+from .settings import DataShape, available_bytes, distinct_users, memory_budget_bytes, score_bytes
 
 __all__ = ["MemoryBudgetError", "estimate_peak_bytes", "check_memory", "format_bytes"]
 
@@ -80,11 +80,18 @@ def estimate_peak_bytes(config, shape: DataShape) -> dict:
 
 def check_memory(config, shape: DataShape, budget: float | None = None) -> dict:
     """The estimate of :func:`estimate_peak_bytes` if it fits ``budget`` (default
-    :func:`~hashrec_utils.settings.memory_budget_bytes`); else one :class:`MemoryBudgetError`."""
-    budget = memory_budget_bytes() if budget is None else budget
+    :func:`~hashrec_utils.settings.memory_budget_bytes`, capped by the memory available now: a busy
+    machine refuses rather than swaps or is OOM-killed); else one :class:`MemoryBudgetError`."""
+    now = None
+    if budget is None:
+        budget, now = memory_budget_bytes(), available_bytes()
     est = estimate_peak_bytes(config, shape)
-    if est["total"] <= budget:
+    if est["total"] <= budget and (now is None or est["total"] <= now):
         return est
+    if now is not None and est["total"] <= budget:  # fits the plan, not what is free at the moment
+        raise MemoryBudgetError(
+            f"{getattr(config, 'dataset', '?')}: estimated peak memory {format_bytes(est['total'])} fits the budget "
+            f"{format_bytes(budget)} but only {format_bytes(now)} is available now; stop other jobs and run again")
     hp = _hash_params(config)
     largest = sorted(((v, k) for k, v in est.items() if k not in ("total", "distinct_users")), reverse=True)[:3]
     parts = ", ".join(f"{k} {format_bytes(v)}" for v, k in largest)
@@ -93,7 +100,7 @@ def check_memory(config, shape: DataShape, budget: float | None = None) -> dict:
         pool = hp.get("n_negatives", 0)
         advice.append(f"a smaller sampled pool, hash_params n_negatives (now {pool}{' = all items' if not pool else ''}; "
                       f"at least 1024)")
-    advice.append("or a larger HASHREC_MEMORY_BUDGET (bytes or e.g. 6GiB; default half of MemAvailable) "
+    advice.append("or a larger HASHREC_MEMORY_BUDGET (bytes or e.g. 6GiB; default half of the physical memory) "
                   "on a machine that has it")
     raise MemoryBudgetError(
         f"{getattr(config, 'dataset', '?')} ({shape.n_users:,} users × {shape.n_items:,} items, {shape.n_train:,} train "

@@ -14,8 +14,8 @@ shape (:class:`DataShape`: users, items, train pairs) turns it into numbers:
   (≥ 1,024) that fits;
 * **the estimators' schedules** (:data:`SCHEDULES`) as fractions of training,
   so they are the same for any data size and run length;
-* **the memory budget** (:func:`memory_budget_bytes`): half the available
-  memory, or ``HASHREC_MEMORY_BUDGET`` (bytes, or ``"6GiB"``, ``"512MB"`` …).
+* **the memory budget** (:func:`memory_budget_bytes`): half the machine's
+  physical memory (fixed per machine, so the chosen settings are too), or ``HASHREC_MEMORY_BUDGET`` (bytes, or ``"6GiB"``, ``"512MB"`` …).
 
 Everything here is a frozen dataclass or a pure function of its arguments,
 except :func:`memory_budget_bytes` (reads the machine) and
@@ -143,26 +143,42 @@ def parse_bytes(text: str, what: str = "HASHREC_MEMORY_BUDGET") -> int:
     return int(float(match.group(1)) * _UNITS[unit])
 
 
-def _available_bytes() -> int:
+def _meminfo_bytes(key: str, pages: str) -> int:
     try:
         with open("/proc/meminfo") as fh:
             for line in fh:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    return int(os.sysconf(pages)) * int(os.sysconf("SC_PAGE_SIZE"))
+
+
+def available_bytes() -> int:
+    """Memory available to a new process right now (``MemAvailable``; elsewhere ``os.sysconf``)."""
+    return _meminfo_bytes("MemAvailable", "SC_AVPHYS_PAGES")
+
+
+def total_bytes() -> int:
+    """The machine's physical memory (``MemTotal``; elsewhere ``os.sysconf``)."""
+    return _meminfo_bytes("MemTotal", "SC_PHYS_PAGES")
 
 
 def memory_budget_bytes(fraction: float = 0.5) -> int:
     """The bytes a run may plan to use: ``HASHREC_MEMORY_BUDGET`` if set (bytes or ``"6GiB"``), else
-    ``fraction`` of ``MemAvailable`` (``/proc/meminfo``; elsewhere ``os.sysconf`` available pages)."""
+    ``fraction`` of the machine's physical memory (``MemTotal``).
+
+    Total rather than available memory, because the budget chooses settings that change a run's
+    result (the sampled pool): on one machine it must not depend on what else happens to be running,
+    or the same seed would train a different model. What is available *now* is checked separately,
+    before any work, by :func:`hashrec_utils.memory.check_memory`.
+    """
     env = os.environ.get("HASHREC_MEMORY_BUDGET")
     if env:
         return parse_bytes(env)
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1]; got {fraction}")
-    return int(fraction * _available_bytes())
+    return int(fraction * total_bytes())
 
 
 # ---- datasets -------------------------------------------------------------------------------

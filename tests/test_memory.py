@@ -61,3 +61,23 @@ def test_a_refused_run_writes_nothing(tmp_path, monkeypatch):
     with pytest.raises(MemoryBudgetError, match="exceeds the memory budget 100 MiB"):
         run(str(folder), profile="quick", out=tmp_path / "r", overrides={"epochs": 1}, progress=False)
     assert not (tmp_path / "r").exists()  # no half-written folder, not even config.json
+
+
+def test_budget_is_fixed_per_machine_but_a_busy_machine_refuses(monkeypatch):
+    import hashrec_utils.memory as memory
+    import hashrec_utils.settings as settings
+
+    monkeypatch.delenv("HASHREC_MEMORY_BUDGET", raising=False)
+    monkeypatch.setattr(settings, "total_bytes", lambda: 24 * GiB)
+    monkeypatch.setattr(settings, "available_bytes", lambda: 1 * GiB)  # busy now: does not change the plan
+    assert settings.memory_budget_bytes() == 12 * GiB
+    shape = DataShape(6040, 3706, 717_000)
+    config = hash_config(65536, 0)
+    est = estimate_peak_bytes(config, shape)["total"]
+    assert GiB < est < 12 * GiB
+    monkeypatch.setattr(memory, "memory_budget_bytes", lambda: 12 * GiB)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 1 * GiB)
+    with pytest.raises(MemoryBudgetError, match=r"fits the budget 12\.00 GiB but only 1\.00 GiB is available now"):
+        check_memory(config, shape)
+    monkeypatch.setattr(memory, "available_bytes", lambda: 20 * GiB)
+    assert check_memory(config, shape)["total"] == est
