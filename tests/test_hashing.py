@@ -16,6 +16,7 @@ from hashrec_utils.hashing import (
     HashLayer,
     HashModel,
     SignFourier,
+    SignGaussian,
     SignSwish,
     TableEncoder,
     build_hash_model,
@@ -74,28 +75,50 @@ def test_ste_forward_sign_backward_identity():
 
 
 def test_guided_ste_schedule_and_mixture():
-    est = make_estimator("guided_ste")
-    assert est.state(0)["p"] == 1.0 and est.state(249)["p"] == 1.0
-    assert est.state(250)["p"] == pytest.approx(0.95) and est.state(500)["p"] == pytest.approx(0.9025)
+    est = make_estimator("guided_ste")  # p0 = 1, × 0.95 per stage, 50 stages over the run
+    assert est.state(0.0)["p"] == 1.0 and est.state(0.0199)["p"] == 1.0
+    assert est.state(0.02)["p"] == pytest.approx(0.95) and est.state(0.04)["p"] == pytest.approx(0.9025)
+    assert est.state(1.0)["p"] == pytest.approx(0.95**50) and est.state(3.0)["p"] == pytest.approx(0.95**50)  # clamped
     a = torch.randn(200, 64)
-    torch.testing.assert_close(est.forward(a, 0), torch.tanh(a))  # p = 1: Q selects the continuous z everywhere
+    torch.testing.assert_close(est.forward(a, 0.0), torch.tanh(a))  # p = 1: Q selects the continuous z everywhere
     torch.manual_seed(0)
-    late = est.forward(a, 250 * 14)  # p = 0.95^14 ≈ 0.488
+    late = est.forward(a, 14 / 50)  # p = 0.95^14 ≈ 0.488
     continuous = (late == torch.tanh(a)).float().mean().item()
     assert continuous == pytest.approx(0.95**14, abs=0.02)  # Q ~ Bernoulli(p) per element: 12 800 draws
     assert torch.equal(late[late != torch.tanh(a)].abs(), torch.ones(int((late != torch.tanh(a)).sum())))
-    assert make_estimator("guided_ste", decay=0.5, every=10).state(20)["p"] == 0.25
+    assert make_estimator("guided_ste", decay=0.5, stages=10).state(0.2)["p"] == 0.25
     # backward: tanh' on both branches (z directly, sign by STE)
     x = torch.tensor([0.4, -0.7], requires_grad=True)
-    est.forward(x, 10**6).sum().backward()
+    est.forward(x, 1.0).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), 1 - np.tanh([0.4, -0.7]) ** 2, rtol=1e-6)
+
+
+def test_every_schedule_reaches_its_end_value_at_the_end_of_a_10_step_run():
+    """HashModel turns the integer step into t = step / total: a 10-step run anneals fully."""
+    ends = {"guided_ste": ("p", 0.95**50), "hashnet": ("beta", 10.0), "gumbel": ("tau", max(0.05, 0.9**20))}
+    starts = {"guided_ste": ("p", 1.0), "hashnet": ("beta", 1.0), "gumbel": ("tau", 1.0)}
+    for name, (key, end) in ends.items():
+        model = HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator(name))
+        assert model.schedule_state(10)[key] == pytest.approx(starts[name][1])  # before set_total_steps: t = 0
+        model.set_total_steps(10)
+        assert model.schedule_state(0)[key] == pytest.approx(starts[name][1]), name
+        assert model.schedule_state(10)[key] == pytest.approx(end), name
+        assert model.schedule_state(25)[key] == pytest.approx(end), name  # past the end: clamped
+    model.set_total_steps(10)
+    assert model.progress(3) == pytest.approx(0.3) and model.progress(-1) == 0.0
+    hn = make_estimator("hashnet", beta0=2.0, beta_end=6.0)  # β0 (1 + ((6/2)² − 1) t)^½
+    assert hn.state(0.5)["beta"] == pytest.approx(2.0 * (1 + 8 * 0.5) ** 0.5)
+    gb = make_estimator("gumbel", tau0=1.0, decay=0.5, stages=10, tau_min=0.1)
+    assert gb.state(0.25)["tau"] == 0.25 and gb.state(1.0)["tau"] == 0.1
+    with pytest.raises(ValueError, match="total steps must be a non-negative integer"):
+        model.set_total_steps(2.5)
 
 
 def test_signswish_backward_is_the_curve_derivative():
     beta = 3.0
     est = make_estimator("signswish", beta=beta)
     x = torch.linspace(-2, 2, 9, dtype=torch.float64, requires_grad=True)
-    out = est.forward(x, 0)
+    out = est.forward(x, 0.0)
     assert out.tolist() == [-1.0] * 4 + [1.0] * 5  # sign(0) = +1
     out.sum().backward()
 
@@ -122,57 +145,93 @@ def test_custom_backwards_match_autograd_of_their_smooth_curves():
     (want,) = torch.autograd.grad(smooth, x, g)
     (got,) = torch.autograd.grad(SignSwish.apply(x, beta), x, g)
     torch.testing.assert_close(got, want)
-    n, h = 4, 2.0
-    series = (4 / math.pi) * sum(torch.sin((2 * i - 1) * math.pi * x / h) / (2 * i - 1) for i in range(1, n + 1))
-    (want,) = torch.autograd.grad(series, x, g)
-    (got,) = torch.autograd.grad(SignFourier.apply(x, n, h), x, g)
-    torch.testing.assert_close(got, want)
+    # BGCH: derivative of the n-term square-wave series (4/π) Σ sin((2k−1) w x)/(2k−1), clamped to [−1, 1]
+    n, w = 4, 1.0
+    series = (4 / math.pi) * sum(torch.sin((2 * k - 1) * w * x) / (2 * k - 1) for k in range(1, n + 1))
+    (want,) = torch.autograd.grad(series, x, g, retain_graph=True)
+    (deriv,) = torch.autograd.grad(series, x, torch.ones_like(x))
+    xr = x[None, :]  # one row: the scale α does not enter the backward
+    (got,) = torch.autograd.grad(SignFourier.apply(xr, n, w), xr, g[None, :])
+    torch.testing.assert_close(got[0], g * deriv.clamp(-1, 1))
+    assert (deriv.abs() > 1).any()  # the clamp is exercised
+    # BiGeaR: the normal density (a/√π) exp(−a²x²), clamped to [1e-8, 1]
+    a = 1.7
+    erf = torch.erf(a * x) / 2  # ∫ density
+    (deriv,) = torch.autograd.grad(erf, x, torch.ones_like(x))
+    (got,) = torch.autograd.grad(SignGaussian.apply(xr, a), xr, g[None, :])
+    torch.testing.assert_close(got[0], g * deriv.clamp(1e-8, 1))
 
 
-def test_bgch_scales_by_mean_abs_and_fourier_backward():
-    est = make_estimator("bgch", n_terms=1, period=2.0)
-    a = torch.tensor([[0.5, -1.0]], requires_grad=True)
-    z = np.tanh([0.5, -1.0])
-    m = np.abs(z).mean()
-    out = est.forward(a, 0)
-    np.testing.assert_allclose(out.detach().numpy()[0], [m, -m], rtol=1e-6)
-    out.backward(torch.tensor([[1.0, 2.0]]))
-    # out_k = m(z) s_k: d/dz_j = sign(z_j)/n * sum_k g_k s_k  +  m g_j f(z_j),  f(z) = (4/H) cos(pi z / H)
-    f = 2 * np.cos(np.pi * z / 2)
-    dz = np.sign(z) / 2 * (1 * 1 + 2 * -1) + m * np.array([1.0, 2.0]) * f
-    np.testing.assert_allclose(a.grad.numpy()[0], dz * (1 - z**2), rtol=1e-5)
-    x = torch.tensor([0.25], requires_grad=True)
-    SignFourier.apply(x, 1, 2.0).backward()
-    assert x.grad.item() == pytest.approx(2 * math.cos(math.pi * 0.25 / 2))
-    assert fourier_grad(torch.tensor(0.0), 4, 2.0).item() == pytest.approx(4 * 4 / 2)  # peak: n * 4/H
+def test_bgch_and_bigear_forward_scaled_sign_backward_as_the_official_code():
+    """BGCH gradient.py FS / BiGeaR Normal_Ddelta: out = mean|a| · sign(a) per row, no tanh; the backward
+    is the estimator alone (α treated as a constant); BGCH's peak is clamped to 1."""
+    a = torch.tensor([[0.5, -1.0, 0.0], [2.0, 0.1, -0.3]], dtype=torch.float64, requires_grad=True)
+    m = a.detach().abs().mean(1, keepdim=True)
+    for name, params in (("bgch", {}), ("bigear", {})):
+        est = make_estimator(name, **params)
+        assert est.scaled
+        out = est.forward(a, 0.0)
+        torch.testing.assert_close(out, m * torch.where(a >= 0, 1.0, -1.0).double())
+    g = torch.tensor([[1.0, 2.0, 3.0], [-1.0, 0.5, 2.0]], dtype=torch.float64)
+    (got,) = torch.autograd.grad(make_estimator("bgch").forward(a, 0.0), a, g)
+    ad = a.detach().numpy()
+    f = (4 / math.pi) * sum(np.cos((2 * k - 1) * ad) for k in range(1, 5))  # 4 terms, w = 1 (Gowalla)
+    np.testing.assert_allclose(got.numpy(), g.numpy() * np.clip(f, -1, 1), rtol=1e-12)
+    assert got[0, 2].item() == pytest.approx(3.0)  # at 0: 16/π clamped to 1
+    (got,) = torch.autograd.grad(make_estimator("bigear", norm_a=2.0).forward(a, 0.0), a, g)
+    np.testing.assert_allclose(got.numpy(), g.numpy() * np.clip(2 / math.sqrt(math.pi) * np.exp(-(2 * ad) ** 2), 1e-8, 1),
+                               rtol=1e-12)
+    assert fourier_grad(torch.tensor(0.0), 4, 1.0).item() == pytest.approx(16 / math.pi)  # unclamped peak 4wn/π
+    # finite differences of the series at a point where the clamp is inactive
+    x0, h = 1.1, 1e-6
+    s = lambda v: (4 / math.pi) * sum(math.sin((2 * k - 1) * v) / (2 * k - 1) for k in range(1, 5))
+    assert fourier_grad(torch.tensor(x0, dtype=torch.float64), 4, 1.0).item() == pytest.approx((s(x0 + h) - s(x0 - h)) / (2 * h), rel=1e-6)
 
 
 def test_hashnet_and_gumbel_anneal():
-    hn = make_estimator("hashnet", beta0=1.0, gamma=0.01)
-    assert hn.state(300)["beta"] == pytest.approx(2.0)
+    hn = make_estimator("hashnet", beta0=1.0, beta_end=3.0)
+    assert hn.state(1.0)["beta"] == pytest.approx(3.0)
     a = torch.tensor([0.3])
-    torch.testing.assert_close(hn.forward(a, 300), torch.tanh(2.0 * a))
-    gb = make_estimator("gumbel", tau0=1.0, decay=0.5, every=10, tau_min=0.1)
-    assert gb.state(25)["tau"] == 0.25 and gb.state(1000)["tau"] == 0.1
+    torch.testing.assert_close(hn.forward(a, 1.0), torch.tanh(3.0 * a))
+    gb = make_estimator("gumbel", tau0=1.0, decay=0.5, stages=10, tau_min=0.1, noise=1.0)
     torch.manual_seed(0)
-    out = gb.forward(torch.zeros(4000), 1000)
+    out = gb.forward(torch.randn(4000), 1.0)
     assert (out.abs() > 0.9).float().mean() > 0.7  # near-binary at low temperature
-    assert abs(out.mean().item()) < 0.05  # logistic noise is symmetric: P(+) = σ(a) = 1/2 at a = 0
-    torch.manual_seed(1)
-    big = gb.forward(torch.full((4000,), 1.0), 1000)
-    assert (big > 0).float().mean().item() == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.03)  # P(+) = σ(a)
     x = torch.tensor([0.1, -0.2], dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: hn.forward(t, 50), (x,))
+    assert torch.autograd.gradcheck(lambda v: hn.forward(v, 0.5), (x,))
 
-    def gumbel_fixed_noise(t):
-        torch.manual_seed(3)
-        return gb.forward(t, 0)
+    # backward: the noise scale s = noise · median|a| is a constant (detached), so
+    # d/da [2σ((a + s g)/τ) − 1] = (2/τ) σ'(·); g recovered from the same draw
+    torch.manual_seed(3)
+    out = gb.forward(x, 0.0)
+    (got,) = torch.autograd.grad(out.sum(), x)
+    torch.manual_seed(3)
+    u = torch.rand_like(x).clamp_(1e-6, 1 - 1e-6)
+    s = 1.0 * x.detach().abs().median()
+    y = torch.sigmoid((x.detach() + s * (u.log() - torch.log1p(-u))) / 1.0)
+    torch.testing.assert_close(out, 2 * y - 1)
+    torch.testing.assert_close(got, 2 * y * (1 - y))
 
-    assert torch.autograd.gradcheck(gumbel_fixed_noise, (x,))
+
+def test_gumbel_noise_is_relative_to_the_batch_and_flips_few_bits():
+    """P(flip) = E σ(−|a| / s), s = noise · median|a|: ≈ 3.7 % at the default 0.1 for Gaussian a,
+    whatever the scale of a (0.18 median, like the hash layer on LightGCN embeddings, or 100×)."""
+    rng = np.random.default_rng(0)
+    est = make_estimator("gumbel")
+    for spread in (0.18 / 0.6745, 18 / 0.6745):
+        a = torch.from_numpy(rng.standard_normal(200_000) * spread).float()
+        torch.manual_seed(0)
+        flips = (torch.sign(est.forward(a, 0.0)) != torch.sign(a)).float().mean().item()
+        x = np.abs(a.numpy()) / (0.1 * np.median(np.abs(a.numpy())))
+        assert flips == pytest.approx(np.mean(1 / (1 + np.exp(x))), abs=0.003)
+        assert 0.03 < flips < 0.045
+    torch.manual_seed(1)  # unit relative noise: P(+) = σ(a / median|a|)
+    big = make_estimator("gumbel", noise=1.0).forward(torch.cat([torch.full((4000,), 1.0), -torch.ones(1)]), 0.0)
+    assert (big[:4000] > 0).float().mean().item() == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.03)
 
 
 def test_estimator_errors_list_the_choices():
-    with pytest.raises(ValueError, match="unknown estimator 'sigmoid'; choose one of ste, guided_ste, hashnet, gumbel, signswish, bgch"):
+    with pytest.raises(ValueError, match="unknown estimator 'sigmoid'; choose one of ste, guided_ste, hashnet, gumbel, signswish, bgch, bigear"):
         make_estimator("sigmoid")
     with pytest.raises(ValueError, match=r"estimator 'ste' takes no parameters; got \['beta'\]"):
         make_estimator("ste", beta=2.0)
@@ -183,6 +242,10 @@ def test_estimator_errors_list_the_choices():
             HashLayer(8, bits, make_estimator("ste"))
     with pytest.raises(ValueError, match="objective must be one of bpr, softmax, recall, hashgnn; got 'mse'"):
         HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("ste"), objective="mse")
+    with pytest.raises(ValueError, match="bits must equal dim"):
+        HashLayer(8, 16, make_estimator("bgch"), kind="identity")
+    with pytest.raises(ValueError, match="hash_layer must be one of"):
+        HashLayer(8, 16, make_estimator("bgch"), kind="mlp")
 
 
 def test_eval_codes_are_sign_whatever_the_estimator():
