@@ -754,7 +754,7 @@ class HashModel(nn.Module):
 
         with torch.no_grad():
             cu, ci = self.codes(graph)
-            users, items = (t.float().cpu() for t in self.embeddings(graph))
+            users, items = (t.detach().float().cpu() for t in self.embeddings(graph))  # table slices are views that keep requires_grad
         k = max(ks)
         u, i = users.numpy(), items.numpy()
         c = max(self.candidates, k)
@@ -782,11 +782,13 @@ def scaled_code_topk(user_codes: np.ndarray, item_codes: np.ndarray, item_scales
     """
     from .retrieval import _rerank, continuous_topk
 
-    bu, bi = unpack_codes(user_codes), unpack_codes(item_codes)
+    # float64 over ±1 codes and float32 scales is exact: every partial sum is a multiple k·α_i,
+    # |k| ≤ K, of a 24-bit mantissa, so equal scores (e.g. ⟨b_u, b_i⟩ = 0) tie exactly (smaller id first)
+    bu, bi = unpack_codes(user_codes).astype(np.float64), unpack_codes(item_codes).astype(np.float64)
     item_scales = np.asarray(item_scales, np.float32)
     if item_scales.shape != (len(bi),):
         raise ValueError(f"item_scales must be ({len(bi)},), one per item; got {item_scales.shape}")
-    weighted = bi * item_scales[:, None]
+    weighted = bi * item_scales.astype(np.float64)[:, None]
     ids = continuous_topk(bu, weighted, k, exclude)
     if candidates is None:
         return ids

@@ -420,3 +420,207 @@ def test_full_softmax_loss_by_hand():
     lse = np.log(np.exp(s).sum(1))
     expected = np.mean([lse[u] - s[u, i] for u, i in zip(users.tolist(), pos.tolist())])
     assert logs["loss_hash"] == pytest.approx(expected, rel=1e-5)
+
+
+# The loss as HashModel.loss computed it before the objectives became a registry (commit 595b4c9),
+# kept verbatim (estimator at t = 0) as the reference the registry must reproduce.
+def _legacy_loss(self, graph, users, pos, neg, step=0):
+    user_emb, item_emb = self.encoder.embeddings(graph)
+    device = user_emb.device
+    logs, total = {}, torch.zeros((), device=device)
+    if not self.freeze_encoder and self.cont_weight:
+        eu, ei, ej = user_emb[users], item_emb[pos], item_emb[neg]
+        cont = bpr_loss((eu * ei).sum(-1), (eu * ej).sum(-1))
+        ego = getattr(self.encoder, "embedding", None)
+        if ego is not None and self.reg:
+            n_u, w = self.encoder.n_users, ego.weight
+            l2 = 0.5 * (w[users].square().sum() + w[n_u + pos].square().sum() + w[n_u + neg].square().sum()) / len(users)
+            cont = cont + self.reg * l2
+        total = total + self.cont_weight * cont
+        logs["loss_continuous"] = float(cont.detach())
+    # Codes are computed once per distinct user and item of the step (one guided-STE draw per
+    # node and step), then gathered: hashing every gathered row would cost (1 + negatives) × batch.
+    n_items, batch = item_emb.shape[0], len(users)
+    uniq, inv = torch.unique(users, return_inverse=True)
+    h_uniq = self.hash(user_emb[uniq], 0.0)
+    hu = h_uniq[inv]
+    needs_pool = self.objective in ("softmax", "recall") or bool(self.distill)
+    pool = self._pool(n_items, device) if needs_pool else None
+    negs = None
+    if self.objective in ("bpr", "hashgnn"):
+        k = self.n_negatives if self.objective == "bpr" else self.n_triplets
+        negs = neg[:, None]
+        if k > 1:
+            negs = torch.cat([negs, torch.randint(0, n_items, (batch, k - 1), device=device)], 1)
+    parts = [pos] + ([negs.reshape(-1)] if negs is not None else [])
+    if needs_pool:
+        parts.append(torch.arange(n_items, device=device) if pool is None else pool)
+    item_ids, item_inv = torch.unique(torch.cat(parts), return_inverse=True)
+    h_items = self.hash(item_emb[item_ids], 0.0)
+    # the all-items softmax reads the positives' scores off its (users × items) matrix instead
+    all_items_softmax = self.objective == "softmax" and pool is None
+    # a frozen teacher (continuous="init") has one softmax over all items, computed once: its KL then
+    # shares the all-items softmax's pass over the score matrix
+    fused_distill = all_items_softmax and bool(self.distill) and self.continuous == "init"
+    s_pos = None if all_items_softmax else self._score(hu, h_items[item_inv[:batch]])
+    if needs_pool:
+        h_pool = h_items if pool is None else h_items[item_inv[len(item_inv) - len(pool):]]
+        s_rows = self._score_pool(h_uniq, h_pool)
+    if negs is not None:
+        h_neg = h_items[item_inv[batch : batch + negs.numel()]].view(batch, negs.shape[1], -1)
+        s_neg = self._score(hu[:, None, :], h_neg)
+        if self.objective == "bpr":
+            hashed = bpr_loss(s_pos, s_neg)
+        else:
+            hashed = hashgnn_loss(s_pos, s_neg, lambda_rank=self.lambda_rank, margin=self.margin)
+    elif fused_distill:
+        # −log softmax over all items and the distillation's cross-entropy share one pass
+        probs, entropy = self._teacher_probs()
+        hashed, cross = catalogue_softmax_distill(s_rows, inv, pos, probs[uniq])
+        kd = cross - entropy[uniq].mean()  # KL(teacher ‖ codes) = cross-entropy − teacher entropy
+    elif all_items_softmax:
+        # −log softmax over all items: logsumexp once per distinct user, fused backward
+        hashed = catalogue_softmax_loss(s_rows, inv, pos)
+    elif self.objective == "softmax":
+        # a sampled pool shared by the batch: its log-sum-exp once per distinct user, the
+        # positive's own entries (drawn into the pool by chance) taken back out
+        ordered = pool.sort().values
+        hits = torch.searchsorted(ordered, pos, right=True) - torch.searchsorted(ordered, pos)
+        hashed = pooled_listwise_loss(s_pos, s_rows, inv, hits)
+    else:
+        ids = torch.arange(n_items, device=device) if pool is None else pool
+        s_pool = s_rows[inv].masked_fill(pos[:, None] == ids[None, :], float("-inf"))  # the positive leaves the pool
+        hashed = smooth_recall_loss(s_pos, s_pool, top_n=self.top_n, n_items=n_items,
+                                    tau_rank=self.tau_rank, tau_recall=self.tau_recall)
+    total = total + self.hash_weight * hashed
+    logs["loss_hash"] = float(hashed.detach())
+    if self.distill:
+        # the teacher is the continuous model that hierarchical search re-ranks with (with
+        # continuous="init": the frozen LightGCN embeddings the table started from)
+        if not fused_distill:
+            t_users, t_items = self.embeddings(graph)
+            teacher = t_users[uniq] @ (t_items if pool is None else t_items[pool]).T
+            kd = distill_loss(s_rows, teacher, tau=self.distill_tau)
+        total = total + self.distill * kd
+        logs["loss_distill"] = float(kd.detach())
+    return total, logs
+
+
+@pytest.mark.parametrize("objective,n_negatives,distill,continuous", [
+    ("bpr", 1, 0.0, "encoder"), ("bpr", 3, 0.5, "encoder"), ("hashgnn", None, 0.0, "hash"),
+    ("softmax", 0, 0.0, "encoder"), ("softmax", 0, 0.7, "init"), ("softmax", 0, 0.7, "encoder"),
+    ("softmax", 4, 0.3, "init"), ("recall", 0, 0.0, "encoder"), ("recall", 4, 0.5, "encoder")])
+def test_objective_registry_equals_the_old_loss(objective, n_negatives, distill, continuous):
+    from hashrec_utils.losses import bpr_loss, catalogue_softmax_distill, catalogue_softmax_loss, distill_loss, hashgnn_loss, pooled_listwise_loss, smooth_recall_loss  # noqa: F401
+
+    g = globals()
+    g.update(bpr_loss=bpr_loss, catalogue_softmax_distill=catalogue_softmax_distill, catalogue_softmax_loss=catalogue_softmax_loss,
+             distill_loss=distill_loss, hashgnn_loss=hashgnn_loss, pooled_listwise_loss=pooled_listwise_loss,
+             smooth_recall_loss=smooth_recall_loss)
+    rng = np.random.default_rng(7)
+    u0, i0 = rng.standard_normal((6, 8)).astype(np.float32), rng.standard_normal((9, 8)).astype(np.float32)
+    users, pos, neg = torch.tensor([0, 1, 1, 3, 5, 0]), torch.tensor([0, 3, 4, 6, 2, 8]), torch.tensor([1, 1, 2, 0, 7, 5])
+
+    def model():
+        torch.manual_seed(0)
+        return HashModel(TableEncoder(u0, i0), 16, make_estimator("guided_ste"), objective=objective,
+                         n_negatives=n_negatives, distill=distill, continuous=continuous, top_n=3, tau_rank=0.5)
+
+    new, old = model(), model()
+    torch.manual_seed(1)
+    loss, logs = new.loss(None, users, pos, neg, 0)
+    torch.manual_seed(1)
+    ref, ref_logs = _legacy_loss(old, None, users, pos, neg, 0)
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    assert logs.keys() == ref_logs.keys()
+    for key in logs:
+        assert logs[key] == pytest.approx(ref_logs[key], rel=1e-5, abs=1e-7), key
+    loss.backward()
+    ref.backward()
+    for (name, p), q in zip(new.named_parameters(), old.parameters()):
+        if p.grad is not None or q.grad is not None:
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_a_new_objective_is_one_registered_function():
+    from hashrec_utils.hashing import OBJECTIVES, register_objective
+
+    @register_objective("mean_margin", negatives=lambda m: 2)
+    def mean_margin(model, b):
+        return (model._score(b.hu[:, None, :], b.h_neg) - model._score(b.hu, b.h_pos)[:, None]).mean(), {}
+
+    try:
+        torch.manual_seed(0)
+        model = HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("ste"), objective="mean_margin", cont_weight=0.0)
+        _, logs = model.loss(build_graph(R), *_batch())
+        assert set(logs) == {"loss_hash"} and math.isfinite(logs["loss_hash"])
+    finally:
+        del OBJECTIVES["mean_margin"]
+
+
+@pytest.mark.parametrize("name", ["bgch", "bigear"])
+def test_scaled_codes_are_ranked_by_alpha_times_inner_product(name):
+    """evaluate's hamming / hierarchical sections for BGCH equal a brute-force ranking by α_i ⟨b_u, b_i⟩
+    (official get_scores: α_u α_i ⟨b_u, b_i⟩; α_u > 0 changes no user's order)."""
+    from hashrec_utils.hashing import scaled_code_topk
+    from hashrec_utils.metrics import evaluate_topk
+
+    rng = np.random.default_rng(3)
+    n_users, n_items, k, c = 7, 40, 5, 12
+    u0, i0 = rng.standard_normal((n_users, 16)).astype(np.float32), rng.standard_normal((n_items, 16)).astype(np.float32)
+    torch.manual_seed(0)
+    model = HashModel(TableEncoder(u0, i0), 16, make_estimator(name), hash_layer="linear_nobias", candidates=c)
+    assert model.hash.linear.bias is None
+    with torch.no_grad():
+        a_u, a_i = model.hash.linear(torch.from_numpy(u0)), model.hash.linear(torch.from_numpy(i0))
+    bu, bi = torch.where(a_u >= 0, 1.0, -1.0).numpy(), torch.where(a_i >= 0, 1.0, -1.0).numpy()
+    alpha_u, alpha_i = a_u.abs().mean(1).numpy(), a_i.abs().mean(1).numpy()
+    su, si = model.code_scales(None)
+    np.testing.assert_allclose(su, alpha_u, rtol=1e-6)
+    np.testing.assert_allclose(si, alpha_i, rtol=1e-6)
+    extra = model.extra_arrays(None)
+    assert set(extra) == {"user_scales", "item_scales"} and extra["item_scales"].dtype == np.float32
+    exclude = sp.csr_matrix((np.ones(n_users), (np.arange(n_users), np.arange(n_users) % n_items)), shape=(n_users, n_items))
+    scores = alpha_u.astype(np.float64)[:, None] * alpha_i.astype(np.float64)[None, :] * (bu @ bi.T)  # official, α_u included
+    scores[exclude.toarray() > 0] = -np.inf
+    order = np.lexsort((np.broadcast_to(np.arange(n_items), scores.shape), -scores), axis=1)  # ties: smaller id
+    cu, ci = model.codes(None)
+    ids, hier = scaled_code_topk(cu, ci, si, k, exclude, candidates=c, user_emb=u0, item_emb=i0)
+    np.testing.assert_array_equal(ids, order[:, :k])
+    cont = np.take_along_axis(u0 @ i0.T, order[:, :c], 1)  # hierarchical: the top-c re-ranked by <e_u, e_i>
+    want = np.take_along_axis(order[:, :c], np.argsort(-cont, axis=1, kind="stable")[:, :k], 1)
+    np.testing.assert_array_equal(hier, want)
+    target = sp.csr_matrix((np.ones(n_users), (np.arange(n_users), order[:, 0])), shape=(n_users, n_items))
+    out = model.evaluate(None, target, exclude, ks=(1, k))
+    assert out["hamming"] == evaluate_topk(order[:, :k], target, (1, k))
+    assert out["hamming"]["recall@1"] == 1.0
+    assert out["hierarchical"] == evaluate_topk(want, target, (1, k))
+    # unscaled estimators have no scales to save
+    plain = HashModel(TableEncoder(u0, i0), 16, make_estimator("ste"))
+    assert plain.code_scales(None) is None and plain.extra_arrays(None) == {}
+
+
+def test_identity_hash_layer_binarises_the_embeddings_themselves():
+    rng = np.random.default_rng(0)
+    u0, i0 = rng.standard_normal((3, 16)).astype(np.float32), rng.standard_normal((4, 16)).astype(np.float32)
+    model = HashModel(TableEncoder(u0, i0), 16, make_estimator("signswish"), hash_layer="identity")
+    cu, ci = model.codes(None)
+    np.testing.assert_array_equal(cu, np.packbits(u0 >= 0, axis=1))
+    np.testing.assert_array_equal(ci, np.packbits(i0 >= 0, axis=1))
+
+
+def test_untrained_codes_lsh_and_sign():
+    from hashrec_utils.hashing import untrained_codes
+
+    u, i = np.random.default_rng(1).standard_normal((2, 5, 16)).astype(np.float32)
+    for got, want in zip(untrained_codes("lsh", u, i, 24, seed=3), lsh_codes(u, i, 24, seed=3)):
+        np.testing.assert_array_equal(got, want)
+    cu, ci = untrained_codes("sign", u, i, 16)
+    np.testing.assert_array_equal(cu, np.packbits(u >= 0, axis=1))
+    np.testing.assert_array_equal(ci, np.packbits(i >= 0, axis=1))
+    with pytest.raises(ValueError, match="bits must be 16; got 32"):
+        untrained_codes("sign", u, i, 32)
+    with pytest.raises(ValueError, match="untrained method must be one of lsh, sign; got 'ste'"):
+        untrained_codes("ste", u, i, 16)
+    with pytest.raises(ValueError, match="bits must be a positive multiple of 8"):
+        untrained_codes("lsh", u, i, 12)
