@@ -28,6 +28,8 @@ from hashrec_utils.hashing import (
     split_method,
     unpack_codes,
 )
+from hashrec_utils.losses import (bpr_loss, catalogue_softmax_distill, catalogue_softmax_loss, distill_loss, hashgnn_loss,
+                                  pooled_listwise_loss, smooth_recall_loss)
 from hashrec_utils.models import GraphSAGE, LightGCN
 
 # 6 users x 5 items, two interactions each
@@ -511,12 +513,6 @@ def _legacy_loss(self, graph, users, pos, neg, step=0):
     ("softmax", 0, 0.0, "encoder"), ("softmax", 0, 0.7, "init"), ("softmax", 0, 0.7, "encoder"),
     ("softmax", 4, 0.3, "init"), ("recall", 0, 0.0, "encoder"), ("recall", 4, 0.5, "encoder")])
 def test_objective_registry_equals_the_old_loss(objective, n_negatives, distill, continuous):
-    from hashrec_utils.losses import bpr_loss, catalogue_softmax_distill, catalogue_softmax_loss, distill_loss, hashgnn_loss, pooled_listwise_loss, smooth_recall_loss  # noqa: F401
-
-    g = globals()
-    g.update(bpr_loss=bpr_loss, catalogue_softmax_distill=catalogue_softmax_distill, catalogue_softmax_loss=catalogue_softmax_loss,
-             distill_loss=distill_loss, hashgnn_loss=hashgnn_loss, pooled_listwise_loss=pooled_listwise_loss,
-             smooth_recall_loss=smooth_recall_loss)
     rng = np.random.default_rng(7)
     u0, i0 = rng.standard_normal((6, 8)).astype(np.float32), rng.standard_normal((9, 8)).astype(np.float32)
     users, pos, neg = torch.tensor([0, 1, 1, 3, 5, 0]), torch.tensor([0, 3, 4, 6, 2, 8]), torch.tensor([1, 1, 2, 0, 7, 5])
