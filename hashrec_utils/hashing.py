@@ -517,6 +517,26 @@ def recall_objective(model: "HashModel", b: HashBatch):
                               tau_rank=model.tau_rank, tau_recall=model.tau_recall), {}
 
 
+@register_objective("bgch", negatives=lambda m: m.n_negatives, default_negatives=1)
+def bgch_objective(model: "HashModel", b: HashBatch):
+    """BGCH's loss as its official code sums it (``src/evals.py:16-21``: ``loss1 + loss2``, then
+    ``decay · reg``): ``loss1`` BPR on the code scores (``src/model.py:128-134``, ``157``) plus
+    ``loss2`` the reconstruction BCE on the *ego* (layer-0) embeddings ``e`` of the encoder's
+    table (``_recons_loss``, ``src/model.py:118-126``, ``158``):
+    ``mean over [σ(⟨e_u, e_i⟩) → 1; σ(⟨e_u, e_j⟩) → 0]`` with the loader's negative j.
+    Encoders without an ``embedding`` table (or a frozen one) skip ``loss2``.
+    """
+    s_pos = model._score(b.hu, b.h_pos)
+    hashed = bpr_loss(s_pos, model._score(b.hu[:, None, :], b.h_neg))
+    ego = getattr(model.encoder, "embedding", None)
+    if ego is None or model.freeze_encoder:
+        return hashed, {}
+    w, n_u = ego.weight, model.encoder.n_users
+    eu, ei, ej = w[b.users], w[n_u + b.pos], w[n_u + b.negs[:, 0]]
+    recon = 0.5 * (F.softplus(-(eu * ei).sum(-1)).mean() + F.softplus((eu * ej).sum(-1)).mean())
+    return hashed + recon, {"recon": recon}
+
+
 @register_objective("hashgnn", negatives=lambda m: m.n_triplets, default_negatives=1)
 def hashgnn_objective(model: "HashModel", b: HashBatch):
     """HashGNN (Eq. 7): cross-entropy on links + λ × triplet ranking loss, ``n_triplets`` per pair."""
@@ -545,7 +565,9 @@ class HashModel(nn.Module):
                    else ``n_negatives`` uniform items shared by the batch);
       ``recall``   the smooth recall loss (Luo & Wu) at ``top_n`` on a pool of ``n_negatives`` (256) items;
       ``hashgnn``  HashGNN's cross-entropy link loss + λ × triplet ranking loss,
-                   ``n_triplets`` per node (``lambda_rank = 0`` is ``_nr``).
+                   ``n_triplets`` per node (``lambda_rank = 0`` is ``_nr``);
+      ``bgch``     BGCH's: BPR on code scores + BCE reconstruction on the ego embeddings
+                   (logged as ``loss_recon``, included in ``loss_hash``).
     ``freeze_encoder`` (two-stage ``_sp``): only the hash layer (and γ) learn.
     ``continuous``: which embeddings :meth:`embeddings` returns and hierarchical
     search re-ranks with: the encoder's (``"encoder"``), HashGNN's
@@ -716,6 +738,7 @@ class HashModel(nn.Module):
         hashed, extra = objective(self, ctx)
         total = total + self.hash_weight * hashed
         logs["loss_hash"] = float(hashed.detach())
+        logs.update({f"loss_{key}": float(v.detach()) for key, v in extra.items() if key != "distill"})
         if self.distill:
             # the teacher is the continuous model that hierarchical search re-ranks with (with
             # continuous="init": the frozen LightGCN embeddings the table started from)

@@ -242,7 +242,7 @@ def test_estimator_errors_list_the_choices():
     for bits in (60, 0, -8):
         with pytest.raises(ValueError, match="bits must be a positive multiple of 8"):
             HashLayer(8, bits, make_estimator("ste"))
-    with pytest.raises(ValueError, match="objective must be one of bpr, softmax, recall, hashgnn; got 'mse'"):
+    with pytest.raises(ValueError, match="objective must be one of bpr, softmax, recall, bgch, hashgnn; got 'mse'"):
         HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("ste"), objective="mse")
     with pytest.raises(ValueError, match="bits must equal dim"):
         HashLayer(8, 16, make_estimator("bgch"), kind="identity")
@@ -620,3 +620,20 @@ def test_untrained_codes_lsh_and_sign():
         untrained_codes("ste", u, i, 16)
     with pytest.raises(ValueError, match="bits must be a positive multiple of 8"):
         untrained_codes("lsh", u, i, 12)
+
+
+def test_bgch_objective_is_bpr_on_codes_plus_reconstruction_on_the_ego_table():
+    torch.manual_seed(0)
+    enc = LightGCN(6, 5, dim=8, n_layers=1)
+    model = HashModel(enc, 16, make_estimator("bgch"), objective="bgch", cont_weight=0.0, hash_layer="linear_nobias")
+    users, pos, neg = _batch()
+    loss, logs = model.loss(build_graph(R), users, pos, neg)
+    hu, hi = (model.hash(e) for e in enc.embeddings(build_graph(R)))  # scaled codes, α_u α_i <b_u, b_i>
+    s = model.log_scale.exp() / 16 * hu @ hi.T
+    loss1 = torch.nn.functional.softplus(s[users, neg] - s[users, pos]).mean()
+    w = enc.embedding.weight
+    e = w[:6] @ w[6:].T
+    probs = torch.sigmoid(torch.cat([e[users, pos], e[users, neg]]))
+    loss2 = torch.nn.functional.binary_cross_entropy(probs, torch.cat([torch.ones(4), torch.zeros(4)]))
+    assert logs["loss_recon"] == pytest.approx(loss2.item(), rel=1e-5)
+    assert loss.item() == pytest.approx((loss1 + loss2).item(), rel=1e-5)
