@@ -41,16 +41,21 @@ def hashgnn_loss(s_pos: torch.Tensor, s_neg: torch.Tensor, *, lambda_rank: float
 
 def smooth_recall_loss(s_pos: torch.Tensor, s_pool: torch.Tensor, *, top_n: int = 20, n_items: int | None = None,
                        tau_rank: float = 1.0, tau_recall: float = 1.0) -> torch.Tensor:
-    """The smooth recall loss of Luo & Wu (AAAI student abstract), on a sampled item pool.
+    """The smooth recall loss of Luo & Wu (AAAI student abstract, paper 003), on a sampled item pool.
 
-    Recall@N of a pair (u, i) is the indicator ``[r ≤ N]`` of its rank
-    ``r = 1 + Σ_{j≠i} [s_j > s⁺]``. Both indicators are smoothed by sigmoids:
+    Their first equation is Recall@N over the training pairs Ω, ``L = −(1/|Ω|) Σ_{(u,i)} I(r_ui ≤ N)``
+    with the rank ``r_ui = 1 + Σ_{j ≠ i} I(b_uᵀd_j > b_uᵀd_i)`` over all n items (the abstract prints
+    the comparison the other way round, ``b_uᵀd_i > b_uᵀd_j``, which would count the items *below*
+    i and make the loss reward low ranks: read as the rank it names). Their second smooths both
+    indicators with kernels K_ψ (inner) and K_φ (outer) whose form and width the abstract leaves
+    open; here both are sigmoids with temperatures:
 
-        r̂ = 1 + (n_items / M) · Σ_j σ((s_j − s⁺) / τ_rank)     (M pool scores, scaled to the catalogue)
-        L = −mean σ((N − r̂) / τ_recall)
+        r̂ = 1 + (n_items / M) · Σ_j σ((s_j − s⁺) / τ_rank)     (K_ψ; M pool scores, scaled to the catalogue)
+        L = −mean σ((N − r̂) / τ_recall)                        (K_φ of N − r̂: 1 when r̂ ≪ N)
 
-    ``s_pos (B,)``; ``s_pool (B, M)`` scores of items other than the positive
-    (``-inf`` masks an entry, e.g. the positive drawn into the pool). Without
+    With the pool = all other items (``M = n_items − 1`` finite entries, scale ≈ 1) this is the
+    paper's sum over j = 1..n, j ≠ i. ``s_pos (B,)``; ``s_pool (B, M)`` scores of items other than
+    the positive (``-inf`` masks an entry, e.g. the positive drawn into the pool). Without
     ``n_items`` the pool is the catalogue (scale 1).
     """
     if s_pool.ndim != 2 or s_pos.shape[0] != s_pool.shape[0]:
