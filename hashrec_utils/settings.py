@@ -192,7 +192,8 @@ def published_split(dataset: str) -> bool:
     return source is not None and source.kind == "lightgcn-split"
 
 
-def dataset_shape(dataset: str, valid_fraction: float = 0.1, max_users: int | None = None) -> DataShape:
+def dataset_shape(dataset: str, valid_fraction: float = 0.1, max_users: int | None = None, *,
+                  format: str = "auto") -> DataShape:
     """The shape a run on ``dataset`` trains on, without loading it when its counts are published.
 
     Published counts ``(users, items, interactions)``: ``n_train ≈ interactions · 0.8 · (1 − valid_fraction)``
@@ -208,7 +209,7 @@ def dataset_shape(dataset: str, valid_fraction: float = 0.1, max_users: int | No
         share = 1.0 if max_users is None else min(1.0, max_users / users)
         n_train = int(round(interactions * 0.8 * (1.0 - valid_fraction) * share))
         return DataShape(int(min(users, max_users or users)), int(items), max(1, n_train))
-    data = load_dataset(str(dataset), valid_fraction=valid_fraction, seed=0)
+    data = load_dataset(str(dataset), valid_fraction=valid_fraction, seed=0, format=format)
     return DataShape.of(subset_users(data, max_users))
 
 

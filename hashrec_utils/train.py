@@ -129,7 +129,8 @@ def train_config(profile: str, dataset: str = "ml-1m", shape: DataShape | None =
     if shape is None:
         valid = overrides.get("valid_fraction")
         valid = LightGCNSettings.valid_fraction_for(profile, published) if valid is None else valid
-        shape = dataset_shape(str(dataset), valid, overrides.get("max_users", max_users))
+        shape = dataset_shape(str(dataset), valid, overrides.get("max_users", max_users),
+                              format=overrides.get("data_format") or "auto")
     base = dict(dataset=dataset, **LightGCNSettings.of(profile, shape, published=published).overrides())
     if max_users is not None:
         base["max_users"] = max_users

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hashrec_utils.settings import DataShape
+
 from hashrec_utils import data as D
 from hashrec_utils.data import (
     detect_format,
@@ -441,7 +443,7 @@ def test_cli_parser_takes_format_and_train_config_checks_it():
     with pytest.raises(SystemExit):
         _parser().parse_args(["data", "x", "--format", "parquet"])
     assert TrainConfig().data_format == "auto"
-    assert train_config("quick", "some/folder", data_format="edges").data_format == "edges"
+    assert train_config("quick", "some/folder", shape=DataShape(50, 40, 300), data_format="edges").data_format == "edges"
     with pytest.raises(ValueError, match="data_format must be 'auto' or one of lightgcn, edges"):
         TrainConfig(data_format="bogus")
 
