@@ -56,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
                             "(default: the profile's LightGCN run, runs/<profile>/lightgcn_<dataset>_L3_s0, trained if absent)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a TrainConfig field, e.g. --set epochs=10 (repeatable)")
+    train.add_argument("--retrain", action="store_true",
+                       help="--out was trained by other code (its config.json's code_version differs): "
+                            "move it aside to <out>.stale-<version> and train again")
 
     study = sub.add_parser("study", help="LightGCN + the best hash recipe on your folder: tables, figures, PDF report")
     study.add_argument("--dataset", required=True, metavar="FOLDER", help="folder holding train and test files")
@@ -124,7 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         overrides = _overrides(args.set)
         if args.data_format is not None:
             overrides["data_format"] = args.data_format
-        if args.hash_method:  # the study's hash settings (notebook 03), then --set on top
+        if args.hash_method in ("lsh", "sign"):  # no training: codes of the --init LightGCN run's embeddings
+            from .experiments import lightgcn_run
+
+            init = args.init or str(lightgcn_run(args.profile, args.dataset, progress=False)[1])
+            overrides = {"epochs": 0, **overrides, "hash_params": {**overrides.get("hash_params", {}), "init": str(init)}}
+        elif args.hash_method:  # the study's hash settings (notebook 03), then --set on top
             from .experiments import hash_overrides
 
             hp = overrides.pop("hash_params", {})
@@ -135,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = run(
             dataset=args.dataset, model=args.model, hash_method=args.hash_method, bits=args.bits,
             profile=args.profile, seed=args.seed, out=args.out, device=args.device, overrides=overrides,
+            retrain=args.retrain,
         )
         print(json.dumps(metrics, indent=2, sort_keys=True))
         return 0

@@ -7,22 +7,34 @@ the hash models of :mod:`hashrec_utils.hashing` train the same way:
 * each epoch visits every train pair ``(u, i)`` once in a random order, with
   one negative ``j`` per pair drawn uniformly from the items ``u`` has not
   trained on (vectorised rejection sampling);
-* Adam; every ``eval_every`` epochs, recall@20 on ``valid`` (train items
-  excluded); early stopping after ``patience`` evaluations without
-  improvement, keeping the best weights;
+* Adam; every ``eval_every`` epochs (and after the last), recall@20 on
+  ``valid`` (train items excluded; hash models: Hamming search); early
+  stopping after ``patience`` evaluations without improvement; ``keep``
+  decides the weights a run ends with: ``best_valid`` those of the best
+  validation epoch, ``last`` those of the last epoch (with no valid split,
+  as Gowalla's published one, ``best_valid`` falls back to the last epoch
+  and says so). The test split is never read by the loop: :func:`run`
+  evaluates the kept model on it once;
 * an atomic checkpoint after every epoch (model, optimiser, RNG states of
   torch, NumPy and Python, epoch, history, best weights), written to a
   temporary file and moved into place with ``os.replace``. Each epoch's
   randomness is drawn from generators seeded by ``(seed, epoch)``, so a run
   killed at any point (``kill -9`` included) and resumed from its last
   checkpoint ends with exactly the numbers of an uninterrupted run.
+
+A run folder's identity is its config and the code that trains it:
+``config.json`` holds ``code_version`` (:func:`code_version`, a hash of the
+package files listed in :data:`CODE_FILES`); a folder written by other code
+is stale (see :func:`run`).
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -55,9 +67,27 @@ __all__ = [
     "FitResult",
     "make_optimizer",
     "learning_rate",
+    "code_version",
+    "code_files",
+    "CODE_FILES",
+    "KEEP_RULES",
+    "ACCEPT_UNVERSIONED",
+    "evaluate_arrays",
 ]
 
 KS = (10, 20, 50)
+KEEP_RULES = ("best_valid", "last")
+# Hash methods that train nothing: codes made from the ``init`` LightGCN run's embeddings.
+UNTRAINED_METHODS = ("lsh", "sign")
+# Set to 1 to adopt run folders written before config.json carried ``code_version`` (see run()).
+ACCEPT_UNVERSIONED = "HASHREC_ACCEPT_UNVERSIONED"
+# The package files (and folders: their *.py, recursively) whose code decides a run's numbers:
+# the loop, models, graph, hashing, losses, data, metrics and what they import within the package.
+# Names that do not exist (yet) are skipped; notebooks, plotting, the study stages and the CLI are
+# not part of a run's identity.
+CODE_FILES = ("config.py", "data.py", "distributed.py", "estimators.py", "graph.py", "hashing.py", "losses.py",
+              "memory.py", "metrics.py", "models.py", "netflix.py", "retrieval", "retrieval.py", "settings.py",
+              "train.py", "utils.py")
 
 
 @dataclass(frozen=True)
@@ -65,7 +95,9 @@ class TrainConfig:
     """Everything that defines a training run (written to ``config.json``).
 
     ``patience``: evaluations without a better valid recall@20 before
-    stopping (0: never stop early). ``lr_schedule``: ``constant``, or
+    stopping (0: never stop early). ``keep``: ``best_valid`` (the weights of
+    the best validation epoch; the last epoch's when there is no valid split)
+    or ``last``. ``lr_schedule``: ``constant``, or
     ``cosine``: ``lr · ½(1 + cos(π t / T))`` at step ``t`` of the
     ``T = epochs × steps per epoch`` (a function of the step count, so a
     resumed run follows the same schedule). ``max_users``: keep only the first users
@@ -86,6 +118,7 @@ class TrainConfig:
     epochs: int = 100
     eval_every: int = 5
     patience: int = 5
+    keep: str = "best_valid"
     valid_fraction: float = 0.1
     max_users: int | None = None
     seed: int = 0
@@ -103,6 +136,8 @@ class TrainConfig:
         if self.lr <= 0 or self.batch_size <= 0 or self.epochs < 0 or self.eval_every <= 0 or self.dim <= 0:
             raise ValueError(f"need lr, batch_size, eval_every, dim > 0 and epochs >= 0; got lr={self.lr}, "
                              f"batch_size={self.batch_size}, eval_every={self.eval_every}, dim={self.dim}, epochs={self.epochs}")
+        if self.keep not in KEEP_RULES:
+            raise ValueError(f"keep must be best_valid or last; got {self.keep!r}")
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -173,11 +208,18 @@ class NegativeSampler:
 
 @dataclass
 class FitResult:
+    """What :func:`fit` returns. ``best_epoch``: the epoch of the best validation recall@20
+    (the last epoch when there is no valid split); ``kept_epoch``: the epoch whose weights
+    ``model`` holds; ``kept``: the rule that chose them (``best_valid``, ``last``, or
+    ``last (no validation split)``)."""
+
     model: torch.nn.Module
     graph: Graph
     history: pd.DataFrame
     best_epoch: int
     resumed_from: int
+    kept_epoch: int = -1
+    kept: str = "best_valid"
 
 
 def _epoch_generators(seed: int, epoch: int) -> np.random.Generator:
@@ -229,7 +271,12 @@ def fit(
     *,
     progress: bool = True,
 ) -> FitResult:
-    """Train ``model`` on ``data.train`` with ``config``; resume from ``checkpoint`` if it exists."""
+    """Train ``model`` on ``data.train`` with ``config``; resume from ``checkpoint`` if it exists.
+
+    Reads ``data.train`` and ``data.valid`` only. A model with ``set_total_steps(T)`` is told
+    the run's ``T = epochs × steps per epoch`` before the first step (schedules that are
+    functions of the fraction of training done). ``config.keep`` picks the weights returned.
+    """
     device = torch.device(config.device or default_device())
     if device.type == "cpu":
         keep_freed_memory()  # large score matrices reuse freed memory instead of page-faulting anew
@@ -262,6 +309,9 @@ def fit(
     n_pairs = len(pair_users)
     steps_per_epoch = max(1, -(-n_pairs // config.batch_size))
     total_steps = config.epochs * steps_per_epoch
+    if hasattr(model, "set_total_steps"):
+        model.set_total_steps(total_steps)
+    keep_best = has_valid and config.keep == "best_valid"
     bar = tqdm(total=config.epochs, initial=state["epoch"], desc=f"{config.model}{'+' + config.hash_method if config.hash_method else ''}",
                disable=not progress or not distributed.is_main(), unit="epoch", dynamic_ncols=True)
     last_recall = state["history"][-1].get("valid_recall@20") if state["history"] else None
@@ -305,7 +355,7 @@ def fit(
             last_recall = recall
             if recall > state["best_metric"]:
                 state.update(best_metric=recall, best_epoch=epoch + 1, bad_evals=0,
-                             best_state=copy.deepcopy(model.state_dict()))
+                             best_state=copy.deepcopy(model.state_dict()) if keep_best else None)
             else:
                 state["bad_evals"] += 1
                 if config.patience and state["bad_evals"] >= config.patience:
@@ -319,10 +369,14 @@ def fit(
         bar.update(1)
         bar.set_postfix(loss=f"{row['loss']:.4f}", valid_recall20="-" if last_recall is None else f"{last_recall:.4f}")
     bar.close()
-    if has_valid and state["best_state"] is not None:
-        model.load_state_dict(state["best_state"])
     best_epoch = state["best_epoch"] if has_valid else state["epoch"]
-    return FitResult(model, graph, pd.DataFrame(state["history"]), best_epoch, resumed_from)
+    if keep_best and state["best_state"] is not None:
+        model.load_state_dict(state["best_state"])
+        kept, kept_epoch = "best_valid", best_epoch
+    else:
+        kept = "last" if has_valid or config.keep == "last" else "last (no validation split)"
+        kept_epoch = state["epoch"]
+    return FitResult(model, graph, pd.DataFrame(state["history"]), best_epoch, resumed_from, kept_epoch, kept)
 
 
 def learning_rate(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -402,6 +456,109 @@ def build_model(config: TrainConfig, data: InteractionData) -> torch.nn.Module:
                         n_layers=config.n_layers if config.model == "lightgcn" else None, reg=config.reg)
 
 
+def code_files() -> list[Path]:
+    """The existing files of :data:`CODE_FILES` (folders expanded to their ``*.py``), sorted by path."""
+    package = Path(__file__).resolve().parent
+    files = []
+    for name in CODE_FILES:
+        path = package / name
+        if path.is_dir():
+            files += [p for p in path.rglob("*.py") if "__pycache__" not in p.parts]
+        elif path.is_file():
+            files.append(path)
+    return sorted(set(files), key=lambda p: p.relative_to(package).as_posix())
+
+
+def code_version() -> str:
+    """12 hex digits of ``sha256`` over ``(relative path, bytes)`` of every :func:`code_files` entry:
+    what identifies the code behind a run folder (written to ``config.json`` as ``code_version``)."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in code_files():
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def evaluate_arrays(arrays: dict, target: sp.csr_matrix, exclude: sp.csr_matrix, ks=KS, candidates: int = 100) -> dict:
+    """Metrics of saved arrays (``embeddings.npz``'s keys) on ``target``, ``exclude`` never recommended.
+
+    With ``user_codes``/``item_codes``: the sections of a hash model's ``evaluate``
+    (``continuous``: inner product of ``user``·``item``; ``hamming``: the codes;
+    ``hierarchical``: top-``max(candidates, k)`` Hamming candidates re-ranked by the inner
+    product), else the flat metrics of the inner-product ranking.
+    """
+    from .retrieval import continuous_topk, hamming_topk, hierarchical_topk
+
+    k = max(ks)
+    u, i = np.ascontiguousarray(arrays["user"], dtype=np.float32), np.ascontiguousarray(arrays["item"], dtype=np.float32)
+    if "user_codes" not in arrays:
+        return evaluate_topk(rank_topk(u, i, k, exclude=exclude), target, ks)
+    cu, ci = arrays["user_codes"], arrays["item_codes"]
+    return {
+        "continuous": evaluate_topk(continuous_topk(u, i, k, exclude), target, ks),
+        "hamming": evaluate_topk(hamming_topk(cu, ci, k, exclude), target, ks),
+        "hierarchical": evaluate_topk(hierarchical_topk(cu, ci, u, i, k, max(candidates, k), exclude), target, ks),
+    }
+
+
+def _untrained_codes(method: str, user_emb: np.ndarray, item_emb: np.ndarray, bits: int, seed: int):
+    """Packed codes of a method that trains nothing: ``lsh`` (random hyperplanes, seeded) or ``sign``
+    (the sign of each dimension: needs ``bits`` = the embedding dimension)."""
+    from . import hashing
+
+    if hasattr(hashing, "untrained_codes"):
+        return hashing.untrained_codes(method, user_emb, item_emb, bits, seed)
+    if method == "lsh":
+        return hashing.lsh_codes(user_emb, item_emb, bits, seed)
+    if method == "sign":
+        if bits != user_emb.shape[1]:
+            raise ValueError(f"sign codes have one bit per dimension: bits must be {user_emb.shape[1]}; got {bits}")
+        return hashing.pack_codes(user_emb), hashing.pack_codes(item_emb)
+    raise ValueError(f"untrained hash method must be one of {', '.join(UNTRAINED_METHODS)}; got {method!r}")
+
+
+def _untrained_arrays(config: TrainConfig, data: InteractionData) -> dict:
+    """``embeddings.npz`` of an ``lsh``/``sign`` run: the ``init`` run's embeddings and codes made from them."""
+    init = (config.hash_params or {}).get("init")
+    if not init:
+        raise ValueError(f"hash_method {config.hash_method!r} makes codes from a trained run: "
+                         "set hash_params['init'] to a LightGCN run folder (train --init DIR)")
+    path = Path(init) / "embeddings.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: the init run has no embeddings (is it finished?)")
+    emb = np.load(path)
+    user, item = emb["user"].astype(np.float32), emb["item"].astype(np.float32)
+    if user.shape[0] != data.n_users or item.shape[0] != data.n_items:
+        raise ValueError(f"{path} has {user.shape[0]} users, {item.shape[0]} items; the data has {data.n_users}, {data.n_items}")
+    user_codes, item_codes = _untrained_codes(config.hash_method, user, item, config.bits, config.seed)
+    return {"user": user, "item": item, "user_codes": user_codes, "item_codes": item_codes}
+
+
+def _stale_message(out: Path, old: str | None, new: str) -> str:
+    return (f"{out} was trained by code version {old or 'unversioned (before code_version)'}; this code is {new}: "
+            f"pass --retrain (run(..., retrain=True)) to move it aside to {out.name}.stale-{old or 'unversioned'} "
+            f"and train again" + ("" if old else f", or set {ACCEPT_UNVERSIONED}=1 to adopt it"))
+
+
+def _adopt(out: Path, config: TrainConfig, saved: dict, version: str, progress: bool) -> None:
+    """Write ``version`` into an unversioned folder's config.json; a complete run without a ``valid``
+    block gets one, computed from its ``embeddings.npz`` (the weights it kept)."""
+    write_json(out / "config.json", {**saved, "code_version": version})
+    print(f"{out}: adopted a run trained before code_version ({ACCEPT_UNVERSIONED}=1); "
+          f"config.json now says code_version {version}", file=sys.stderr)
+    metrics_path = out / "metrics.json"
+    if metrics_path.exists() and (out / "embeddings.npz").exists():
+        metrics = read_json(metrics_path)
+        if "valid" not in metrics:
+            data = load_run_data(config)
+            valid = None
+            if data.valid.nnz:
+                arrays = dict(np.load(out / "embeddings.npz"))
+                valid = evaluate_arrays(arrays, data.valid, data.train, KS, (config.hash_params or {}).get("candidates", 100))
+            write_json(metrics_path, {**metrics, "valid": valid, "kept": metrics.get("kept", "unknown (adopted unversioned run)")})
+
+
 def run(
     dataset: str,
     model: str = "lightgcn",
@@ -413,40 +570,81 @@ def run(
     device: str | None = None,
     overrides: dict | None = None,
     progress: bool = True,
+    retrain: bool = False,
 ) -> dict:
     """Train into ``out`` (the CLI's ``train``): resumes a partial run; a complete one is not redone.
 
-    Writes ``config.json``, ``history.csv`` (epoch, loss, valid metrics,
-    seconds), ``checkpoint.pt``, ``embeddings.npz`` (``user``, ``item``;
-    hash models add packed ``user_codes``, ``item_codes``) and, last,
-    ``metrics.json`` (test metrics at 10, 20, 50; hash models: sections
-    ``continuous``, ``hamming``, ``hierarchical``), whose presence marks the
-    run complete. Returns the metrics. Before anything is written, the data is loaded and
-    :func:`hashrec_utils.memory.check_memory` refuses (``MemoryBudgetError``) a run whose
-    estimated peak exceeds the memory budget (``HASHREC_MEMORY_BUDGET``, default half of the
-    available memory), so a refused run leaves no folder behind.
+    Writes ``config.json`` (the :class:`TrainConfig` and ``code_version``), ``history.csv``
+    (epoch, loss, valid metrics, seconds), ``checkpoint.pt``, ``embeddings.npz`` (``user``,
+    ``item``; hash models add packed ``user_codes``, ``item_codes``, and a model's
+    ``extra_arrays(graph)``) and, last, ``metrics.json``, whose presence marks the run
+    complete: the kept model's test metrics at 10, 20, 50 (hash models: sections
+    ``continuous``, ``hamming``, ``hierarchical``), ``valid`` (the same on the validation
+    split, train items excluded; ``null`` without one), ``best_epoch`` (chosen on validation),
+    ``kept_epoch``, ``kept`` (the rule), ``train_seconds``, ``epochs_run``. Returns the metrics.
+
+    ``hash_method`` ``lsh`` or ``sign`` trains nothing: codes of the ``hash_params["init"]``
+    run's embeddings (no ``history.csv``, no checkpoint, ``train_seconds`` 0).
+
+    A folder holding another config is refused. A folder whose ``code_version`` differs from
+    :func:`code_version` (or that has none) is stale: refused, unless ``retrain`` (then it is
+    moved aside to ``<out>.stale-<its version>`` and trained anew). An unversioned folder is
+    adopted instead when the environment sets ``HASHREC_ACCEPT_UNVERSIONED=1`` (runs trained
+    before versioning: the current version is written into its config.json, stderr says so).
+
+    Before anything is written, the data is loaded and :func:`hashrec_utils.memory.check_memory`
+    refuses (``MemoryBudgetError``) a trained run whose estimated peak exceeds the memory budget
+    (``HASHREC_MEMORY_BUDGET``, default half of the physical memory) or the memory available now,
+    so a refused run leaves no folder behind.
     """
     config = train_config(profile, str(dataset), model=model, hash_method=hash_method, bits=bits, seed=seed,
                           device=device, **(overrides or {}))
     out = Path(out)
     saved_config = out / "config.json"
+    version = code_version()
     wanted = {k: v for k, v in config.to_json().items() if k != "device"}
     if saved_config.exists():
+        saved = read_json(saved_config)
         # a field added to TrainConfig after the run started counts at its default
         defaults = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
-        have = {k: v for k, v in {**defaults, **read_json(saved_config)}.items() if k != "device"}
+        have = {k: v for k, v in {**defaults, **saved}.items() if k not in ("device", "code_version")}
         if have != wanted:
             diff = sorted(k for k in set(have) | set(wanted) if have.get(k) != wanted.get(k))
             raise ValueError(f"{out} holds a different run (differs in {', '.join(diff)}); choose another --out")
+        old = saved.get("code_version")
+        if old != version:
+            if old is None and os.environ.get(ACCEPT_UNVERSIONED) == "1":
+                _adopt(out, config, saved, version, progress)
+            elif retrain:
+                aside = out.with_name(f"{out.name}.stale-{old or 'unversioned'}")
+                if aside.exists():
+                    shutil.rmtree(aside)
+                out.rename(aside)
+                out.mkdir(parents=True)
+                print(f"{out}: trained by code version {old or 'unversioned'}, this code is {version}: "
+                      f"moved aside to {aside.name}, training again", file=sys.stderr)
+            else:
+                raise ValueError(_stale_message(out, old, version))
         if (out / "metrics.json").exists():
             if progress:
                 print(f"{out}: run complete (metrics.json exists); nothing to do")
             return read_json(out / "metrics.json")
     data = load_run_data(config)
-    check_memory(config, DataShape.of(data))  # refuse before anything is written, not an OOM kill later
+    if config.hash_method not in UNTRAINED_METHODS:
+        check_memory(config, DataShape.of(data))  # refuse before anything is written, not an OOM kill later
     out.mkdir(parents=True, exist_ok=True)
     if distributed.is_main():
-        write_json(saved_config, config.to_json())
+        write_json(saved_config, {**config.to_json(), "code_version": version})
+    if config.hash_method in UNTRAINED_METHODS:
+        arrays = _untrained_arrays(config, data)
+        candidates = (config.hash_params or {}).get("candidates", 100)
+        valid = evaluate_arrays(arrays, data.valid, data.train, KS, candidates) if data.valid.nnz else None
+        metrics = evaluate_arrays(arrays, data.test, data.train_full, KS, candidates)
+        meta = {"best_epoch": 0, "kept_epoch": 0, "kept": "untrained", "train_seconds": 0.0, "epochs_run": 0}
+        with atomic_write(out / "embeddings.npz", "wb") as fh:
+            np.savez(fh, **arrays)
+        write_json(out / "metrics.json", {**metrics, "valid": valid, **meta})
+        return read_json(out / "metrics.json")
     net = build_model(config, data)
     result = fit(net, data, config, out / "checkpoint.pt", progress=progress)
     if not distributed.is_main():  # under torchrun, rank 0 evaluates and writes the results
@@ -455,17 +653,26 @@ def run(
     with atomic_write(out / "history.csv", "w") as fh:
         result.history.to_csv(fh, index=False)
     net = result.model
-    metrics = evaluate_model(net, result.graph, data.test, data.train_full, ks=KS)
-    metrics_meta = {"best_epoch": result.best_epoch, "train_seconds": float(result.history["seconds"].iloc[-1]),
-                    "epochs_run": int(result.history["epoch"].iloc[-1])}
+    valid = evaluate_model(net, result.graph, data.valid, data.train, ks=KS) if data.valid.nnz else None
+    metrics = evaluate_model(net, result.graph, data.test, data.train_full, ks=KS)  # the one read of the test split
+    metrics_meta = {"best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch, "kept": result.kept,
+                    "train_seconds": float(result.history["seconds"].iloc[-1]) if len(result.history) else 0.0,
+                    "epochs_run": int(result.history["epoch"].iloc[-1]) if len(result.history) else 0}
     with torch.no_grad():
         net.eval()
         users, items = net.embeddings(result.graph)
         arrays = {"user": users.float().cpu().numpy(), "item": items.float().cpu().numpy()}
         if hasattr(net, "packed_codes"):
             arrays["user_codes"], arrays["item_codes"] = net.packed_codes(result.graph)
+        if hasattr(net, "extra_arrays"):
+            extra = {k: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v)
+                     for k, v in net.extra_arrays(result.graph).items()}
+            clash = set(extra) & set(arrays)
+            if clash:
+                raise ValueError(f"extra_arrays of {type(net).__name__} may not overwrite {sorted(clash)}")
+            arrays.update(extra)
     with atomic_write(out / "embeddings.npz", "wb") as fh:
         np.savez(fh, **arrays)
-    write_json(out / "metrics.json", {**metrics, **metrics_meta})
+    write_json(out / "metrics.json", {**metrics, "valid": valid, **metrics_meta})
     distributed.barrier()
     return read_json(out / "metrics.json")

@@ -1,29 +1,60 @@
-"""The study's wiring (hashrec_utils.experiments): which runs validate when, scaling rows, sweep families."""
+"""The study's wiring (hashrec_utils.experiments): one protocol for every run, selection on validation, scaling rows, sweep families."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from hashrec_utils.experiments import (HASH_STAGE, SAMPLED_POOL, SAMPLED_POOL_EPOCHS, SCALING_LARGE, hash_overrides, retrieval_sweeps,
-                                       scaling_table, write_table)
+from hashrec_utils.experiments import (HASH_STAGE, SAMPLED_POOL, SAMPLED_POOL_EPOCHS, SCALING_LARGE, best_estimator, hash_overrides,
+                                       hash_run, retrieval_sweeps, scaling_table, summarize, variant_run, write_table)
 
 
 @pytest.mark.parametrize("profile", ["quick", "default"])
-def test_only_the_plotted_estimators_validate_during_training(profile):
+def test_every_hash_run_follows_one_protocol(profile, monkeypatch, tmp_path):
+    """Every table row, variant, fixed-p run and sweep validates every ``stage.eval_every`` epochs and
+    keeps by ``stage.keep``, whatever its estimator; stale folders are retrained (``retrain=True``)."""
+    import hashrec_utils.train as train_module
+
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(train_module, "run", lambda *a, **kw: calls.append(kw) or {})
     stage = HASH_STAGE[profile]
-    # ste / guided STE (and its two-stage form) feed the curves: validated every stage.eval_every epochs
-    for method in ("ste", "guided_ste"):
-        assert hash_overrides(profile, method, init="lgcn")["eval_every"] == stage.eval_every
-    # every other run validates once, after its last epoch
-    for method in ("signswish", "bgch", "hashnet", "gumbel"):
-        over = hash_overrides(profile, method, init="lgcn")
-        assert over["eval_every"] == over["epochs"] == stage.epochs
-    over = hash_overrides(profile, "guided_ste", model="hashgnn")
-    assert over["eval_every"] == over["epochs"] == stage.hashgnn_epochs
-    # an explicit period wins; the table runs keep their init and objective
-    over = hash_overrides(profile, "signswish", init="lgcn", epochs=3, eval_every=1)
-    assert (over["epochs"], over["eval_every"]) == (3, 1)
-    assert over["hash_params"]["init"] == "lgcn" and over["hash_params"]["objective"] == "softmax"
+    for method in (*stage.estimators, "guided_ste_sp"):
+        variant_run(profile, method)
+    hash_run(profile, "guided_ste", tag="fixedp", estimator={"p0": 0.5, "decay": 1.0})
+    hash_run(profile, "guided_ste", tag="lam0.5", epochs=stage.sweep_epochs, objective="hashgnn", distill=0.0)
+    variant_run(profile, "hashgnn")
+    hashed = [c for c in calls if c.get("hash_method")]
+    assert len(hashed) == len(stage.estimators) + 4
+    assert {(c["overrides"]["eval_every"], c["overrides"]["keep"]) for c in hashed} == {(stage.eval_every, stage.keep)}
+    assert all(c["retrain"] for c in calls) and any(c["model"] == "lightgcn" and not c.get("hash_method") for c in calls)
+    # an explicit period still wins
+    hash_run(profile, "signswish", epochs=3, eval_every=1)
+    assert (calls[-1]["overrides"]["epochs"], calls[-1]["overrides"]["eval_every"]) == (3, 1)
+    # lsh / sign train nothing: codes of the profile's LightGCN run
+    hash_run(profile, "lsh", bits=32)
+    assert calls[-1]["overrides"]["epochs"] == 0 and calls[-1]["overrides"]["hash_params"]["init"].endswith("lightgcn_ml-1m_L3_s0")
+
+
+def test_best_estimator_reads_validation_not_test():
+    table = pd.DataFrame({
+        "estimator": ["ste", "ste", "bgch", "bgch", "lsh", "lightgcn (continuous)"],
+        "search": ["hamming", "hierarchical", "hamming", "hierarchical", "hamming", "continuous"],
+        "recall@20_mean": [0.30, 0.5, 0.20, 0.4, 0.9, 0.9],        # test says ste
+        "valid_recall@20_mean": [0.10, 0.9, 0.15, 0.1, 0.9, 0.9],  # validation says bgch (hamming rows only)
+    })
+    assert best_estimator(table) == "bgch"
+    # no validation numbers (no valid split): one clear error, not a silent test-based choice
+    with pytest.raises(ValueError, match="best_estimator needs validation numbers"):
+        best_estimator(table.assign(**{"valid_recall@20_mean": float("nan")}))
+    with pytest.raises(ValueError, match="best_estimator needs validation numbers"):
+        best_estimator(table.drop(columns="valid_recall@20_mean"))
+
+
+def test_summarize_keeps_a_missing_mean_missing():
+    frame = pd.DataFrame({"g": ["a", "a", "b"], "x": [1.0, 3.0, 2.0], "v": [float("nan")] * 3})
+    out = summarize(frame, ["g"], ("x", "v"))
+    assert out["x_mean"].tolist() == [2.0, 2.0] and out["x_std"].tolist() == pytest.approx([2 ** 0.5, 0.0])
+    assert out["v_mean"].isna().all() and out["v_std"].tolist() == [0.0, 0.0] and out["seeds"].tolist() == [2, 1]
 
 
 def test_table_runs_distil_and_large_catalogues_sample_a_pool():

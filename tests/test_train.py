@@ -257,3 +257,163 @@ def test_cli_hash_run_starts_from_a_lightgcn_run_and_writes_three_sections(tmp_p
     assert hashed["metrics"]["hamming"] == metrics["hamming"]
     assert lgcn["metrics"]["recall@20"] == json.loads((base / "metrics.json").read_text())["recall@20"]
     assert lgcn["train_seconds"] > 0 and lgcn["epochs"] == 2
+
+
+# ---- the protocol: which weights, validation numbers, code identity ---------------------------------
+
+def test_keep_best_valid_against_last_on_one_training():
+    """The same training (same seed, same history) ends with the best validation epoch's weights
+    under ``best_valid`` and with the last epoch's under ``last``."""
+    from hashrec_utils.models import LightGCN
+
+    data = load_dataset("synthetic", n_users=300, n_items=200, n_interactions=6000, seed=0, valid_fraction=0.2)
+    results = {}
+    for keep in ("best_valid", "last"):
+        torch.manual_seed(0)
+        config = TrainConfig(dataset="synthetic", dim=16, lr=0.2, batch_size=256, epochs=12, eval_every=1,
+                             patience=0, reg=0.0, device="cpu", keep=keep)
+        results[keep] = fit(LightGCN(data.n_users, data.n_items, dim=16), data, config, progress=False)
+    best, last = results["best_valid"], results["last"]
+    pd.testing.assert_frame_equal(best.history.drop(columns="seconds"), last.history.drop(columns="seconds"))
+    recalls = best.history["valid_recall@20"].to_numpy()
+    assert best.best_epoch == last.best_epoch == int(np.argmax(recalls)) + 1  # chosen on validation either way
+    assert best.best_epoch < 12  # this lr overshoots: the best epoch is not the last, so the rules differ
+    assert (best.kept, best.kept_epoch) == ("best_valid", best.best_epoch)
+    assert (last.kept, last.kept_epoch) == ("last", 12)
+    final = {k: evaluate_model(r.model, r.graph, data.valid, data.train, ks=(20,))["recall@20"] for k, r in results.items()}
+    assert final == {"best_valid": recalls.max(), "last": recalls[-1]}
+    with pytest.raises(ValueError, match="keep must be best_valid or last; got 'first'"):
+        TrainConfig(keep="first")
+
+
+def test_metrics_json_has_the_kept_models_valid_block(tmp_path):
+    folder = synthetic_folder(tmp_path)
+    m = run(str(folder), profile="quick", out=tmp_path / "r", overrides=SMALL, progress=False)
+    history = pd.read_csv(tmp_path / "r" / "history.csv")
+    assert m["kept"] == "best_valid" and m["kept_epoch"] == m["best_epoch"]
+    assert m["best_epoch"] == int(history.loc[history["valid_recall@20"].idxmax(), "epoch"])
+    # the valid block is the kept model on the validation split: its recall@20 is the best logged one
+    assert set(m["valid"]) >= {f"recall@{k}" for k in (10, 20, 50)}
+    assert m["valid"]["recall@20"] == history["valid_recall@20"].max()
+    last = run(str(folder), profile="quick", out=tmp_path / "l", overrides={**SMALL, "keep": "last"}, progress=False)
+    assert last["kept"] == "last" and last["kept_epoch"] == 6 and last["valid"]["recall@20"] == history["valid_recall@20"].iloc[-1]
+    # no valid split (Gowalla's published one): best_valid falls back to the last epoch and says so
+    none = run(str(folder), profile="quick", out=tmp_path / "n", overrides={**SMALL, "valid_fraction": 0.0}, progress=False)
+    assert none["kept"] == "last (no validation split)" and none["valid"] is None and none["best_epoch"] == 6
+
+
+def test_code_version_hashes_the_listed_package_files():
+    import hashlib
+
+    import hashrec_utils
+    from hashrec_utils.train import code_files, code_version
+
+    package = Path(hashrec_utils.__file__).parent
+    names = [p.relative_to(package).as_posix() for p in code_files()]
+    assert names == sorted(names)
+    assert {"train.py", "models.py", "graph.py", "hashing.py", "losses.py", "data.py", "metrics.py", "retrieval.py"} <= set(names)
+    assert not {"plotting.py", "experiments.py", "__main__.py", "report.py"} & set(names)
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode() + b"\0" + (package / name).read_bytes() + b"\0")
+    assert code_version() == digest.hexdigest()[:12]
+
+
+def test_stale_folder_is_refused_retrained_or_adopted(tmp_path, capsys, monkeypatch):
+    from hashrec_utils.__main__ import main
+    from hashrec_utils.train import code_version
+
+    folder = synthetic_folder(tmp_path)
+    out = tmp_path / "r"
+    first = run(str(folder), profile="quick", out=out, overrides=SMALL, progress=False)
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["code_version"] == code_version()
+    # trained by other code: refused, naming both versions and --retrain (the CLI too) ...
+    (out / "config.json").write_text(json.dumps({**saved, "code_version": "0123456789ab"}))
+    with pytest.raises(ValueError, match=f"code version 0123456789ab; this code is {code_version()}: pass --retrain"):
+        run(str(folder), profile="quick", out=out, overrides=SMALL, progress=False)
+    cli = ["train", "--dataset", str(folder), "--profile", "quick", "--out", str(out)] + [f"--set={k}={json.dumps(v)}" for k, v in SMALL.items()]
+    with pytest.raises(ValueError, match="pass --retrain"):
+        main(cli)
+    # ... or, with --retrain, moved aside and trained again (same seed: the same numbers)
+    capsys.readouterr()
+    assert main(cli + ["--retrain"]) == 0
+    assert "moved aside to r.stale-0123456789ab" in capsys.readouterr().err
+    assert json.loads((tmp_path / "r.stale-0123456789ab" / "config.json").read_text())["code_version"] == "0123456789ab"
+    again = json.loads((out / "metrics.json").read_text())
+    assert {k: again[k] for k in first if "@" in k} == {k: first[k] for k in first if "@" in k}
+    assert json.loads((out / "config.json").read_text())["code_version"] == code_version()
+    # written before code_version existed (and before the valid block): stale too ...
+    metrics = json.loads((out / "metrics.json").read_text())
+    unversioned = {k: v for k, v in json.loads((out / "config.json").read_text()).items() if k != "code_version"}
+    (out / "config.json").write_text(json.dumps(unversioned))
+    (out / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "valid"}))
+    with pytest.raises(ValueError, match="unversioned .*HASHREC_ACCEPT_UNVERSIONED=1 to adopt it"):
+        run(str(folder), profile="quick", out=out, overrides=SMALL, progress=False)
+    # ... unless adopted: the current version is written, stderr says so, the valid block is rebuilt
+    # from the kept embeddings and equals the one the training wrote
+    monkeypatch.setenv("HASHREC_ACCEPT_UNVERSIONED", "1")
+    capsys.readouterr()
+    adopted = run(str(folder), profile="quick", out=out, overrides=SMALL, progress=False)
+    assert "adopted a run trained before code_version" in capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["code_version"] == code_version()
+    assert adopted["valid"] == pytest.approx(metrics["valid"])
+    assert {k: adopted[k] for k in first if "@" in k} == {k: first[k] for k in first if "@" in k}
+    assert not list(tmp_path.glob("r.stale-unversioned"))
+
+
+def test_cli_lsh_and_sign_make_codes_from_the_init_run(tmp_path):
+    """``train --hash lsh|sign --init DIR`` trains nothing: codes of DIR's embeddings, evaluated like a hash model."""
+    from hashrec_utils.__main__ import main
+    from hashrec_utils.hashing import lsh_codes, pack_codes
+    from hashrec_utils.metrics import evaluate_topk
+    from hashrec_utils.retrieval import hamming_topk, hierarchical_topk
+    from hashrec_utils.train import load_run_data
+
+    folder = synthetic_folder(tmp_path)
+    base = tmp_path / "lgcn"
+    assert main(["train", "--dataset", str(folder), "--profile", "quick", "--out", str(base), "--set", "epochs=2"]) == 0
+    lgcn = np.load(base / "embeddings.npz")
+    for method, bits, reference in (("lsh", 32, lsh_codes(lgcn["user"], lgcn["item"], 32, 5)),
+                                    ("sign", 64, (pack_codes(lgcn["user"]), pack_codes(lgcn["item"])))):
+        out = tmp_path / method
+        assert main(["train", "--dataset", str(folder), "--hash", method, "--bits", str(bits), "--seed", "5",
+                     "--init", str(base), "--profile", "quick", "--out", str(out)]) == 0
+        assert sorted(p.name for p in out.iterdir()) == ["config.json", "embeddings.npz", "metrics.json"]
+        emb = np.load(out / "embeddings.npz")
+        np.testing.assert_array_equal(emb["user_codes"], reference[0])
+        np.testing.assert_array_equal(emb["item_codes"], reference[1])
+        np.testing.assert_array_equal(emb["user"], lgcn["user"])
+        m = json.loads((out / "metrics.json").read_text())
+        assert m["train_seconds"] == 0 and m["kept"] == "untrained"
+        data = load_run_data(TrainConfig(**{k: v for k, v in json.loads((out / "config.json").read_text()).items() if k != "code_version"}))
+        for split, target, exclude in (("test", data.test, data.train_full), ("valid", data.valid, data.train)):
+            got = m if split == "test" else m["valid"]
+            assert got["hamming"] == evaluate_topk(hamming_topk(*reference, 50, exclude), target, (10, 20, 50))
+            assert got["hierarchical"] == evaluate_topk(hierarchical_topk(*reference, lgcn["user"], lgcn["item"], 50, 100, exclude),
+                                                        target, (10, 20, 50))
+        assert m["continuous"] == pytest.approx({k: v for k, v in json.loads((base / "metrics.json").read_text()).items() if "@" in k})
+    with pytest.raises(ValueError, match="bits must be 64; got 32"):
+        main(["train", "--dataset", str(folder), "--hash", "sign", "--bits", "32", "--init", str(base),
+              "--profile", "quick", "--out", str(tmp_path / "bad")])
+
+
+def test_fit_tells_the_model_its_steps_and_run_saves_its_extra_arrays(tmp_path, monkeypatch):
+    import hashrec_utils.train as train_module
+    from hashrec_utils.models import LightGCN
+
+    told = []
+
+    class Recording(LightGCN):
+        def set_total_steps(self, total):
+            told.append(total)
+
+        def extra_arrays(self, graph):
+            return {"row_scale": torch.arange(3.0)}
+
+    monkeypatch.setattr(train_module, "build_model", lambda config, data: Recording(data.n_users, data.n_items, dim=config.dim))
+    folder = synthetic_folder(tmp_path)
+    run(str(folder), profile="quick", out=tmp_path / "r", overrides={**SMALL, "epochs": 2}, progress=False)
+    data = train_module.load_run_data(train_config("quick", str(folder), **{**SMALL, "epochs": 2}))
+    assert told == [2 * -(-data.train.nnz // SMALL["batch_size"])]
+    np.testing.assert_array_equal(np.load(tmp_path / "r" / "embeddings.npz")["row_scale"], [0.0, 1.0, 2.0])
