@@ -20,7 +20,7 @@ task, with no per-query allocation:
    (id order, ``2C + 64`` slots) is compacted to the ``C`` best when full:
    all ``D < t``, then the first (smallest-id) ones at ``D = t``.
 3. **Re-rank.** The ``C`` candidates, in id order, are scored
-   ``s_j = <e_q, e_j>`` (float32, summed in dimension order) and inserted
+   ``s_j = <e_q, e_j>`` (float32, summed in vector lanes) and inserted
    into a sorted top-``k`` (``s`` descending; an equal score goes after, so
    ties go to the smaller id).
 
@@ -45,8 +45,11 @@ from numba.extending import intrinsic
 
 __all__ = ["fused_hierarchical_topk"]
 
-_BLOCK = 64        # items per distance block, whose minimum is compared with the cut
+_BLOCK = 256       # items per block, whose minimum distance is compared with the cut
+_SUB = 32          # items per sub-block, looked at in a block that passes
+_LANES = 8         # items per vector (8 uint64 words of AVX-512), looked at in a sub-block that passes
 _QUERY_CHUNK = 64  # queries per parallel task (the task's scratch serves them all)
+_RERANK_QUERIES = 8192  # queries per Hamming call of scan='hamming' (bounds its (q, C) candidates)
 
 
 @intrinsic
@@ -65,37 +68,52 @@ def _popcount(typingctx, x):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _block_distances(qw, items, b0, b1, dist):
-    """``dist[j - b0] = popcount(qw XOR items[j])`` for ``b0 <= j < b1``; returns the smallest."""
-    words = items.shape[1]
+def _distance(qw, items, words, j):
+    """``popcount(qw XOR item j)``, ``items`` flat with ``words`` words a row."""
+    if words == 1:
+        return _popcount(qw[0] ^ items[j])
+    d = np.int64(0)
+    for w in range(words):
+        d += _popcount(qw[w] ^ items[words * j + w])
+    return d
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _block_min(qw, items, words, b0, b1):
+    """``min_{b0 <= j < b1} popcount(qw XOR item j)``: a pure reduction (no stores), which LLVM vectorises.
+
+    Flat 1-D indexing, and the common widths (one or two words) spelled out.
+    """
     low = np.int64(1 << 30)
     if words == 1:
         q0 = qw[0]
         for j in range(b0, b1):
-            d = _popcount(q0 ^ items[j, 0])
-            dist[j - b0] = d
-            low = min(low, d)
+            low = min(low, _popcount(q0 ^ items[j]))
     elif words == 2:
         q0, q1 = qw[0], qw[1]
         for j in range(b0, b1):
-            d = _popcount(q0 ^ items[j, 0]) + _popcount(q1 ^ items[j, 1])
-            dist[j - b0] = d
-            low = min(low, d)
+            low = min(low, _popcount(q0 ^ items[2 * j]) + _popcount(q1 ^ items[2 * j + 1]))
     else:
         for j in range(b0, b1):
-            d = np.int64(0)
-            for w in range(words):
-                d += _popcount(qw[w] ^ items[j, w])
-            dist[j - b0] = d
-            low = min(low, d)
+            low = min(low, _distance(qw, items, words, j))
     return low
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _dot(a, b):
+    """``<a, b>`` in float32; fastmath lets LLVM sum in vector lanes (the order is fixed by the compiled code)."""
+    s = np.float32(0.0)
+    for c in range(a.shape[0]):
+        s += a[c] * b[c]
+    return s
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _query(q, qwords, items, query_emb, item_emb, C, k, bits, ex_ptr, ex_idx, has_ex,
-           dist, cand_d, cand_i, hist, top_s, top_i, out_s, out_i):
+           cand_d, cand_i, hist, top_s, top_i, out_s, out_i):
     """One query: scan, top-C by counting, re-rank; writes row ``q`` of ``out_s``, ``out_i``."""
-    n = items.shape[0]
+    words = qwords.shape[1]
+    n = items.shape[0] // words
     cap = cand_d.shape[0]
     qw = qwords[q]
     hist[:] = 0
@@ -106,43 +124,51 @@ def _query(q, qwords, items, query_emb, item_emb, C, k, bits, ex_ptr, ex_idx, ha
     p_end = ex_ptr[q + 1] if has_ex else 0
     for b0 in range(0, n, _BLOCK):
         b1 = min(b0 + _BLOCK, n)
-        if _block_distances(qw, items, b0, b1, dist) >= cut:
+        if _block_min(qw, items, words, b0, b1) >= cut:
             continue
-        for j in range(b0, b1):
-            d = dist[j - b0]
-            if d >= cut:
+        for s0 in range(b0, b1, _SUB):  # a hit: narrow it down to sub-blocks, vectors, then items
+            s1 = min(s0 + _SUB, b1)
+            if _block_min(qw, items, words, s0, s1) >= cut:
                 continue
-            if has_ex:
-                while p < p_end and ex_idx[p] < j:
-                    p += 1
-                if p < p_end and ex_idx[p] == j:
+            for v0 in range(s0, s1, _LANES):
+                v1 = min(v0 + _LANES, s1)
+                if _block_min(qw, items, words, v0, v1) >= cut:
                     continue
-            if m == cap:  # compact to the C best: every D < cut, then the smallest ids at D = cut
-                ties = C - below
-                w = 0
-                for s in range(m):
-                    ds = cand_d[s]
-                    if ds < cut or (ds == cut and ties > 0):
-                        if ds == cut:
-                            ties -= 1
-                        cand_d[w] = ds
-                        cand_i[w] = cand_i[s]
-                        w += 1
-                m = w
-                hist[:] = 0
-                for s in range(m):
-                    hist[cand_d[s]] += 1
-            cand_d[m] = d
-            cand_i[m] = j
-            m += 1
-            hist[d] += 1
-            below += 1
-            while below >= C:
-                cut -= 1
-                below -= hist[cut]
+                for j in range(v0, v1):
+                    d = _distance(qw, items, words, j)
+                    if d >= cut:
+                        continue
+                    if has_ex:
+                        while p < p_end and ex_idx[p] < j:
+                            p += 1
+                        if p < p_end and ex_idx[p] == j:
+                            continue
+                    if m == cap:  # compact to the C best: every D < cut, then the smallest ids at D = cut
+                        ties = C - below
+                        w = 0
+                        for s in range(m):
+                            ds = cand_d[s]
+                            if ds < cut or (ds == cut and ties > 0):
+                                if ds == cut:
+                                    ties -= 1
+                                cand_d[w] = ds
+                                cand_i[w] = cand_i[s]
+                                w += 1
+                        m = w
+                        hist[:] = 0
+                        for s in range(m):
+                            hist[cand_d[s]] += 1
+                    cand_d[m] = d
+                    cand_i[m] = j
+                    m += 1
+                    hist[d] += 1
+                    below += 1
+                    while below >= C:
+                        cut -= 1
+                        below -= hist[cut]
 
     # Re-rank the C candidates (id order) into a sorted top-k: score descending, ties by smaller id.
-    dim = query_emb.shape[1]
+    qe = query_emb[q]
     filled = 0
     ties = C - below
     for s in range(m):
@@ -152,9 +178,7 @@ def _query(q, qwords, items, query_emb, item_emb, C, k, bits, ex_ptr, ex_idx, ha
         if ds == cut:
             ties -= 1
         j = cand_i[s]
-        score = np.float32(0.0)
-        for c in range(dim):
-            score += query_emb[q, c] * item_emb[j, c]
+        score = _dot(qe, item_emb[j])
         if filled == k and score <= top_s[k - 1]:
             continue
         pos = filled if filled < k else k - 1
@@ -171,22 +195,60 @@ def _query(q, qwords, items, query_emb, item_emb, C, k, bits, ex_ptr, ex_idx, ha
         out_i[q, r] = top_i[r]
 
 
+@numba.njit(cache=True, nogil=True)
+def _task(q0, q1, qwords, items, query_emb, item_emb, C, k, bits, ex_ptr, ex_idx, has_ex, out_s, out_i):
+    """Queries ``q0..q1`` with one set of scratch, allocated here (so LLVM knows it aliases nothing)."""
+    cap = 2 * C + 64
+    cand_d = np.empty(cap, np.int64)
+    cand_i = np.empty(cap, np.int64)
+    hist = np.empty(bits + 2, np.int64)
+    top_s = np.empty(k, np.float32)
+    top_i = np.empty(k, np.int64)
+    for q in range(q0, q1):
+        _query(q, qwords, items, query_emb, item_emb, C, k, bits, ex_ptr, ex_idx, has_ex,
+               cand_d, cand_i, hist, top_s, top_i, out_s, out_i)
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _fused_kernel(qwords, items, query_emb, item_emb, C, k, bits, ex_ptr, ex_idx, has_ex, out_s, out_i):
     nq = qwords.shape[0]
     n_tasks = (nq + _QUERY_CHUNK - 1) // _QUERY_CHUNK
-    cap = 2 * C + 64
     for t in numba.prange(n_tasks):
-        # the task's scratch, shared by its queries
-        dist = np.empty(_BLOCK, np.int64)
-        cand_d = np.empty(cap, np.int64)
-        cand_i = np.empty(cap, np.int64)
-        hist = np.empty(bits + 2, np.int64)
+        _task(t * _QUERY_CHUNK, min((t + 1) * _QUERY_CHUNK, nq), qwords, items, query_emb, item_emb, C, k, bits,
+              ex_ptr, ex_idx, has_ex, out_s, out_i)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _rerank_kernel(cand, query_emb, item_emb, k, out_s, out_i):
+    """Per query ``q``: the top ``k`` of candidate ids ``cand[q]`` (``-1`` = none) by ``<e_q, e_i>``,
+    descending, ties by smaller id; gathers one embedding row at a time (nothing of shape ``(nq, C, d)``)."""
+    nq, C = cand.shape
+    n_tasks = (nq + _QUERY_CHUNK - 1) // _QUERY_CHUNK
+    for t in numba.prange(n_tasks):
         top_s = np.empty(k, np.float32)
         top_i = np.empty(k, np.int64)
         for q in range(t * _QUERY_CHUNK, min((t + 1) * _QUERY_CHUNK, nq)):
-            _query(q, qwords, items, query_emb, item_emb, C, k, bits, ex_ptr, ex_idx, has_ex,
-                   dist, cand_d, cand_i, hist, top_s, top_i, out_s, out_i)
+            qe = query_emb[q]
+            filled = 0
+            for c in range(C):
+                j = cand[q, c]
+                if j < 0:
+                    continue
+                score = _dot(qe, item_emb[j])
+                if filled == k and (score < top_s[k - 1] or (score == top_s[k - 1] and j > top_i[k - 1])):
+                    continue
+                pos = filled if filled < k else k - 1
+                while pos > 0 and (top_s[pos - 1] < score or (top_s[pos - 1] == score and top_i[pos - 1] > j)):
+                    top_s[pos] = top_s[pos - 1]
+                    top_i[pos] = top_i[pos - 1]
+                    pos -= 1
+                top_s[pos] = score
+                top_i[pos] = j
+                if filled < k:
+                    filled += 1
+            for r in range(filled):
+                out_s[q, r] = top_s[r]
+                out_i[q, r] = top_i[r]
 
 
 # --------------------------------------------------------------------------
@@ -224,7 +286,7 @@ def _words(codes: np.ndarray) -> np.ndarray:
 
 
 def fused_hierarchical_topk(query_codes, item_codes, query_emb, item_emb, k: int, candidates: int, exclude=None,
-                            *, threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                            *, threads: int | None = None, scan: str = "hamming") -> tuple[np.ndarray, np.ndarray]:
     """Hierarchical search fused in one kernel: Hamming top-``candidates``, then top-``k`` by inner product.
 
     ``query_codes (nq, K/8)``, ``item_codes (n, K/8)``: packed ``np.uint8``
@@ -239,7 +301,14 @@ def fused_hierarchical_topk(query_codes, item_codes, query_emb, item_emb, k: int
     when fewer than ``k`` items are admissible. The ids of
     :func:`hashrec_utils.retrieval.hierarchical_topk` with ``candidates >= k``.
     ``threads`` pins numba's pool for the call (restored afterwards); results
-    do not depend on it. Memory beyond the output: ``O(C + K)`` a task.
+    do not depend on it.
+
+    ``scan`` picks how the candidates are found (same results either way):
+    ``"hamming"`` (default, the faster at Gowalla's shape) runs
+    :class:`~hashrec_utils.retrieval.HammingIndex`'s byte-sliced kernel for
+    the top ``C`` of each block of ``_RERANK_QUERIES`` queries, then the numba
+    re-rank (memory ``12 C`` bytes a query of the block); ``"single"`` does
+    scan, top-C and re-rank in one pass per query (memory ``O(C + K)`` a task).
     """
     qc = _codes(query_codes, "query_codes")
     ic = _codes(item_codes, "item_codes")
@@ -259,6 +328,8 @@ def fused_hierarchical_topk(query_codes, item_codes, query_emb, item_emb, k: int
         raise ValueError(f"candidates ({C}) must be at least k ({k})")
     if threads is not None:
         threads = _positive(threads, "threads")
+    if scan not in ("hamming", "single"):
+        raise ValueError(f"scan must be 'hamming' or 'single'; got {scan!r}")
     nq, n = len(qc), len(ic)
     if exclude is not None:
         if not sp.issparse(exclude):
@@ -278,8 +349,17 @@ def fused_hierarchical_topk(query_codes, item_codes, query_emb, item_emb, k: int
     old = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS) if threads else old)
     try:
-        _fused_kernel(_words(qc), _words(ic), qe, ie, C, k, 8 * qc.shape[1], ex_ptr, ex_idx,
-                      exclude is not None, out_s, out_i)
+        if scan == "single":
+            _fused_kernel(_words(qc), _words(ic).reshape(-1), qe, ie, C, k, 8 * qc.shape[1], ex_ptr, ex_idx,
+                          exclude is not None, out_s, out_i)
+        else:
+            from .retrieval import HammingIndex
+
+            index = HammingIndex(8 * qc.shape[1], threads=threads).build(ic)
+            for s0 in range(0, nq, _RERANK_QUERIES):
+                s1 = min(s0 + _RERANK_QUERIES, nq)
+                _, cand = index.search(qc[s0:s1], C, None if exclude is None else exclude[s0:s1])
+                _rerank_kernel(cand, qe[s0:s1], ie, k, out_s[s0:s1], out_i[s0:s1])
     finally:
         numba.set_num_threads(old)
     return out_s, out_i
