@@ -1,16 +1,25 @@
-"""Fused hierarchical search: Hamming top-C and inner-product re-rank in one numba pass per query.
+"""Hierarchical search with the re-rank in numba: Hamming top-C, then the top k by inner product, no (nq, C, d) gather.
 
 :func:`hashrec_utils.retrieval.hierarchical_topk` runs the Hamming kernel for
 the ``C`` candidates, then re-ranks them in NumPy, gathering a ``(nq, C, d)``
 array per call; at Gowalla's shape the re-rank, not the scan, bounds its
-throughput. :func:`fused_hierarchical_topk` does both per query in one numba
-task, with no per-query allocation:
+throughput. :func:`fused_hierarchical_topk` does the re-rank in numba, one
+query at a time, with no per-query allocation, after one of two scans:
+
+``scan="hamming"`` (default): :class:`~hashrec_utils.retrieval.HammingIndex`'s
+byte-sliced kernel (8 queries share each pass over the items) gives the top
+``C``, in blocks of 8,192 queries; the re-rank then scores the ``C`` ids
+``s_j = <e_q, e_j>`` and keeps a sorted top ``k`` (``s`` descending, ties by
+smaller id). At Gowalla's shape the Hamming kernel at ``k = C = 100`` takes
+about half of the unfused call, which bounds this path near 2x.
+
+``scan="single"``: scan, top-C and re-rank in one pass per query:
 
 1. **Scan.** ``D_j = popcount(q XOR x_j)`` for every item ``j`` in id order,
-   over ``uint64`` words when ``K % 64 == 0`` (one vector ``popcnt`` per word
-   on AVX-512, LLVM's vector ``ctpop`` elsewhere), else over bytes; items
-   come in blocks of 64 whose minimum distance is checked against the cut
-   first, so that most blocks cost only the distances.
+   over ``uint64`` words when ``K % 64 == 0`` (a vector ``popcnt`` per word
+   on AVX-512, LLVM's vector ``ctpop`` elsewhere), else over bytes. A block of
+   256 items is looked at only if its minimum distance is below the cut, then
+   its sub-blocks of 32, their vectors of 8, then the items.
 2. **Top-C by counting.** Distances are integers ``0..K``. Item ``j`` is a
    candidate iff it is not excluded and fewer than ``C`` admitted items
    have a distance ``<= D_j`` (they all have smaller ids, so they win the
@@ -19,19 +28,20 @@ task, with no per-query allocation:
    only drops, and ``j`` is admitted iff ``D_j < t``. The admitted buffer
    (id order, ``2C + 64`` slots) is compacted to the ``C`` best when full:
    all ``D < t``, then the first (smallest-id) ones at ``D = t``.
-3. **Re-rank.** The ``C`` candidates, in id order, are scored
-   ``s_j = <e_q, e_j>`` (float32, summed in vector lanes) and inserted
-   into a sorted top-``k`` (``s`` descending; an equal score goes after, so
-   ties go to the smaller id).
+3. **Re-rank** as above, the candidates taken in id order.
 
-Excluded items (CSR ``exclude``, sorted indices) are skipped in the kernel:
-a pointer walks the query's excluded ids as ``j`` grows, and is only moved
-for items that pass the cut. Rows with fewer than ``k`` admissible items are
+It is exact but, one query per pass, about 4x slower than the default at
+Gowalla's shape (``benchmarks/bench_hierarchical.py`` prints both).
+
+Excluded items (CSR ``exclude``, sorted indices) are never candidates; in the
+single pass a pointer walks the query's excluded ids as ``j`` grows, moved
+only for items that pass the cut. Rows with fewer than ``k`` admissible items are
 padded with ``-inf`` / ``-1``.
 
 The result is that of ``hierarchical_topk`` (same candidates, ties, order and
-padding); scores may differ from NumPy's ``einsum`` in the last float32 bit,
-so two scores closer than that may come out in the other order.
+padding); scores are float32 sums in vector lanes and may differ from
+NumPy's ``einsum`` in the last bits, so two scores closer than that may come
+out in the other order (1 query in 29,858 at Gowalla's shape, C = 50).
 ``tests/test_fused.py`` checks ids and scores against it,
 ``benchmarks/bench_hierarchical.py`` times both.
 """
