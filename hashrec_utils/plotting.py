@@ -272,3 +272,20 @@ def plot_train_scaling(frame: pd.DataFrame) -> plt.Figure:
     axes[0].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_published_curves(curves: pd.DataFrame) -> plt.Figure:
+    """The published methods trained end to end: validation recall@20 (Hamming and continuous search)
+    against the epoch, one line per method, so a reader sees each one reach its plateau."""
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=False)
+    for name, c in curves.groupby("estimator", sort=True):
+        for ax, col in zip(axes, ("valid_hamming/recall@20", "valid_continuous/recall@20")):
+            c2 = c.dropna(subset=[col]) if col in c else c.iloc[:0]
+            ax.plot(c2["epoch"], c2[col], marker="o", markersize=3, label=name)
+    axes[0].set(xlabel="epoch", ylabel="valid recall@20, Hamming search", title="Codes")
+    axes[1].set(xlabel="epoch", ylabel="valid recall@20, continuous", title="Continuous embeddings")
+    for ax in axes:
+        ax.legend(title="method (as published)", fontsize=8)
+    fig.tight_layout()
+    return fig
