@@ -18,8 +18,40 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["search_ids", "time_search", "recall_vs_exact", "recall_at", "sweep", "at_fixed_throughput",
+__all__ = ["torch_reference_topk", "search_ids", "time_search", "recall_vs_exact", "recall_at", "sweep", "at_fixed_throughput",
            "scaling_params", "scaling_measure", "scaling", "SCALING_BINARY", "SCALING_FLOAT"]
+
+
+def torch_reference_topk(queries, items, k: int, exclude=None, *, block: int = 2048, threads: int | None = None):
+    """The peer of exact float search: the textbook torch formula, ``(scores, ids)`` of shape ``(nq, k)``.
+
+    Per block of ``block`` queries: ``S = Q_b @ X.T``, excluded pairs set to
+    ``-inf`` (advanced indexing), ``torch.topk(S, k)``. No tie rule, no
+    padding; what :func:`hashrec_utils.retrieval.exact_topk` is timed against
+    (``benchmarks/bench_exact.py``, ``experiments._tradeoff``).
+    """
+    import torch
+
+    Q, X = torch.as_tensor(queries), torch.as_tensor(items)
+    k = min(int(k), X.shape[0])
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        out_s, out_i = [], []
+        with torch.no_grad():
+            for start in range(0, len(Q), block):
+                S = Q[start : start + block] @ X.T
+                if exclude is not None:
+                    sub = exclude[start : start + block]
+                    rows = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
+                    S[torch.as_tensor(rows), torch.as_tensor(sub.indices.astype(np.int64))] = -torch.inf
+                s, i = torch.topk(S, k, dim=1)
+                out_s.append(s)
+                out_i.append(i)
+        return torch.cat(out_s).numpy(), torch.cat(out_i).numpy()
+    finally:
+        torch.set_num_threads(old)
 
 
 def search_ids(index, queries, k: int, exclude=None, query_emb=None) -> np.ndarray:

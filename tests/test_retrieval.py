@@ -8,11 +8,13 @@ import scipy.sparse as sp
 
 from hashrec_utils.retrieval import (
     FAISS_INDEXES,
+    ExactIndex,
     HammingIndex,
     HierarchicalIndex,
     IndexBinaryFlat,
     IndexFlatIP,
     IndexHNSWFlat,
+    exact_topk,
     hamming_distances,
     hamming_topk,
     hierarchical_topk,
@@ -296,3 +298,83 @@ def test_other_bad_input():
         HierarchicalIndex(64).build(codes, np.ones((9, 4)))
     with pytest.raises(ValueError, match="query_emb has dim 3; the index has 4"):
         HierarchicalIndex(64).build(codes, np.ones((10, 4))).search(codes[:2], np.ones((2, 3)), 1)
+
+
+# ---- exact float search ------------------------------------------------------
+
+
+def float_brute_force(q, items, k, exclude=None):
+    """Top-k by (score descending, id ascending), excluded items removed; ``-1`` / ``-inf`` padding (float64 scores)."""
+    scores = q.astype(np.float64) @ items.astype(np.float64).T
+    if exclude is not None:
+        scores[exclude.toarray() != 0] = -np.inf
+    ids = np.tile(np.arange(len(items)), (len(q), 1))
+    order = np.lexsort((ids, -scores), axis=1)[:, :k]
+    s = np.take_along_axis(scores, order, 1)
+    ids = np.where(np.isneginf(s), -1, order)
+    if ids.shape[1] < k:
+        ids = np.pad(ids, ((0, 0), (0, k - ids.shape[1])), constant_values=-1)
+        s = np.pad(s, ((0, 0), (0, k - s.shape[1])), constant_values=-np.inf)
+    return s, ids
+
+
+@pytest.mark.parametrize("n, nq, k, memory_mb", [(3706, 50, 20, 256), (20_011, 40, 10, 1), (1000, 33, 7, 1), (40, 5, 50, 256)])
+def test_exact_topk_equals_brute_force_with_ties_and_exclusion(n, nq, k, memory_mb):
+    rng = np.random.default_rng(n)
+    # Small integer vectors: exact float arithmetic and many tied scores, at the k-th place too.
+    q = rng.integers(-2, 3, (nq, 4)).astype(np.float32)
+    items = rng.integers(-2, 3, (n, 4)).astype(np.float32)
+    exclude = sp.random(nq, n, density=0.1, format="csr", random_state=1)
+    for ex in (None, exclude):
+        scores, ids = exact_topk(q, items, k, ex, memory_mb=memory_mb)
+        exp_s, exp_i = float_brute_force(q, items, k, ex)
+        np.testing.assert_array_equal(ids, exp_i)
+        np.testing.assert_array_equal(scores, exp_s.astype(np.float32))
+        assert scores.dtype == np.float32 and ids.dtype == np.int64
+    # every item excluded for one query: all padding
+    s, i = exact_topk(q[:2], items[:10], 3, sp.csr_matrix(np.r_[np.ones((1, 10)), np.zeros((1, 10))]))
+    assert (i[0] == -1).all() and np.isneginf(s[0]).all() and (i[1] >= 0).all()
+
+
+def test_exact_topk_equals_the_old_rank_topk_on_ml1m_shape():
+    import torch
+
+    from hashrec_utils.metrics import _topk_smaller_id_on_ties
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 6040, 3706
+    U = rng.standard_normal((n_users, 64), dtype=np.float32)
+    V = rng.standard_normal((n_items, 64), dtype=np.float32)
+    train = sp.random(n_users, n_items, density=0.04, format="csr", random_state=0)
+    # the ranking rank_topk used before it delegated to exact_topk
+    S = torch.from_numpy(U) @ torch.from_numpy(V).T
+    rows = np.repeat(np.arange(n_users), np.diff(train.indptr))
+    S[torch.as_tensor(rows), torch.as_tensor(train.indices.astype(np.int64))] = -torch.inf
+    ts, ti = _topk_smaller_id_on_ties(S, 20)
+    ts, ti = ts.numpy(), ti.numpy()
+    order = np.lexsort((ti, -ts), axis=-1)
+    old = np.take_along_axis(ti, order, 1)
+    scores, ids = exact_topk(U, V, 20, train, threads=2)
+    np.testing.assert_array_equal(ids, old)
+    np.testing.assert_array_equal(scores, np.take_along_axis(ts, order, 1))
+
+
+def test_exact_index_interface():
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((500, 8)).astype(np.float32)
+    q = rng.standard_normal((9, 8)).astype(np.float32)
+    exclude = sp.random(9, 500, density=0.05, format="csr", random_state=3)
+    index = make_index("exact", threads=1).build(items)
+    assert isinstance(index, ExactIndex) and index.name == "exact" and index.kind == "float"
+    D, I = index.search(q, 10, exclude)
+    np.testing.assert_array_equal(I, exact_topk(q, items, 10, exclude)[1])
+    np.testing.assert_array_equal(I, IndexFlatIP(threads=1).build(items).search(q, 10, exclude)[1])
+    assert index.memory_bytes() == items.nbytes
+    with pytest.raises(RuntimeError, match="search before build"):
+        ExactIndex().search(q, 1)
+    with pytest.raises(ValueError, match="queries has dim 4; the index has 8"):
+        index.search(q[:, :4], 1)
+    with pytest.raises(ValueError, match="exact takes memory_mb"):
+        make_index("exact", nprobe=3)
+    with pytest.raises(ValueError, match="queries have dim 3 but items have dim 8"):
+        exact_topk(q[:, :3], items, 2)

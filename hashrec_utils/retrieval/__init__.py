@@ -41,12 +41,15 @@ Faiss.
 """
 from __future__ import annotations
 
+from .exact import ExactIndex, exact_topk
 from .faiss import (FAISS_INDEXES, FaissIndex, IndexBinaryFlat, IndexBinaryHNSW, IndexBinaryIVF,
                     IndexBinaryMultiHash, IndexFlatIP, IndexHNSWFlat, IndexIVFFlat, IndexIVFPQ, IndexNSGFlat)
 from .indexes import HammingIndex, HierarchicalIndex, continuous_topk, hierarchical_topk
 from .kernel import hamming_distances, hamming_topk
 
 __all__ = [
+    "exact_topk",
+    "ExactIndex",
     "hamming_distances",
     "hamming_topk",
     "hierarchical_topk",
@@ -68,18 +71,24 @@ __all__ = [
     "FAISS_INDEXES",
 ]
 
-INDEXES = ("hamming", "hierarchical", *FAISS_INDEXES)
+INDEXES = ("exact", "hamming", "hierarchical", *FAISS_INDEXES)
 
 
 def make_index(name: str, *, bits: int = 64, threads: int | None = None, **params):
     """An index by name.
 
+    ``exact`` -> :class:`ExactIndex` (exact float search by GEMM, ``memory_mb``);
     ``hamming`` -> :class:`HammingIndex` (``bits``); ``hierarchical`` ->
     :class:`HierarchicalIndex` (``bits``, ``candidates``); ``flat_ip``,
     ``hnsw``, ``nsg``, ``ivf_flat``, ``ivf_pq``, ``binary_flat``,
     ``binary_hnsw``, ``binary_ivf``, ``binary_multihash`` -> the Faiss wrapper
     of that name (``bits`` is taken from the codes at build time).
     """
+    if name == "exact":
+        extra = set(params) - {"memory_mb"}
+        if extra:
+            raise ValueError(f"exact takes memory_mb (besides threads); got {', '.join(sorted(extra))}")
+        return ExactIndex(threads, params.get("memory_mb", 256))
     if name == "hamming":
         if params:
             raise ValueError(f"hamming takes no parameters besides bits and threads; got {', '.join(params)}")

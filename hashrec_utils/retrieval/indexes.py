@@ -8,10 +8,10 @@ from .kernel import _hamming_search, _planes
 
 
 def continuous_topk(user_emb: np.ndarray, item_emb: np.ndarray, k: int, exclude=None) -> np.ndarray:
-    """Exact inner-product top-``k`` (the one ranking function, :func:`hashrec_utils.metrics.rank_topk`)."""
-    from ..metrics import rank_topk
+    """Exact inner-product top-``k`` ids ``(nq, k)``: :func:`~hashrec_utils.retrieval.exact_topk`'s ids."""
+    from .exact import exact_topk
 
-    return rank_topk(user_emb, item_emb, k, exclude=exclude)
+    return exact_topk(user_emb, item_emb, k, exclude)[1]
 
 
 def _rerank(cand: np.ndarray, query_emb: np.ndarray, item_emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
