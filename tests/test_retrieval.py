@@ -378,3 +378,27 @@ def test_exact_index_interface():
         make_index("exact", nprobe=3)
     with pytest.raises(ValueError, match="queries have dim 3 but items have dim 8"):
         exact_topk(q[:, :3], items, 2)
+
+
+PREFIX_CONSISTENT = ("flat_ip", "ivf_flat", "ivf_pq", "binary_flat", "binary_ivf", "binary_multihash")
+
+
+@pytest.mark.parametrize("name", list(FAISS_INDEXES))
+def test_faiss_exclusion_per_query_depth_on_ml1m(name, ml1m):
+    """Exclusion equals the index's own ranking at depth k + |exclude_q| with the excluded ids removed."""
+    rng = np.random.default_rng(21)
+    users = np.arange(0, ml1m.n_users, 60)  # ~100 users with their real train items
+    exclude = ml1m.train[users]
+    n, k = ml1m.n_items, 10
+    binary = FAISS_INDEXES[name].kind == "binary"
+    items = random_codes(n, 64, 22) if binary else rng.standard_normal((n, 16)).astype(np.float32)
+    q = random_codes(len(users), 64, 23) if binary else rng.standard_normal((len(users), 16)).astype(np.float32)
+    index = make_index(name, threads=1, **PARAMS.get(name, {})).build(items)
+    D, I = index.search(q, k, exclude)
+    for r in range(len(users)):
+        got = I[r][I[r] >= 0]
+        assert not set(got) & set(exclude[r].indices) and len(set(got)) == len(got)
+        if name in PREFIX_CONSISTENT:
+            _, ref = index.search(q[r : r + 1], k + exclude[r].nnz)
+            ref = ref[0][(ref[0] >= 0) & ~np.isin(ref[0], exclude[r].indices)][:k]
+            np.testing.assert_array_equal(got, ref)

@@ -41,9 +41,9 @@ class FaissIndex:
 
     ``search`` returns, for float indexes, inner products ``<q, x>``
     descending (padding ``-inf``) and, for binary ones, int32 Hamming
-    distances ascending (padding ``bits + 1``). Exclusion searches
-    ``k + max_q |exclude_q|`` and drops excluded ids, which is exact for the
-    exact indexes. ``threads`` pins ``faiss.omp_set_num_threads`` during build
+    distances ascending (padding ``bits + 1``). Exclusion: queries grouped by
+    their own exclusion count, each group searched at ``k`` + its own
+    maximum (see :meth:`search`), excluded ids dropped. ``threads`` pins ``faiss.omp_set_num_threads`` during build
     and search (restored afterwards), so timings compare like with like.
     Parameters carry the names of the Faiss attributes they set (``M``,
     ``efSearch``, ``nprobe``, ...); search-time ones can be changed without a
@@ -115,19 +115,46 @@ class FaissIndex:
         return self
 
     def search(self, queries: np.ndarray, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` ``(D, I)``; with ``exclude``, queries grouped by their own exclusion count.
+
+        Exclusion: the queries are grouped by ``ceil(log2 |exclude_q|)`` (a
+        power-of-two bucket, 0 for none); each group is searched at depth
+        ``k + max |exclude_q|`` over its own members, never the global maximum,
+        and the excluded ids are dropped. For prefix-consistent indexes (Flat,
+        IVF, PQ, binary flat / IVF / multi-hash, whose first ``k`` results do
+        not depend on the depth asked) that is exactly their ranking at depth
+        ``k + |exclude_q|`` with the excluded ids removed. Graph indexes (HNSW,
+        NSG, binary HNSW) widen their beam to the depth asked
+        (``max(efSearch, depth)``), so their results depend on the group's
+        depth; excluded ids are never returned and ids stay unique.
+        """
         if self.index is None:
             raise RuntimeError("search before build: call build(items) first")
         queries = self._check_items(queries, "queries", self.dim)
         k = _check_k(k)
         exclude = _check_exclude(exclude, len(queries), self.n_items)
-        extra = int(np.diff(exclude.indptr).max()) if exclude is not None and exclude.nnz else 0
-        kk = max(1, min(k + extra, self.n_items))
+        binary = self.kind == "binary"
+        worst = self.dim + 1 if binary else -np.inf
+        if exclude is None or not exclude.nnz:
+            return self._search_rows(queries, k, k, None, worst)
+        counts = np.diff(exclude.indptr)
+        bucket = np.where(counts > 0, np.ceil(np.log2(np.maximum(counts, 1))).astype(np.int64) + 1, 0)
+        D = np.full((len(queries), k), worst, np.int32 if binary else np.float32)
+        I = np.full((len(queries), k), -1, np.int64)
+        for b in np.unique(bucket):
+            rows = np.flatnonzero(bucket == b)
+            depth = k + int(counts[rows].max())
+            D[rows], I[rows] = self._search_rows(queries[rows], k, depth, exclude[rows], worst)
+        return D, I
+
+    def _search_rows(self, queries, k: int, depth: int, exclude, worst):
+        """One Faiss search at ``depth``, excluded ids dropped, the first ``k`` admissible kept (padded)."""
+        kk = max(1, min(depth, self.n_items))
         with _faiss_threads(self.threads):
             D, I = self.index.search(self._transform_queries(queries), kk)
         I = I.astype(np.int64)
         binary = self.kind == "binary"
         D = D.astype(np.int32) if binary else self._to_scores(D.astype(np.float32), queries)
-        worst = self.dim + 1 if binary else -np.inf
         if exclude is not None:
             I = np.where(_excluded(I, exclude), -1, I)
         # Admissible ids first, in the order Faiss ranked them; then the padding.
