@@ -163,8 +163,8 @@ def test_hierarchical_equals_brute_force_rerank():
     item_emb = rng.standard_normal((800, 8)).astype(np.float32)
     user_emb = rng.standard_normal((30, 8)).astype(np.float32)
     exclude = sp.random(30, 800, density=0.1, format="csr", random_state=2)
-    index = HierarchicalIndex(64, candidates=50).build(items, item_emb)
-    scores, ids = index.search(q, user_emb, 10, exclude)
+    index = HierarchicalIndex(64, candidates=50).build((items, item_emb))
+    scores, ids = index.search((q, user_emb), 10, exclude)
     cand, _ = brute_force(q, items, 50, exclude)
     for r in range(30):
         s = item_emb[cand[r]] @ user_emb[r]
@@ -175,9 +175,9 @@ def test_hierarchical_equals_brute_force_rerank():
     assert index.memory_bytes() == items.nbytes + item_emb.nbytes
     np.testing.assert_array_equal(hierarchical_topk(q, items, user_emb, item_emb, 10, 50, exclude), ids)
     # fewer candidates than k: padded with -inf / -1
-    s, i = HierarchicalIndex(64, candidates=50).build(items[:5], item_emb[:5]).search(q[:2], user_emb[:2], 8)
+    s, i = HierarchicalIndex(64, candidates=50).build((items[:5], item_emb[:5])).search((q[:2], user_emb[:2]), 8)
     assert (i[:, 5:] == -1).all() and np.isneginf(s[:, 5:]).all()
-    assert index.set_search_params(candidates=20).search(q, user_emb, 10)[1].shape == (30, 10)
+    assert index.set_search_params(candidates=20).search((q, user_emb), 10)[1].shape == (30, 10)
 
 
 def test_exact_faiss_wrappers_equal_brute_force():
@@ -295,9 +295,13 @@ def test_other_bad_input():
     with pytest.raises(ValueError, match="candidates .* must be at least k"):
         hierarchical_topk(codes[:2], codes, np.ones((2, 4)), np.ones((10, 4)), 5, candidates=3)
     with pytest.raises(ValueError, match="item_codes has 10 rows but item_emb has 9"):
-        HierarchicalIndex(64).build(codes, np.ones((9, 4)))
+        HierarchicalIndex(64).build((codes, np.ones((9, 4))))
     with pytest.raises(ValueError, match="query_emb has dim 3; the index has 4"):
-        HierarchicalIndex(64).build(codes, np.ones((10, 4))).search(codes[:2], np.ones((2, 3)), 1)
+        HierarchicalIndex(64).build((codes, np.ones((10, 4)))).search((codes[:2], np.ones((2, 3))), 1)
+    with pytest.raises(TypeError, match=r"items must be a pair \(codes uint8"):
+        HierarchicalIndex(64).build(codes)
+    with pytest.raises(TypeError, match="queries must be a pair .* of length 3"):
+        HierarchicalIndex(64).build((codes, np.ones((10, 4)))).search((codes, codes, codes), 1)
 
 
 # ---- exact float search ------------------------------------------------------

@@ -6,8 +6,8 @@ CSR ``(n_queries, n_items)`` of items never to return (train items); rows
 with fewer than ``k`` admissible items are padded with ``I = -1`` and the
 worst value in ``D`` (``bits + 1`` for Hamming distances, ``-inf`` for inner
 products). ``memory_bytes()`` is what the index holds.
-:class:`HierarchicalIndex` is the one exception: it needs both the codes and
-the continuous embeddings (``build(codes, emb)``, ``search(codes, emb, k)``).
+:class:`HierarchicalIndex` takes both representations as pairs:
+``build((codes, emb))``, ``search((codes, emb), k, exclude)``.
 
 Binary codes travel packed: ``np.uint8`` rows from ``np.packbits`` (Faiss's
 layout), ``K/8`` bytes per row; the Hamming distance of codes ``x, y`` is

@@ -7,6 +7,14 @@ from ._checks import _check_codes, _check_exclude, _check_float, _check_k, _chec
 from .kernel import _hamming_search, _planes
 
 
+def _pair(x, name: str):
+    """``(codes, embeddings)`` of a hierarchical index's items or queries, or a clear error."""
+    if not isinstance(x, (tuple, list)) or len(x) != 2:
+        raise TypeError(f"{name} must be a pair (codes uint8 (n, bits/8), embeddings float (n, d)); "
+                        f"got {type(x).__name__}" + (f" of length {len(x)}" if isinstance(x, (tuple, list)) else ""))
+    return x[0], x[1]
+
+
 def continuous_topk(user_emb: np.ndarray, item_emb: np.ndarray, k: int, exclude=None) -> np.ndarray:
     """Exact inner-product top-``k`` ids ``(nq, k)``: :func:`~hashrec_utils.retrieval.exact_topk`'s ids."""
     from .exact import exact_topk
@@ -41,7 +49,7 @@ def hierarchical_topk(query_codes, item_codes, user_emb, item_emb, k: int, candi
     if candidates < k:
         raise ValueError(f"candidates ({candidates}) must be at least k ({k})")
     index = HierarchicalIndex(np.shape(query_codes)[-1] * 8, candidates=candidates, threads=threads)
-    return index.build(item_codes, item_emb).search(query_codes, user_emb, k, exclude)[1]
+    return index.build((item_codes, item_emb)).search((query_codes, user_emb), k, exclude)[1]
 
 
 class HammingIndex:
@@ -91,10 +99,10 @@ class HammingIndex:
 class HierarchicalIndex:
     """Hamming top-``candidates``, then exact inner-product re-rank (HashGNN's hierarchical search).
 
-    Unlike the other indexes it needs both representations of every item and query:
+    The interface of every index, with items and queries as pairs of both representations:
 
-    * ``build(item_codes (n, bits/8) uint8, item_emb (n, d) float)``
-    * ``search(query_codes (nq, bits/8) uint8, query_emb (nq, d) float, k, exclude=None) -> (D, I)``
+    * ``build((item_codes (n, bits/8) uint8, item_emb (n, d) float))``
+    * ``search((query_codes (nq, bits/8) uint8, query_emb (nq, d) float), k, exclude=None) -> (D, I)``
 
     ``I`` = the ``k`` of the ``C = max(candidates, k)`` Hamming nearest
     (ties by id, ``exclude`` removed) with the largest ``<e_q, e_i>``;
@@ -115,7 +123,9 @@ class HierarchicalIndex:
     def bits(self) -> int:
         return self.hamming.bits
 
-    def build(self, item_codes: np.ndarray, item_emb: np.ndarray) -> "HierarchicalIndex":
+    def build(self, items) -> "HierarchicalIndex":
+        """``items``: the pair ``(codes (n, bits/8) uint8, embeddings (n, d) float)``."""
+        item_codes, item_emb = _pair(items, "items")
         item_emb = _check_float(item_emb, "item_emb")
         if len(item_emb) != len(item_codes):
             raise ValueError(f"item_codes has {len(item_codes)} rows but item_emb has {len(item_emb)}")
@@ -128,7 +138,9 @@ class HierarchicalIndex:
         self.candidates = _check_k(candidates, "candidates")
         return self
 
-    def search(self, query_codes, query_emb, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
+        """``queries``: the pair ``(codes (nq, bits/8) uint8, embeddings (nq, d) float)``."""
+        query_codes, query_emb = _pair(queries, "queries")
         self.hamming._built()
         k = _check_k(k)
         query_emb = _check_float(query_emb, "query_emb", self.item_emb.shape[1])
