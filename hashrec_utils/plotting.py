@@ -127,7 +127,7 @@ def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue
         ax.set_xscale("log")
         ax.set_xlabel("throughput (queries/s, log scale)")
         ax.set_title(f"{panel} ({len(names)} of {len(best)} methods)" if len(best) > len(names) else panel)
-        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False, ncol=1)
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, ncol=1)
     axes[0, 0].set_ylabel(y.replace("@", " @ "))
     if title:
         fig.suptitle(title)
