@@ -18,18 +18,48 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["search_ids", "time_search", "recall_vs_exact", "recall_at", "sweep", "at_fixed_throughput",
+__all__ = ["torch_reference_topk", "search_ids", "time_search", "recall_vs_exact", "recall_at", "sweep", "at_fixed_throughput",
            "scaling_params", "scaling_measure", "scaling", "SCALING_BINARY", "SCALING_FLOAT"]
 
 
-def search_ids(index, queries, k: int, exclude=None, query_emb=None) -> np.ndarray:
-    """The ids ``(n_queries, k)`` of any index; the hierarchical one also takes the continuous queries."""
-    if getattr(index, "kind", "") == "hierarchical":
-        return index.search(queries, query_emb, k, exclude)[1]
+def torch_reference_topk(queries, items, k: int, exclude=None, *, block: int = 2048, threads: int | None = None):
+    """The peer of exact float search: the textbook torch formula, ``(scores, ids)`` of shape ``(nq, k)``.
+
+    Per block of ``block`` queries: ``S = Q_b @ X.T``, excluded pairs set to
+    ``-inf`` (advanced indexing), ``torch.topk(S, k)``. No tie rule, no
+    padding; what :func:`hashrec_utils.retrieval.exact_topk` is timed against
+    (``benchmarks/bench_exact.py``, ``experiments._tradeoff``).
+    """
+    import torch
+
+    Q, X = torch.as_tensor(queries), torch.as_tensor(items)
+    k = min(int(k), X.shape[0])
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(int(threads))
+    try:
+        out_s, out_i = [], []
+        with torch.no_grad():
+            for start in range(0, len(Q), block):
+                S = Q[start : start + block] @ X.T
+                if exclude is not None:
+                    sub = exclude[start : start + block]
+                    rows = np.repeat(np.arange(sub.shape[0]), np.diff(sub.indptr))
+                    S[torch.as_tensor(rows), torch.as_tensor(sub.indices.astype(np.int64))] = -torch.inf
+                s, i = torch.topk(S, k, dim=1)
+                out_s.append(s)
+                out_i.append(i)
+        return torch.cat(out_s).numpy(), torch.cat(out_i).numpy()
+    finally:
+        torch.set_num_threads(old)
+
+
+def search_ids(index, queries, k: int, exclude=None) -> np.ndarray:
+    """The ids ``(n_queries, k)`` of any index (a hierarchical one takes ``(codes, embeddings)`` pairs)."""
     return index.search(queries, k, exclude)[1]
 
 
-def time_search(index, queries, k: int, repeats: int = 3, *, exclude=None, query_emb=None) -> tuple[float, np.ndarray]:
+def time_search(index, queries, k: int, repeats: int = 3, *, exclude=None) -> tuple[float, np.ndarray]:
     """Best-of-``repeats`` wall-clock seconds for one search of all ``queries``, and the ids it returned.
 
     Best-of-n rather than the mean: the minimum is the run least disturbed by
@@ -38,7 +68,7 @@ def time_search(index, queries, k: int, repeats: int = 3, *, exclude=None, query
     best, ids = float("inf"), None
     for _ in range(max(1, int(repeats))):
         start = time.perf_counter()
-        ids = search_ids(index, queries, k, exclude, query_emb)
+        ids = search_ids(index, queries, k, exclude)
         best = min(best, time.perf_counter() - start)
     return best, ids
 
@@ -99,16 +129,14 @@ def sweep(
     test: sp.csr_matrix | None = None,
     rec_k: int = 20,
     exclude: sp.csr_matrix | None = None,
-    query_emb=None,
-    item_emb=None,
     repeats: int = 3,
     method: str | None = None,
 ) -> pd.DataFrame:
     """Build and search one index family over a grid of settings; one row per setting.
 
     ``index_factory(**p)`` makes an index for each ``p`` in ``params``; it is
-    built on ``items`` (plus ``item_emb`` for a hierarchical index, which
-    also needs ``query_emb``) and rebuilt only when a build-time setting
+    built on ``items`` (``(codes, embeddings)`` pairs for a hierarchical
+    index, and ``queries`` alike) and rebuilt only when a build-time setting
     changes: settings the index lists as search-time (its ``SEARCH``) go
     through ``set_search_params``.
 
@@ -117,14 +145,16 @@ def sweep(
 
     Columns: ``method``, the params, ``recall_vs_exact`` (share of the exact
     top-K found), ``recall@{rec_k}`` against ``test`` when given (CSR users
-    x items, held-out interactions), ``qps`` (queries per second, best of
-    ``repeats``), ``build_s`` (seconds; 0 when the index was reused),
+    x items, held-out interactions), ``qps`` (queries per second end to end
+    with ``exclude``: the recommender's figure) and ``qps_plain`` (the same
+    depth without exclusion: the ANN-benchmarks convention), both best of
+    ``repeats``, ``build_s`` (seconds; 0 when the index was reused),
     ``bytes_per_item`` (``memory_bytes() / n_items``).
     """
     truth = np.asarray(truth)
     k = int(k or truth.shape[1])
     depth = max(k, rec_k) if test is not None else k
-    n_items = len(items)
+    n_items = len(items[0]) if isinstance(items, tuple) else len(items)
     rows, index, built_with = [], None, None
     for p in params:
         p = dict(p)
@@ -133,18 +163,16 @@ def sweep(
         if index is None or not changed <= _search_params(index):
             index = index_factory(**p)
             start = time.perf_counter()
-            if getattr(index, "kind", "") == "hierarchical":
-                index.build(items, item_emb)
-            else:
-                index.build(items)
+            index.build(items)
             build_s = time.perf_counter() - start
         elif changed:
             index.set_search_params(**{key: p[key] for key in changed})
         built_with = p
-        seconds, ids = time_search(index, queries, depth, repeats, exclude=exclude, query_emb=query_emb)
+        seconds, ids = time_search(index, queries, depth, repeats, exclude=exclude)
+        plain = time_search(index, queries, depth, repeats)[0] if exclude is not None else seconds
         row = {"method": method or getattr(index, "name", None) or type(index).__name__, **p,
                "recall_vs_exact": recall_vs_exact(ids[:, :k], truth[:, :k]),
-               "qps": len(ids) / seconds, "build_s": build_s,
+               "qps": len(ids) / seconds, "qps_plain": len(ids) / plain, "build_s": build_s,
                "bytes_per_item": index.memory_bytes() / n_items}
         if test is not None:
             row[f"recall@{rec_k}"] = recall_at(ids, test, rec_k)

@@ -596,12 +596,13 @@ class RetrievalStage:
 
 
 RETRIEVAL_STAGE = {
-    "quick": RetrievalStage((16, 64), (16, 64), (1, 8), (8,), (16, 64), (1,), (50, 100), (10**4,), repeats=1),
-    "default": RetrievalStage((8, 16, 32, 64, 128, 256), (8, 16, 32, 64, 128), (1, 2, 4, 8, 16, 32, 64), (8, 16),
-                              (8, 16, 32, 64, 128), (0, 1, 2, 3), (20, 50, 100, 200, 400, 800), (10**4, 10**5, 10**6),
+    # Graph search depths (efSearch, search_L) start at k = 20: Faiss widens a beam below k to k anyway.
+    "quick": RetrievalStage((20, 64), (20, 64), (1, 8), (8,), (20, 64), (1,), (50, 100), (10**4,), repeats=1),
+    "default": RetrievalStage((20, 32, 64, 128, 256), (20, 32, 64, 128, 256), (1, 2, 4, 8, 16, 32, 64), (8, 16),
+                              (20, 32, 64, 128, 256), (0, 1, 2, 3), (20, 50, 100, 200, 400, 800), (10**4, 10**5, 10**6),
                               repeats=2),
-    "full": RetrievalStage((8, 16, 32, 64, 128, 256), (8, 16, 32, 64, 128), (1, 2, 4, 8, 16, 32, 64), (8, 16),
-                           (8, 16, 32, 64, 128), (0, 1, 2, 3), (20, 50, 100, 200, 400, 800), (10**4, 10**5, 10**6, 10**7)),
+    "full": RetrievalStage((20, 32, 64, 128, 256), (20, 32, 64, 128, 256), (1, 2, 4, 8, 16, 32, 64), (8, 16),
+                           (20, 32, 64, 128, 256), (0, 1, 2, 3), (20, 50, 100, 200, 400, 800), (10**4, 10**5, 10**6, 10**7)),
 }
 
 
@@ -663,7 +664,8 @@ def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = ""
     nlist = int(max(8, min(256, 2 * np.sqrt(n))))
     bits = setup.item_codes.shape[1] * 8
     float_runs = [
-        ("Flat (exact float)", "flat_ip", [{}]),
+        ("Exact float (GEMM)", "exact", [{}]),
+        ("Faiss Flat", "flat_ip", [{}]),
         ("HNSW", "hnsw", [{"M": 32, "efSearch": ef} for ef in st.hnsw_ef]),
         ("NSG", "nsg", [{"R": 32, "search_L": L} for L in st.nsg_L]),
         ("IVF-Flat", "ivf_flat", [{"nlist": nlist, "nprobe": p} for p in st.ivf_nprobe if p <= nlist]),
@@ -685,8 +687,8 @@ def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = ""
         frames.append(sweep(factory, grid, setup.user_codes, items=setup.item_codes, method=method + label_suffix, **common).assign(family="binary"))
     if "hierarchical" in families:
         factory = lambda **p: make_index("hierarchical", bits=bits, threads=st.threads, **p)  # noqa: E731
-        frames.append(sweep(factory, [{"candidates": c} for c in st.candidates], setup.user_codes, items=setup.item_codes,
-                            query_emb=setup.hash_user_emb, item_emb=setup.hash_item_emb,
+        frames.append(sweep(factory, [{"candidates": c} for c in st.candidates], (setup.user_codes, setup.hash_user_emb),
+                            items=(setup.item_codes, setup.hash_item_emb),
                             method="hashrec hierarchical" + label_suffix, **common).assign(family="hierarchical"))
     return pd.concat(frames, ignore_index=True)
 
@@ -760,7 +762,14 @@ def tradeoff_stage(profile: str) -> dict:
 
 def _tradeoff(profile: str, dataset: str, sweep_df: pd.DataFrame, best: str) -> dict[str, pd.DataFrame]:
     """Frontier, fixed-throughput table and figure of one dataset's sweep (best estimator's codes),
-    with the guided-STE codes' binary and hierarchical sweeps added."""
+    with the guided-STE codes' binary and hierarchical sweeps added. Throughput multiples are of
+    ``exact_qps``, the exact GEMM index's queries/s with exclusion (row "Exact float (GEMM)"); the
+    summary also holds ``torch_reference_qps``, the torch formula
+    (:func:`hashrec_utils.bench.torch_reference_topk`) timed in this run on the same data."""
+    import time
+
+    exact_method = "Exact float (GEMM)"  # the exact baseline row of retrieval_sweeps
+
     from .bench import at_fixed_throughput
     from .plotting import pareto_frontier, plot_tradeoff, savefig
 
@@ -775,16 +784,28 @@ def _tradeoff(profile: str, dataset: str, sweep_df: pd.DataFrame, best: str) -> 
     front = pareto_frontier(points, "qps", "recall@20")
     points["pareto"] = points.index.isin(front.index)
     write_table(points, f"tradeoff_points{suffix}", profile)
-    exact_qps = float(points.loc[points.method == "Flat (exact float)", "qps"].max())
+    exact_qps = float(points.loc[points.method == exact_method, "qps"].max())
     fixed = at_fixed_throughput(points, [m * exact_qps for m in THROUGHPUT_MULTIPLES])
     fixed.insert(1, "multiple_of_exact", fixed["target_qps"] / exact_qps)
     fixed["multiple_of_exact"] = fixed["multiple_of_exact"].round().astype(int)
     memory = points.groupby("method", sort=False)["bytes_per_item"].first()
     fixed["bytes_per_item"] = fixed["method"].map(memory)
     write_table(fixed, f"tradeoff_fixed{suffix}", profile)
-    exact_recall = float(points.loc[points.method == "Flat (exact float)", "recall@20"].max())
+    exact_recall = float(points.loc[points.method == exact_method, "recall@20"].max())
+    # The peer of exact float search, timed in this run on the same users, embeddings and exclusion.
+    from .bench import torch_reference_topk
+
+    st = RETRIEVAL_STAGE[profile]
+    setup = retrieval_setup(profile, best, dataset=dataset)
+    seconds = float("inf")
+    for _ in range(max(1, st.repeats)):
+        start = time.perf_counter()
+        torch_reference_topk(setup.user_emb, setup.item_emb, 20, setup.exclude, threads=st.threads)
+        seconds = min(seconds, time.perf_counter() - start)
+    torch_qps = len(setup.users) / seconds
     write_json(results_dir(profile) / f"tradeoff_summary{suffix}.json", {
-        "dataset": dataset, "exact_qps": exact_qps, "exact_recall@20": exact_recall, "best_estimator": best,
+        "dataset": dataset, "exact_qps": exact_qps, "torch_reference_qps": torch_qps,
+        "exact_recall@20": exact_recall, "best_estimator": best,
         "pareto_methods": sorted(set(front["method"])),
     })
     savefig(plot_tradeoff(points, title=f"{dataset}: accuracy against throughput (2 threads)"), f"tradeoff{suffix}", profile)

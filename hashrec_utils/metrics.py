@@ -139,7 +139,8 @@ def rank_topk(
     ``user_emb``: ``(n_users, d)``, ``item_emb``: ``(n_items, d)`` (NumPy or torch,
     float). ``exclude``: CSR ``(n_users, n_items)`` of items to skip (train
     items). ``users``: rows of ``user_emb`` to rank (default all). Users are
-    scored in batches of at most ``memory_mb`` MiB of scores. Returns int64
+    scored in batches of at most ``memory_mb`` MiB of scores (or ``batch_size``
+    users) by :func:`hashrec_utils.retrieval.exact_topk`, which this delegates to. Returns int64
     ids ``(n, k)`` sorted by score (equal scores: smaller id first), ``-1`` where fewer
     than ``k`` items are left; with ``return_scores`` also the scores
     (``-inf`` for padding).
@@ -161,34 +162,18 @@ def rank_topk(
         raise ValueError(f"k must be positive; got {k}")
     k = int(k)
     n_items = V.shape[0]
-    users = np.arange(U.shape[0]) if users is None else np.asarray(users, dtype=np.int64)
     if exclude is not None:
         exclude = _check_csr(exclude, "exclude")
         if exclude.shape != (U.shape[0], n_items):
             raise ValueError(f"exclude must have shape {(U.shape[0], n_items)}; got {exclude.shape}")
-    V = V.to(U.dtype)
-    if batch_size is None:
-        batch_size = max(1, (memory_mb << 20) // (4 * max(n_items, 1)))
-    kk = min(k, n_items)
-    ids_out = np.full((len(users), k), -1, dtype=np.int64)
-    scores_out = np.full((len(users), k), -np.inf, dtype=np.float32)
-    with torch.no_grad():
-        for start in range(0, len(users), batch_size):
-            batch = users[start : start + batch_size]
-            scores = U[torch.as_tensor(batch)] @ V.T
-            if exclude is not None:
-                sub = exclude[batch]
-                rows = np.repeat(np.arange(len(batch)), np.diff(sub.indptr))
-                scores[torch.as_tensor(rows), torch.as_tensor(sub.indices.astype(np.int64))] = -torch.inf
-            top_s, top_i = _topk_smaller_id_on_ties(scores, kk)
-            top_s, top_i = top_s.cpu().numpy(), top_i.cpu().numpy()
-            order = np.lexsort((top_i, -top_s), axis=-1) if top_s.size else None
-            if order is not None:
-                top_s = np.take_along_axis(top_s, order, 1)
-                top_i = np.take_along_axis(top_i, order, 1)
-            top_i = np.where(np.isneginf(top_s), -1, top_i)
-            ids_out[start : start + len(batch), :kk] = top_i
-            scores_out[start : start + len(batch), :kk] = top_s
+    from .retrieval.exact import exact_topk
+
+    if users is not None:
+        users = np.asarray(users, dtype=np.int64)
+        U = U[torch.as_tensor(users)]
+        exclude = exclude[users] if exclude is not None else None
+    memory = memory_mb if batch_size is None else max(1, (int(batch_size) * 4 * max(n_items, 1)) >> 20)
+    scores_out, ids_out = exact_topk(U, V, k, exclude, memory_mb=memory)
     return (ids_out, scores_out) if return_scores else ids_out
 
 

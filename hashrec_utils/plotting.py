@@ -89,30 +89,48 @@ def pareto_frontier(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20") -
     return frame.loc[keep].sort_values(x)
 
 
+def _panel_family(method: str, family: str | None) -> str:
+    """The legend panel of a method: ``float`` (continuous indexes), ``hashrec`` (hashrec's own), ``binary`` (Faiss binary)."""
+    if family == "float":
+        return "float"
+    return "hashrec" if str(method).startswith("hashrec") else "binary"
+
+
 def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue: str = "method",
-                  title: str | None = None) -> plt.Figure:
-    """Accuracy against throughput, one curve per method, the Pareto frontier dashed.
+                  title: str | None = None, max_entries: int = 8) -> plt.Figure:
+    """Accuracy against throughput, one panel per family (float, binary, hashrec), the Pareto frontier dashed.
 
     ``frame``: one row per (method, setting) with throughput ``x`` in queries
-    per second and accuracy ``y``.
+    per second and accuracy ``y``; an optional ``family`` column (``float``
+    for continuous indexes) sorts methods into panels, hashrec's own methods
+    (names starting ``hashrec``) get theirs. Each panel shows at most
+    ``max_entries`` methods (those reaching the highest ``y``), its legend
+    below it; the frontier over all methods is drawn in every panel, on shared axes.
     """
     set_style()
-    fig, ax = plt.subplots(figsize=(10.5, 4.8))
-    groups = list(frame.groupby(hue, sort=True))
-    # a colour each (tab20; it repeats beyond 20 methods) and a cycling marker, so that neighbours differ twice
-    colors = sns.color_palette("tab20", max(len(groups), 1))
-    markers = "osD^vP*Xh<>"
-    for k, (name, group) in enumerate(groups):
-        group = group.sort_values(x)
-        ax.plot(group[x], group[y], marker=markers[k % len(markers)], ms=4.5, lw=1.4, color=colors[k], label=name)
+    panels = ("float", "binary", "hashrec")
+    fam = frame["family"] if "family" in frame.columns else pd.Series(None, index=frame.index)
+    panel_of = pd.Series([_panel_family(m, f) for m, f in zip(frame[hue], fam)], index=frame.index)
+    present = [p for p in panels if (panel_of == p).any()] or ["float"]
+    fig, axes = plt.subplots(1, len(present), figsize=(4.6 * len(present), 5.2), sharex=True, sharey=True, squeeze=False)
     front = pareto_frontier(frame, x, y)
-    ax.plot(front[x], front[y], ls="--", lw=1.0, color="black", label="Pareto frontier")
-    ax.set_xscale("log")
-    ax.set_xlabel("throughput (queries per second, log scale)")
-    ax.set_ylabel(y.replace("@", " @ "))
+    markers = "osD^vP*X"
+    for ax, panel in zip(axes[0], present):
+        sub = frame[panel_of == panel]
+        best = sub.groupby(hue)[y].max().sort_values(ascending=False)
+        names = sorted(best.index[:max_entries])
+        colors = sns.color_palette("tab10", max(len(names), 1))
+        for k, name in enumerate(names):
+            group = sub[sub[hue] == name].sort_values(x)
+            ax.plot(group[x], group[y], marker=markers[k % len(markers)], ms=4.5, lw=1.4, color=colors[k], label=name)
+        ax.plot(front[x], front[y], ls="--", lw=1.0, color="black", label="Pareto frontier (all)")
+        ax.set_xscale("log")
+        ax.set_xlabel("throughput (queries/s, log scale)")
+        ax.set_title(f"{panel} ({len(names)} of {len(best)} methods)" if len(best) > len(names) else panel)
+        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, ncol=1)
+    axes[0, 0].set_ylabel(y.replace("@", " @ "))
     if title:
-        ax.set_title(title)
-    ax.legend(fontsize=8, title=hue, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the axes, off the curves
+        fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -231,9 +249,9 @@ def plot_retrieval_curves(df: pd.DataFrame) -> plt.Figure:
         m = markers.get(g["family"].iloc[0], "o")
         for ax, y in zip(axes, ("recall@20", "recall_vs_exact")):
             ax.plot(g["qps"], g[y], marker=m, ms=4, lw=1.2, label=method)
-    axes[0].set(xscale="log", xlabel="throughput (queries per second, log scale)", ylabel="test recall@20",
+    axes[0].set(xscale="log", xlabel="throughput (queries/s, log scale)", ylabel="test recall@20",
                 title="Recommendation accuracy")
-    axes[1].set(xscale="log", xlabel="throughput (queries per second, log scale)",
+    axes[1].set(xscale="log", xlabel="throughput (queries/s, log scale)",
                 ylabel="share of exact float top-20 found", title="Search accuracy vs exact inner product")
     axes[1].legend(fontsize=7, ncol=2, title="index")
     fig.tight_layout()

@@ -66,7 +66,7 @@ def test_sweep_columns_and_rebuild_only_when_needed():
     grid = [{"M": 8, "efSearch": 16}, {"M": 8, "efSearch": 128}, {"M": 16, "efSearch": 64}]
     df = sweep(factory, grid, q, truth, items=items, test=test, method="hnsw", repeats=1)
     assert len(built) == 2  # efSearch is a search-time setting: no rebuild
-    assert {"method", "M", "efSearch", "recall_vs_exact", "recall@20", "qps", "build_s", "bytes_per_item"} <= set(df.columns)
+    assert {"method", "M", "efSearch", "recall_vs_exact", "recall@20", "qps", "qps_plain", "build_s", "bytes_per_item"} <= set(df.columns)
     assert len(df) == 3 and (df["method"] == "hnsw").all()
     assert df.loc[1, "build_s"] == 0.0 and df.loc[0, "build_s"] > 0 and df.loc[2, "build_s"] > 0
     assert df["recall_vs_exact"].iloc[1] >= df["recall_vs_exact"].iloc[0]
@@ -82,7 +82,7 @@ def test_sweep_hierarchical_and_exact_hamming():
     codes, qcodes = np.packbits(item_emb @ planes > 0, axis=1), np.packbits(user_emb @ planes > 0, axis=1)
     truth = np.argsort(-(user_emb @ item_emb.T), axis=1)[:, :10]
     df = sweep(lambda **p: make_index("hierarchical", threads=1, **p), [{"candidates": c} for c in (10, 50, 320)],
-               qcodes, truth, items=codes, item_emb=item_emb, query_emb=user_emb, repeats=1)
+               (qcodes, user_emb), truth, items=(codes, item_emb), repeats=1)
     assert df["build_s"].tolist()[1:] == [0.0, 0.0] and (df["method"] == "hierarchical").all()
     assert df["recall_vs_exact"].iloc[2] == 1.0  # every item a candidate: the exact ranking
     assert df["recall_vs_exact"].is_monotonic_increasing

@@ -8,11 +8,13 @@ import scipy.sparse as sp
 
 from hashrec_utils.retrieval import (
     FAISS_INDEXES,
+    ExactIndex,
     HammingIndex,
     HierarchicalIndex,
     IndexBinaryFlat,
     IndexFlatIP,
     IndexHNSWFlat,
+    exact_topk,
     hamming_distances,
     hamming_topk,
     hierarchical_topk,
@@ -161,8 +163,8 @@ def test_hierarchical_equals_brute_force_rerank():
     item_emb = rng.standard_normal((800, 8)).astype(np.float32)
     user_emb = rng.standard_normal((30, 8)).astype(np.float32)
     exclude = sp.random(30, 800, density=0.1, format="csr", random_state=2)
-    index = HierarchicalIndex(64, candidates=50).build(items, item_emb)
-    scores, ids = index.search(q, user_emb, 10, exclude)
+    index = HierarchicalIndex(64, candidates=50).build((items, item_emb))
+    scores, ids = index.search((q, user_emb), 10, exclude)
     cand, _ = brute_force(q, items, 50, exclude)
     for r in range(30):
         s = item_emb[cand[r]] @ user_emb[r]
@@ -173,9 +175,9 @@ def test_hierarchical_equals_brute_force_rerank():
     assert index.memory_bytes() == items.nbytes + item_emb.nbytes
     np.testing.assert_array_equal(hierarchical_topk(q, items, user_emb, item_emb, 10, 50, exclude), ids)
     # fewer candidates than k: padded with -inf / -1
-    s, i = HierarchicalIndex(64, candidates=50).build(items[:5], item_emb[:5]).search(q[:2], user_emb[:2], 8)
+    s, i = HierarchicalIndex(64, candidates=50).build((items[:5], item_emb[:5])).search((q[:2], user_emb[:2]), 8)
     assert (i[:, 5:] == -1).all() and np.isneginf(s[:, 5:]).all()
-    assert index.set_search_params(candidates=20).search(q, user_emb, 10)[1].shape == (30, 10)
+    assert index.set_search_params(candidates=20).search((q, user_emb), 10)[1].shape == (30, 10)
 
 
 def test_exact_faiss_wrappers_equal_brute_force():
@@ -293,6 +295,114 @@ def test_other_bad_input():
     with pytest.raises(ValueError, match="candidates .* must be at least k"):
         hierarchical_topk(codes[:2], codes, np.ones((2, 4)), np.ones((10, 4)), 5, candidates=3)
     with pytest.raises(ValueError, match="item_codes has 10 rows but item_emb has 9"):
-        HierarchicalIndex(64).build(codes, np.ones((9, 4)))
+        HierarchicalIndex(64).build((codes, np.ones((9, 4))))
     with pytest.raises(ValueError, match="query_emb has dim 3; the index has 4"):
-        HierarchicalIndex(64).build(codes, np.ones((10, 4))).search(codes[:2], np.ones((2, 3)), 1)
+        HierarchicalIndex(64).build((codes, np.ones((10, 4)))).search((codes[:2], np.ones((2, 3))), 1)
+    with pytest.raises(TypeError, match=r"items must be a pair \(codes uint8"):
+        HierarchicalIndex(64).build(codes)
+    with pytest.raises(TypeError, match="queries must be a pair .* of length 3"):
+        HierarchicalIndex(64).build((codes, np.ones((10, 4)))).search((codes, codes, codes), 1)
+
+
+# ---- exact float search ------------------------------------------------------
+
+
+def float_brute_force(q, items, k, exclude=None):
+    """Top-k by (score descending, id ascending), excluded items removed; ``-1`` / ``-inf`` padding (float64 scores)."""
+    scores = q.astype(np.float64) @ items.astype(np.float64).T
+    if exclude is not None:
+        scores[exclude.toarray() != 0] = -np.inf
+    ids = np.tile(np.arange(len(items)), (len(q), 1))
+    order = np.lexsort((ids, -scores), axis=1)[:, :k]
+    s = np.take_along_axis(scores, order, 1)
+    ids = np.where(np.isneginf(s), -1, order)
+    if ids.shape[1] < k:
+        ids = np.pad(ids, ((0, 0), (0, k - ids.shape[1])), constant_values=-1)
+        s = np.pad(s, ((0, 0), (0, k - s.shape[1])), constant_values=-np.inf)
+    return s, ids
+
+
+@pytest.mark.parametrize("n, nq, k, memory_mb", [(3706, 50, 20, 256), (20_011, 40, 10, 1), (1000, 33, 7, 1), (40, 5, 50, 256)])
+def test_exact_topk_equals_brute_force_with_ties_and_exclusion(n, nq, k, memory_mb):
+    rng = np.random.default_rng(n)
+    # Small integer vectors: exact float arithmetic and many tied scores, at the k-th place too.
+    q = rng.integers(-2, 3, (nq, 4)).astype(np.float32)
+    items = rng.integers(-2, 3, (n, 4)).astype(np.float32)
+    exclude = sp.random(nq, n, density=0.1, format="csr", random_state=1)
+    for ex in (None, exclude):
+        scores, ids = exact_topk(q, items, k, ex, memory_mb=memory_mb)
+        exp_s, exp_i = float_brute_force(q, items, k, ex)
+        np.testing.assert_array_equal(ids, exp_i)
+        np.testing.assert_array_equal(scores, exp_s.astype(np.float32))
+        assert scores.dtype == np.float32 and ids.dtype == np.int64
+    # every item excluded for one query: all padding
+    s, i = exact_topk(q[:2], items[:10], 3, sp.csr_matrix(np.r_[np.ones((1, 10)), np.zeros((1, 10))]))
+    assert (i[0] == -1).all() and np.isneginf(s[0]).all() and (i[1] >= 0).all()
+
+
+def test_exact_topk_equals_the_old_rank_topk_on_ml1m_shape():
+    import torch
+
+    from hashrec_utils.metrics import _topk_smaller_id_on_ties
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 6040, 3706
+    U = rng.standard_normal((n_users, 64), dtype=np.float32)
+    V = rng.standard_normal((n_items, 64), dtype=np.float32)
+    train = sp.random(n_users, n_items, density=0.04, format="csr", random_state=0)
+    # the ranking rank_topk used before it delegated to exact_topk
+    S = torch.from_numpy(U) @ torch.from_numpy(V).T
+    rows = np.repeat(np.arange(n_users), np.diff(train.indptr))
+    S[torch.as_tensor(rows), torch.as_tensor(train.indices.astype(np.int64))] = -torch.inf
+    ts, ti = _topk_smaller_id_on_ties(S, 20)
+    ts, ti = ts.numpy(), ti.numpy()
+    order = np.lexsort((ti, -ts), axis=-1)
+    old = np.take_along_axis(ti, order, 1)
+    scores, ids = exact_topk(U, V, 20, train, threads=2)
+    np.testing.assert_array_equal(ids, old)
+    np.testing.assert_array_equal(scores, np.take_along_axis(ts, order, 1))
+
+
+def test_exact_index_interface():
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((500, 8)).astype(np.float32)
+    q = rng.standard_normal((9, 8)).astype(np.float32)
+    exclude = sp.random(9, 500, density=0.05, format="csr", random_state=3)
+    index = make_index("exact", threads=1).build(items)
+    assert isinstance(index, ExactIndex) and index.name == "exact" and index.kind == "float"
+    D, I = index.search(q, 10, exclude)
+    np.testing.assert_array_equal(I, exact_topk(q, items, 10, exclude)[1])
+    np.testing.assert_array_equal(I, IndexFlatIP(threads=1).build(items).search(q, 10, exclude)[1])
+    assert index.memory_bytes() == items.nbytes
+    with pytest.raises(RuntimeError, match="search before build"):
+        ExactIndex().search(q, 1)
+    with pytest.raises(ValueError, match="queries has dim 4; the index has 8"):
+        index.search(q[:, :4], 1)
+    with pytest.raises(ValueError, match="exact takes memory_mb"):
+        make_index("exact", nprobe=3)
+    with pytest.raises(ValueError, match="queries have dim 3 but items have dim 8"):
+        exact_topk(q[:, :3], items, 2)
+
+
+PREFIX_CONSISTENT = ("flat_ip", "ivf_flat", "ivf_pq", "binary_flat", "binary_ivf", "binary_multihash")
+
+
+@pytest.mark.parametrize("name", list(FAISS_INDEXES))
+def test_faiss_exclusion_per_query_depth_on_ml1m(name, ml1m):
+    """Exclusion equals the index's own ranking at depth k + |exclude_q| with the excluded ids removed."""
+    rng = np.random.default_rng(21)
+    users = np.arange(0, ml1m.n_users, 60)  # ~100 users with their real train items
+    exclude = ml1m.train[users]
+    n, k = ml1m.n_items, 10
+    binary = FAISS_INDEXES[name].kind == "binary"
+    items = random_codes(n, 64, 22) if binary else rng.standard_normal((n, 16)).astype(np.float32)
+    q = random_codes(len(users), 64, 23) if binary else rng.standard_normal((len(users), 16)).astype(np.float32)
+    index = make_index(name, threads=1, **PARAMS.get(name, {})).build(items)
+    D, I = index.search(q, k, exclude)
+    for r in range(len(users)):
+        got = I[r][I[r] >= 0]
+        assert not set(got) & set(exclude[r].indices) and len(set(got)) == len(got)
+        if name in PREFIX_CONSISTENT:
+            _, ref = index.search(q[r : r + 1], k + exclude[r].nnz)
+            ref = ref[0][(ref[0] >= 0) & ~np.isin(ref[0], exclude[r].indices)][:k]
+            np.testing.assert_array_equal(got, ref)
