@@ -803,7 +803,8 @@ def scaled_code_topk(user_codes: np.ndarray, item_codes: np.ndarray, item_scales
     top-``k``: the top-``candidates`` by that score, re-ranked by ``⟨e_u, e_i⟩``. Returns the
     ids, or ``(ids, hierarchical ids)``.
     """
-    from .retrieval import _rerank, continuous_topk
+    from .retrieval import continuous_topk
+    from .retrieval.indexes import _rerank
 
     # float64 over ±1 codes and float32 scales is exact: every partial sum is a multiple k·α_i,
     # |k| ≤ K, of a 24-bit mantissa, so equal scores (e.g. ⟨b_u, b_i⟩ = 0) tie exactly (smaller id first)

@@ -43,12 +43,15 @@ def _rerank(cand: np.ndarray, query_emb: np.ndarray, item_emb: np.ndarray, k: in
 
 
 def hierarchical_topk(query_codes, item_codes, user_emb, item_emb, k: int, candidates: int = 100, exclude=None,
-                      *, threads: int | None = None) -> np.ndarray:
-    """HashGNN's hierarchical search: Hamming top-``candidates``, re-ranked by the inner product; ids ``(nq, k)``."""
+                      *, threads: int | None = None, fused: bool = False) -> np.ndarray:
+    """HashGNN's hierarchical search: Hamming top-``candidates``, re-ranked by the inner product; ids ``(nq, k)``.
+
+    The two-step reference by default (``fused=False``, see :class:`HierarchicalIndex`), what the
+    fused kernel is tested against; the indexes of the sweeps use the fused path."""
     k = _check_k(k)
     if candidates < k:
         raise ValueError(f"candidates ({candidates}) must be at least k ({k})")
-    index = HierarchicalIndex(np.shape(query_codes)[-1] * 8, candidates=candidates, threads=threads)
+    index = HierarchicalIndex(np.shape(query_codes)[-1] * 8, candidates=candidates, threads=threads, fused=fused)
     return index.build((item_codes, item_emb)).search((query_codes, user_emb), k, exclude)[1]
 
 
@@ -108,16 +111,23 @@ class HierarchicalIndex:
     (ties by id, ``exclude`` removed) with the largest ``<e_q, e_i>``;
     ``D`` = those inner products, descending (ties by smaller id), padding
     ``-inf`` / ``-1``. Memory: the codes plus the float32 embeddings.
+
+    ``fused=True`` (the default) re-ranks in numba, per query, straight from the Hamming kernel's
+    candidates (:func:`hashrec_utils.fused.fused_hierarchical_topk`: no gathered ``(q, C, d)``
+    array); ``fused=False`` is the two-step reference (Hamming top-C, then a NumPy re-rank), which
+    the tests and ``benchmarks/bench_hierarchical.py`` hold the fused path to. Both return the same
+    ids, up to float32 rounding of two scores closer than it.
     """
 
     kind = "hierarchical"
     name = "hierarchical"
     SEARCH = ("candidates",)
 
-    def __init__(self, bits: int, candidates: int = 100, threads: int | None = None):
+    def __init__(self, bits: int, candidates: int = 100, threads: int | None = None, fused: bool = True):
         self.hamming = HammingIndex(bits, threads)
         self.candidates = _check_k(candidates, "candidates")
         self.item_emb: np.ndarray | None = None
+        self.fused = bool(fused)
 
     @property
     def bits(self) -> int:
@@ -130,7 +140,8 @@ class HierarchicalIndex:
         if len(item_emb) != len(item_codes):
             raise ValueError(f"item_codes has {len(item_codes)} rows but item_emb has {len(item_emb)}")
         self.hamming.build(item_codes)
-        self.item_emb = item_emb
+        self.item_codes = np.ascontiguousarray(item_codes)
+        self.item_emb = np.ascontiguousarray(item_emb, dtype=np.float32)
         return self
 
     def set_search_params(self, candidates: int) -> "HierarchicalIndex":
@@ -146,6 +157,12 @@ class HierarchicalIndex:
         query_emb = _check_float(query_emb, "query_emb", self.item_emb.shape[1])
         if len(query_emb) != len(query_codes):
             raise ValueError(f"query_codes has {len(query_codes)} rows but query_emb has {len(query_emb)}")
+        if self.fused:
+            from ..fused import fused_hierarchical_topk
+
+            return fused_hierarchical_topk(np.ascontiguousarray(query_codes), self.item_codes,
+                                           np.ascontiguousarray(query_emb, dtype=np.float32), self.item_emb, k,
+                                           max(self.candidates, k), exclude, threads=self.hamming.threads)
         _, cand = self.hamming.search(query_codes, max(self.candidates, k), exclude)
         scores = np.empty((len(cand), k), np.float32)
         ids = np.empty((len(cand), k), np.int64)
