@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["resample_catalogue", "load_hash_run"]
+__all__ = ["resample_catalogue", "load_hash_run", "catalogue_sweep", "CATALOGUE_METHODS"]
 
 def _float2d(x, name: str) -> np.ndarray:
     x = np.asarray(x)
@@ -138,3 +138,59 @@ def load_hash_run(folder) -> dict:
     out.update(user_table=table[:n_users], item_table=table[n_users:], initial=arrays["encoder.initial"],
                weight=arrays["hash.linear.weight"], bias=arrays["hash.linear.bias"])
     return out
+
+
+# Index families of the scaled-catalogue panel (notebook 04), by make_index name and its label.
+CATALOGUE_METHODS = (
+    ("hamming", "hashrec Hamming"), ("hierarchical", "hashrec hierarchical"), ("exact", "Exact float (GEMM)"),
+    ("hnsw", "Faiss HNSW"), ("ivf_pq", "Faiss IVF-PQ"), ("binary_flat", "Faiss BinaryFlat"),
+    ("binary_ivf", "Faiss BinaryIVF"), ("binary_multihash", "Faiss BinaryMultiHash"),
+)
+# Graph indexes build in O(n log n) with a large constant: on two cores HNSW over 10^7 items takes hours.
+GRAPH_MAX_ITEMS = 1_000_000
+
+
+def catalogue_sweep(run: dict, sizes, *, n_queries: int = 1000, k: int = 20, candidates=(100, 400), threads: int = 2,
+                    noise: float = 0.05, seed: int = 0, repeats: int = 2, verbose: bool = False):
+    """Throughput and accuracy of every index on catalogues of ``sizes`` items with a trained model's geometry.
+
+    ``run``: :func:`load_hash_run` of a trained hash model. For each size the items are resampled
+    (:func:`resample_catalogue`); the queries are the first ``n_queries`` real users (their
+    LightGCN embeddings and their codes). ``recall_vs_exact`` is the share of the exact float top-``k``
+    (inner product over the resampled embeddings) each search finds; ``qps`` is queries per second at
+    plain ``k`` (the resampled items carry no train interactions, so nothing is excluded), best of
+    ``repeats``; ``bytes_per_item`` the index's memory. Settings follow
+    :func:`hashrec_utils.bench.scaling_params`; hierarchical search sweeps ``candidates``; HNSW runs
+    up to :data:`GRAPH_MAX_ITEMS`. Returns one row per (size, method, setting).
+    """
+    import pandas as pd
+
+    from .bench import scaling_params, sweep
+    from .retrieval import exact_topk, make_index
+
+    q_emb = np.ascontiguousarray(run["user"][:n_queries], dtype=np.float32)
+    q_codes = np.ascontiguousarray(run["user_codes"][:n_queries])
+    bits = q_codes.shape[1] * 8
+    frames = []
+    for n in sizes:
+        emb, codes = resample_catalogue(run["item"], run["item_table"], run["weight"], run["bias"], int(n),
+                                        noise=noise, seed=seed)
+        truth = exact_topk(q_emb, emb, k, threads=threads)[1]
+        for name, label in CATALOGUE_METHODS:
+            if name == "hnsw" and n > GRAPH_MAX_ITEMS:
+                continue
+            binary = name in ("hamming", "hierarchical") or name.startswith("binary")
+            factory = (lambda name=name, **p: make_index(name, bits=bits, threads=threads, **p)) if binary else \
+                      (lambda name=name, **p: make_index(name, threads=threads, **p))
+            items = (codes, emb) if name == "hierarchical" else codes if binary else emb
+            queries = (q_codes, q_emb) if name == "hierarchical" else q_codes if binary else q_emb
+            runs = ([(f"{label} C={c}", {"candidates": c}) for c in candidates] if name == "hierarchical"
+                    else [(label, scaling_params(name, int(n)))])
+            for method, params in runs:
+                frame = sweep(factory, [params], queries, truth, items=items, k=k, repeats=repeats, method=method)
+                frames.append(frame.assign(items=int(n), source="notebook 04 (trained geometry)"))
+                if verbose:
+                    print(f"{n:>10,} {method:<28} qps {frame['qps'].max():>12,.0f}  "
+                          f"recall {frame['recall_vs_exact'].max():.3f}", flush=True)
+        del emb, codes
+    return pd.concat(frames, ignore_index=True)

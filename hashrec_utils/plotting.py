@@ -259,15 +259,24 @@ def plot_retrieval_curves(df: pd.DataFrame) -> plt.Figure:
 
 
 def plot_scaling(scale: pd.DataFrame) -> plt.Figure:
-    """Throughput and memory per item against the number of items (log-log)."""
+    """Throughput, share of the exact float top-k found, and memory per item against the number of items."""
     set_style()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    has_recall = "recall_vs_exact" in scale
+    fig, axes = plt.subplots(1, 3 if has_recall else 2, figsize=(14 if has_recall else 10, 4))
+    k = int(scale["k"].iloc[0]) if "k" in scale else 20
     for method, g in scale.groupby("method", sort=False):
+        g = g.sort_values("items")
         axes[0].loglog(g["items"], g["qps"], marker="o", label=method)
-        axes[1].loglog(g["items"], g["bytes_per_item"], marker="o", label=method)
-    axes[0].set(xlabel="items in the index", ylabel="queries per second (k = 50)", title="Throughput")
-    axes[1].set(xlabel="items in the index", ylabel="index bytes per item", title="Memory")
-    axes[0].legend(fontsize=8)
+        if has_recall:
+            axes[1].semilogx(g["items"], g["recall_vs_exact"], marker="o", label=method)
+        axes[-1].loglog(g["items"], g["bytes_per_item"], marker="o", label=method)
+    axes[0].set(xlabel="items in the catalogue", ylabel=f"queries per second (k = {k}, log)", title="Throughput")
+    if has_recall:
+        axes[1].set(xlabel="items in the catalogue", ylabel=f"share of the exact float top-{k} found",
+                    title="Accuracy", ylim=(0, 1.02))
+    axes[-1].set(xlabel="items in the catalogue", ylabel="index bytes per item (log)", title="Memory")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="index")
     fig.tight_layout()
     return fig
 
