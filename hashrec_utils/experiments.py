@@ -563,11 +563,27 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
     return {"table": table, "runs": runs, "curves": curve, "p": p_table, "params": param_table}
 
 
+def popcount_searchable(label: str) -> bool:
+    """Whether a row's codes are ranked by Hamming distance alone, so popcount indexes serve them.
+
+    Scaled codes (BGCH, BiGeaR: ``α_u α_i ⟨b_u, b_i⟩``, ``Estimator.scaled``) carry a float per item
+    that reorders items of equal distance; the table scores them that way, but the speed study's
+    binary indexes cannot, so they are not candidates for its codes."""
+    from .hashing import ESTIMATORS, split_method
+
+    method = EXTRA_VARIANTS.get(label, (label,))[0]
+    cls = ESTIMATORS.get(split_method(method)[0])
+    return cls is not None and not getattr(cls, "scaled", False)
+
+
 def best_estimator(table: pd.DataFrame) -> str:
     """The trained estimator with the highest mean **validation** Hamming recall@20
     (``valid_recall@20_mean``, from each run's ``valid`` block); test numbers choose nothing.
-    Ties go to the first row. A table without validation numbers is one clear error."""
+    Candidates are the rows whose codes popcount search can serve (:func:`popcount_searchable`):
+    the chosen codes are the ones notebooks 04-06 search. Ties go to the first row. A table without
+    validation numbers is one clear error."""
     trained = table[(table.search == "hamming") & ~table.estimator.isin(["sign (post-hoc)", "lsh", "lightgcn (continuous)"])]
+    trained = trained[trained.estimator.map(popcount_searchable)]
     if "valid_recall@20_mean" not in trained or trained["valid_recall@20_mean"].isna().all():
         raise ValueError("best_estimator needs validation numbers (column valid_recall@20_mean, the runs' valid blocks): "
                          "the runs have no validation split")

@@ -37,12 +37,16 @@ def test_every_hash_run_follows_one_protocol(profile, monkeypatch, tmp_path):
 
 def test_best_estimator_reads_validation_not_test():
     table = pd.DataFrame({
-        "estimator": ["ste", "ste", "bgch", "bgch", "lsh", "lightgcn (continuous)"],
+        "estimator": ["ste", "ste", "hashnet", "hashnet", "lsh", "lightgcn (continuous)"],
         "search": ["hamming", "hierarchical", "hamming", "hierarchical", "hamming", "continuous"],
         "recall@20_mean": [0.30, 0.5, 0.20, 0.4, 0.9, 0.9],        # test says ste
-        "valid_recall@20_mean": [0.10, 0.9, 0.15, 0.1, 0.9, 0.9],  # validation says bgch (hamming rows only)
+        "valid_recall@20_mean": [0.10, 0.9, 0.15, 0.1, 0.9, 0.9],  # validation says hashnet (hamming rows only)
     })
-    assert best_estimator(table) == "bgch"
+    assert best_estimator(table) == "hashnet"
+    # scaled codes (BGCH: α_i ⟨b_u, b_i⟩) are scored in the table but popcount indexes cannot serve them
+    scaled = pd.concat([table, pd.DataFrame({"estimator": ["bgch"], "search": ["hamming"], "recall@20_mean": [0.5],
+                                             "valid_recall@20_mean": [0.5]})], ignore_index=True)
+    assert best_estimator(scaled) == "hashnet"
     # no validation numbers (no valid split): one clear error, not a silent test-based choice
     with pytest.raises(ValueError, match="best_estimator needs validation numbers"):
         best_estimator(table.assign(**{"valid_recall@20_mean": float("nan")}))
