@@ -1,0 +1,94 @@
+"""Retrieval: exact Hamming top-k, hierarchical search, and Faiss indexes behind one interface.
+
+Every index answers ``build(items)`` then ``search(queries, k, exclude=None) -> (D, I)``:
+``D``, ``I`` of shape ``(n_queries, k)``, best first; ``exclude`` an optional
+CSR ``(n_queries, n_items)`` of items never to return (train items); rows
+with fewer than ``k`` admissible items are padded with ``I = -1`` and the
+worst value in ``D`` (``bits + 1`` for Hamming distances, ``-inf`` for inner
+products). ``memory_bytes()`` is what the index holds.
+:class:`HierarchicalIndex` is the one exception: it needs both the codes and
+the continuous embeddings (``build(codes, emb)``, ``search(codes, emb, k)``).
+
+Binary codes travel packed: ``np.uint8`` rows from ``np.packbits`` (Faiss's
+layout), ``K/8`` bytes per row; the Hamming distance of codes ``x, y`` is
+``popcount(x XOR y)``.
+
+:class:`HammingIndex` is hashrec's own exact kernel (numba). Faiss's
+``IndexBinaryFlat`` spends, per item and query, a load, an XOR and a scalar
+``popcnt`` per 64-bit word, then a heap comparison. Ours
+
+* stores the codes byte-sliced in blocks of 32 items, so that one 32-byte
+  vector holds the same code byte of 32 items;
+* turns each query byte ``c`` into two 16-entry tables,
+  ``popcount(c XOR x) = T_lo[x & 15] + T_hi[x >> 4]``, looked up 32 at a time
+  by AVX2's ``pshufb``: per code byte, 32 items cost two lookups and two byte
+  additions per query, and the nibble split of the items is shared by a group
+  of 8 queries whose running sums stay in registers (CPUs without AVX2 get
+  LLVM's vector ``ctpop`` of ``x XOR c`` instead: the same results);
+* walks a task of 16 queries over one L2-sized tile of items at a time;
+* selects the top k by counting. Distances are integers ``0..K``: a
+  histogram of the first few hundred distances gives the initial k-th
+  distance ``t`` at once, and from then on a block is looked at only if one
+  of its 32 x 8 sums is below its query's ``t`` (one compare per query and
+  block); a histogram of the accepted distances keeps ``t`` the running
+  k-th distance. The final ranking is a counting sort.
+
+Ties are broken by the smaller item id, exactly: items arrive in id order, and
+an item that only ties the k-th distance can never displace a smaller id.
+``tests/test_retrieval.py`` checks distances against Faiss and ids against a
+brute-force reference; ``benchmarks/bench_retrieval.py`` times it against
+Faiss.
+"""
+from __future__ import annotations
+
+from .faiss import (FAISS_INDEXES, FaissIndex, IndexBinaryFlat, IndexBinaryHNSW, IndexBinaryIVF,
+                    IndexBinaryMultiHash, IndexFlatIP, IndexHNSWFlat, IndexIVFFlat, IndexIVFPQ, IndexNSGFlat)
+from .indexes import HammingIndex, HierarchicalIndex, continuous_topk, hierarchical_topk
+from .kernel import hamming_distances, hamming_topk
+
+__all__ = [
+    "hamming_distances",
+    "hamming_topk",
+    "hierarchical_topk",
+    "continuous_topk",
+    "HammingIndex",
+    "HierarchicalIndex",
+    "FaissIndex",
+    "IndexFlatIP",
+    "IndexHNSWFlat",
+    "IndexNSGFlat",
+    "IndexIVFFlat",
+    "IndexIVFPQ",
+    "IndexBinaryFlat",
+    "IndexBinaryHNSW",
+    "IndexBinaryIVF",
+    "IndexBinaryMultiHash",
+    "make_index",
+    "INDEXES",
+    "FAISS_INDEXES",
+]
+
+INDEXES = ("hamming", "hierarchical", *FAISS_INDEXES)
+
+
+def make_index(name: str, *, bits: int = 64, threads: int | None = None, **params):
+    """An index by name.
+
+    ``hamming`` -> :class:`HammingIndex` (``bits``); ``hierarchical`` ->
+    :class:`HierarchicalIndex` (``bits``, ``candidates``); ``flat_ip``,
+    ``hnsw``, ``nsg``, ``ivf_flat``, ``ivf_pq``, ``binary_flat``,
+    ``binary_hnsw``, ``binary_ivf``, ``binary_multihash`` -> the Faiss wrapper
+    of that name (``bits`` is taken from the codes at build time).
+    """
+    if name == "hamming":
+        if params:
+            raise ValueError(f"hamming takes no parameters besides bits and threads; got {', '.join(params)}")
+        return HammingIndex(bits, threads)
+    if name == "hierarchical":
+        extra = set(params) - {"candidates"}
+        if extra:
+            raise ValueError(f"hierarchical takes candidates (besides bits and threads); got {', '.join(sorted(extra))}")
+        return HierarchicalIndex(bits, params.get("candidates", 100), threads)
+    if name in FAISS_INDEXES:
+        return FAISS_INDEXES[name](threads=threads, **params)
+    raise ValueError(f"unknown index {name!r}; choose one of {', '.join(INDEXES)}")
