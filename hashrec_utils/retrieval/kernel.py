@@ -237,89 +237,43 @@ def _item_distance(planes, g, i, nbytes, qcodes, q):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _accept(j, d, t, k, cand_d, cand_i, hist, state):
-    """Add item ``j`` at distance ``d < t`` to one query's candidates; return the new cut-off ``t``.
-
-    ``state = [n_candidates, below]``; invariant: ``below`` counts the
-    candidates with distance ``< t``, and once it would reach ``k``, ``t``
-    drops to the k-th smallest candidate distance. The buffer is in id order,
-    so when it is full, keeping the first of the candidates tied at ``t``
-    keeps the smaller ids.
-    """
-    if state[0] == cand_d.shape[0]:
-        ties = k - state[1]
-        m = 0
-        for s in range(state[0]):
-            ds = cand_d[s]
-            if ds < t or (ds == t and ties > 0):
-                if ds == t:
-                    ties -= 1
-                cand_d[m] = ds
-                cand_i[m] = cand_i[s]
-                m += 1
-        state[0] = m
-        hist[:] = 0
-        for s in range(m):
-            hist[cand_d[s]] += 1
-    c = state[0]
-    cand_d[c] = d
-    cand_i[c] = j
-    state[0] = c + 1
-    hist[d] += 1
-    below = state[1] + 1
-    while below >= k:
-        t -= 1
-        below -= hist[t]
-    state[1] = below
-    return t
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _excluded_item(j, ptr, r, end, ex_idx):
-    """Whether item ``j`` is in the query's sorted exclusion list; ``ptr[r]`` walks the list as ``j`` grows."""
-    p = ptr[r]
-    while p < end and ex_idx[p] < j:
-        p += 1
-    ptr[r] = p
-    return p < end and ex_idx[p] == j
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _warm_start(dist, n0, k, bits, cand_d, cand_i, hist, state):
-    """Exact top-k of the first ``n0`` items from their distances ``dist`` by counting; returns the cut-off.
-
-    The state the item-by-item scan would reach after ``n0`` items, but a
-    histogram gives the k-th distance at once, so the early items, which
-    nearly all beat a still-loose cut-off, are not accepted one by one.
-    Excluded items carry ``dist = bits + 1`` and are never collected.
-    """
-    hist[:] = 0
-    for j in range(n0):
-        hist[dist[j]] += 1
-    t, below = 0, 0
-    while t <= bits and below + hist[t] < k:
-        below += hist[t]
-        t += 1
-    # Every item below t and, of those at t, the first k - below (the smaller ids).
-    ties = k - below if t <= bits else 0
-    hist[:] = 0
+def _compact(row, k, t, below, cand_d, cand_i, hist, count):
+    """Keep a query's ``k`` best candidates: every one with distance ``< t``, then the first (smaller-id)
+    ``k - below`` at ``t``; the buffer stays in id order and ``hist`` is rebuilt from what is kept."""
+    ties = k - below
     m = 0
-    for j in range(n0):
-        d = dist[j]
-        if d < t or (d == t and ties > 0):
-            if d == t:
+    for s in range(count[row]):
+        ds = cand_d[row, s]
+        if ds < t or (ds == t and ties > 0):
+            if ds == t:
                 ties -= 1
-            cand_d[m] = d
-            cand_i[m] = j
-            hist[d] += 1
+            cand_d[row, m] = ds
+            cand_i[row, m] = cand_i[row, s]
             m += 1
-    state[0], state[1] = m, below
-    return t
+    count[row] = m
+    hist[row, :] = 0
+    for s in range(m):
+        hist[row, cand_d[row, s]] += 1
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True)
-def _topk_block(qcodes, planes, n, q0, q1, k, tile, out_d, out_i, ex_ptr, ex_idx, has_ex):
-    """Exact top-k of queries ``q0..q1`` over the ``n`` items of ``planes``; writes rows of ``out_d``, ``out_i``."""
+def _topk_block(qcodes, planes, n, q0, q1, k, tile, ranked, out_d, out_i, ex_ptr, ex_idx, has_ex):
+    """Exact top-k of queries ``q0..q1`` over the ``n`` items of ``planes``; writes rows of ``out_d``, ``out_i``.
+
+    ``ranked``: rows sorted by (distance, id); else the same set in id order.
+
+    Per query, a buffer of candidates in id order, ``hist`` of their
+    distances, a cut-off ``t`` (admit ``d < t``) and ``below`` = the number of
+    candidates with ``d < t``. A warm start sets ``t`` to one more than the
+    k-th admissible distance among the first ``n0`` items (an upper bound of
+    the final one; ``bits + 1`` when fewer than ``k``), then the scan walks every
+    block: the items of a block that pass a query's cut are appended all at
+    once (bits of a mask: no per-item test), then ``t`` drops while
+    ``below >= k``. An item appended in the same block after ``t`` would have
+    dropped has ``d >= t`` and stays out of the final selection, which is
+    every candidate with ``d < t`` and the first ``k - below`` at ``t``; an item
+    that never passed has ``d >= t`` with ``k`` smaller ids at ``<= t`` ahead of it.
+    """
     nbytes = qcodes.shape[1]
     bits = 8 * nbytes
     n_blocks = planes.shape[0] // (nbytes * _BLOCK)
@@ -329,102 +283,151 @@ def _topk_block(qcodes, planes, n, q0, q1, k, tile, out_d, out_i, ex_ptr, ex_idx
     tables = np.empty(rows * nbytes * 64, np.uint8)
     qbytes = np.empty(rows * nbytes, np.uint8)
     _fill_tables(qcodes, q0, q1, tables, qbytes)
-    cap = min(2 * k + 64, n)  # candidate buffer, in id order; compacted to k when full
-    cand_d = np.empty((rows, cap), np.int64)
-    cand_i = np.empty((rows, cap), np.int64)
-    hist = np.zeros((rows, bits + 2), np.int64)
-    state = np.zeros((rows, 2), np.int64)  # per query: n_candidates, below
-    cutoff = np.zeros(rows, np.int64)      # per query: accept d < cutoff
+    cap = 2 * k + 64  # candidate buffer, in id order; compacted to k when a block might not fit
+    cand_d = np.empty((rows, cap), np.int32)
+    cand_i = np.empty((rows, cap), np.int32)
+    hist = np.zeros((rows, bits + 2), np.int32)
+    count = np.zeros(rows, np.int64)       # per query: candidates in the buffer
+    below = np.zeros(rows, np.int64)       # per query: candidates with d < cutoff
+    cutoff = np.zeros(rows, np.int64)      # per query: admit d < cutoff
     admit = np.zeros(rows, np.uint8)       # per query: largest byte sum that may pass (0 for padding rows)
     ptr = np.zeros(rows, np.int64)         # per query: next excluded item (CSR merge)
     sums = np.empty(_Q * _BLOCK, np.uint8)
     masks = np.empty(_Q, np.int64)
+    whist = np.empty(256, np.int64)
     saturates = bits >= 255
+    tail = n - (n_blocks - 1) * _BLOCK     # real items in the last block
+    last_mask = np.uint64((1 << tail) - 1) if tail < 64 else np.uint64(0xFFFFFFFF)
 
-    # Warm start: the first w0 blocks, exact distances, top-k by counting.
+    # Warm start: the k-th admissible byte sum among the first n0 items bounds the final k-th distance.
     w0 = min(n_blocks, -(-max(_WARM_ITEMS, _WARM_PER_K * k) // _BLOCK))
     n0 = min(n, w0 * _BLOCK)
-    dist = np.empty((_Q, w0 * _BLOCK), np.int64)
+    wsum = np.empty((_Q, w0 * _BLOCK), np.uint8)
     for grp in range(groups):
         admit[grp * _Q : (grp + 1) * _Q] = 255
         for g in range(w0):
             _block_sums(planes, g * nbytes * _BLOCK, nbytes, tables, qbytes, grp * _Q, admit[grp * _Q :], sums)
             for r in range(_Q):
                 for i in range(_BLOCK):
-                    dist[r, g * _BLOCK + i] = sums[r * _BLOCK + i]
-        for r in range(min(_Q, nq - grp * _Q)):
+                    wsum[r, g * _BLOCK + i] = sums[r * _BLOCK + i]
+        for r in range(_Q):
             row, q = grp * _Q + r, q0 + grp * _Q + r
-            if saturates:
-                for j in range(n0):
-                    if dist[r, j] == 255:
-                        dist[r, j] = _item_distance(planes, j // _BLOCK, j % _BLOCK, nbytes, qcodes, q)
+            if r >= nq - grp * _Q:
+                admit[row] = 0
+                continue
+            whist[:] = 0
+            for j in range(n0):
+                whist[wsum[r, j]] += 1
             if has_ex:
                 p, end = ex_ptr[q], ex_ptr[q + 1]
                 while p < end and ex_idx[p] < n0:
-                    dist[r, ex_idx[p]] = bits + 1
+                    whist[wsum[r, ex_idx[p]]] -= 1
                     p += 1
-                ptr[row] = p
-            t = _warm_start(dist[r], n0, k, bits, cand_d[row], cand_i[row], hist[row], state[row])
-            cutoff[row] = t
-        for r in range(_Q):
-            row = grp * _Q + r
-            admit[row] = min(max(cutoff[row] - 1, 0), 255) if r < nq - grp * _Q else 0
+                ptr[row] = ex_ptr[q]
+            # a sum of 255 only says d >= 255: such items bound nothing
+            t, acc = 0, whist[0]
+            while t < 254 and acc < k:
+                t += 1
+                acc += whist[t]
+            cutoff[row] = t + 1 if acc >= k else bits + 1
+            admit[row] = min(cutoff[row] - 1, 255)
 
     # The scan: tile by tile, group by group, block by block; a block is inspected only if some sum passes.
-    for t0 in range(w0, n_blocks, tile):
+    for t0 in range(0, n_blocks, tile):
         t1 = min(t0 + tile, n_blocks)
         for grp in range(groups):
             gadmit = admit[grp * _Q :]
+            nr = min(_Q, nq - grp * _Q)
             for g in range(t0, t1):
                 if _block_sums(planes, g * nbytes * _BLOCK, nbytes, tables, qbytes, grp * _Q, gadmit, sums) == 0:
                     continue
                 _block_masks(sums, gadmit, masks)
-                for r in range(min(_Q, nq - grp * _Q)):
+                base = g * _BLOCK
+                for r in range(nr):
                     mask = np.uint64(masks[r])
+                    if mask == 0:
+                        continue
                     row = grp * _Q + r
-                    q = q0 + row
                     t = cutoff[row]
+                    if t == 0:  # k items at distance 0: nothing more can enter (admit 0 still passes d = 0)
+                        continue
+                    if g == n_blocks - 1:
+                        mask &= last_mask
+                    q = q0 + row
+                    if has_ex:
+                        p, end = ptr[row], ex_ptr[q + 1]
+                        while p < end and ex_idx[p] < base:
+                            p += 1
+                        while p < end and ex_idx[p] < base + _BLOCK:
+                            mask &= ~(np.uint64(1) << np.uint64(ex_idx[p] - base))
+                            p += 1
+                        ptr[row] = p
+                    if mask == 0:
+                        continue
+                    if count[row] + _BLOCK > cap:
+                        _compact(row, k, t, below[row], cand_d, cand_i, hist, count)
+                    m = count[row]
+                    b = below[row]
                     while mask:
                         i = _trailing_zeros(mask)
                         mask &= mask - np.uint64(1)
-                        j = g * _BLOCK + i
-                        if j >= n:  # padding items of the last block
-                            break
                         d = np.int64(sums[r * _BLOCK + i])
                         if saturates and d == 255:
                             d = _item_distance(planes, g, i, nbytes, qcodes, q)
-                        if d >= t:  # t may have dropped since the mask was taken
-                            continue
-                        if has_ex and _excluded_item(j, ptr, row, ex_ptr[q + 1], ex_idx):
-                            continue
-                        t = _accept(j, d, t, k, cand_d[row], cand_i[row], hist[row], state[row])
-                    if t != cutoff[row]:
+                            if d >= t:
+                                continue
+                        cand_d[row, m] = d
+                        cand_i[row, m] = base + i
+                        m += 1
+                        hist[row, d] += 1
+                        b += 1
+                    count[row] = m
+                    if b >= k:
+                        while b >= k:
+                            t -= 1
+                            b -= hist[row, t]
                         cutoff[row] = t
                         gadmit[r] = min(max(t - 1, 0), 255)
+                    below[row] = b
 
-    # Counting sort of the candidates by distance; stable, so equal distances stay in id order.
+    # Every candidate with d < t and the first k - below at t. Ranked: a counting sort by distance, stable,
+    # so equal distances stay in id order; else the buffer order (ids ascending).
     start = np.empty(bits + 2, np.int64)
     for row in range(nq):
-        acc = 0
-        for d in range(bits + 2):
-            start[d] = acc
-            acc += hist[row, d]
-        for s in range(state[row, 0]):
-            d = cand_d[row, s]
-            pos = start[d]
-            start[d] = pos + 1
-            if pos < k:
-                out_d[q0 + row, pos] = d
-                out_i[q0 + row, pos] = cand_i[row, s]
+        t = cutoff[row]
+        if ranked:
+            acc = 0
+            for d in range(bits + 2):
+                start[d] = acc
+                acc += hist[row, d]
+            for s in range(count[row]):
+                d = cand_d[row, s]
+                pos = start[d]
+                start[d] = pos + 1
+                if pos < k:
+                    out_d[q0 + row, pos] = d
+                    out_i[q0 + row, pos] = cand_i[row, s]
+        else:
+            ties = k - below[row]
+            pos = 0
+            for s in range(count[row]):
+                d = cand_d[row, s]
+                if d < t or (d == t and ties > 0):
+                    if d == t:
+                        ties -= 1
+                    out_d[q0 + row, pos] = d
+                    out_i[q0 + row, pos] = cand_i[row, s]
+                    pos += 1
 
 
 @numba.njit(parallel=True, cache=True, fastmath=True, nogil=True)
-def _topk_kernel(qcodes, planes, n, k, block, tile, out_d, out_i, ex_ptr, ex_idx, has_ex):
+def _topk_kernel(qcodes, planes, n, k, block, tile, ranked, out_d, out_i, ex_ptr, ex_idx, has_ex):
     nq = qcodes.shape[0]
     n_tasks = (nq + block - 1) // block
     for b in numba.prange(n_tasks):
         q0 = b * block
-        _topk_block(qcodes, planes, n, q0, min(q0 + block, nq), k, tile, out_d, out_i, ex_ptr, ex_idx, has_ex)
+        _topk_block(qcodes, planes, n, q0, min(q0 + block, nq), k, tile, ranked, out_d, out_i, ex_ptr, ex_idx,
+                    has_ex)
 
 
 @contextmanager
@@ -440,8 +443,12 @@ def _numba_threads(threads: int | None) -> Iterator[int]:
 
 
 
-def _hamming_search(qcodes: np.ndarray, planes: np.ndarray, n: int, k: int, exclude, threads):
-    """Kernel call: packed queries ``(nq, B)``, byte-sliced items -> int32 distances, int64 ids ``(nq, k)``."""
+def _hamming_search(qcodes: np.ndarray, planes: np.ndarray, n: int, k: int, exclude, threads, ranked: bool = True):
+    """Kernel call: packed queries ``(nq, B)``, byte-sliced items -> int32 distances, int64 ids ``(nq, k)``.
+
+    ``ranked=False``: the same top-k set per row, in id order (what a re-rank needs; no sort by distance)."""
+    if n >= 2**31:
+        raise ValueError(f"item_codes has {n} rows; the kernel holds ids as int32 (fewer than 2**31 items)")
     nq, nbytes = qcodes.shape
     out_d = np.full((nq, k), 8 * nbytes + 1, np.int32)
     out_i = np.full((nq, k), -1, np.int64)
@@ -456,7 +463,7 @@ def _hamming_search(qcodes: np.ndarray, planes: np.ndarray, n: int, k: int, excl
         # Tasks of whole groups; small batches get smaller tasks, so that every thread has one.
         per_thread = -(-nq // n_threads)
         block = min(_QUERY_BLOCK, -(-per_thread // _Q) * _Q)
-        _topk_kernel(qcodes, planes, n, k, block, tile, out_d, out_i, ex_ptr, ex_idx, exclude is not None)
+        _topk_kernel(qcodes, planes, n, k, block, tile, ranked, out_d, out_i, ex_ptr, ex_idx, exclude is not None)
     return out_d, out_i
 
 
