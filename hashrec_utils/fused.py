@@ -230,21 +230,25 @@ def _fused_kernel(qwords, items, query_emb, item_emb, C, k, bits, ex_ptr, ex_idx
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _rerank_kernel(cand, query_emb, item_emb, k, out_s, out_i):
-    """Per query ``q``: the top ``k`` of candidate ids ``cand[q]`` (``-1`` = none) by ``<e_q, e_i>``,
-    descending, ties by smaller id; gathers one embedding row at a time (nothing of shape ``(nq, C, d)``)."""
+    """Per query ``q``: the top ``k`` of candidate ids ``cand[q]`` (``-1`` padding at the end) by
+    ``<e_q, e_i>``, descending, ties by smaller id; gathers one embedding row at a time (nothing of shape
+    ``(nq, C, d)``). All ``C`` scores first (independent loads the CPU overlaps), then the selection."""
     nq, C = cand.shape
     n_tasks = (nq + _QUERY_CHUNK - 1) // _QUERY_CHUNK
     for t in numba.prange(n_tasks):
+        scores = np.empty(C, np.float32)
         top_s = np.empty(k, np.float32)
         top_i = np.empty(k, np.int64)
         for q in range(t * _QUERY_CHUNK, min((t + 1) * _QUERY_CHUNK, nq)):
             qe = query_emb[q]
+            m = 0
+            while m < C and cand[q, m] >= 0:
+                scores[m] = _dot(qe, item_emb[cand[q, m]])
+                m += 1
             filled = 0
-            for c in range(C):
+            for c in range(m):
                 j = cand[q, c]
-                if j < 0:
-                    continue
-                score = _dot(qe, item_emb[j])
+                score = scores[c]
                 if filled == k and (score < top_s[k - 1] or (score == top_s[k - 1] and j > top_i[k - 1])):
                     continue
                 pos = filled if filled < k else k - 1
@@ -363,12 +367,12 @@ def fused_hierarchical_topk(query_codes, item_codes, query_emb, item_emb, k: int
             _fused_kernel(_words(qc), _words(ic).reshape(-1), qe, ie, C, k, 8 * qc.shape[1], ex_ptr, ex_idx,
                           exclude is not None, out_s, out_i)
         else:
-            from .retrieval import HammingIndex
+            from .retrieval.kernel import hamming_candidates
 
-            index = HammingIndex(8 * qc.shape[1], threads=threads).build(ic)
             for s0 in range(0, nq, _RERANK_QUERIES):
                 s1 = min(s0 + _RERANK_QUERIES, nq)
-                _, cand = index.search(qc[s0:s1], C, None if exclude is None else exclude[s0:s1])
+                cand = hamming_candidates(qc[s0:s1], ic, C, None if exclude is None else exclude[s0:s1],
+                                          threads=threads)
                 _rerank_kernel(cand, qe[s0:s1], ie, k, out_s[s0:s1], out_i[s0:s1])
     finally:
         numba.set_num_threads(old)

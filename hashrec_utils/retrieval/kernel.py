@@ -483,3 +483,19 @@ def hamming_topk(query_codes: np.ndarray, item_codes: np.ndarray, k: int, exclud
     exclude = _check_exclude(exclude, len(q), len(items))
     dist, ids = _hamming_search(q, _planes(items), len(items), k, exclude, _check_threads(threads))
     return (ids, dist) if return_distances else ids
+
+
+def hamming_candidates(query_codes: np.ndarray, item_codes: np.ndarray, c: int, exclude=None, *,
+                       threads: int | None = None) -> np.ndarray:
+    """The set of :func:`hamming_topk`'s ``c`` ids per query, in id order (ascending), ``-1`` padding at the end.
+
+    ``query_codes (nq, K/8)``, ``item_codes (n, K/8)``: packed ``np.uint8``; returns int64 ``(nq, c)``.
+    Row ``q`` holds exactly the ids of ``hamming_topk(query_codes, item_codes, c, exclude)[q]`` (every item
+    at distance below the c-th, then the smallest ids at it), sorted by id instead of by distance: the
+    candidates of a re-rank, which orders them itself. Skips the final sort by distance.
+    """
+    q = _check_codes(query_codes, "query_codes")
+    items = _check_codes(item_codes, "item_codes", q.shape[1] * 8)
+    c = _check_k(c, "c")
+    exclude = _check_exclude(exclude, len(q), len(items))
+    return _hamming_search(q, _planes(items), len(items), c, exclude, _check_threads(threads), ranked=False)[1]
