@@ -6,12 +6,15 @@ array per call; at Gowalla's shape the re-rank, not the scan, bounds its
 throughput. :func:`fused_hierarchical_topk` does the re-rank in numba, one
 query at a time, with no per-query allocation, after one of two scans:
 
-``scan="hamming"`` (default): :class:`~hashrec_utils.retrieval.HammingIndex`'s
-byte-sliced kernel (8 queries share each pass over the items) gives the top
-``C``, in blocks of 8,192 queries; the re-rank then scores the ``C`` ids
-``s_j = <e_q, e_j>`` and keeps a sorted top ``k`` (``s`` descending, ties by
-smaller id). At Gowalla's shape the Hamming kernel at ``k = C = 100`` takes
-about half of the unfused call, which bounds this path near 2x.
+``scan="hamming"`` (default): the byte-sliced Hamming kernel (8 queries share
+each pass over the items), as
+:func:`~hashrec_utils.retrieval.kernel.hamming_candidates`, gives the set of
+the top ``C`` in id order (no sort by distance: the re-rank orders them
+itself), in blocks of 8,192 queries; the re-rank then scores the ``C`` ids
+``s_j = <e_q, e_j>`` into a scratch row (independent gathers, which the CPU
+overlaps) and keeps a sorted top ``k`` (``s`` descending, ties by smaller id).
+At Gowalla's shape (``C = 100``, 2 threads) the scan takes about 0.17 s and
+the re-rank 0.03 s, against about 0.5 s for the unfused call.
 
 ``scan="single"``: scan, top-C and re-rank in one pass per query:
 
@@ -319,9 +322,9 @@ def fused_hierarchical_topk(query_codes, item_codes, query_emb, item_emb, k: int
 
     ``scan`` picks how the candidates are found (same results either way):
     ``"hamming"`` (default, the faster at Gowalla's shape) runs
-    :class:`~hashrec_utils.retrieval.HammingIndex`'s byte-sliced kernel for
-    the top ``C`` of each block of ``_RERANK_QUERIES`` queries, then the numba
-    re-rank (memory ``12 C`` bytes a query of the block); ``"single"`` does
+    :func:`~hashrec_utils.retrieval.kernel.hamming_candidates` for the top
+    ``C`` of each block of ``_RERANK_QUERIES`` queries, then the numba re-rank
+    (memory ``16 C`` bytes a query of the block); ``"single"`` does
     scan, top-C and re-rank in one pass per query (memory ``O(C + K)`` a task).
     """
     qc = _codes(query_codes, "query_codes")
