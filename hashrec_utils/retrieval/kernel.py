@@ -343,10 +343,13 @@ def _topk_block(qcodes, planes, n, q0, q1, k, tile, ranked, out_d, out_i, ex_ptr
                     continue
                 _block_masks(sums, gadmit, masks)
                 base = g * _BLOCK
+                live = np.uint64(0)  # bit r: query r has an item that passes (no branch per query)
                 for r in range(nr):
+                    live |= np.uint64(masks[r] != 0) << np.uint64(r)
+                while live:
+                    r = _trailing_zeros(live)
+                    live &= live - np.uint64(1)
                     mask = np.uint64(masks[r])
-                    if mask == 0:
-                        continue
                     row = grp * _Q + r
                     t = cutoff[row]
                     if t == 0:  # k items at distance 0: nothing more can enter (admit 0 still passes d = 0)
