@@ -51,7 +51,7 @@ _Q = 8                # queries per group: 8 byte-accumulators held in AVX2 regi
 _BLOCK = 32           # items per block: one 32-byte vector per code byte
 _QUERY_BLOCK = 16     # queries per parallel task (two groups) sharing one pass over an item tile
 _TILE_BYTES = 131_072  # one tile of codes stays in L2 while the task's groups walk it
-_WARM_ITEMS = 512     # items selected by counting before the scan, or _WARM_PER_K * k when more
+_WARM_ITEMS = 512     # items whose k-th admissible distance is the first cut-off, or _WARM_PER_K * k when more
 _WARM_PER_K = 16
 
 
@@ -283,7 +283,7 @@ def _topk_block(qcodes, planes, n, q0, q1, k, tile, ranked, out_d, out_i, ex_ptr
     tables = np.empty(rows * nbytes * 64, np.uint8)
     qbytes = np.empty(rows * nbytes, np.uint8)
     _fill_tables(qcodes, q0, q1, tables, qbytes)
-    cap = 2 * k + 64  # candidate buffer, in id order; compacted to k when a block might not fit
+    cap = min(2 * k, n) + 64  # candidate buffer, in id order; compacted to <= min(k, n) when a block might not fit
     cand_d = np.empty((rows, cap), np.int32)
     cand_i = np.empty((rows, cap), np.int32)
     hist = np.zeros((rows, bits + 2), np.int32)
@@ -297,7 +297,7 @@ def _topk_block(qcodes, planes, n, q0, q1, k, tile, ranked, out_d, out_i, ex_ptr
     whist = np.empty(256, np.int64)
     saturates = bits >= 255
     tail = n - (n_blocks - 1) * _BLOCK     # real items in the last block
-    last_mask = np.uint64((1 << tail) - 1) if tail < 64 else np.uint64(0xFFFFFFFF)
+    last_mask = np.uint64((1 << tail) - 1)
 
     # Warm start: the k-th admissible byte sum among the first n0 items bounds the final k-th distance.
     w0 = min(n_blocks, -(-max(_WARM_ITEMS, _WARM_PER_K * k) // _BLOCK))
