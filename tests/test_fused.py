@@ -161,3 +161,28 @@ def test_candidates_hand_case_and_padding():
     assert hamming_candidates(qc, ic, 6, ex).tolist() == [[0, 2, 3, 4, -1, -1]]
     with pytest.raises(ValueError, match="c must be a positive integer; got 0"):
         hamming_candidates(qc, ic, 0)
+
+
+@pytest.mark.parametrize("excluded", [False, True])
+def test_topk_when_the_first_cut_off_guess_is_too_tight(excluded):
+    """The kernel's first cut-off is a guess from the first 512 items (the distance within which they hold
+    21 items here, for k = 30 of 3,000): items 0..20 equal the query, so the guess is distance 0 although only
+    21 items in all are that close; the query must be scanned again from the safe cut-off. The rest of the
+    items sit at distances 1..8 in an order that leaves many ties at the 30th distance."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    ic = np.zeros((n, 2), np.uint8)
+    far = rng.integers(1, 9, n)  # item j at distance far[j] from query 0: its low far[j] bits set
+    far[:21] = 0
+    bits = ((1 << far) - 1).astype(np.uint16)
+    ic[:, 0], ic[:, 1] = bits >> 8, bits & 255
+    qc = np.zeros((3, 2), np.uint8)
+    qc[1] = [0, 1]  # query 1: distance far[j] +- 1; query 2: far from everything near 0
+    qc[2] = [255, 0]
+    exclude = sp.random(3, n, density=0.1, random_state=3, format="csr") if excluded else None
+    d = hamming_distances(qc, ic).astype(np.int64)
+    if excluded:
+        d[exclude.toarray() != 0] = 10**6
+    want = np.argsort(d * 10_000 + np.arange(n), axis=1, kind="stable")[:, :30]
+    np.testing.assert_array_equal(hamming_topk(qc, ic, 30, exclude), want)
+    np.testing.assert_array_equal(hamming_candidates(qc, ic, 30, exclude), np.sort(want, axis=1))

@@ -53,6 +53,8 @@ _QUERY_BLOCK = 16     # queries per parallel task (two groups) sharing one pass 
 _TILE_BYTES = 131_072  # one tile of codes stays in L2 while the task's groups walk it
 _WARM_ITEMS = 512     # items whose k-th admissible distance is the first cut-off, or _WARM_PER_K * k when more
 _WARM_PER_K = 16
+_GUESS = 4            # first cut-off: the distance within which n0 items hold _GUESS times their share of the top k
+_GUESS_MIN = 8        # ... and at least this many of them (fewer would make a poor estimate)
 
 
 def _has_pshufb(context) -> bool:
@@ -256,86 +258,20 @@ def _compact(row, k, t, below, cand_d, cand_i, hist, count):
         hist[row, cand_d[row, s]] += 1
 
 
-@numba.njit(cache=True, fastmath=True, nogil=True)
-def _topk_block(qcodes, planes, n, q0, q1, k, tile, ranked, out_d, out_i, ex_ptr, ex_idx, has_ex):
-    """Exact top-k of queries ``q0..q1`` over the ``n`` items of ``planes``; writes rows of ``out_d``, ``out_i``.
-
-    ``ranked``: rows sorted by (distance, id); else the same set in id order.
-
-    Per query, a buffer of candidates in id order, ``hist`` of their
-    distances, a cut-off ``t`` (admit ``d < t``) and ``below`` = the number of
-    candidates with ``d < t``. A warm start sets ``t`` to one more than the
-    k-th admissible distance among the first ``n0`` items (an upper bound of
-    the final one; ``bits + 1`` when fewer than ``k``), then the scan walks every
-    block: the items of a block that pass a query's cut are appended all at
-    once (bits of a mask: no per-item test), then ``t`` drops while
-    ``below >= k``. An item appended in the same block after ``t`` would have
-    dropped has ``d >= t`` and stays out of the final selection, which is
-    every candidate with ``d < t`` and the first ``k - below`` at ``t``; an item
-    that never passed has ``d >= t`` with ``k`` smaller ids at ``<= t`` ahead of it.
-    """
-    nbytes = qcodes.shape[1]
-    bits = 8 * nbytes
-    n_blocks = planes.shape[0] // (nbytes * _BLOCK)
-    nq = q1 - q0
-    groups = -(-nq // _Q)
-    rows = groups * _Q
-    tables = np.empty(rows * nbytes * 64, np.uint8)
-    qbytes = np.empty(rows * nbytes, np.uint8)
-    _fill_tables(qcodes, q0, q1, tables, qbytes)
-    cap = min(2 * k, n) + 64  # candidate buffer, in id order; compacted to <= min(k, n) when a block might not fit
-    cand_d = np.empty((rows, cap), np.int32)
-    cand_i = np.empty((rows, cap), np.int32)
-    hist = np.zeros((rows, bits + 2), np.int32)
-    count = np.zeros(rows, np.int64)       # per query: candidates in the buffer
-    below = np.zeros(rows, np.int64)       # per query: candidates with d < cutoff
-    cutoff = np.zeros(rows, np.int64)      # per query: admit d < cutoff
-    admit = np.zeros(rows, np.uint8)       # per query: largest byte sum that may pass (0 for padding rows)
-    ptr = np.zeros(rows, np.int64)         # per query: next excluded item (CSR merge)
-    sums = np.empty(_Q * _BLOCK, np.uint8)
-    masks = np.empty(_Q, np.int64)
-    whist = np.empty(256, np.int64)
-    saturates = bits >= 255
-    tail = n - (n_blocks - 1) * _BLOCK     # real items in the last block
-    last_mask = np.uint64((1 << tail) - 1)
-
-    # Warm start: the k-th admissible byte sum among the first n0 items bounds the final k-th distance.
-    w0 = min(n_blocks, -(-max(_WARM_ITEMS, _WARM_PER_K * k) // _BLOCK))
-    n0 = min(n, w0 * _BLOCK)
-    wsum = np.empty((_Q, w0 * _BLOCK), np.uint8)
-    for grp in range(groups):
-        admit[grp * _Q : (grp + 1) * _Q] = 255
-        for g in range(w0):
-            _block_sums(planes, g * nbytes * _BLOCK, nbytes, tables, qbytes, grp * _Q, admit[grp * _Q :], sums)
-            for r in range(_Q):
-                for i in range(_BLOCK):
-                    wsum[r, g * _BLOCK + i] = sums[r * _BLOCK + i]
-        for r in range(_Q):
-            row, q = grp * _Q + r, q0 + grp * _Q + r
-            if r >= nq - grp * _Q:
-                admit[row] = 0
-                continue
-            whist[:] = 0
-            for j in range(n0):
-                whist[wsum[r, j]] += 1
-            if has_ex:
-                p, end = ex_ptr[q], ex_ptr[q + 1]
-                while p < end and ex_idx[p] < n0:
-                    whist[wsum[r, ex_idx[p]]] -= 1
-                    p += 1
-                ptr[row] = ex_ptr[q]
-            # a sum of 255 only says d >= 255: such items bound nothing
-            t, acc = 0, whist[0]
-            while t < 254 and acc < k:
-                t += 1
-                acc += whist[t]
-            cutoff[row] = t + 1 if acc >= k else bits + 1
-            admit[row] = min(cutoff[row] - 1, 255)
-
-    # The scan: tile by tile, group by group, block by block; a block is inspected only if some sum passes.
+@numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
+def _scan(qcodes, planes, n, q0, nq, k, tile, groups, n_blocks, nbytes, saturates, last_mask, cap, attempt,
+          active, tables, qbytes, admit, cutoff, count, below, ptr, hist, cand_d, cand_i, sums, masks,
+          ex_ptr, ex_idx, has_ex):
+    """One round of the scan over every block for the ``active`` queries (see :func:`_topk_block`)."""
     for t0 in range(0, n_blocks, tile):
         t1 = min(t0 + tile, n_blocks)
         for grp in range(groups):
+            if attempt == 1:
+                any_active = False
+                for r in range(_Q):
+                    any_active |= active[grp * _Q + r]
+                if not any_active:
+                    continue
             gadmit = admit[grp * _Q :]
             nr = min(_Q, nq - grp * _Q)
             for g in range(t0, t1):
@@ -351,6 +287,8 @@ def _topk_block(qcodes, planes, n, q0, q1, k, tile, ranked, out_d, out_i, ex_ptr
                     live &= live - np.uint64(1)
                     mask = np.uint64(masks[r])
                     row = grp * _Q + r
+                    if attempt == 1 and not active[row]:
+                        continue
                     t = cutoff[row]
                     if t == 0:  # k items at distance 0: nothing more can enter (admit 0 still passes d = 0)
                         continue
@@ -392,6 +330,124 @@ def _topk_block(qcodes, planes, n, q0, q1, k, tile, ranked, out_d, out_i, ex_ptr
                         cutoff[row] = t
                         gadmit[r] = min(max(t - 1, 0), 255)
                     below[row] = b
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True)
+def _topk_block(qcodes, planes, n, q0, q1, k, tile, ranked, out_d, out_i, ex_ptr, ex_idx, has_ex):
+    """Exact top-k of queries ``q0..q1`` over the ``n`` items of ``planes``; writes rows of ``out_d``, ``out_i``.
+
+    ``ranked``: rows sorted by (distance, id); else the same set in id order.
+
+    Per query, a buffer of candidates in id order, ``hist`` of their
+    distances, a cut-off ``t`` (admit ``d < t``) and ``below`` = the number of
+    candidates with ``d < t``. A warm start histograms the first ``n0`` items:
+    one more than their k-th admissible distance is the safe cut-off (the final
+    k-th distance is at most that; ``bits + 1`` when they hold fewer than ``k``),
+    and one more than the distance within which they hold ``guess_k`` (about
+    ``_GUESS`` times the top k's share of ``n0``, at least ``_GUESS_MIN``) is the
+    first, tighter one. A query whose cut-off never drops from its guess saw
+    fewer than ``k`` admissible items below it: a second round scans just those
+    queries again from the safe cut-off. The scan walks every
+    block: the items of a block that pass a query's cut are appended all at
+    once (bits of a mask: no per-item test), then ``t`` drops while
+    ``below >= k``. An item appended in the same block after ``t`` would have
+    dropped has ``d >= t`` and stays out of the final selection, which is
+    every candidate with ``d < t`` and the first ``k - below`` at ``t``; an item
+    that never passed has ``d >= t`` with ``k`` smaller ids at ``<= t`` ahead of it.
+    """
+    nbytes = qcodes.shape[1]
+    bits = 8 * nbytes
+    n_blocks = planes.shape[0] // (nbytes * _BLOCK)
+    nq = q1 - q0
+    groups = -(-nq // _Q)
+    rows = groups * _Q
+    tables = np.empty(rows * nbytes * 64, np.uint8)
+    qbytes = np.empty(rows * nbytes, np.uint8)
+    _fill_tables(qcodes, q0, q1, tables, qbytes)
+    cap = min(2 * k, n) + 64  # candidate buffer, in id order; compacted to <= min(k, n) when a block might not fit
+    cand_d = np.empty((rows, cap), np.int32)
+    cand_i = np.empty((rows, cap), np.int32)
+    hist = np.zeros((rows, bits + 2), np.int32)
+    count = np.zeros(rows, np.int64)       # per query: candidates in the buffer
+    below = np.zeros(rows, np.int64)       # per query: candidates with d < cutoff
+    cutoff = np.zeros(rows, np.int64)      # per query: admit d < cutoff
+    admit = np.zeros(rows, np.uint8)       # per query: largest byte sum that may pass (0 for padding rows)
+    ptr = np.zeros(rows, np.int64)         # per query: next excluded item (CSR merge)
+    sums = np.empty(_Q * _BLOCK, np.uint8)
+    masks = np.empty(_Q, np.int64)
+    whist = np.empty(256, np.int64)
+    saturates = bits >= 255
+    tail = n - (n_blocks - 1) * _BLOCK     # real items in the last block
+    last_mask = np.uint64((1 << tail) - 1)
+
+    # Warm start: the k-th admissible byte sum among the first n0 items bounds the final k-th distance.
+    w0 = min(n_blocks, -(-max(_WARM_ITEMS, _WARM_PER_K * k) // _BLOCK))
+    n0 = min(n, w0 * _BLOCK)
+    wsum = np.empty((_Q, w0 * _BLOCK), np.uint8)
+    guess_k = min(k, max(_GUESS_MIN, -(-k * n0 * _GUESS // n)))  # _GUESS times the top k's share of n0 items
+    safe = np.zeros(rows, np.int64)    # per query: the cut-off that is sure to hold k admissible items
+    first = np.zeros(rows, np.int64)   # per query: the cut-off the scan started with
+    active = np.ones(rows, np.bool_)   # per query: scanned in this round
+    for grp in range(groups):
+        admit[grp * _Q : (grp + 1) * _Q] = 255
+        for g in range(w0):
+            _block_sums(planes, g * nbytes * _BLOCK, nbytes, tables, qbytes, grp * _Q, admit[grp * _Q :], sums)
+            for r in range(_Q):
+                for i in range(_BLOCK):
+                    wsum[r, g * _BLOCK + i] = sums[r * _BLOCK + i]
+        for r in range(_Q):
+            row, q = grp * _Q + r, q0 + grp * _Q + r
+            if r >= nq - grp * _Q:
+                admit[row] = 0
+                continue
+            whist[:] = 0
+            for j in range(n0):
+                whist[wsum[r, j]] += 1
+            if has_ex:
+                p, end = ex_ptr[q], ex_ptr[q + 1]
+                while p < end and ex_idx[p] < n0:
+                    whist[wsum[r, ex_idx[p]]] -= 1
+                    p += 1
+                ptr[row] = ex_ptr[q]
+            # a sum of 255 only says d >= 255: such items bound nothing
+            t, acc = 0, whist[0]
+            guess = bits + 1
+            while True:
+                if acc >= guess_k and guess > bits:
+                    guess = t + 1
+                if acc >= k or t == 254:
+                    break
+                t += 1
+                acc += whist[t]
+            safe[row] = t + 1 if acc >= k else bits + 1
+            cutoff[row] = min(guess, safe[row])
+            first[row] = cutoff[row]
+            admit[row] = min(cutoff[row] - 1, 255)
+
+    # The scan: tile by tile, group by group, block by block; a block is inspected only if some sum passes.
+    # Round 1 starts from the guessed cut-off; a query whose cut-off never dropped found fewer than k items
+    # below its guess, and round 2 scans it again from the safe one (the other queries admit nothing).
+    for attempt in range(2):
+        if attempt == 1:
+            redo = False
+            for row in range(rows):
+                active[row] = row < nq and cutoff[row] == first[row] and first[row] < safe[row]
+                if active[row]:
+                    redo = True
+                    q = q0 + row
+                    count[row] = 0
+                    below[row] = 0
+                    hist[row, :] = 0
+                    ptr[row] = ex_ptr[q] if has_ex else 0
+                    cutoff[row] = safe[row]
+                    admit[row] = min(safe[row] - 1, 255)
+                else:
+                    admit[row] = 0
+            if not redo:
+                break
+        _scan(qcodes, planes, n, q0, nq, k, tile, groups, n_blocks, nbytes, saturates, last_mask, cap, attempt,
+              active, tables, qbytes, admit, cutoff, count, below, ptr, hist, cand_d, cand_i, sums, masks,
+              ex_ptr, ex_idx, has_ex)
 
     # Every candidate with d < t and the first k - below at t. Ranked: a counting sort by distance, stable,
     # so equal distances stay in id order; else the buffer order (ids ascending).
