@@ -13,7 +13,7 @@ the top ``C`` in id order (no sort by distance: the re-rank orders them
 itself), in blocks of 8,192 queries; the re-rank then scores the ``C`` ids
 ``s_j = <e_q, e_j>`` into a scratch row (independent gathers, which the CPU
 overlaps) and keeps a sorted top ``k`` (``s`` descending, ties by smaller id).
-At Gowalla's shape (``C = 100``, 2 threads) the scan takes about 0.17 s and
+At Gowalla's shape (``C = 100``, 2 threads, an idle machine) the scan takes about 0.17 s and
 the re-rank 0.03 s, against about 0.5 s for the unfused call.
 
 ``scan="single"``: scan, top-C and re-rank in one pass per query:
