@@ -10,7 +10,7 @@ query at a time, with no per-query allocation, after one of two scans:
 each pass over the items), as
 :func:`~hashrec_utils.retrieval.kernel.hamming_candidates`, gives the set of
 the top ``C`` in id order (no sort by distance: the re-rank orders them
-itself), in blocks of 8,192 queries; the re-rank then scores the ``C`` ids
+itself), in blocks of queries holding at most 64 MiB of candidates; the re-rank then scores the ``C`` ids
 ``s_j = <e_q, e_j>`` into a scratch row (independent gathers, which the CPU
 overlaps) and keeps a sorted top ``k`` (``s`` descending, ties by smaller id).
 At Gowalla's shape (``C = 100``, 2 threads, an idle machine) the scan takes about 0.17 s and
@@ -62,7 +62,7 @@ _BLOCK = 256       # items per block, whose minimum distance is compared with th
 _SUB = 32          # items per sub-block, looked at in a block that passes
 _LANES = 8         # items per vector (8 uint64 words of AVX-512), looked at in a sub-block that passes
 _QUERY_CHUNK = 64  # queries per parallel task (the task's scratch serves them all)
-_RERANK_QUERIES = 8192  # queries per Hamming call of scan='hamming' (bounds its (q, C) candidates)
+_RERANK_BYTES = 2**26  # scan='hamming': queries per Hamming call bounded by their (q, C) candidates' 12 C bytes
 
 
 @intrinsic
@@ -323,8 +323,8 @@ def fused_hierarchical_topk(query_codes, item_codes, query_emb, item_emb, k: int
     ``scan`` picks how the candidates are found (same results either way):
     ``"hamming"`` (default, the faster at Gowalla's shape) runs
     :func:`~hashrec_utils.retrieval.kernel.hamming_candidates` for the top
-    ``C`` of each block of ``_RERANK_QUERIES`` queries, then the numba re-rank
-    (memory ``16 C`` bytes a query of the block); ``"single"`` does
+    ``C`` of each block of ``max(1024, _RERANK_BYTES // (12 C))`` queries, then the
+    numba re-rank (memory ``12 C`` bytes a query of the block); ``"single"`` does
     scan, top-C and re-rank in one pass per query (memory ``O(C + K)`` a task).
     """
     qc = _codes(query_codes, "query_codes")
@@ -372,8 +372,9 @@ def fused_hierarchical_topk(query_codes, item_codes, query_emb, item_emb, k: int
         else:
             from .retrieval.kernel import hamming_candidates
 
-            for s0 in range(0, nq, _RERANK_QUERIES):
-                s1 = min(s0 + _RERANK_QUERIES, nq)
+            step = max(1024, _RERANK_BYTES // (12 * C))
+            for s0 in range(0, nq, step):
+                s1 = min(s0 + step, nq)
                 cand = hamming_candidates(qc[s0:s1], ic, C, None if exclude is None else exclude[s0:s1],
                                           threads=threads)
                 _rerank_kernel(cand, qe[s0:s1], ie, k, out_s[s0:s1], out_i[s0:s1])
