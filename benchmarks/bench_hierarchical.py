@@ -9,7 +9,9 @@ else a random CSR with geometric per-user counts of mean 27 (Gowalla's
 810,128 train interactions over 29,858 users). The searches take turns,
 ``--repeats`` rounds, each keeping its best, so a burst of load elsewhere hits
 them alike. Before the ratios, the fused ids are checked against the
-unfused ones on every query at every C.
+unfused ones on every query at every C, and ``hamming_candidates`` (the
+fused path's scan, timed as ``candidates c=100``) against ``hamming_topk``'s
+ids in id order.
 
 Prints one line per case and, last, at ``C = 100``:
 ``speedup_vs_unfused=X qps_ratio_vs_hamming=R`` with ``X`` = unfused time /
@@ -30,6 +32,7 @@ import scipy.sparse as sp
 
 from hashrec_utils.fused import fused_hierarchical_topk
 from hashrec_utils.retrieval import hamming_topk, hierarchical_topk
+from hashrec_utils.retrieval.kernel import hamming_candidates
 
 
 def _random_exclusion(rng, n_queries: int, n_items: int, mean: float) -> sp.csr_matrix:
@@ -51,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--candidates", type=int, nargs="+", default=[50, 100, 200])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if 100 not in args.candidates:
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     cases = {"hamming": lambda: hamming_topk(ucodes, icodes, args.k, exclude, threads=args.threads),
              "hamming k=100": lambda: hamming_topk(ucodes, icodes, 100, exclude, threads=args.threads),
+             "candidates c=100": lambda: hamming_candidates(ucodes, icodes, 100, exclude, threads=args.threads),
              "fused single C=100": lambda: fused_hierarchical_topk(ucodes, icodes, user, item, args.k, 100, exclude,
                                                                    threads=args.threads, scan="single")[1]}
     for C in args.candidates:
@@ -96,7 +100,9 @@ def main(argv: list[str] | None = None) -> dict:
             ids[name] = call()
             best[name] = min(best[name], time.perf_counter() - t0)
 
-    ok = True
+    # the candidate set is hamming_topk's, in id order
+    ok = bool((ids["candidates c=100"] == np.sort(ids["hamming k=100"], axis=1)).all())
+    print(f"candidates c=100: {'equal' if ok else 'NOT equal'} to hamming k=100's ids in id order")
     pairs = [(f"fused C={C}", f"unfused C={C}") for C in args.candidates] + [("fused single C=100", "unfused C=100")]
     for fused, unfused in pairs:
         same = (ids[fused] == ids[unfused]).all(axis=1)
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{int(rounding.sum())}/{len(bad)} others differ only by scores within float32 rounding")
     qps = {name: args.queries / s for name, s in best.items()}
     for name in cases:
-        print(f"{name:>16}: {best[name]:.3f} s  {qps[name]:>10,.0f} q/s")
+        print(f"{name:>18}: {best[name]:.3f} s  {qps[name]:>10,.0f} q/s")
     for C in args.candidates:
         print(f"C={C}: fused/unfused speedup {best[f'unfused C={C}'] / best[f'fused C={C}']:.2f}, "
               f"fused/hamming q/s {qps[f'fused C={C}'] / qps['hamming']:.2f}")

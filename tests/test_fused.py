@@ -6,7 +6,8 @@ import pytest
 import scipy.sparse as sp
 
 from hashrec_utils.fused import fused_hierarchical_topk
-from hashrec_utils.retrieval import hierarchical_topk
+from hashrec_utils.retrieval import hamming_distances, hamming_topk, hierarchical_topk
+from hashrec_utils.retrieval.kernel import hamming_candidates
 
 SCANS = ("hamming", "single")
 
@@ -94,10 +95,12 @@ def test_threads_do_not_change_results_and_are_restored():
 
     qc, ic, qe, ie = _data(5, 300, 500, 16, 8)
     before = numba.get_num_threads()
-    one = fused_hierarchical_topk(qc, ic, qe, ie, 10, 30, threads=1, scan="single")
-    two = fused_hierarchical_topk(qc, ic, qe, ie, 10, 30, threads=2, scan="single")
-    assert numba.get_num_threads() == before
-    np.testing.assert_array_equal(one[1], two[1])
+    for scan in SCANS:
+        one = fused_hierarchical_topk(qc, ic, qe, ie, 10, 30, threads=1, scan=scan)
+        two = fused_hierarchical_topk(qc, ic, qe, ie, 10, 30, threads=2, scan=scan)
+        assert numba.get_num_threads() == before
+        np.testing.assert_array_equal(one[1], two[1])
+        np.testing.assert_array_equal(one[0], two[0])
 
 
 def test_errors_name_the_argument():
@@ -127,3 +130,59 @@ def test_errors_name_the_argument():
         call(qc, ic, qe, ie, 2, 5, np.zeros((4, 10)))
     with pytest.raises(ValueError, match="scan must be 'hamming' or 'single'"):
         call(qc, ic, qe, ie, 2, 5, scan="fast")
+
+
+@pytest.mark.parametrize("bits,c", [(8, 1), (8, 40), (16, 33), (64, 100), (264, 20)])
+@pytest.mark.parametrize("excluded", [False, True])
+def test_candidates_are_the_topk_set_in_id_order(bits, c, excluded):
+    """hamming_candidates row = hamming_topk's ids sorted ascending (few bits: many ties at the c-th distance),
+    and both equal a brute-force (distance, id) ranking; 264 bits exercises the saturated byte sums."""
+    qc, ic, _, _ = _data(bits, 40, 700, bits, 2)
+    exclude = sp.random(40, 700, density=0.2, random_state=bits, format="csr") if excluded else None
+    cand = hamming_candidates(qc, ic, c, exclude, threads=2)
+    assert cand.dtype == np.int64 and cand.shape == (40, c)
+    ranked = hamming_topk(qc, ic, c, exclude, threads=1)
+    np.testing.assert_array_equal(cand, np.sort(ranked, axis=1))
+    d = hamming_distances(qc, ic).astype(np.int64)
+    if excluded:
+        d[exclude.toarray() != 0] = 10**6
+    brute = np.sort(np.argsort(d * 1000 + np.arange(700), axis=1, kind="stable")[:, :c], axis=1)
+    np.testing.assert_array_equal(cand, brute)
+
+
+def test_candidates_hand_case_and_padding():
+    """8-bit codes, query 0: distances 0, 1, 1, 1, 8 -> c = 3: items 0, 1, 2 (item 3 loses the tie at 1);
+    item 1 excluded -> 0, 2, 3; c = 6 > 4 admissible -> the four, then -1."""
+    qc = np.array([[0]], np.uint8)
+    ic = np.array([[0], [0b1000_0000], [0b0000_0001], [0b0001_0000], [0xFF]], np.uint8)
+    assert hamming_candidates(qc, ic, 3).tolist() == [[0, 1, 2]]
+    ex = sp.csr_matrix(([1.0], ([0], [1])), shape=(1, 5))
+    assert hamming_candidates(qc, ic, 3, ex).tolist() == [[0, 2, 3]]
+    assert hamming_candidates(qc, ic, 6, ex).tolist() == [[0, 2, 3, 4, -1, -1]]
+    with pytest.raises(ValueError, match="c must be a positive integer; got 0"):
+        hamming_candidates(qc, ic, 0)
+
+
+@pytest.mark.parametrize("excluded", [False, True])
+def test_topk_when_the_first_cut_off_guess_is_too_tight(excluded):
+    """The kernel's first cut-off is a guess from the first 512 items (the distance within which they hold
+    21 items here, for k = 30 of 3,000): items 0..20 equal the query, so the guess is distance 0 although only
+    21 items in all are that close; the query must be scanned again from the safe cut-off. The rest of the
+    items sit at distances 1..8 in an order that leaves many ties at the 30th distance."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    ic = np.zeros((n, 2), np.uint8)
+    far = rng.integers(1, 9, n)  # item j at distance far[j] from query 0: its low far[j] bits set
+    far[:21] = 0
+    bits = ((1 << far) - 1).astype(np.uint16)
+    ic[:, 0], ic[:, 1] = bits >> 8, bits & 255
+    qc = np.zeros((3, 2), np.uint8)
+    qc[1] = [0, 1]  # query 1: distance far[j] +- 1; query 2: far from everything near 0
+    qc[2] = [255, 0]
+    exclude = sp.random(3, n, density=0.1, random_state=3, format="csr") if excluded else None
+    d = hamming_distances(qc, ic).astype(np.int64)
+    if excluded:
+        d[exclude.toarray() != 0] = 10**6
+    want = np.argsort(d * 10_000 + np.arange(n), axis=1, kind="stable")[:, :30]
+    np.testing.assert_array_equal(hamming_topk(qc, ic, 30, exclude), want)
+    np.testing.assert_array_equal(hamming_candidates(qc, ic, 30, exclude), np.sort(want, axis=1))

@@ -51,8 +51,10 @@ _Q = 8                # queries per group: 8 byte-accumulators held in AVX2 regi
 _BLOCK = 32           # items per block: one 32-byte vector per code byte
 _QUERY_BLOCK = 16     # queries per parallel task (two groups) sharing one pass over an item tile
 _TILE_BYTES = 131_072  # one tile of codes stays in L2 while the task's groups walk it
-_WARM_ITEMS = 512     # items selected by counting before the scan, or _WARM_PER_K * k when more
+_WARM_ITEMS = 512     # items whose k-th admissible distance is the first cut-off, or _WARM_PER_K * k when more
 _WARM_PER_K = 16
+_GUESS = 4            # first cut-off: the distance within which n0 items hold _GUESS times their share of the top k
+_GUESS_MIN = 8        # ... and at least this many of them (fewer would make a poor estimate)
 
 
 def _has_pshufb(context) -> bool:
@@ -237,89 +239,122 @@ def _item_distance(planes, g, i, nbytes, qcodes, q):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _accept(j, d, t, k, cand_d, cand_i, hist, state):
-    """Add item ``j`` at distance ``d < t`` to one query's candidates; return the new cut-off ``t``.
-
-    ``state = [n_candidates, below]``; invariant: ``below`` counts the
-    candidates with distance ``< t``, and once it would reach ``k``, ``t``
-    drops to the k-th smallest candidate distance. The buffer is in id order,
-    so when it is full, keeping the first of the candidates tied at ``t``
-    keeps the smaller ids.
-    """
-    if state[0] == cand_d.shape[0]:
-        ties = k - state[1]
-        m = 0
-        for s in range(state[0]):
-            ds = cand_d[s]
-            if ds < t or (ds == t and ties > 0):
-                if ds == t:
-                    ties -= 1
-                cand_d[m] = ds
-                cand_i[m] = cand_i[s]
-                m += 1
-        state[0] = m
-        hist[:] = 0
-        for s in range(m):
-            hist[cand_d[s]] += 1
-    c = state[0]
-    cand_d[c] = d
-    cand_i[c] = j
-    state[0] = c + 1
-    hist[d] += 1
-    below = state[1] + 1
-    while below >= k:
-        t -= 1
-        below -= hist[t]
-    state[1] = below
-    return t
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _excluded_item(j, ptr, r, end, ex_idx):
-    """Whether item ``j`` is in the query's sorted exclusion list; ``ptr[r]`` walks the list as ``j`` grows."""
-    p = ptr[r]
-    while p < end and ex_idx[p] < j:
-        p += 1
-    ptr[r] = p
-    return p < end and ex_idx[p] == j
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _warm_start(dist, n0, k, bits, cand_d, cand_i, hist, state):
-    """Exact top-k of the first ``n0`` items from their distances ``dist`` by counting; returns the cut-off.
-
-    The state the item-by-item scan would reach after ``n0`` items, but a
-    histogram gives the k-th distance at once, so the early items, which
-    nearly all beat a still-loose cut-off, are not accepted one by one.
-    Excluded items carry ``dist = bits + 1`` and are never collected.
-    """
-    hist[:] = 0
-    for j in range(n0):
-        hist[dist[j]] += 1
-    t, below = 0, 0
-    while t <= bits and below + hist[t] < k:
-        below += hist[t]
-        t += 1
-    # Every item below t and, of those at t, the first k - below (the smaller ids).
-    ties = k - below if t <= bits else 0
-    hist[:] = 0
+def _compact(row, k, t, below, cand_d, cand_i, hist, count):
+    """Keep a query's ``k`` best candidates: every one with distance ``< t``, then the first (smaller-id)
+    ``k - below`` at ``t``; the buffer stays in id order and ``hist`` is rebuilt from what is kept."""
+    ties = k - below
     m = 0
-    for j in range(n0):
-        d = dist[j]
-        if d < t or (d == t and ties > 0):
-            if d == t:
+    for s in range(count[row]):
+        ds = cand_d[row, s]
+        if ds < t or (ds == t and ties > 0):
+            if ds == t:
                 ties -= 1
-            cand_d[m] = d
-            cand_i[m] = j
-            hist[d] += 1
+            cand_d[row, m] = ds
+            cand_i[row, m] = cand_i[row, s]
             m += 1
-    state[0], state[1] = m, below
-    return t
+    count[row] = m
+    hist[row, :] = 0
+    for s in range(m):
+        hist[row, cand_d[row, s]] += 1
+
+
+@numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
+def _scan(qcodes, planes, n, q0, nq, k, tile, groups, n_blocks, nbytes, saturates, last_mask, cap, attempt,
+          active, tables, qbytes, admit, cutoff, count, below, ptr, hist, cand_d, cand_i, sums, masks,
+          ex_ptr, ex_idx, has_ex):
+    """One round of the scan over every block for the ``active`` queries (see :func:`_topk_block`)."""
+    for t0 in range(0, n_blocks, tile):
+        t1 = min(t0 + tile, n_blocks)
+        for grp in range(groups):
+            if attempt == 1:
+                any_active = False
+                for r in range(_Q):
+                    any_active |= active[grp * _Q + r]
+                if not any_active:
+                    continue
+            gadmit = admit[grp * _Q :]
+            nr = min(_Q, nq - grp * _Q)
+            for g in range(t0, t1):
+                if _block_sums(planes, g * nbytes * _BLOCK, nbytes, tables, qbytes, grp * _Q, gadmit, sums) == 0:
+                    continue
+                _block_masks(sums, gadmit, masks)
+                base = g * _BLOCK
+                live = np.uint64(0)  # bit r: query r has an item that passes (no branch per query)
+                for r in range(nr):
+                    live |= np.uint64(masks[r] != 0) << np.uint64(r)
+                while live:
+                    r = _trailing_zeros(live)
+                    live &= live - np.uint64(1)
+                    mask = np.uint64(masks[r])
+                    row = grp * _Q + r
+                    if attempt == 1 and not active[row]:
+                        continue
+                    t = cutoff[row]
+                    if t == 0:  # k items at distance 0: nothing more can enter (admit 0 still passes d = 0)
+                        continue
+                    if g == n_blocks - 1:
+                        mask &= last_mask
+                    q = q0 + row
+                    if has_ex:
+                        p, end = ptr[row], ex_ptr[q + 1]
+                        while p < end and ex_idx[p] < base:
+                            p += 1
+                        while p < end and ex_idx[p] < base + _BLOCK:
+                            mask &= ~(np.uint64(1) << np.uint64(ex_idx[p] - base))
+                            p += 1
+                        ptr[row] = p
+                    if mask == 0:
+                        continue
+                    if count[row] + _BLOCK > cap:
+                        _compact(row, k, t, below[row], cand_d, cand_i, hist, count)
+                    m = count[row]
+                    b = below[row]
+                    while mask:
+                        i = _trailing_zeros(mask)
+                        mask &= mask - np.uint64(1)
+                        d = np.int64(sums[r * _BLOCK + i])
+                        if saturates and d == 255:
+                            d = _item_distance(planes, g, i, nbytes, qcodes, q)
+                            if d >= t:
+                                continue
+                        cand_d[row, m] = d
+                        cand_i[row, m] = base + i
+                        m += 1
+                        hist[row, d] += 1
+                        b += 1
+                    count[row] = m
+                    if b >= k:
+                        while b >= k:
+                            t -= 1
+                            b -= hist[row, t]
+                        cutoff[row] = t
+                        gadmit[r] = min(max(t - 1, 0), 255)
+                    below[row] = b
 
 
 @numba.njit(cache=True, fastmath=True, nogil=True)
-def _topk_block(qcodes, planes, n, q0, q1, k, tile, out_d, out_i, ex_ptr, ex_idx, has_ex):
-    """Exact top-k of queries ``q0..q1`` over the ``n`` items of ``planes``; writes rows of ``out_d``, ``out_i``."""
+def _topk_block(qcodes, planes, n, q0, q1, k, tile, ranked, out_d, out_i, ex_ptr, ex_idx, has_ex):
+    """Exact top-k of queries ``q0..q1`` over the ``n`` items of ``planes``; writes rows of ``out_d``, ``out_i``.
+
+    ``ranked``: rows sorted by (distance, id); else the same set in id order.
+
+    Per query, a buffer of candidates in id order, ``hist`` of their
+    distances, a cut-off ``t`` (admit ``d < t``) and ``below`` = the number of
+    candidates with ``d < t``. A warm start histograms the first ``n0`` items:
+    one more than their k-th admissible distance is the safe cut-off (the final
+    k-th distance is at most that; ``bits + 1`` when they hold fewer than ``k``),
+    and one more than the distance within which they hold ``guess_k`` (about
+    ``_GUESS`` times the top k's share of ``n0``, at least ``_GUESS_MIN``) is the
+    first, tighter one. A query whose cut-off never drops from its guess saw
+    fewer than ``k`` admissible items below it: a second round scans just those
+    queries again from the safe cut-off. The scan walks every
+    block: the items of a block that pass a query's cut are appended all at
+    once (bits of a mask: no per-item test), then ``t`` drops while
+    ``below >= k``. An item appended in the same block after ``t`` would have
+    dropped has ``d >= t`` and stays out of the final selection, which is
+    every candidate with ``d < t`` and the first ``k - below`` at ``t``; an item
+    that never passed has ``d >= t`` with ``k`` smaller ids at ``<= t`` ahead of it.
+    """
     nbytes = qcodes.shape[1]
     bits = 8 * nbytes
     n_blocks = planes.shape[0] // (nbytes * _BLOCK)
@@ -329,102 +364,129 @@ def _topk_block(qcodes, planes, n, q0, q1, k, tile, out_d, out_i, ex_ptr, ex_idx
     tables = np.empty(rows * nbytes * 64, np.uint8)
     qbytes = np.empty(rows * nbytes, np.uint8)
     _fill_tables(qcodes, q0, q1, tables, qbytes)
-    cap = min(2 * k + 64, n)  # candidate buffer, in id order; compacted to k when full
-    cand_d = np.empty((rows, cap), np.int64)
-    cand_i = np.empty((rows, cap), np.int64)
-    hist = np.zeros((rows, bits + 2), np.int64)
-    state = np.zeros((rows, 2), np.int64)  # per query: n_candidates, below
-    cutoff = np.zeros(rows, np.int64)      # per query: accept d < cutoff
+    cap = min(2 * k, n) + 64  # candidate buffer, in id order; compacted to <= min(k, n) when a block might not fit
+    cand_d = np.empty((rows, cap), np.int32)
+    cand_i = np.empty((rows, cap), np.int32)
+    hist = np.zeros((rows, bits + 2), np.int32)
+    count = np.zeros(rows, np.int64)       # per query: candidates in the buffer
+    below = np.zeros(rows, np.int64)       # per query: candidates with d < cutoff
+    cutoff = np.zeros(rows, np.int64)      # per query: admit d < cutoff
     admit = np.zeros(rows, np.uint8)       # per query: largest byte sum that may pass (0 for padding rows)
     ptr = np.zeros(rows, np.int64)         # per query: next excluded item (CSR merge)
     sums = np.empty(_Q * _BLOCK, np.uint8)
     masks = np.empty(_Q, np.int64)
+    whist = np.empty(256, np.int64)
     saturates = bits >= 255
+    tail = n - (n_blocks - 1) * _BLOCK     # real items in the last block
+    last_mask = np.uint64((1 << tail) - 1)
 
-    # Warm start: the first w0 blocks, exact distances, top-k by counting.
+    # Warm start: the k-th admissible byte sum among the first n0 items bounds the final k-th distance.
     w0 = min(n_blocks, -(-max(_WARM_ITEMS, _WARM_PER_K * k) // _BLOCK))
     n0 = min(n, w0 * _BLOCK)
-    dist = np.empty((_Q, w0 * _BLOCK), np.int64)
+    wsum = np.empty((_Q, w0 * _BLOCK), np.uint8)
+    guess_k = min(k, max(_GUESS_MIN, -(-k * n0 * _GUESS // n)))  # _GUESS times the top k's share of n0 items
+    safe = np.zeros(rows, np.int64)    # per query: the cut-off that is sure to hold k admissible items
+    first = np.zeros(rows, np.int64)   # per query: the cut-off the scan started with
+    active = np.ones(rows, np.bool_)   # per query: scanned in this round
     for grp in range(groups):
         admit[grp * _Q : (grp + 1) * _Q] = 255
         for g in range(w0):
             _block_sums(planes, g * nbytes * _BLOCK, nbytes, tables, qbytes, grp * _Q, admit[grp * _Q :], sums)
             for r in range(_Q):
                 for i in range(_BLOCK):
-                    dist[r, g * _BLOCK + i] = sums[r * _BLOCK + i]
-        for r in range(min(_Q, nq - grp * _Q)):
+                    wsum[r, g * _BLOCK + i] = sums[r * _BLOCK + i]
+        for r in range(_Q):
             row, q = grp * _Q + r, q0 + grp * _Q + r
-            if saturates:
-                for j in range(n0):
-                    if dist[r, j] == 255:
-                        dist[r, j] = _item_distance(planes, j // _BLOCK, j % _BLOCK, nbytes, qcodes, q)
+            if r >= nq - grp * _Q:
+                admit[row] = 0
+                continue
+            whist[:] = 0
+            for j in range(n0):
+                whist[wsum[r, j]] += 1
             if has_ex:
                 p, end = ex_ptr[q], ex_ptr[q + 1]
                 while p < end and ex_idx[p] < n0:
-                    dist[r, ex_idx[p]] = bits + 1
+                    whist[wsum[r, ex_idx[p]]] -= 1
                     p += 1
-                ptr[row] = p
-            t = _warm_start(dist[r], n0, k, bits, cand_d[row], cand_i[row], hist[row], state[row])
-            cutoff[row] = t
-        for r in range(_Q):
-            row = grp * _Q + r
-            admit[row] = min(max(cutoff[row] - 1, 0), 255) if r < nq - grp * _Q else 0
+                ptr[row] = ex_ptr[q]
+            # a sum of 255 only says d >= 255: such items bound nothing
+            t, acc = 0, whist[0]
+            guess = bits + 1
+            while True:
+                if acc >= guess_k and guess > bits:
+                    guess = t + 1
+                if acc >= k or t == 254:
+                    break
+                t += 1
+                acc += whist[t]
+            safe[row] = t + 1 if acc >= k else bits + 1
+            cutoff[row] = min(guess, safe[row])
+            first[row] = cutoff[row]
+            admit[row] = min(cutoff[row] - 1, 255)
 
     # The scan: tile by tile, group by group, block by block; a block is inspected only if some sum passes.
-    for t0 in range(w0, n_blocks, tile):
-        t1 = min(t0 + tile, n_blocks)
-        for grp in range(groups):
-            gadmit = admit[grp * _Q :]
-            for g in range(t0, t1):
-                if _block_sums(planes, g * nbytes * _BLOCK, nbytes, tables, qbytes, grp * _Q, gadmit, sums) == 0:
-                    continue
-                _block_masks(sums, gadmit, masks)
-                for r in range(min(_Q, nq - grp * _Q)):
-                    mask = np.uint64(masks[r])
-                    row = grp * _Q + r
+    # Round 1 starts from the guessed cut-off; a query whose cut-off never dropped found fewer than k items
+    # below its guess, and round 2 scans it again from the safe one (the other queries admit nothing).
+    for attempt in range(2):
+        if attempt == 1:
+            redo = False
+            for row in range(rows):
+                active[row] = row < nq and cutoff[row] == first[row] and first[row] < safe[row]
+                if active[row]:
+                    redo = True
                     q = q0 + row
-                    t = cutoff[row]
-                    while mask:
-                        i = _trailing_zeros(mask)
-                        mask &= mask - np.uint64(1)
-                        j = g * _BLOCK + i
-                        if j >= n:  # padding items of the last block
-                            break
-                        d = np.int64(sums[r * _BLOCK + i])
-                        if saturates and d == 255:
-                            d = _item_distance(planes, g, i, nbytes, qcodes, q)
-                        if d >= t:  # t may have dropped since the mask was taken
-                            continue
-                        if has_ex and _excluded_item(j, ptr, row, ex_ptr[q + 1], ex_idx):
-                            continue
-                        t = _accept(j, d, t, k, cand_d[row], cand_i[row], hist[row], state[row])
-                    if t != cutoff[row]:
-                        cutoff[row] = t
-                        gadmit[r] = min(max(t - 1, 0), 255)
+                    count[row] = 0
+                    below[row] = 0
+                    hist[row, :] = 0
+                    ptr[row] = ex_ptr[q] if has_ex else 0
+                    cutoff[row] = safe[row]
+                    admit[row] = min(safe[row] - 1, 255)
+                else:
+                    admit[row] = 0
+            if not redo:
+                break
+        _scan(qcodes, planes, n, q0, nq, k, tile, groups, n_blocks, nbytes, saturates, last_mask, cap, attempt,
+              active, tables, qbytes, admit, cutoff, count, below, ptr, hist, cand_d, cand_i, sums, masks,
+              ex_ptr, ex_idx, has_ex)
 
-    # Counting sort of the candidates by distance; stable, so equal distances stay in id order.
+    # Every candidate with d < t and the first k - below at t. Ranked: a counting sort by distance, stable,
+    # so equal distances stay in id order; else the buffer order (ids ascending).
     start = np.empty(bits + 2, np.int64)
     for row in range(nq):
-        acc = 0
-        for d in range(bits + 2):
-            start[d] = acc
-            acc += hist[row, d]
-        for s in range(state[row, 0]):
-            d = cand_d[row, s]
-            pos = start[d]
-            start[d] = pos + 1
-            if pos < k:
-                out_d[q0 + row, pos] = d
-                out_i[q0 + row, pos] = cand_i[row, s]
+        t = cutoff[row]
+        if ranked:
+            acc = 0
+            for d in range(bits + 2):
+                start[d] = acc
+                acc += hist[row, d]
+            for s in range(count[row]):
+                d = cand_d[row, s]
+                pos = start[d]
+                start[d] = pos + 1
+                if pos < k:
+                    out_d[q0 + row, pos] = d
+                    out_i[q0 + row, pos] = cand_i[row, s]
+        else:
+            ties = k - below[row]
+            pos = 0
+            for s in range(count[row]):
+                d = cand_d[row, s]
+                if d < t or (d == t and ties > 0):
+                    if d == t:
+                        ties -= 1
+                    out_d[q0 + row, pos] = d
+                    out_i[q0 + row, pos] = cand_i[row, s]
+                    pos += 1
 
 
 @numba.njit(parallel=True, cache=True, fastmath=True, nogil=True)
-def _topk_kernel(qcodes, planes, n, k, block, tile, out_d, out_i, ex_ptr, ex_idx, has_ex):
+def _topk_kernel(qcodes, planes, n, k, block, tile, ranked, out_d, out_i, ex_ptr, ex_idx, has_ex):
     nq = qcodes.shape[0]
     n_tasks = (nq + block - 1) // block
     for b in numba.prange(n_tasks):
         q0 = b * block
-        _topk_block(qcodes, planes, n, q0, min(q0 + block, nq), k, tile, out_d, out_i, ex_ptr, ex_idx, has_ex)
+        _topk_block(qcodes, planes, n, q0, min(q0 + block, nq), k, tile, ranked, out_d, out_i, ex_ptr, ex_idx,
+                    has_ex)
 
 
 @contextmanager
@@ -440,8 +502,12 @@ def _numba_threads(threads: int | None) -> Iterator[int]:
 
 
 
-def _hamming_search(qcodes: np.ndarray, planes: np.ndarray, n: int, k: int, exclude, threads):
-    """Kernel call: packed queries ``(nq, B)``, byte-sliced items -> int32 distances, int64 ids ``(nq, k)``."""
+def _hamming_search(qcodes: np.ndarray, planes: np.ndarray, n: int, k: int, exclude, threads, ranked: bool = True):
+    """Kernel call: packed queries ``(nq, B)``, byte-sliced items -> int32 distances, int64 ids ``(nq, k)``.
+
+    ``ranked=False``: the same top-k set per row, in id order (what a re-rank needs; no sort by distance)."""
+    if n >= 2**31:
+        raise ValueError(f"item_codes has {n} rows; the kernel holds ids as int32 (fewer than 2**31 items)")
     nq, nbytes = qcodes.shape
     out_d = np.full((nq, k), 8 * nbytes + 1, np.int32)
     out_i = np.full((nq, k), -1, np.int64)
@@ -456,7 +522,7 @@ def _hamming_search(qcodes: np.ndarray, planes: np.ndarray, n: int, k: int, excl
         # Tasks of whole groups; small batches get smaller tasks, so that every thread has one.
         per_thread = -(-nq // n_threads)
         block = min(_QUERY_BLOCK, -(-per_thread // _Q) * _Q)
-        _topk_kernel(qcodes, planes, n, k, block, tile, out_d, out_i, ex_ptr, ex_idx, exclude is not None)
+        _topk_kernel(qcodes, planes, n, k, block, tile, ranked, out_d, out_i, ex_ptr, ex_idx, exclude is not None)
     return out_d, out_i
 
 
@@ -476,3 +542,19 @@ def hamming_topk(query_codes: np.ndarray, item_codes: np.ndarray, k: int, exclud
     exclude = _check_exclude(exclude, len(q), len(items))
     dist, ids = _hamming_search(q, _planes(items), len(items), k, exclude, _check_threads(threads))
     return (ids, dist) if return_distances else ids
+
+
+def hamming_candidates(query_codes: np.ndarray, item_codes: np.ndarray, c: int, exclude=None, *,
+                       threads: int | None = None) -> np.ndarray:
+    """The set of :func:`hamming_topk`'s ``c`` ids per query, in id order (ascending), ``-1`` padding at the end.
+
+    ``query_codes (nq, K/8)``, ``item_codes (n, K/8)``: packed ``np.uint8``; returns int64 ``(nq, c)``.
+    Row ``q`` holds exactly the ids of ``hamming_topk(query_codes, item_codes, c, exclude)[q]`` (every item
+    at distance below the c-th, then the smallest ids at it), sorted by id instead of by distance: the
+    candidates of a re-rank, which orders them itself. Skips the final sort by distance.
+    """
+    q = _check_codes(query_codes, "query_codes")
+    items = _check_codes(item_codes, "item_codes", q.shape[1] * 8)
+    c = _check_k(c, "c")
+    exclude = _check_exclude(exclude, len(q), len(items))
+    return _hamming_search(q, _planes(items), len(items), c, exclude, _check_threads(threads), ranked=False)[1]
