@@ -53,8 +53,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 import scipy.sparse as sp
-from numba import types
-from numba.extending import intrinsic
+
+from .retrieval.kernel import _popcount  # the one ctpop intrinsic of the package
 
 __all__ = ["fused_hierarchical_topk"]
 
@@ -65,19 +65,6 @@ _QUERY_CHUNK = 64  # queries per parallel task (the task's scratch serves them a
 _RERANK_BYTES = 2**26  # scan='hamming': queries per Hamming call bounded by their (q, C) candidates' 12 C bytes
 
 
-@intrinsic
-def _popcount(typingctx, x):
-    """Population count of an unsigned integer (LLVM ``llvm.ctpop``), as int64."""
-    if not isinstance(x, types.Integer) or x.signed:
-        return None
-
-    def codegen(context, builder, signature, args):
-        count = builder.ctpop(args[0])
-        if x.bitwidth < 64:
-            return builder.zext(count, context.get_value_type(types.int64))
-        return count
-
-    return types.int64(x), codegen
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -45,13 +45,14 @@ from .exact import ExactIndex, exact_topk
 from .faiss import (FAISS_INDEXES, FaissIndex, IndexBinaryFlat, IndexBinaryHNSW, IndexBinaryIVF,
                     IndexBinaryMultiHash, IndexFlatIP, IndexHNSWFlat, IndexIVFFlat, IndexIVFPQ, IndexNSGFlat)
 from .indexes import HammingIndex, HierarchicalIndex, continuous_topk, hierarchical_topk
-from .kernel import hamming_distances, hamming_topk
+from .kernel import hamming_candidates, hamming_distances, hamming_topk
 
 __all__ = [
     "exact_topk",
     "ExactIndex",
     "hamming_distances",
     "hamming_topk",
+    "hamming_candidates",
     "hierarchical_topk",
     "continuous_topk",
     "HammingIndex",
