@@ -43,7 +43,7 @@ __all__ = ["exact_topk", "ExactIndex"]
 _TILE_BYTES = 8 << 20  # one tile of scores: in the L3 cache between the GEMM and the scan
 _TILE_QUERIES = 256    # queries per tile when the items do not fit in one tile
 _MAX_QUERIES = 1024    # queries per tile when they do
-_RUN = 32              # scores tested against the threshold at once
+_RUN = 64              # scores tested against the threshold at once
 
 
 @contextmanager
@@ -137,6 +137,8 @@ def _scan_tile(S, j0, q0, hs, hi, fill, ex_ptr, ex_idx, ex_pos, has_ex):
     """
     b, L = S.shape
     k = hs.shape[1]
+    width = np.uint64(L)
+    run = np.uint64(_RUN)
     for r in numba.prange(b):
         q = q0 + r
         row = S[r]
@@ -146,37 +148,72 @@ def _scan_tile(S, j0, q0, hs, hi, fill, ex_ptr, ex_idx, ex_pos, has_ex):
         p = ex_pos[q] if has_ex else 0
         end = ex_ptr[q + 1] if has_ex else 0
         thr = hsq[0] if cnt == k else -np.inf
-        c = 0
-        while c < L:
-            stop = min(c + _RUN, L)
-            if stop - c == _RUN:
-                above = 0
-                for t in range(c, stop):  # vectorised: no branch
-                    above += row[t] > thr
-                if above == 0:
-                    c = stop
-                    continue
-            for t in range(c, stop):
-                s = row[t]
-                if s > thr:
-                    g = j0 + t
-                    if has_ex:
-                        while p < end and ex_idx[p] < g:
-                            p += 1
-                        if p < end and ex_idx[p] == g:
-                            continue
-                    if cnt < k:
-                        _heap_push(hsq, hiq, cnt, s, g)
-                        cnt += 1
-                        if cnt == k:
+        c = np.uint64(0)
+        while c < width:
+            stop = min(c + run, width)
+            above = 0
+            for t in range(c, stop):  # unsigned indices: no wrap-around test, so LLVM vectorises the count
+                above += row[t] > thr
+            if above:
+                for t in range(c, stop):
+                    s = row[t]
+                    if s > thr:
+                        g = j0 + np.int64(t)
+                        if has_ex:
+                            while p < end and ex_idx[p] < g:
+                                p += 1
+                            if p < end and ex_idx[p] == g:
+                                continue
+                        if cnt < k:
+                            _heap_push(hsq, hiq, cnt, s, g)
+                            cnt += 1
+                            if cnt == k:
+                                thr = hsq[0]
+                        else:
+                            _heap_replace(hsq, hiq, k, s, g)
                             thr = hsq[0]
-                    else:
-                        _heap_replace(hsq, hiq, k, s, g)
-                        thr = hsq[0]
             c = stop
         fill[q] = cnt
         if has_ex:
             ex_pos[q] = p
+
+
+def _mm(A, B, out):
+    """``A @ B.T`` into ``out``: torch's GEMM (its BLAS)."""
+    import torch
+
+    return torch.mm(A, B.T, out=out)
+
+
+def _onednn(A, B, out):
+    """``A @ B.T``, a new tensor: oneDNN's inner product, which uses every vector extension the CPU has."""
+    import torch
+
+    return torch.ops.mkldnn._linear_pointwise(A, B, None, "none", [], "")
+
+
+_GEMM: dict = {}
+
+
+def _gemm(dtype):
+    """The GEMM for ``dtype``: oneDNN for float32 where torch has it and it computes ``A @ B.T``, else :func:`_mm`."""
+    import torch
+
+    if dtype != torch.float32:
+        return _mm
+    if "float32" not in _GEMM:
+        fn = _mm
+        try:
+            if torch.backends.mkldnn.is_available():
+                g = torch.Generator().manual_seed(0)
+                A = torch.randint(-3, 4, (5, 7), generator=g).float()  # small integers: exact in any order
+                B = torch.randint(-3, 4, (9, 7), generator=g).float()
+                if torch.equal(_onednn(A, B, None), A @ B.T):
+                    fn = _onednn
+        except (AttributeError, RuntimeError):
+            pass
+        _GEMM["float32"] = fn
+    return _GEMM["float32"]
 
 
 def _tiles(nq: int, n: int, esize: int, memory_mb: int) -> tuple[int, int]:
@@ -229,14 +266,15 @@ def exact_topk(queries, items, k: int, exclude=None, *, threads: int | None = No
     else:
         ex_ptr = ex_idx = ex_pos = np.zeros(1, np.int64)
     b, L = _tiles(nq, n, Q.element_size(), memory_mb)
+    gemm = _gemm(dtype)
     buf = torch.empty(b * L, dtype=dtype)
     with torch.no_grad(), _pools(threads):
-        for start in range(0, nq, b):
-            Qb = Q[start : start + b]
-            rows = Qb.shape[0]
-            for j in range(0, n, L):
-                width = min(L, n - j)
-                S = torch.mm(Qb, X[j : j + width].T, out=buf[: rows * width].view(rows, width))
+        for j in range(0, n, L):
+            chunk = X[j : j + L]
+            width = chunk.shape[0]
+            for start in range(0, nq, b):
+                Qb = Q[start : start + b]
+                S = gemm(Qb, chunk, buf[: Qb.shape[0] * width].view(Qb.shape[0], width))
                 _scan_tile(S.numpy(), j, start, hs, hi, fill, ex_ptr, ex_idx, ex_pos, exclude is not None)
     # Best first, equal (float32) scores by the smaller id; padding last.
     s = hs.astype(np.float32)
