@@ -6,27 +6,35 @@ For queries ``Q (nq, d)`` and items ``X (n, d)`` it returns, per query, the
 ``k`` items of largest ``s_qi = <Q_q, X_i>``, excluded items never returned,
 best first, equal scores by the smaller id.
 
-The score matrix is walked in tiles of ``b`` queries x ``L`` items
-(``b L`` scores of 4 bytes at most ``min(memory_mb MiB, 8 MiB)``, so that a
-tile is still in cache when it is scanned), items in increasing id order:
+The score matrix is walked in tiles of ``b`` queries x ``L`` items, chunks of
+items in increasing id order (outer loop), blocks of queries within a chunk;
+``b L`` scores take at most ``min(memory_mb MiB, 8 MiB)``, so that a tile is
+still in cache when it is scanned:
 
-1. ``S = Q_b @ X_{j:j+L}.T``: one torch GEMM into a reused buffer;
+1. ``S = Q_b @ X_{j:j+L}.T``: one GEMM. float32: oneDNN's inner product
+   (``torch.ops.mkldnn._linear_pointwise``, which uses AVX-512 where the CPU
+   has it: about twice the speed of torch's MKL ``torch.mm`` on the AMD EPYC
+   CPUs of this project's machines), or ``torch.mm`` where torch lacks oneDNN;
+   float64: ``torch.mm``;
 2. per query row (numba, rows in parallel): a heap of the best ``k`` so far,
    ordered by ``(score, -id)``; its worst score ``t_q`` is the row's threshold
-   (``-inf`` while fewer than ``k`` are held). Runs of 32 scores are tested
+   (``-inf`` while fewer than ``k`` are held). Runs of 64 scores are tested
    against ``t_q`` at once (a vectorised count of ``s > t_q``); only a run with
    a score above it is read item by item. An item enters the heap iff
    ``s > t_q`` and it is not excluded (the row's sorted excluded ids, walked by
    a pointer). Strictly greater is the exact tie rule: items come in
    increasing id order, so an item tying ``t_q`` has a larger id than every
    held item and ranks below them all;
-3. at the end, each heap is sorted by score descending, then id ascending;
-   unfilled places (fewer than ``k`` admissible items, or ``-inf`` scores)
-   are padding ``ids = -1``, ``scores = -inf``.
+3. at the end, each heap is sorted by (float32) score descending, then id
+   ascending; unfilled places (fewer than ``k`` admissible items, or ``-inf``
+   scores) are padding ``ids = -1``, ``scores = -inf``.
 
 Cost: the GEMM, ``2 nq n d`` flops, plus a scan that reads each score once
 (vectorised) and does ``O(k log(n/k) log k)`` heap work per query for random
-scores (an item enters with probability ``k / (its rank in id order)``).
+scores (item ``i`` enters with probability about ``k / i``). Scores are the
+GEMM's float32 dot products: BLAS libraries may round the last bit differently
+for other tile shapes (a single row or column), as any GEMM may; integer-valued
+embeddings are exact whatever the order.
 """
 from __future__ import annotations
 
@@ -186,7 +194,7 @@ def _mm(A, B, out):
 
 
 def _onednn(A, B, out):
-    """``A @ B.T``, a new tensor: oneDNN's inner product, which uses every vector extension the CPU has."""
+    """``A @ B.T`` of float32 ``A (m, d)``, ``B (n, d)``, a new tensor (``out`` unused): oneDNN's inner product."""
     import torch
 
     return torch.ops.mkldnn._linear_pointwise(A, B, None, "none", [], "")
@@ -236,7 +244,7 @@ def exact_topk(queries, items, k: int, exclude=None, *, threads: int | None = No
     ``scores = -inf``. ``threads`` pins torch's and numba's pools for the
     call (restored after); ``memory_mb`` bounds one tile's score matrix
     (capped at 8 MiB, a cache-sized tile). See the module docstring for the
-    tiles and the threshold scan.
+    tiles, the GEMM and the threshold scan.
     """
     import torch
 
@@ -267,14 +275,15 @@ def exact_topk(queries, items, k: int, exclude=None, *, threads: int | None = No
         ex_ptr = ex_idx = ex_pos = np.zeros(1, np.int64)
     b, L = _tiles(nq, n, Q.element_size(), memory_mb)
     gemm = _gemm(dtype)
-    buf = torch.empty(b * L, dtype=dtype)
+    buf = torch.empty(b * L, dtype=dtype) if gemm is _mm else None  # oneDNN returns a new tensor
     with torch.no_grad(), _pools(threads):
         for j in range(0, n, L):
             chunk = X[j : j + L]
             width = chunk.shape[0]
             for start in range(0, nq, b):
                 Qb = Q[start : start + b]
-                S = gemm(Qb, chunk, buf[: Qb.shape[0] * width].view(Qb.shape[0], width))
+                out = None if buf is None else buf[: Qb.shape[0] * width].view(Qb.shape[0], width)
+                S = gemm(Qb, chunk, out)
                 _scan_tile(S.numpy(), j, start, hs, hi, fill, ex_ptr, ex_idx, ex_pos, exclude is not None)
     # Best first, equal (float32) scores by the smaller id; padding last.
     s = hs.astype(np.float32)
