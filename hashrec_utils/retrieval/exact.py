@@ -52,24 +52,28 @@ _TILE_BYTES = 8 << 20  # one tile of scores: in the L3 cache between the GEMM an
 _TILE_QUERIES = 256    # queries per tile when the items do not fit in one tile
 _MAX_QUERIES = 1024    # queries per tile when they do
 _RUN = 64              # scores tested against the threshold at once
+_ROWS_PER_TASK = 32    # rows of a tile per numba task
 
 
 @contextmanager
 def _pools(threads: int | None) -> Iterator[None]:
-    """Pin torch's intra-op pool and numba's to ``threads`` for one call, restoring them afterwards."""
+    """Pin torch's intra-op pool and numba's to ``threads`` for one call, and hand numba's threads rows in chunks
+    of ``_ROWS_PER_TASK`` (taken as they finish: a thread the busy machine delays holds up no fixed half); restored
+    afterwards."""
     import torch
 
-    if not threads:
-        yield
-        return
     old_torch, old_numba = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(int(threads))
-    numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    if threads:
+        torch.set_num_threads(int(threads))
+        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    old_chunk = numba.set_parallel_chunksize(_ROWS_PER_TASK)
     try:
         yield
     finally:
-        torch.set_num_threads(old_torch)
-        numba.set_num_threads(old_numba)
+        numba.set_parallel_chunksize(old_chunk)
+        if threads:
+            torch.set_num_threads(old_torch)
+            numba.set_num_threads(old_numba)
 
 
 def _as_tensor(x, name: str):
