@@ -170,9 +170,3 @@ def test_empty_inputs_and_bad_arguments():
     with pytest.raises(ValueError, match="queries contains NaN"):
         exact_topk(np.full((1, 3), np.nan), items, 2)
 
-
-def test_numba_chunk_size_restored():
-    old = numba.get_parallel_chunksize()
-    q, items = integer_case(40, 300, 3, seed=3)
-    np.testing.assert_array_equal(exact_topk(q, items, 4, threads=2)[1], brute_force(q, items, 4)[1])
-    assert numba.get_parallel_chunksize() == old

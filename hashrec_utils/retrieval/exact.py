@@ -16,7 +16,8 @@ still in cache when it is scanned:
    has it: about twice the speed of torch's MKL ``torch.mm`` on the AMD EPYC
    CPUs of this project's machines), or ``torch.mm`` where torch lacks oneDNN;
    float64: ``torch.mm``;
-2. per query row (numba, rows in parallel): a heap of the best ``k`` so far,
+2. per query row (numba, one thread: torch's OpenMP pool and numba's would spin
+   against each other on a tile's few milliseconds): a heap of the best ``k`` so far,
    ordered by ``(score, -id)``; its worst score ``t_q`` is the row's threshold
    (``-inf`` while fewer than ``k`` are held). Runs of 64 scores are tested
    against ``t_q`` at once (a vectorised count of ``s > t_q``); only a run with
@@ -52,28 +53,21 @@ _TILE_BYTES = 8 << 20  # one tile of scores: in the L3 cache between the GEMM an
 _TILE_QUERIES = 256    # queries per tile when the items do not fit in one tile
 _MAX_QUERIES = 1024    # queries per tile when they do
 _RUN = 64              # scores tested against the threshold at once
-_ROWS_PER_TASK = 32    # rows of a tile per numba task
 
 
 @contextmanager
 def _pools(threads: int | None) -> Iterator[None]:
-    """Pin torch's intra-op pool and numba's to ``threads`` for one call, and hand numba's threads rows in chunks
-    of ``_ROWS_PER_TASK`` (taken as they finish: a thread the busy machine delays holds up no fixed half); restored
-    afterwards."""
+    """Pin torch's intra-op pool (the GEMM's) to ``threads`` for one call, restoring it afterwards."""
     import torch
 
-    old_torch, old_numba = torch.get_num_threads(), numba.get_num_threads()
+    old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
-        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
-    old_chunk = numba.set_parallel_chunksize(_ROWS_PER_TASK)
     try:
         yield
     finally:
-        numba.set_parallel_chunksize(old_chunk)
         if threads:
-            torch.set_num_threads(old_torch)
-            numba.set_num_threads(old_numba)
+            torch.set_num_threads(old)
 
 
 def _as_tensor(x, name: str):
@@ -139,7 +133,7 @@ def _heap_replace(hs, hi, k, s, g):
     hi[i] = g
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True)
 def _scan_tile(S, j0, q0, hs, hi, fill, ex_ptr, ex_idx, ex_pos, has_ex):
     """Fold the scores ``S (b, L)`` of queries ``q0 + r`` and items ``j0 + c`` into the heaps ``hs, hi (nq, k)``.
 
@@ -151,7 +145,7 @@ def _scan_tile(S, j0, q0, hs, hi, fill, ex_ptr, ex_idx, ex_pos, has_ex):
     k = hs.shape[1]
     width = np.uint64(L)
     run = np.uint64(_RUN)
-    for r in numba.prange(b):
+    for r in range(b):
         q = q0 + r
         row = S[r]
         hsq = hs[q]
@@ -245,7 +239,7 @@ def exact_topk(queries, items, k: int, exclude=None, *, threads: int | None = No
     ``exclude``: ``None`` or a sparse ``(nq, n)`` of items never returned.
     Rows sorted by score descending, equal scores by the smaller id; where
     fewer than ``k`` items are admissible, padding ``ids = -1``,
-    ``scores = -inf``. ``threads`` pins torch's and numba's pools for the
+    ``scores = -inf``. ``threads`` pins torch's pool (the GEMM's) for the
     call (restored after); ``memory_mb`` bounds one tile's score matrix
     (capped at 8 MiB, a cache-sized tile). See the module docstring for the
     tiles, the GEMM and the threshold scan.
