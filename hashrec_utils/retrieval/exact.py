@@ -1,4 +1,4 @@
-"""Exact float search: inner-product top-k by one GEMM per query block (torch), the one implementation.
+"""Exact float search: inner-product top-k by tiled GEMM (torch) and a threshold scan (numba), the one implementation.
 
 :func:`exact_topk` is what :func:`hashrec_utils.metrics.rank_topk`,
 :func:`~hashrec_utils.retrieval.continuous_topk` and :class:`ExactIndex` run.
@@ -6,32 +6,58 @@ For queries ``Q (nq, d)`` and items ``X (n, d)`` it returns, per query, the
 ``k`` items of largest ``s_qi = <Q_q, X_i>``, excluded items never returned,
 best first, equal scores by the smaller id.
 
-Per block of ``b`` queries (``b * n * 4`` bytes at most ``memory_mb`` MiB):
+The score matrix is walked in tiles of ``b`` queries x ``L`` items, chunks of
+items in increasing id order (outer loop), blocks of queries within a chunk;
+``b L`` scores take at most ``min(memory_mb MiB, 8 MiB)``, so that a tile is
+still in cache when it is scanned:
 
-1. ``S = Q_b @ X.T`` (one GEMM into a reused buffer);
-2. excluded pairs set to ``-inf`` in place (one ``index_fill_`` on the flat view);
-3. ``torch.topk(S, k + 1)``: the ``k+1``-th score tells cheaply whether an
-   unselected item ties the ``k``-th one, ``s_(k+1) == s_(k)``; only such rows
-   are re-selected exactly (all items above the ``k``-th score, then the
-   smallest ids among those equal to it), and only rows with equal adjacent
-   scores among the selected are re-ordered by id;
-4. ``-inf`` scores (fewer than ``k`` admissible items) become padding ``-1``.
+1. ``S = Q_b @ X_{j:j+L}.T``: one GEMM. float32: oneDNN's inner product
+   (``torch.ops.mkldnn._linear_pointwise``, which uses AVX-512 where the CPU
+   has it: about twice the speed of torch's MKL ``torch.mm`` on the AMD EPYC
+   CPUs of this project's machines), or ``torch.mm`` where torch lacks oneDNN;
+   float64: ``torch.mm``;
+2. per query row (numba, one thread: torch's OpenMP pool and numba's would spin
+   against each other on a tile's few milliseconds): a heap of the best ``k`` so far,
+   ordered by ``(score, -id)``; its worst score ``t_q`` is the row's threshold
+   (``-inf`` while fewer than ``k`` are held). Runs of 64 scores are tested
+   against ``t_q`` at once (a vectorised count of ``s > t_q``); only a run with
+   a score above it is read item by item. An item enters the heap iff
+   ``s > t_q`` and it is not excluded (the row's sorted excluded ids, walked by
+   a pointer). Strictly greater is the exact tie rule: items come in
+   increasing id order, so an item tying ``t_q`` has a larger id than every
+   held item and ranks below them all;
+3. at the end, each heap is sorted by (float32) score descending, then id
+   ascending; unfilled places (fewer than ``k`` admissible items, or ``-inf``
+   scores) are padding ``ids = -1``, ``scores = -inf``.
+
+Cost: the GEMM, ``2 nq n d`` flops, plus a scan that reads each score once
+(vectorised) and does ``O(k log(n/k) log k)`` heap work per query for random
+scores (item ``i`` enters with probability about ``k / i``). Scores are the
+GEMM's float32 dot products: BLAS libraries may round the last bit differently
+for other tile shapes (a single row or column), as any GEMM may; integer-valued
+embeddings are exact whatever the order.
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Iterator
 
+import numba
 import numpy as np
 
 from ._checks import _check_exclude, _check_k, _check_threads
 
 __all__ = ["exact_topk", "ExactIndex"]
 
+_TILE_BYTES = 8 << 20  # one tile of scores: in the L3 cache between the GEMM and the scan
+_TILE_QUERIES = 256    # queries per tile when the items do not fit in one tile
+_MAX_QUERIES = 1024    # queries per tile when they do
+_RUN = 64              # scores tested against the threshold at once
+
 
 @contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """Pin torch's intra-op pool to ``threads`` for one call, restoring it afterwards."""
+def _pools(threads: int | None) -> Iterator[None]:
+    """Pin torch's intra-op pool (the GEMM's) to ``threads`` for one call, restoring it afterwards."""
     import torch
 
     old = torch.get_num_threads()
@@ -58,61 +84,151 @@ def _as_tensor(x, name: str):
     return t
 
 
-def _fix_ties(scores, top_s, top_i, k: int, rows):
-    """Exact selection on ``rows`` whose k-th score ties an unselected item: all above it, then smaller ids."""
-    import torch
-
-    sub = scores[rows]
-    thr = top_s[rows, k - 1 : k]
-    above = sub > thr
-    tied = sub == thr
-    need = k - above.sum(dim=1, keepdim=True)
-    keep = above | (tied & (torch.cumsum(tied, dim=1) <= need))
-    ids = torch.nonzero(keep)[:, 1].reshape(len(rows), k)  # ascending ids
-    vals, order = torch.sort(torch.gather(sub, 1, ids), dim=1, descending=True, stable=True)
-    top_i[rows, :k] = torch.gather(ids, 1, order)
-    top_s[rows, :k] = vals
+# --------------------------------------------------------------------------
+# the scan (numba)
+# --------------------------------------------------------------------------
+#
+# A row's heap ``hs[0:cnt], hi[0:cnt]`` (scores, ids) is a binary min-heap on
+# the key ``(score, -id)``: the root is the worst held item, the smallest score
+# and, among equal scores, the largest id.
 
 
-_GROUP = 16            # items per group: the selection first ranks group maxima
-_CHUNK_BYTES = 16 << 20  # one block's scores over one item chunk stay in cache
-_BLOCK_QUERIES = 256   # queries per block when the items are walked in chunks
+@numba.njit(cache=True, nogil=True, inline="always")
+def _worse(sa, ia, sb, ib) -> bool:
+    """Whether ``(sa, ia)`` ranks below ``(sb, ib)``: a smaller score, or an equal score and a larger id."""
+    return sa < sb or (sa == sb and ia > ib)
 
 
-def _select_chunk(S, kq: int):
-    """Candidates of one ``(b, L)`` score chunk: ``(scores, columns, m)``, the top-``kq`` groups' items.
+@numba.njit(cache=True, nogil=True, inline="always")
+def _heap_push(hs, hi, cnt, s, g):
+    """Add ``(s, g)`` to a heap of ``cnt`` items (``cnt < k``): place it last and sift it up."""
+    i = cnt
+    while i > 0:
+        p = (i - 1) >> 1
+        if not _worse(s, g, hs[p], hi[p]):
+            break
+        hs[i] = hs[p]
+        hi[i] = hi[p]
+        i = p
+    hs[i] = s
+    hi[i] = g
 
-    Groups: the first ``16 ng`` columns, group ``c`` = columns ``c + r ng``, ``r < 16``.
-    The items of every group whose maximum ranks in the top ``kq`` group maxima,
-    plus the tail columns past the last whole group; ``m`` is the ``kq``-th
-    group maximum (``-inf`` if there are fewer groups), the tie bound: an item
-    outside the candidates scores at most ``m``.
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _heap_replace(hs, hi, k, s, g):
+    """Replace the root of a full heap of ``k`` items by ``(s, g)`` and sift it down."""
+    i = 0
+    while True:
+        w = 2 * i + 1
+        if w >= k:
+            break
+        if w + 1 < k and _worse(hs[w + 1], hi[w + 1], hs[w], hi[w]):
+            w += 1
+        if not _worse(hs[w], hi[w], s, g):
+            break
+        hs[i] = hs[w]
+        hi[i] = hi[w]
+        i = w
+    hs[i] = s
+    hi[i] = g
+
+
+@numba.njit(cache=True, nogil=True)
+def _scan_tile(S, j0, q0, hs, hi, fill, ex_ptr, ex_idx, ex_pos, has_ex):
+    """Fold the scores ``S (b, L)`` of queries ``q0 + r`` and items ``j0 + c`` into the heaps ``hs, hi (nq, k)``.
+
+    ``fill[q]``: how many items query ``q``'s heap holds; ``ex_pos[q]``: its
+    pointer into its excluded ids ``ex_idx[ex_ptr[q]:ex_ptr[q+1]]`` (sorted),
+    past every excluded id below the last item it tested.
     """
+    b, L = S.shape
+    k = hs.shape[1]
+    width = np.uint64(L)
+    run = np.uint64(_RUN)
+    for r in range(b):
+        q = q0 + r
+        row = S[r]
+        hsq = hs[q]
+        hiq = hi[q]
+        cnt = fill[q]
+        p = ex_pos[q] if has_ex else 0
+        end = ex_ptr[q + 1] if has_ex else 0
+        thr = hsq[0] if cnt == k else -np.inf
+        c = np.uint64(0)
+        while c < width:
+            stop = min(c + run, width)
+            above = 0
+            for t in range(c, stop):  # unsigned indices: no wrap-around test, so LLVM vectorises the count
+                above += row[t] > thr
+            if above:
+                for t in range(c, stop):
+                    s = row[t]
+                    if s > thr:
+                        g = j0 + np.int64(t)
+                        if has_ex:
+                            while p < end and ex_idx[p] < g:
+                                p += 1
+                            if p < end and ex_idx[p] == g:
+                                continue
+                        if cnt < k:
+                            _heap_push(hsq, hiq, cnt, s, g)
+                            cnt += 1
+                            if cnt == k:
+                                thr = hsq[0]
+                        else:
+                            _heap_replace(hsq, hiq, k, s, g)
+                            thr = hsq[0]
+            c = stop
+        fill[q] = cnt
+        if has_ex:
+            ex_pos[q] = p
+
+
+def _mm(A, B, out):
+    """``A @ B.T`` into ``out``: torch's GEMM (its BLAS)."""
     import torch
 
-    b, L = S.shape
-    whole = L - L % _GROUP
-    ng = whole // _GROUP
-    parts_s, parts_c = [], []
-    m = torch.full((b,), -torch.inf, dtype=S.dtype)
-    if ng:
-        # Group c holds columns c, c + ng, c + 2 ng, ...: the maximum over 16 contiguous rows of ng vectorises.
-        gmax = S.as_strided((b, _GROUP, ng), (S.stride(0), ng, 1)).amax(dim=1)
-        if ng <= kq:
-            parts_s.append(S[:, :whole])
-            parts_c.append(torch.arange(whole).expand(b, whole))
-        else:
-            gm, gi = torch.topk(gmax, kq, dim=1, sorted=False)
-            m = gm.min(dim=1).values
-            cols = (gi.unsqueeze(2) + torch.arange(_GROUP) * ng).reshape(b, kq * _GROUP)
-            parts_s.append(torch.gather(S, 1, cols))
-            parts_c.append(cols)
-    if whole < L:
-        parts_s.append(S[:, whole:])
-        parts_c.append(torch.arange(whole, L).expand(b, L - whole))
-    if len(parts_s) == 1:
-        return parts_s[0], parts_c[0], m
-    return torch.cat(parts_s, 1), torch.cat(parts_c, 1), m
+    return torch.mm(A, B.T, out=out)
+
+
+def _onednn(A, B, out):
+    """``A @ B.T`` of float32 ``A (m, d)``, ``B (n, d)``, a new tensor (``out`` unused): oneDNN's inner product."""
+    import torch
+
+    return torch.ops.mkldnn._linear_pointwise(A, B, None, "none", [], "")
+
+
+_GEMM: dict = {}
+
+
+def _gemm(dtype):
+    """The GEMM for ``dtype``: oneDNN for float32 where torch has it and it computes ``A @ B.T``, else :func:`_mm`."""
+    import torch
+
+    if dtype != torch.float32:
+        return _mm
+    if "float32" not in _GEMM:
+        fn = _mm
+        try:
+            if torch.backends.mkldnn.is_available():
+                g = torch.Generator().manual_seed(0)
+                A = torch.randint(-3, 4, (5, 7), generator=g).float()  # small integers: exact in any order
+                B = torch.randint(-3, 4, (9, 7), generator=g).float()
+                if torch.equal(_onednn(A, B, None), A @ B.T):
+                    fn = _onednn
+        except (AttributeError, RuntimeError):
+            pass
+        _GEMM["float32"] = fn
+    return _GEMM["float32"]
+
+
+def _tiles(nq: int, n: int, esize: int, memory_mb: int) -> tuple[int, int]:
+    """``(b, L)``: queries and items per tile, ``b L esize`` at most ``min(memory_mb MiB, _TILE_BYTES)``."""
+    budget = max(esize, min(int(memory_mb) << 20, _TILE_BYTES))
+    if n * esize * min(nq, _TILE_QUERIES) <= budget:  # all items in one tile: as many queries as fit
+        return max(1, min(nq, _MAX_QUERIES, budget // (n * esize))), n
+    b = max(1, min(nq, _TILE_QUERIES, budget // esize))
+    return b, max(1, min(n, budget // (esize * b)))
 
 
 def exact_topk(queries, items, k: int, exclude=None, *, threads: int | None = None, memory_mb: int = 256):
@@ -123,16 +239,10 @@ def exact_topk(queries, items, k: int, exclude=None, *, threads: int | None = No
     ``exclude``: ``None`` or a sparse ``(nq, n)`` of items never returned.
     Rows sorted by score descending, equal scores by the smaller id; where
     fewer than ``k`` items are admissible, padding ``ids = -1``,
-    ``scores = -inf``. ``threads`` pins torch's pool for the call (restored
-    after); ``memory_mb`` bounds one block's score matrix.
-
-    Selection (exact): per chunk of items, the scores are grouped 16 items
-    to a group (strided, so that the group maxima vectorise) and only the groups whose maximum is among the top
-    ``k + 1`` group maxima are candidates (every item of the chunk's top ``k``
-    lies in one of them); ``torch.topk`` ranks the candidates. A row is
-    re-selected over all its items (ties by the smaller id) only when an item
-    outside the selection may tie the ``k``-th score: the ``k+1``-th candidate
-    equals it, or a discarded group's bound reaches it.
+    ``scores = -inf``. ``threads`` pins torch's pool (the GEMM's) for the
+    call (restored after); ``memory_mb`` bounds one tile's score matrix
+    (capped at 8 MiB, a cache-sized tile). See the module docstring for the
+    tiles, the GEMM and the threshold scan.
     """
     import torch
 
@@ -151,79 +261,36 @@ def exact_topk(queries, items, k: int, exclude=None, *, threads: int | None = No
     ids_out = np.full((nq, k), -1, np.int64)
     if nq == 0 or n == 0:
         return scores_out, ids_out
-    kk = min(k, n)
-    kq = min(k + 1, n)  # one more than k: the tie test
-    esize = Q.element_size()
-    # Blocks of up to 1024 queries over all items when that fits in cache-sized memory; otherwise
-    # blocks of 256 queries over item chunks of _CHUNK_BYTES of scores.
-    cap = 1024 if 1024 * n * esize <= 2 * _CHUNK_BYTES else _BLOCK_QUERIES
-    block = max(1, min(nq, (int(memory_mb) << 20) // (esize * n) or 1, cap))
-    chunk = n if block * n * esize <= 2 * _CHUNK_BYTES else max(64 * _GROUP, _CHUNK_BYTES // (esize * block) // _GROUP * _GROUP)
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    hs = np.full((nq, k), -np.inf, np_dtype)
+    hi = np.full((nq, k), -1, np.int64)
+    fill = np.zeros(nq, np.int64)
     if exclude is not None:
-        indptr = exclude.indptr.astype(np.int64)
-        cols_ex = exclude.indices.astype(np.int64)
-    buf = torch.empty(block * min(chunk, n), dtype=dtype)
-    with torch.no_grad(), _torch_threads(threads):
-        for start in range(0, nq, block):
-            stop = min(start + block, nq)
-            b = stop - start
-            Qb = Q[start:stop]
-            if exclude is not None and indptr[stop] > indptr[start]:
-                lo, hi = indptr[start], indptr[stop]
-                ex_rows = np.repeat(np.arange(b, dtype=np.int64), np.diff(indptr[start : stop + 1]))
-                ex_cols = cols_ex[lo:hi]
-            else:
-                ex_rows = None
-            cand_s, cand_i, bound = [], [], None
-            for j in range(0, n, chunk):
-                L = min(chunk, n - j)
-                S = torch.mm(Qb, X[j : j + L].T, out=buf[: b * L].view(b, L))
-                if ex_rows is not None:
-                    if L == n:
-                        flat = ex_rows * n + ex_cols
-                    else:
-                        sel = (ex_cols >= j) & (ex_cols < j + L)
-                        flat = ex_rows[sel] * L + (ex_cols[sel] - j)
-                    if len(flat):
-                        S.view(-1).index_fill_(0, torch.from_numpy(flat), -torch.inf)
-                cs, cc, m = _select_chunk(S, kq)
-                if cs.shape[1] > kq:
-                    cs, pos = torch.topk(cs, kq, dim=1, sorted=False)
-                    cc = torch.gather(cc, 1, pos)
-                cand_s.append(cs)
-                cand_i.append(cc + j)
-                bound = m if bound is None else torch.maximum(bound, m)
-            cs = cand_s[0] if len(cand_s) == 1 else torch.cat(cand_s, 1)
-            ci = cand_i[0] if len(cand_i) == 1 else torch.cat(cand_i, 1)
-            top_s, pos = torch.topk(cs, kq, dim=1, sorted=True)
-            top_i = torch.gather(ci, 1, pos)
-            # Rows where an item outside the top k may tie the k-th score: exact re-selection over all items.
-            kth = top_s[:, kk - 1]
-            tie = (bound >= kth) & torch.isfinite(kth)
-            if kq > kk:
-                tie |= (top_s[:, kk] == kth) & torch.isfinite(kth)
-            rows = torch.nonzero(tie).flatten()
-            if len(rows):
-                full = Qb[rows] @ X.T
-                if ex_rows is not None:
-                    hit = np.isin(ex_rows, rows.numpy())
-                    remap = np.full(b, -1, np.int64)
-                    remap[rows.numpy()] = np.arange(len(rows))
-                    full.view(-1).index_fill_(0, torch.from_numpy(remap[ex_rows[hit]] * n + ex_cols[hit]), -torch.inf)
-                fs, fi = torch.topk(full, kq, dim=1, sorted=True)
-                _fix_ties(full, fs, fi, kk, torch.arange(len(rows)))
-                top_s[rows], top_i[rows] = fs, fi
-            s = top_s[:, :kk].numpy().astype(np.float32)
-            i = top_i[:, :kk].numpy().copy()
-            if kk > 1:  # equal adjacent scores among the selected: order those rows by id
-                eq = (s[:, 1:] == s[:, :-1]).any(axis=1)
-                if eq.any():
-                    r = np.flatnonzero(eq)
-                    order = np.lexsort((i[r], -s[r]), axis=1)
-                    s[r] = np.take_along_axis(s[r], order, 1)
-                    i[r] = np.take_along_axis(i[r], order, 1)
-            scores_out[start:stop, :kk] = s
-            ids_out[start:stop, :kk] = np.where(np.isneginf(s), -1, i)
+        ex_ptr = exclude.indptr.astype(np.int64)
+        ex_idx = exclude.indices.astype(np.int64)
+        ex_pos = ex_ptr[:-1].copy()
+    else:
+        ex_ptr = ex_idx = ex_pos = np.zeros(1, np.int64)
+    b, L = _tiles(nq, n, Q.element_size(), memory_mb)
+    gemm = _gemm(dtype)
+    buf = torch.empty(b * L, dtype=dtype) if gemm is _mm else None  # oneDNN returns a new tensor
+    with torch.no_grad(), _pools(threads):
+        for j in range(0, n, L):
+            chunk = X[j : j + L]
+            width = chunk.shape[0]
+            for start in range(0, nq, b):
+                Qb = Q[start : start + b]
+                out = None if buf is None else buf[: Qb.shape[0] * width].view(Qb.shape[0], width)
+                S = gemm(Qb, chunk, out)
+                _scan_tile(S.numpy(), j, start, hs, hi, fill, ex_ptr, ex_idx, ex_pos, exclude is not None)
+    # Best first, equal (float32) scores by the smaller id; padding last.
+    s = hs.astype(np.float32)
+    order = np.lexsort((np.where(hi < 0, np.iinfo(np.int64).max, hi), -s), axis=1)
+    s = np.take_along_axis(s, order, 1)
+    i = np.take_along_axis(hi, order, 1)
+    kk = min(k, n)
+    scores_out[:, :kk] = s[:, :kk]
+    ids_out[:, :kk] = np.where(np.isneginf(s[:, :kk]), -1, i[:, :kk])
     return scores_out, ids_out
 
 
