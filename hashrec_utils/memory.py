@@ -1,7 +1,7 @@
 """A run's peak memory, estimated from its config and the data's shape, checked before any work.
 
 :func:`check_memory` refuses a run whose estimate exceeds the budget
-(:func:`hashrec_utils.settings.memory_budget_bytes`: half of the physical memory, or
+(:func:`hashrec_utils.settings.memory_budget_bytes`: a third of the physical memory, or
 ``HASHREC_MEMORY_BUDGET``), or the memory available right now when that is less, with one :class:`MemoryBudgetError` naming the estimate,
 the budget and the settings to change — instead of the kernel's OOM kill minutes later.
 The per-step factors are measured (see :data:`hashrec_utils.settings.SCORE_MATRICES`).
@@ -100,7 +100,7 @@ def check_memory(config, shape: DataShape, budget: float | None = None) -> dict:
         pool = hp.get("n_negatives", 0)
         advice.append(f"a smaller sampled pool, hash_params n_negatives (now {pool}{' = all items' if not pool else ''}; "
                       f"at least 1024)")
-    advice.append("or a larger HASHREC_MEMORY_BUDGET (bytes or e.g. 6GiB; default half of the physical memory) "
+    advice.append("or a larger HASHREC_MEMORY_BUDGET (bytes or e.g. 6GiB; default a third of the physical memory) "
                   "on a machine that has it")
     raise MemoryBudgetError(
         f"{getattr(config, 'dataset', '?')} ({shape.n_users:,} users × {shape.n_items:,} items, {shape.n_train:,} train "

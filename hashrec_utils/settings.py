@@ -14,8 +14,9 @@ shape (:class:`DataShape`: users, items, train pairs) turns it into numbers:
   (≥ 1,024) that fits;
 * **the estimators' schedules** (:data:`SCHEDULES`) as fractions of training,
   so they are the same for any data size and run length;
-* **the memory budget** (:func:`memory_budget_bytes`): half the machine's
-  physical memory (fixed per machine, so the chosen settings are too), or ``HASHREC_MEMORY_BUDGET`` (bytes, or ``"6GiB"``, ``"512MB"`` …).
+* **the memory budget** (:func:`memory_budget_bytes`): a third of the machine's
+  physical memory (fixed per machine, so the chosen settings are too; the estimate is an upper
+  bound, so a run stays well inside it — 8 GiB on a 24 GiB machine), or ``HASHREC_MEMORY_BUDGET`` (bytes, or ``"6GiB"``, ``"512MB"`` …).
 
 Everything here is a frozen dataclass or a pure function of its arguments,
 except :func:`memory_budget_bytes` (reads the machine) and
@@ -164,7 +165,7 @@ def total_bytes() -> int:
     return _meminfo_bytes("MemTotal", "SC_PHYS_PAGES")
 
 
-def memory_budget_bytes(fraction: float = 0.5) -> int:
+def memory_budget_bytes(fraction: float = 1 / 3) -> int:
     """The bytes a run may plan to use: ``HASHREC_MEMORY_BUDGET`` if set (bytes or ``"6GiB"``), else
     ``fraction`` of the machine's physical memory (``MemTotal``).
 

@@ -594,7 +594,7 @@ def run(
 
     Before anything is written, the data is loaded and :func:`hashrec_utils.memory.check_memory`
     refuses (``MemoryBudgetError``) a trained run whose estimated peak exceeds the memory budget
-    (``HASHREC_MEMORY_BUDGET``, default half of the physical memory) or the memory available now,
+    (``HASHREC_MEMORY_BUDGET``, default a third of the physical memory) or the memory available now,
     so a refused run leaves no folder behind.
     """
     config = train_config(profile, str(dataset), model=model, hash_method=hash_method, bits=bits, seed=seed,

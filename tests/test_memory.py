@@ -70,7 +70,7 @@ def test_budget_is_fixed_per_machine_but_a_busy_machine_refuses(monkeypatch):
     monkeypatch.delenv("HASHREC_MEMORY_BUDGET", raising=False)
     monkeypatch.setattr(settings, "total_bytes", lambda: 24 * GiB)
     monkeypatch.setattr(settings, "available_bytes", lambda: 1 * GiB)  # busy now: does not change the plan
-    assert settings.memory_budget_bytes() == 12 * GiB
+    assert settings.memory_budget_bytes() == 8 * GiB
     shape = DataShape(6040, 3706, 717_000)
     config = hash_config(65536, 0)
     est = estimate_peak_bytes(config, shape)["total"]
