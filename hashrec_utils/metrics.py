@@ -147,15 +147,9 @@ def rank_topk(
     """
     import torch
 
-    U = torch.as_tensor(user_emb)
-    V = torch.as_tensor(item_emb)
-    for name, t in (("user_emb", U), ("item_emb", V)):
-        if t.ndim != 2:
-            raise ValueError(f"{name} must be 2-D; got shape {tuple(t.shape)}")
-        if not t.is_floating_point():
-            raise TypeError(f"{name} must be floating point; got {t.dtype}")
-        if not torch.isfinite(t).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
+    from .retrieval.exact import _as_tensor, exact_topk
+
+    U, V = _as_tensor(user_emb, "user_emb"), _as_tensor(item_emb, "item_emb")
     if U.shape[1] != V.shape[1]:
         raise ValueError(f"user_emb has dim {U.shape[1]} but item_emb has dim {V.shape[1]}")
     if int(k) <= 0:
@@ -166,8 +160,6 @@ def rank_topk(
         exclude = _check_csr(exclude, "exclude")
         if exclude.shape != (U.shape[0], n_items):
             raise ValueError(f"exclude must have shape {(U.shape[0], n_items)}; got {exclude.shape}")
-    from .retrieval.exact import exact_topk
-
     if users is not None:
         users = np.asarray(users, dtype=np.int64)
         U = U[torch.as_tensor(users)]
