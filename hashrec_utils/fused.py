@@ -99,6 +99,22 @@ def _block_min(qw, items, words, b0, b1):
     return low
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _insert_top(top_s, top_i, filled, k, score, j):
+    """Insert ``(score, j)`` into the sorted top-``k`` of ``filled`` entries (score descending, equal
+    scores by smaller id), dropping what falls off the end; returns the new count."""
+    if filled == k and (score < top_s[k - 1] or (score == top_s[k - 1] and j > top_i[k - 1])):
+        return filled
+    pos = filled if filled < k else k - 1
+    while pos > 0 and (top_s[pos - 1] < score or (top_s[pos - 1] == score and top_i[pos - 1] > j)):
+        top_s[pos] = top_s[pos - 1]
+        top_i[pos] = top_i[pos - 1]
+        pos -= 1
+    top_s[pos] = score
+    top_i[pos] = j
+    return filled + 1 if filled < k else filled
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True)
 def _dot(a, b):
     """``<a, b>`` in float32; fastmath lets LLVM sum in vector lanes (the order is fixed by the compiled code)."""
@@ -178,18 +194,7 @@ def _query(q, qwords, items, query_emb, item_emb, C, k, bits, ex_ptr, ex_idx, ha
         if ds == cut:
             ties -= 1
         j = cand_i[s]
-        score = _dot(qe, item_emb[j])
-        if filled == k and score <= top_s[k - 1]:
-            continue
-        pos = filled if filled < k else k - 1
-        while pos > 0 and top_s[pos - 1] < score:
-            top_s[pos] = top_s[pos - 1]
-            top_i[pos] = top_i[pos - 1]
-            pos -= 1
-        top_s[pos] = score
-        top_i[pos] = j
-        if filled < k:
-            filled += 1
+        filled = _insert_top(top_s, top_i, filled, k, _dot(qe, item_emb[j]), j)
     for r in range(filled):
         out_s[q, r] = top_s[r]
         out_i[q, r] = top_i[r]
@@ -237,19 +242,7 @@ def _rerank_kernel(cand, query_emb, item_emb, k, out_s, out_i):
                 m += 1
             filled = 0
             for c in range(m):
-                j = cand[q, c]
-                score = scores[c]
-                if filled == k and (score < top_s[k - 1] or (score == top_s[k - 1] and j > top_i[k - 1])):
-                    continue
-                pos = filled if filled < k else k - 1
-                while pos > 0 and (top_s[pos - 1] < score or (top_s[pos - 1] == score and top_i[pos - 1] > j)):
-                    top_s[pos] = top_s[pos - 1]
-                    top_i[pos] = top_i[pos - 1]
-                    pos -= 1
-                top_s[pos] = score
-                top_i[pos] = j
-                if filled < k:
-                    filled += 1
+                filled = _insert_top(top_s, top_i, filled, k, scores[c], cand[q, c])
             for r in range(filled):
                 out_s[q, r] = top_s[r]
                 out_i[q, r] = top_i[r]
