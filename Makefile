@@ -9,11 +9,11 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 RUNS    := runs/$(PROFILE)
-SRC     := $(wildcard hashrec_utils/*.py) pyproject.toml
+SRC     := $(wildcard hashrec_utils/*.py hashrec_utils/*/*.py) pyproject.toml
 PAPERMILL := $(PY) -m papermill --cwd notebooks --log-output --no-progress-bar
 REPORT  := $(if $(filter default,$(PROFILE)),report/report.pdf,report/report-$(PROFILE).pdf)
 
-.PHONY: install data all notebooks report test test-unit test-notebooks bench clean help
+.PHONY: install data all notebooks report tune test test-unit test-notebooks bench clean help
 .DELETE_ON_ERROR:
 
 help:
@@ -24,6 +24,7 @@ help:
 	@echo "make data    fetch / check the datasets of the profile"
 	@echo "make report  build the Typst report from results/$(PROFILE)/"
 	@echo "make bench   run the speed benchmarks (ratios against peers)"
+	@echo "make tune    the hashing table's validation grid (once, outside make all): results/$(PROFILE)/tuning.*, winners in hashrec_utils/experiments/tuned.json"
 
 # ---- set-up ------------------------------------------------------------------
 $(STAMP): pyproject.toml
@@ -77,6 +78,13 @@ all:
 	fi; \
 	s=$$(( $$(date +%s) - start )); \
 	echo "make all (PROFILE=$(PROFILE)): $$s s wall-clock ($$(( s / 60 )) min $$(( s % 60 )) s)"
+
+# The equal tuning budget: every table row's validation grid (lr x schedule length, then its own
+# schedule). Run once, outside `make all`; its results and winners are committed, and make all's
+# runs read the winners (a winner's run folder is the tuning run, so it is reused).
+tune: $(STAMP)
+	@start=$$(date +%s); $(PY) -m hashrec_utils tune --profile $(PROFILE) || exit $$?; \
+	echo "make tune (PROFILE=$(PROFILE)): $$(( $$(date +%s) - start )) s wall-clock"
 
 # ---- checks -------------------------------------------------------------------
 test: test-unit test-notebooks

@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     collect.add_argument("runs", nargs="+", metavar="DIR", help="run folders (config.json + metrics.json)")
     collect.add_argument("--profile", default="full", choices=PROFILES)
 
+    tune = sub.add_parser("tune", help="the hashing table's validation grid: results/<profile>/tuning.*, winners for every run")
+    tune.add_argument("--profile", default="default", choices=PROFILES)
+    tune.add_argument("--rows", nargs="*", default=None, metavar="ROW", help="table rows to tune (default: all)")
+
     train = sub.add_parser("train", help="train a model into --out (resumes if --out has a checkpoint)")
     train.add_argument("--dataset", required=True, help="dataset name or folder")
     train.add_argument("--model", default="lightgcn", help="lightgcn, graphsage or hashgnn")
@@ -120,6 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         for row in collect_runs(args.profile, args.runs):
             print(f"{row['run']}: {row['dataset']} {row['model']}{'+' + row['hash_method'] if row['hash_method'] else ''}"
                   f" {row['epochs']} epochs, {row['train_seconds'] or 0:,.0f} s")
+        return 0
+    if args.command == "tune":
+        from .experiments import runs as _runs
+        from .experiments.tuning import tune
+
+        frame = tune(args.profile, tuple(args.rows) if args.rows else None)
+        for row in frame[frame.winner].to_dict("records"):
+            print(f"{row['row']}: lr x{row['lr_factor']:g}, length x{row['length_factor']:g},"
+                  f" {row['estimator'] or 'its own schedule as set'}: valid Hamming recall@20 {row['valid_recall@20']:.4f}")
+        print(f"winners: {_runs.TUNED_FILE}")
         return 0
     if args.command == "train":
         from .train import run

@@ -17,10 +17,11 @@ ESTIMATORS = ("ste", "signswish")
 
 
 def _selection_path(root: Path, monkeypatch, poison: bool) -> dict:
-    """LightGCN, two hash estimators, sign and LSH, the table and the best estimator, then the
-    bits-sweep run of the chosen one: everything a run or a choice decides, per run folder."""
+    """LightGCN, one row's tuning grid and its winner, two hash estimators, sign and LSH, the
+    table and the best estimator, then the bits-sweep run of the chosen one: everything a run or a choice decides, per run folder."""
     import hashrec_utils.train as train_module
     from hashrec_utils import experiments
+    from hashrec_utils.experiments import runs as runs_module, tuning
 
     monkeypatch.setenv("HASHREC_ROOT", str(root))
     monkeypatch.setitem(experiments.HASH_STAGE, "quick", replace(experiments.HASH_STAGE["quick"], estimators=ESTIMATORS,
@@ -41,6 +42,10 @@ def _selection_path(root: Path, monkeypatch, poison: bool) -> dict:
     # and float sums differ in the last bit across thread counts; within a pass both do the same steps
     torch.set_num_threads(1)
     lightgcn, _ = experiments.lightgcn_run("quick", "ml-1m", progress=False)
+    # the hyper-parameters: the tuning grid of one row (lr × 2), its winner read by the table's run
+    monkeypatch.setattr(runs_module, "TUNED_FILE", root / "tuned.json")
+    monkeypatch.setitem(tuning.TUNING_GRID, "quick", tuning.TuningGrid(lr_factors=(1.0, 0.3), length_factors=(1.0,)))
+    tuning.tune("quick", ("ste",), progress=False)
     runs, table, _ = experiments._estimator_table("quick", lightgcn)
     best = experiments.best_estimator(table)
     experiments.variant_run("quick", best, bits=32)
@@ -49,7 +54,8 @@ def _selection_path(root: Path, monkeypatch, poison: bool) -> dict:
         metrics = json.loads((folder / "metrics.json").read_text())
         emb = np.load(folder / "embeddings.npz")
         folders[folder.name] = {"metrics": metrics, "arrays": {k: emb[k] for k in emb.files}}
-    return {"best": best, "folders": folders, "valid_table": table["valid_recall@20_mean"].tolist()}
+    return {"best": best, "folders": folders, "valid_table": table["valid_recall@20_mean"].tolist(),
+            "winners": json.loads((root / "tuned.json").read_text())}
 
 
 def _test_numbers(metrics: dict) -> dict:
@@ -67,10 +73,13 @@ def test_poisoned_test_labels_change_no_choice(tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     assert clean["best"] == poisoned["best"] and clean["best"] in ESTIMATORS
     assert clean["valid_table"] == poisoned["valid_table"]
+    assert clean["winners"] == poisoned["winners"] and set(clean["winners"]["quick"]) == {"ste"}
     names = set(clean["folders"])
     assert names == set(poisoned["folders"])
-    assert {"lightgcn_ml-1m_L3_s0", "hash_lightgcn_ste_b64_s0", "hash_lightgcn_signswish_b64_s0", "hash_lightgcn_lsh_b64_s0",
-            "hash_lightgcn_sign_b64_s0", f"hash_lightgcn_{clean['best']}_b32_s0"} == names
+    ste = "hash_lightgcn_ste_b64_s0" + ("_lr0.3" if clean["winners"]["quick"]["ste"]["lr_factor"] != 1.0 else "")
+    bits_run = f"hash_lightgcn_{clean['best']}_b32_s0" + (ste[len("hash_lightgcn_ste_b64_s0"):] if clean["best"] == "ste" else "")
+    assert {"lightgcn_ml-1m_L3_s0", "hash_lightgcn_ste_b64_s0", "hash_lightgcn_ste_b64_s0_lr0.3", ste,
+            "hash_lightgcn_signswish_b64_s0", "hash_lightgcn_lsh_b64_s0", "hash_lightgcn_sign_b64_s0", bits_run} == names
     test_changed = 0
     for name in sorted(names):
         a, b = clean["folders"][name], poisoned["folders"][name]

@@ -1,0 +1,42 @@
+"""The study that the notebooks call, in three modules:
+
+- :mod:`.runs`: run management: every compared run's settings, resolved once
+  (:data:`HASH_STAGE`, :func:`hash_overrides`), and the run folders (:func:`lightgcn_run`,
+  :func:`hash_run`, :func:`variant_run`, :func:`write_table`, :func:`collect_runs`);
+- :mod:`.stages`: notebooks 01-03 (data, the LightGCN baseline, the hashing table and sweeps);
+- :mod:`.tuning`: the equal validation grid of every table row (``make tune``);
+- :mod:`.speed`: notebooks 04-05 (every index's accuracy against throughput, the scaled
+  catalogue, the fixed-throughput tables).
+
+A stage writes its numbers to ``results/<profile>/`` (atomic CSV/JSON, the files the report reads)
+and its figures to ``figures/<profile>/``; the notebook only shows what the stage returns.
+``from hashrec_utils.experiments import hashing_stage`` (or any name below) keeps working.
+"""
+from __future__ import annotations
+
+from .runs import (PAIRWISE_ESTIMATORS, TUNED_FILE, GridPoint, tuned_point)
+from .runs import (CURVE_ESTIMATORS, EXTRA_VARIANTS, HASH_STAGE, HASH_TRAIN, HASHGNN_TRAIN, PUBLISHED_ROWS,
+                   SAMPLED_POOL, SAMPLED_POOL_EPOCHS, SCHEDULES, TABLE_OBJECTIVE, HashStage, collect_runs,
+                   environment, hash_overrides, hash_run, lightgcn_run, load_profile_datasets,
+                   popcount_searchable, row_family, variant_run, write_table)
+from .speed import (RETRIEVAL_FAMILIES, RETRIEVAL_STAGE, SCALING_LARGE, SCALING_NOISE, THROUGHPUT_MULTIPLES,
+                    RetrievalSetup, RetrievalStage, _tradeoff, faiss_stage, retrieval_setup, retrieval_sweeps,
+                    scaling_table, tradeoff_stage)
+from .tuning import OWN_SCHEDULE, TUNING_GRID, TuningGrid, own_alternatives, tune, tune_row
+from .stages import (LAYER_SWEEP, LAYER_SWEEP_EPOCHS, _estimator_table, _sections,
+                     _untrained_rows, _valid_columns, best_estimator, candidates_sweep, data_prep,
+                     hashing_stage, lightgcn_stage, summarize)
+
+__all__ = [
+    "CURVE_ESTIMATORS", "EXTRA_VARIANTS", "HASH_STAGE", "HASH_TRAIN", "HASHGNN_TRAIN", "PUBLISHED_ROWS",
+    "SAMPLED_POOL", "SAMPLED_POOL_EPOCHS", "SCHEDULES", "TABLE_OBJECTIVE", "HashStage", "collect_runs",
+    "environment", "hash_overrides", "hash_run", "lightgcn_run", "load_profile_datasets", "popcount_searchable",
+    "row_family", "variant_run", "write_table",
+    "RETRIEVAL_FAMILIES", "RETRIEVAL_STAGE", "SCALING_LARGE", "SCALING_NOISE", "THROUGHPUT_MULTIPLES",
+    "RetrievalSetup", "RetrievalStage", "faiss_stage", "retrieval_setup", "retrieval_sweeps", "scaling_table",
+    "tradeoff_stage",
+    "LAYER_SWEEP", "LAYER_SWEEP_EPOCHS", "best_estimator", "candidates_sweep", "data_prep", "hashing_stage",
+    "lightgcn_stage", "summarize",
+    "GridPoint", "TUNED_FILE", "tuned_point", "PAIRWISE_ESTIMATORS",
+    "OWN_SCHEDULE", "TUNING_GRID", "TuningGrid", "own_alternatives", "tune", "tune_row",
+]

@@ -1,0 +1,439 @@
+"""Run management of the study: the settings of every compared run, written once, and the run folders.
+
+:data:`HASH_STAGE` (one frozen :class:`HashStage` per profile), :data:`HASH_TRAIN`,
+:data:`TABLE_OBJECTIVE`, :data:`EXTRA_VARIANTS` and the schedules resolve into one
+:class:`~hashrec_utils.train.TrainConfig` per run (:func:`hash_overrides`); :func:`lightgcn_run`,
+:func:`hash_run` and :func:`variant_run` train a run or reuse its folder (a folder trained by other
+code is trained again). Results files: :func:`write_table`, :func:`collect_runs`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import get_profile, results_dir
+from .. import settings as _settings
+from ..data import DATASETS, InteractionData, load_dataset, subset_users
+from ..utils import atomic_write, write_json
+
+
+def write_table(frame: pd.DataFrame, name: str, profile: str) -> Path:
+    """Write ``results/<profile>/<name>.csv`` and ``.json`` (records) atomically."""
+    folder = results_dir(profile)
+    path = folder / f"{name}.csv"
+    with atomic_write(path, "w") as fh:
+        frame.to_csv(fh, index=False)
+    write_json(folder / f"{name}.json", frame.to_dict(orient="records"))
+    return path
+
+
+def collect_runs(profile: str, folders) -> list[dict]:
+    """Record finished run folders in ``results/<profile>/runs.json`` (merged by run name).
+
+    What the report quotes of runs that ``make all`` does not make (the ``full`` profile's
+    Gowalla runs): each row is the run's name, its ``config.json`` (dataset, model, hash method,
+    bits, seed, epochs, batch size, learning rate, ``code_version``; hash runs: the distillation weight),
+    ``train_seconds``, ``best_epoch``, ``kept`` (which weights) and its metrics (``metrics.json``: test,
+    and ``valid`` on the validation split; hash runs keep their ``continuous``/``hamming``/``hierarchical`` sections).
+    A folder without ``metrics.json`` (unfinished) is one clear error, and nothing is written.
+    """
+    from ..utils import read_json
+
+    rows = []
+    for folder in map(Path, folders):
+        if not (folder / "metrics.json").exists() or not (folder / "config.json").exists():
+            raise ValueError(f"{folder}: not a finished run (needs config.json and metrics.json)")
+        config, metrics = read_json(folder / "config.json"), read_json(folder / "metrics.json")
+        rows.append({"run": folder.name, **{k: config.get(k) for k in (
+            "dataset", "model", "hash_method", "bits", "seed", "epochs", "batch_size", "lr", "lr_schedule",
+            "n_layers", "dim", "code_version")}, "distill": (config.get("hash_params") or {}).get("distill", 0.0) if config.get("hash_method") else None,
+            "train_seconds": metrics.get("train_seconds"), "best_epoch": metrics.get("best_epoch"), "kept": metrics.get("kept"),
+            "metrics": metrics})
+    path = results_dir(profile) / "runs.json"
+    new = {r["run"] for r in rows}
+    kept = [r for r in (read_json(path) if path.exists() else []) if r["run"] not in new]
+    merged = sorted(kept + rows, key=lambda r: r["run"])
+    write_json(path, merged)
+    return merged
+
+
+def environment() -> dict:
+    """The machine and library versions a profile ran with (the report's set-up section)."""
+    import os
+    import platform
+
+    import faiss
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "faiss": faiss.__version__, "cuda": torch.cuda.is_available(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def load_profile_datasets(profile: str, *, valid_fraction: float = 0.1, seed: int = 0) -> list[InteractionData]:
+    """The datasets of a profile, sliced to ``max_users`` in ``quick``."""
+    prof = get_profile(profile)
+    return [
+        subset_users(load_dataset(name, valid_fraction=valid_fraction, seed=seed), prof.max_users)
+        for name in prof.datasets
+    ]
+
+
+
+def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3, progress: bool = True,
+                 epochs: int | None = None) -> tuple[dict, Path]:
+    """Train (or reuse) the LightGCN run of a profile; returns ``(metrics, run folder)``.
+
+    A folder trained by other code (``code_version``) is moved aside and trained again."""
+    from ..config import runs_dir
+    from ..train import run
+
+    name = Path(str(dataset)).name  # a folder dataset: its last component
+    out = runs_dir(profile) / (f"lightgcn_{name}_L{n_layers}_s{seed}" + (f"_e{epochs}" if epochs else ""))
+    overrides = {} if n_layers == 3 else {"n_layers": n_layers}
+    if epochs:
+        overrides["epochs"] = epochs
+    metrics = run(dataset, model="lightgcn", profile=profile, seed=seed, out=out, overrides=overrides, progress=progress,
+                  retrain=True)
+    return metrics, out
+
+
+
+
+@dataclass(frozen=True)
+class HashStage:
+    """Sweep sizes of notebook 03 for one profile.
+
+    Hash models start from the profile's trained LightGCN: its final
+    embeddings seed a table that is fine-tuned for the codes alone, while the
+    LightGCN embeddings themselves stay frozen for continuous and hierarchical
+    search (no propagation per step, so a run costs seconds). ``hashgnn`` is
+    the exception, trained end to end from scratch with its GraphSAGE encoder,
+    as published, and so are the other published rows (:data:`EXTRA_VARIANTS`: Luo & Wu's
+    smooth recall + SignSwish and BGCH, each on a LightGCN encoder trained end to end for at
+    most ``published_epochs``, early-stopped on validation). ``variants``/``variant_seeds``: the
+    extra table rows and their seeds; ``sweep_epochs``: epochs of each run
+    of the parameter analysis (λ, triplets, K).
+
+    One protocol for every compared run (table rows, variants, fixed-p runs,
+    sweeps): validation every ``eval_every`` epochs and after the last, and the
+    weights ``keep`` chooses (``best_valid``: those of the best validation
+    epoch); every selection (best estimator, the bits/C sweeps' base) reads
+    validation numbers, the test split is read once per final model.
+    """
+
+    seeds: tuple[int, ...]
+    epochs: int
+    hashgnn_epochs: int
+    lambdas: tuple[float, ...]
+    triplets: tuple[int, ...]
+    bits: tuple[int, ...]
+    candidates: tuple[int, ...]
+    sweep_epochs: int
+    variants: tuple[str, ...] = ("guided_ste_sp", "hashgnn", "hashgnn_nr", "luo_wu", "bgch_published",
+                                 "ste_pairwise", "guided_ste_pairwise", "hashnet_pairwise", "gumbel_pairwise")
+    variant_seeds: tuple[int, ...] = (0, 1, 2)
+    published_epochs: int = 80
+    eval_every: int = 2
+    keep: str = "best_valid"
+    estimators: tuple[str, ...] = ("ste", "guided_ste", "hashnet", "gumbel", "signswish", "bgch")
+
+
+_LAMBDAS = tuple(round(0.1 * i, 1) for i in range(11))
+HASH_STAGE = {
+    "quick": HashStage(seeds=(0,), epochs=4, hashgnn_epochs=2, lambdas=(0.0, 0.5, 1.0), triplets=(1, 5),
+                       bits=(32, 64), candidates=(20, 50, 100), sweep_epochs=2, variant_seeds=(0,),
+                       variants=("guided_ste_sp", "hashgnn", "hashgnn_nr", "luo_wu", "bgch_published",
+                                 "ste_pairwise", "guided_ste_pairwise", "hashnet_pairwise", "gumbel_pairwise"),
+                       published_epochs=2),
+    # sized for make all on two shared cores: one seed a row (the full profile runs three), the
+    # parameter analysis at a few points
+    "default": HashStage(seeds=(0,), epochs=10, hashgnn_epochs=16, lambdas=(0.0, 1.0), triplets=(1, 5),
+                         bits=(32, 64, 128), candidates=(20, 50, 100, 200, 400), sweep_epochs=5,
+                         variants=("guided_ste_sp", "hashgnn", "luo_wu", "bgch_published", "ste_pairwise",
+                                   "guided_ste_pairwise", "hashnet_pairwise", "gumbel_pairwise"), variant_seeds=(0,),
+                         published_epochs=30),
+    "full": HashStage(seeds=(0, 1, 2), epochs=20, hashgnn_epochs=40, lambdas=_LAMBDAS, triplets=(1, 2, 5, 10),
+                      bits=(16, 32, 64, 128, 256), candidates=(20, 50, 100, 200, 400), sweep_epochs=10),
+}
+
+# Hash training shared by every table run (tuned on ml-1m default, see the README): cosine decay
+# from a high learning rate; the batch (large, because a step's cost is the distinct users × items
+# score matrix of the listwise loss, not the number of pairs) comes from the data's size:
+# settings.HashSettings, 65,536 on ml-1m and Gowalla.
+HASH_TRAIN = {"lr": 0.01, "lr_schedule": "cosine", "patience": 0}
+# HashGNN end to end: its GraphSAGE encoder runs over the whole graph every step, so a step costs the
+# graph, not the batch. The paper's batch of 256 (2,800 steps an epoch on ml-1m) is out of reach on two
+# cores; 16,384 pairs at a constant lr 0.01 (44 steps an epoch) trained until validation plateaus
+# (patience: 3 validations without a better Hamming recall@20, the best epoch kept). The old 88 steps
+# at 65,536 with cosine decay to 0 stopped its continuous z at 0.44x LightGCN.
+HASHGNN_TRAIN = {"lr": 0.01, "lr_schedule": "constant", "batch_size": 16384, "patience": 3}
+# The objective of every table run unless a run says otherwise: softmax of the code scores over all
+# items (ranks in Hamming space directly) plus the KL from LightGCN's own softmax over the items
+# (distillation, weight 1, τ 1: the codes learn the continuous model's whole ranking, not only the
+# train positives; on ml-1m signswish Hamming recall@20 0.198 → 0.214, on gowalla recall@50
+# 0.186 → 0.216); the table learns codes only (cont_weight 0) and the LightGCN embeddings it
+# started from stay frozen for continuous and hierarchical search, and teach.
+TABLE_OBJECTIVE = {"objective": "softmax", "n_negatives": 0, "cont_weight": 0.0, "continuous": "init", "distill": 1.0}
+# Catalogues too large for the all-items softmax (a step costs distinct users × items: 22 k × 41 k
+# scores on gowalla, a minute and 17 GiB on two cores) take the softmax over a pool of items drawn
+# per step and shared by the batch (losses.pooled_listwise_loss). The pool is derived from the
+# data's size (settings.pool_size: the score cap and the memory budget), never from its name; this
+# table is the pool each named source with published counts gets under the score cap alone (a
+# record for readers and tests: no decision reads it).
+SAMPLED_POOL = {name: pool for name, pool in (
+    (name, _settings.pool_size(shape, _settings.HashSettings.of("full", shape, budget_bytes=float("inf")).batch_size,
+                               float("inf")))
+    for name, shape in ((n, _settings.dataset_shape(n, 0.1)) for n, src in DATASETS.items() if src.counts)) if pool}
+# Hash epochs when the pool is sampled (any profile but quick): 10 on gowalla cost 6 min on two
+# cores (13 steps of 65,536 pairs an epoch); without distillation 20 epochs overfit the train pairs
+# (Hamming recall@50 0.186 after 10, 0.182 after 20).
+SAMPLED_POOL_EPOCHS = 10
+# Estimator schedules as fractions of training (settings.SCHEDULES), so one schedule serves any
+# data size and run length: guided STE p × 0.95 over 50 stages, HashNet β 1 → 10, Gumbel τ × 0.9
+# over 20 stages down to 0.05.
+SCHEDULES = _settings.SCHEDULES
+# Estimators whose validation curves notebook 03 draws (guided vs plain STE, HashGNN Fig. 4). It
+# decides nothing about training: every run validates on HashStage.eval_every and keeps by
+# HashStage.keep (hash_run), so any run's history.csv holds a curve.
+CURVE_ESTIMATORS = ("ste", "guided_ste")
+
+
+def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", dataset: str = "ml-1m",
+                   epochs: int | None = None, eval_every: int | None = None, init: str | Path | None = None,
+                   shape: "_settings.DataShape | None" = None, budget_bytes: float | None = None,
+                   end_to_end: bool = False, lr_factor: float = 1.0, length_factor: float = 1.0,
+                   **hash_params) -> dict:
+    """The :class:`~hashrec_utils.train.TrainConfig` overrides of a hash run in this study (the CLI's
+    ``train --hash`` uses them too): :data:`HASH_TRAIN` (or :data:`HASHGNN_TRAIN`) with the batch of
+    :class:`~hashrec_utils.settings.HashSettings`, the profile's epochs, and hash parameters
+    :data:`TABLE_OBJECTIVE` + the pool + :data:`SCHEDULES` + ``hash_params``.
+    One checkpoint rule for every run, whatever its estimator: validation every
+    ``HASH_STAGE[profile].eval_every`` epochs and the weights kept by ``HASH_STAGE[profile].keep``
+    (``eval_every`` overrides the period).
+
+    Table runs start from ``init``, a LightGCN run folder; by default the profile's LightGCN run of
+    ``dataset`` with seed 0 (trained first when absent). ``shape``: the data's
+    :class:`~hashrec_utils.settings.DataShape` (default: :func:`~hashrec_utils.settings.dataset_shape`);
+    when the all-items softmax (and its teacher cache) would not fit the score cap or
+    ``budget_bytes`` (default :func:`~hashrec_utils.settings.memory_budget_bytes`), the softmax runs
+    over a sampled pool of items, and such runs train :data:`SAMPLED_POOL_EPOCHS` epochs (not ``quick``).
+
+    ``end_to_end``: a published recipe on its own LightGCN encoder trained from scratch (no table,
+    no init, no distillation): LightGCN's own training settings of the profile (batch, lr, L2,
+    patience), at most ``HASH_STAGE[profile].published_epochs`` epochs, ``hash_params`` as given.
+
+    ``lr_factor``, ``length_factor``: the tuning grid's axes (:mod:`.tuning`): the learning rate and
+    the number of epochs (so every schedule, a fraction of training, too) times these factors.
+    """
+    from ..hashing import split_method
+    from ..train import train_config
+
+    if end_to_end:
+        stage = HASH_STAGE[profile]
+        base = train_config(profile, str(dataset), shape=shape)
+        estimator = split_method(method)[0]
+        params = dict(hash_params)
+        params["estimator"] = {**_settings.HashSettings.schedule(estimator), **params.get("estimator", {})}
+        return _scaled({"batch_size": base.batch_size, "lr": base.lr, "lr_schedule": base.lr_schedule, "reg": base.reg,
+                        "patience": base.patience, "epochs": epochs or stage.published_epochs,
+                        "eval_every": eval_every or stage.eval_every, "keep": stage.keep, "hash_params": params},
+                       lr_factor, length_factor)
+
+    stage = HASH_STAGE[profile]
+    if shape is None:
+        published = _settings.published_split(str(dataset))
+        valid = _settings.LightGCNSettings.valid_fraction_for(profile, published)
+        shape = _settings.dataset_shape(str(dataset), valid, get_profile(profile).max_users)
+    params = dict(hash_params)
+    distill = bool(params.get("distill", TABLE_OBJECTIVE["distill"]))
+    chosen = _settings.HashSettings.of(profile, shape, budget_bytes=budget_bytes, distill=distill)
+    pooled = model != "hashgnn" and "n_negatives" not in params and chosen.pooled
+    epochs = epochs or (stage.hashgnn_epochs if model == "hashgnn" else
+                        SAMPLED_POOL_EPOCHS if pooled and profile != "quick" else stage.epochs)
+    estimator = split_method(method)[0]
+    eval_every = eval_every or stage.eval_every
+    params["estimator"] = {**_settings.HashSettings.schedule(estimator), **params.get("estimator", {})}
+    if model != "hashgnn":
+        if init is None:
+            _, init = lightgcn_run(profile, dataset, progress=False)
+        params = {**TABLE_OBJECTIVE, "n_negatives": chosen.n_negatives, "init": str(init), **params}
+    return _scaled({**HASH_TRAIN, "batch_size": chosen.batch_size, **(HASHGNN_TRAIN if model == "hashgnn" else {}),
+                    "epochs": epochs, "eval_every": eval_every, "keep": stage.keep, "hash_params": params},
+                   lr_factor, length_factor)
+
+
+def _scaled(overrides: dict, lr_factor: float, length_factor: float) -> dict:
+    """``overrides`` with its learning rate × ``lr_factor`` and its epochs × ``length_factor`` (at least 1)."""
+    if lr_factor <= 0 or length_factor <= 0:
+        raise ValueError(f"lr_factor and length_factor must be positive; got {lr_factor}, {length_factor}")
+    if lr_factor != 1.0:
+        overrides["lr"] = overrides["lr"] * lr_factor
+    if length_factor != 1.0:
+        overrides["epochs"] = max(1, round(overrides["epochs"] * length_factor))
+    return overrides
+
+
+def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
+             epochs: int | None = None, eval_every: int | None = None, progress: bool = False, dataset: str = "ml-1m",
+             **hash_params) -> tuple[dict, Path]:
+    """Train (or reuse) one hash model of notebook 03; returns ``(metrics, run folder)``.
+
+    ``metrics`` has the sections ``continuous``, ``hamming``, ``hierarchical``.
+    ``hash_params`` override :data:`TABLE_OBJECTIVE` and :data:`SCHEDULES`. The folder is
+    ``runs/<profile>/hash_<model>_<method>_b<bits>_s<seed>[_<tag>]`` on ml-1m and
+    ``hash_<dataset>_<model>_…`` on another dataset (what ``train --hash`` makes with that ``--out``).
+
+    Every run follows the stage's protocol: validation every ``HASH_STAGE[profile].eval_every``
+    epochs (``eval_every`` overrides) and the weights ``HASH_STAGE[profile].keep`` picks.
+    ``lsh``/``sign`` train nothing: codes of the profile's LightGCN run (seed 0) of ``dataset``.
+    A folder trained by other code (``code_version``) is moved aside and trained again.
+    """
+    from ..config import runs_dir
+    from ..train import UNTRAINED_METHODS, run
+
+    stage = HASH_STAGE[profile]
+    if method in UNTRAINED_METHODS:
+        _, init = lightgcn_run(profile, dataset, progress=False)
+        overrides = {"epochs": 0, "hash_params": {"init": str(init), **hash_params}}
+    else:
+        overrides = hash_overrides(profile, method, model=model, dataset=dataset, epochs=epochs,
+                                   eval_every=eval_every or stage.eval_every, **hash_params)
+        overrides["keep"] = stage.keep
+    prefix = "hash_" if dataset == "ml-1m" else f"hash_{dataset}_"
+    out = runs_dir(profile) / (f"{prefix}{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else ""))
+    metrics = run(dataset, model=model, hash_method=method, bits=bits, profile=profile, seed=seed, out=out,
+                  overrides=overrides, progress=progress, retrain=True)
+    return metrics, out
+
+
+# Estimators that also run under the published pairwise objective (EXTRA_VARIANTS' "<est>_pairwise").
+PAIRWISE_ESTIMATORS = ("ste", "guided_ste", "hashnet", "gumbel")
+
+# Variants beyond the plain estimators: label -> (estimator, model, hash_params)
+EXTRA_VARIANTS = {
+    "guided_ste_sp": ("guided_ste", "lightgcn", {"freeze": True}),
+    "hashgnn": ("guided_ste", "hashgnn", {}),
+    "hashgnn_nr": ("guided_ste", "hashgnn", {"lambda_rank": 0.0}),
+    # Luo & Wu (shared/papers/003): their smooth recall loss and SignSwish estimator, without hashrec's
+    # distillation, on the same LightGCN-initialised code table as hashrec's rows. The abstract leaves
+    # the encoder set-up, N, the kernels' widths and β open. Trained from scratch end to end, the
+    # outer kernel σ((N − r̂)/τ) is saturated at 0 while positives rank in the thousands (quick slice:
+    # recall@20 0.007 after 2 epochs) and the all-items rank costs ~8 s a step on ml-1m; from the
+    # trained table it learns. The rank r̂ is estimated on a pool of 1,024 items scaled to the
+    # catalogue (an unbiased estimate of the sum over all items); N = 50 (the paper's smallest cut-off),
+    # β = 5, τ_rank = 1, and τ_recall = 10 chosen on validation over {1, 10} (quick slice, valid
+    # Hamming recall@20 0.0743 against 0.0788).
+    "luo_wu": ("signswish", "lightgcn", {"objective": "recall", "n_negatives": 1024, "distill": 0.0,
+                                         "top_n": 50, "tau_recall": 10.0}),
+    # BGCH as its official code (hashing.BGCH): scaled codes scored α_u α_i ⟨b_u, b_i⟩, its Fourier
+    # estimator with 8 terms (its MovieLens setting), bias-free hash layer, its BPR objective, on a
+    # LightGCN encoder trained end to end. Not reproduced: its concatenation of every layer's codes.
+    "bgch_published": ("bgch", "lightgcn", {"end_to_end": True, "objective": "bgch", "cont_weight": 0.0,
+                                            "hash_layer": "linear_nobias", "n_negatives": 1,
+                                            "estimator": {"n_terms": 8}}),
+    # The same estimators under the published pairwise objective instead of hashrec's: HashGNN's
+    # Eq. 7, the cross-entropy of observed against sampled links on the codes' inner products (the
+    # pairwise likelihood HashNet also maximises) + λ·triplet ranking (λ 0.5, 5 triplets a pair), no
+    # distillation, on the same LightGCN-initialised table. Read against the hashrec-objective row of
+    # the same estimator, the pair shows what the objective does; rows of one family, what the
+    # estimator does.
+    **{f"{est}_pairwise": (est, "lightgcn", {"objective": "hashgnn", "distill": 0.0})
+       for est in PAIRWISE_ESTIMATORS},
+}
+
+
+def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, progress: bool = False,
+                dataset: str = "ml-1m", point: "GridPoint | None" = None) -> tuple[dict, Path]:
+    """:func:`hash_run` of a table row's label: an estimator name or one of :data:`EXTRA_VARIANTS`,
+    at the tuning grid's ``point`` (default: the row's winner on validation, :func:`tuned_point`;
+    the base settings where the profile was not tuned). A point other than the base gets its own
+    folder (``…_<point tag>``), so a winner's run is the tuning run itself."""
+    method, model, params = EXTRA_VARIANTS.get(label, (label, "lightgcn", {}))
+    point = tuned_point(profile, label) if point is None else point
+    tag = "_".join(t for t in (label if label != method else "", point.tag) if t)
+    if point.estimator:
+        params = {**params, "estimator": {**params.get("estimator", {}), **dict(point.estimator)}}
+    factors = {k: v for k, v in (("lr_factor", point.lr_factor), ("length_factor", point.length_factor)) if v != 1.0}
+    return hash_run(profile, method, seed=seed, bits=bits, model=model, tag=tag, progress=progress, dataset=dataset,
+                    **factors, **params)
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One point of the tuning grid: learning rate and schedule length as factors of a row's base
+    settings, and its own schedule's parameters (``estimator``, e.g. ``{"decay": 0.9}``)."""
+
+    lr_factor: float = 1.0
+    length_factor: float = 1.0
+    estimator: tuple = ()  # sorted (name, value) pairs: hashable, frozen
+
+    def __post_init__(self):
+        if isinstance(self.estimator, dict):
+            object.__setattr__(self, "estimator", tuple(sorted(self.estimator.items())))
+
+    @property
+    def tag(self) -> str:
+        """The folder suffix of this point ("" at the base settings)."""
+        parts = [f"lr{self.lr_factor:g}" if self.lr_factor != 1.0 else "",
+                 f"len{self.length_factor:g}" if self.length_factor != 1.0 else "",
+                 *(f"{k}{v:g}" if isinstance(v, (int, float)) else f"{k}{v}" for k, v in self.estimator)]
+        return "_".join(p for p in parts if p)
+
+    def to_json(self) -> dict:
+        return {"lr_factor": self.lr_factor, "length_factor": self.length_factor, "estimator": dict(self.estimator)}
+
+
+# Where `make tune` writes each row's winner (committed; read by every run of the profile).
+TUNED_FILE = Path(__file__).with_name("tuned.json")
+
+
+def tuned_point(profile: str, label: str) -> GridPoint:
+    """The winner of ``label``'s validation grid in ``profile`` (:data:`TUNED_FILE`, written by
+    ``make tune``), or the base settings when the profile or the row was not tuned."""
+    from ..utils import read_json
+
+    winners = (read_json(TUNED_FILE) if TUNED_FILE.exists() else {}).get(profile, {})
+    win = winners.get(label)
+    return GridPoint(**win) if win else GridPoint()
+
+
+PUBLISHED_ROWS = ("hashgnn", "hashgnn_nr", "luo_wu", "bgch_published")
+
+
+def row_family(label: str) -> str:
+    """Which family of notebook 03's table a row belongs to: ``as published`` (a method under its own
+    paper's objective and encoder: :data:`PUBLISHED_ROWS`), ``pairwise objective`` (an estimator
+    under HashGNN's published objective, ``<est>_pairwise``), ``hashrec objective`` (an estimator
+    under hashrec's table objective), ``untrained`` or ``continuous``."""
+    if label in ("sign (post-hoc)", "lsh"):
+        return "untrained"
+    if label.startswith("lightgcn"):
+        return "continuous"
+    if label.endswith("_pairwise"):
+        return "pairwise objective"
+    return "as published" if label in PUBLISHED_ROWS else "hashrec objective"
+
+
+
+def popcount_searchable(label: str) -> bool:
+    """Whether a row's codes are ranked by Hamming distance alone, so popcount indexes serve them.
+
+    Scaled codes (BGCH, BiGeaR: ``α_u α_i ⟨b_u, b_i⟩``, ``Estimator.scaled``) carry a float per item
+    that reorders items of equal distance; the table scores them that way, but the speed study's
+    binary indexes cannot, so they are not candidates for its codes."""
+    from ..hashing import ESTIMATORS, split_method
+
+    method = EXTRA_VARIANTS.get(label, (label,))[0]
+    cls = ESTIMATORS.get(split_method(method)[0])
+    return cls is not None and not getattr(cls, "scaled", False)
+
+

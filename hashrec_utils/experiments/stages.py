@@ -1,0 +1,259 @@
+"""Stages of notebooks 01-03: data statistics, the LightGCN baseline, the hashing table and sweeps.
+
+A stage trains (or reuses) its runs through :mod:`.runs`, writes its numbers to
+``results/<profile>/`` (atomic CSV/JSON, the files the report reads) and its figures to
+``figures/<profile>/``, and returns the tables the notebook shows.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..config import get_profile, results_dir
+from ..data import InteractionData, dataset_stats
+from ..utils import write_json
+from .runs import (CURVE_ESTIMATORS, HASH_STAGE, SCHEDULES, environment, hash_run, lightgcn_run,
+                   load_profile_datasets, popcount_searchable, row_family, variant_run, write_table)
+
+
+def data_prep(profile: str) -> tuple[pd.DataFrame, list[InteractionData]]:
+    """Statistics of each dataset of the profile (published splits, no valid carved).
+
+    Writes ``results/<profile>/data_stats.{csv,json}`` and the log-log degree
+    figure ``figures/<profile>/degree_distribution.{png,pdf}``.
+    """
+    from ..plotting import plot_degree_distribution, savefig
+
+    datasets = load_profile_datasets(profile, valid_fraction=0.0)
+    stats = pd.DataFrame([dataset_stats(d) for d in datasets])
+    write_table(stats, "data_stats", profile)
+    write_json(results_dir(profile) / "environment.json", environment())
+    fig = plot_degree_distribution(datasets)
+    savefig(fig, "degree_distribution", profile)
+    return stats, datasets
+
+
+# --------------------------------------------------------------------------
+# 02 · LightGCN baseline
+# --------------------------------------------------------------------------
+
+LAYER_SWEEP = {"quick": (1, 2, 3), "default": (1, 2, 3, 4), "full": (1, 2, 3, 4)}
+# Epochs of each layer-sweep run (None: the profile's): default runs 20 of its 80, to fit make all's budget.
+LAYER_SWEEP_EPOCHS = {"quick": None, "default": 20, "full": None}
+
+
+def _valid_columns(metrics: dict, section: str | None = None) -> dict:
+    """``valid_<metric>@20`` of a run's ``valid`` block (one ``section`` of a hash run's), NaN without one."""
+    valid = metrics.get("valid") or {}
+    if section is not None:
+        valid = valid.get(section) or {}
+    return {f"valid_{m}@20": float(valid.get(f"{m}@20", np.nan)) for m in ("recall", "ndcg")}
+
+
+def lightgcn_stage(profile: str) -> dict[str, pd.DataFrame]:
+    """Notebook 02: the baseline on every dataset of the profile, the layer sweep, recall by user degree.
+
+    Writes ``results/<profile>/lightgcn_{metrics,history,layers,degree}`` and the
+    figures ``lightgcn_training``, ``lightgcn_layers``, ``lightgcn_degree``.
+    """
+    from ..metrics import degree_buckets, evaluate_by_group, rank_topk
+    from ..plotting import plot_lightgcn_degree, plot_lightgcn_layers, plot_lightgcn_training, savefig
+    from ..train import load_run_data, train_config
+
+    rows, histories = [], []
+    for dataset in get_profile(profile).datasets:
+        metrics, out = lightgcn_run(profile, dataset)
+        rows.append({"dataset": dataset, **{k: v for k, v in metrics.items() if k != "valid"}, **_valid_columns(metrics)})
+        history = pd.read_csv(out / "history.csv")
+        history.insert(0, "dataset", dataset)
+        histories.append(history)
+    table = pd.DataFrame(rows)
+    history = pd.concat(histories, ignore_index=True)
+    write_table(table, "lightgcn_metrics", profile)
+    write_table(history, "lightgcn_history", profile)
+
+    layer_rows = []
+    for n_layers in LAYER_SWEEP[profile]:
+        metrics, _ = lightgcn_run(profile, "ml-1m", n_layers=n_layers, epochs=LAYER_SWEEP_EPOCHS[profile])
+        layer_rows.append({"n_layers": n_layers, "epochs": metrics["epochs_run"], **{k: metrics[k] for k in ("recall@20", "ndcg@20", "train_seconds", "best_epoch")},
+                           "valid_recall@20": _valid_columns(metrics)["valid_recall@20"]})
+    layers = pd.DataFrame(layer_rows)
+    write_table(layers, "lightgcn_layers", profile)
+
+    # recall@20 by user-degree quartile, ml-1m main run
+    _, out = lightgcn_run(profile, "ml-1m", progress=False)
+    data = load_run_data(train_config(profile, "ml-1m"))
+    emb = np.load(out / "embeddings.npz")
+    top = rank_topk(emb["user"], emb["item"], 20, exclude=data.train_full)
+    bucket, labels = degree_buckets(data.train_full, 4)
+    degree = pd.DataFrame(evaluate_by_group(top, data.test, bucket, labels, ks=(20,)))
+    write_table(degree, "lightgcn_degree", profile)
+
+    savefig(plot_lightgcn_training(history), "lightgcn_training", profile)
+    savefig(plot_lightgcn_layers(layers), "lightgcn_layers", profile)
+    savefig(plot_lightgcn_degree(degree), "lightgcn_degree", profile)
+    return {"metrics": table, "history": history, "layers": layers, "degree": degree}
+
+
+# --------------------------------------------------------------------------
+# 03 · Learning to hash
+# --------------------------------------------------------------------------
+
+
+def candidates_sweep(profile: str, label: str, candidates: tuple[int, ...], seed: int = 0) -> list[dict]:
+    """Hierarchical recall of one trained model (its saved codes and embeddings) for each C."""
+    from ..metrics import evaluate_topk
+    from ..retrieval import hierarchical_topk
+    from ..train import load_run_data, train_config
+
+    _, out = variant_run(profile, label, seed=seed)
+    emb = np.load(out / "embeddings.npz")
+    data = load_run_data(train_config(profile, "ml-1m"))
+    rows = []
+    for c in candidates:
+        top = hierarchical_topk(emb["user_codes"], emb["item_codes"], emb["user"], emb["item"], 20, max(c, 20), data.train_full)
+        m = evaluate_topk(top, data.test, ks=(20,))
+        rows.append({"parameter": "candidates C", "value": c, "search": "hierarchical", **m})
+    return rows
+
+
+def _untrained_rows(profile: str, bits: int = 64) -> list[dict]:
+    """Post-hoc sign of the trained embeddings and LSH (the no-training baselines), Hamming and
+    hierarchical search: the ``sign``/``lsh`` runs of :func:`hash_run` (sign: one bit per dimension)."""
+    from ..train import train_config
+
+    dim = train_config(profile, "ml-1m").dim
+    rows = []
+    for name, method, b in (("sign (post-hoc)", "sign", dim), ("lsh", "lsh", bits)):
+        metrics, _ = hash_run(profile, method, bits=b)
+        rows += [{"estimator": name, "seed": 0, **r} for r in _sections(metrics) if r["search"] != "continuous"]
+    return rows
+
+
+def _sections(metrics: dict) -> list[dict]:
+    """One row per search mode of a hash run: its test metrics, ``valid_recall@20``/``valid_ndcg@20``
+    of the same mode on the validation split (what selections read) and the run's ``best_epoch``."""
+    return [{"search": s, **{k: v for k, v in metrics[s].items() if "@" in k}, **_valid_columns(metrics, s),
+             "best_epoch": metrics.get("best_epoch")}
+            for s in ("continuous", "hamming", "hierarchical")]
+
+
+def summarize(frame: pd.DataFrame, by: list[str], metrics: tuple[str, ...] = ("recall@20", "ndcg@20")) -> pd.DataFrame:
+    """Mean and standard deviation (ddof=1; 0 for one seed) of ``metrics`` over seeds, per group
+    (a mean is NaN where no row of the group has the number, e.g. no validation split)."""
+    agg = frame.groupby(by, sort=False)[list(metrics)].agg(["mean", "std"])
+    agg.columns = [f"{m}_{s}" for m, s in agg.columns]
+    agg["seeds"] = frame.groupby(by, sort=False).size()
+    std = [c for c in agg.columns if c.endswith("_std")]
+    agg[std] = agg[std].fillna(0.0)  # one seed; a mean stays NaN where no run has the number
+    return agg.reset_index()
+
+
+# Rows that run a published method under its own objective (the families of notebook 03's table).
+
+
+def _estimator_table(profile: str, lightgcn: dict) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Notebook 03's table: every estimator and variant of ``HASH_STAGE[profile]`` over its seeds,
+    LightGCN, sign and LSH; returns ``(runs, table, curves)`` (``table``: :func:`summarize` of the
+    runs with ``valid_recall@20_mean``, what :func:`best_estimator` reads)."""
+    stage = HASH_STAGE[profile]
+    rows, curves = [], []
+    for label in (*stage.estimators, *stage.variants):
+        for seed in (stage.seeds if label in stage.estimators else stage.variant_seeds):
+            metrics, out = variant_run(profile, label, seed=seed)
+            rows += [{"estimator": label, "seed": seed, **r} for r in _sections(metrics)]
+            if label in CURVE_ESTIMATORS or (row_family(label) == "as published" and seed == stage.variant_seeds[0]):
+                h = pd.read_csv(out / "history.csv")
+                h.insert(0, "seed", seed)
+                h.insert(0, "estimator", label)
+                curves.append(h)
+    rows += [{"estimator": "lightgcn (continuous)", "search": "continuous", "seed": 0,
+              **{k: v for k, v in lightgcn.items() if "@" in k}, **_valid_columns(lightgcn),
+              "best_epoch": lightgcn.get("best_epoch")}]
+    rows += _untrained_rows(profile)
+    runs = pd.DataFrame(rows)
+    table = summarize(runs, ["estimator", "search"], ("recall@20", "ndcg@20", "recall@50", "valid_recall@20"))
+    table["recall@20_vs_lightgcn"] = table["recall@20_mean"] / lightgcn["recall@20"]
+    table.insert(1, "family", table["estimator"].map(row_family))
+    curve = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
+    return runs, table, curve
+
+
+def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
+    """Notebook 03: every estimator × search mode over seeds, guided vs plain STE, fixed vs decaying p,
+    and the parameter analysis (λ, triplets per node, bits, candidates C).
+
+    Writes ``results/<profile>/hashing_*.csv|json`` and the ``hashing_*`` figures.
+    """
+    from ..plotting import (plot_hashing_curves, plot_hashing_params, plot_hashing_table, plot_published_curves,
+                           savefig)
+
+    stage = HASH_STAGE[profile]
+    lightgcn, _ = lightgcn_run(profile, "ml-1m", progress=False)
+    runs, table, curve = _estimator_table(profile, lightgcn)
+    cont = lightgcn["recall@20"]
+    write_table(runs, "hashing_runs", profile)
+    write_table(table, "hashing_table", profile)
+    published = curve[curve.estimator.map(row_family) == "as published"]
+    curve = curve[curve.estimator.isin(CURVE_ESTIMATORS)]
+    write_table(curve, "hashing_curves", profile)
+    write_table(published, "hashing_published_curves", profile)
+
+    # (b) fixed p against the decaying schedule
+    p_rows = []
+    stages = SCHEDULES["guided_ste"]["stages"]
+    for label, est in ((f"decaying p (1 → ×0.95, {stages} stages)", {}), ("fixed p = 0.5", {"p0": 0.5, "decay": 1.0})):
+        for seed in stage.seeds:  # the decaying rows are the table's guided-STE runs
+            m, _ = (hash_run(profile, "guided_ste", seed=seed, tag="fixedp", estimator=est) if est
+                    else variant_run(profile, "guided_ste", seed=seed))
+            p_rows += [{"schedule": label, "seed": seed, **r} for r in _sections(m)]
+    p_table = summarize(pd.DataFrame(p_rows), ["schedule", "search"], ("recall@20", "ndcg@20", "valid_recall@20"))
+    write_table(p_table, "hashing_p", profile)
+
+    # (d) parameter analysis, seed 0, HashGNN's objective (no distillation) on the LightGCN encoder
+    params = []
+    for lam in stage.lambdas:
+        m, _ = hash_run(profile, "guided_ste", tag=f"lam{lam}", epochs=stage.sweep_epochs,
+                        objective="hashgnn", distill=0.0, lambda_rank=lam)
+        params += [{"parameter": "λ", "value": lam, **r} for r in _sections(m) if r["search"] != "continuous"]
+    for t in stage.triplets:
+        m, _ = hash_run(profile, "guided_ste", tag=f"trip{t}", epochs=stage.sweep_epochs,
+                        objective="hashgnn", distill=0.0, n_triplets=t)
+        params += [{"parameter": "triplets per node", "value": t, **r} for r in _sections(m) if r["search"] != "continuous"]
+    best = best_estimator(table)
+    for b in stage.bits:
+        m, _ = variant_run(profile, best, bits=b)
+        params += [{"parameter": "bits K", "value": b, **r} for r in _sections(m) if r["search"] != "continuous"]
+    params += candidates_sweep(profile, best, stage.candidates)
+    param_table = pd.DataFrame(params)
+    write_table(param_table, "hashing_params", profile)
+    best_row = table[(table.estimator == best) & (table.search == "hamming")]
+    write_json(results_dir(profile) / "hashing_summary.json", {
+        "best_estimator": best, "selected_on": "valid",
+        "selection": "highest mean over seeds of valid Hamming recall@20 (validation split, train items excluded)",
+        "best_valid_hamming_recall@20": float(best_row["valid_recall@20_mean"].iloc[0]),
+        "lightgcn_recall@20": cont,
+        "best_hamming_recall@20": float(table[(table.estimator == best) & (table.search == "hamming")]["recall@20_mean"].iloc[0]),
+        "best_hierarchical_recall@20": float(table[(table.estimator == best) & (table.search == "hierarchical")]["recall@20_mean"].iloc[0]),
+    })
+    savefig(plot_hashing_curves(curve), "hashing_curves", profile)
+    savefig(plot_published_curves(published), "hashing_published_curves", profile)
+    savefig(plot_hashing_table(table), "hashing_table", profile)
+    savefig(plot_hashing_params(param_table), "hashing_params", profile)
+    tuning_csv = results_dir(profile) / "tuning.csv"  # make tune's grid (committed), when the profile was tuned
+    tuning = pd.read_csv(tuning_csv) if tuning_csv.exists() else pd.DataFrame()
+    return {"table": table, "runs": runs, "curves": curve, "p": p_table, "params": param_table, "tuning": tuning}
+
+
+def best_estimator(table: pd.DataFrame) -> str:
+    """The trained estimator with the highest mean **validation** Hamming recall@20
+    (``valid_recall@20_mean``, from each run's ``valid`` block); test numbers choose nothing.
+    Candidates are the rows whose codes popcount search can serve (:func:`popcount_searchable`):
+    the chosen codes are the ones notebooks 04-06 search. Ties go to the first row. A table without
+    validation numbers is one clear error."""
+    trained = table[(table.search == "hamming") & ~table.estimator.isin(["sign (post-hoc)", "lsh", "lightgcn (continuous)"])]
+    trained = trained[trained.estimator.map(popcount_searchable)]
+    if "valid_recall@20_mean" not in trained or trained["valid_recall@20_mean"].isna().all():
+        raise ValueError("best_estimator needs validation numbers (column valid_recall@20_mean, the runs' valid blocks): "
+                         "the runs have no validation split")
+    return str(trained.loc[trained["valid_recall@20_mean"].idxmax(), "estimator"])

@@ -1,0 +1,143 @@
+"""The equal tuning budget (``make tune``): one validation grid for every row of the hashing table.
+
+Every trained row of notebook 03's table (hashrec's estimators under its objective, the same
+estimators under HashGNN's objective, and the published recipes) gets the same search, read on
+the **validation** split only (Hamming recall@20 of the kept weights; a scaled-code row, BGCH,
+is read with its scales, as it is scored):
+
+1. learning rate × schedule length: :attr:`TuningGrid.lr_factors` × :attr:`TuningGrid.length_factors`
+   around the row's base settings (every schedule is a fraction of training, so a longer run
+   stretches it);
+2. then, at the winner of 1, the row's own schedule parameter where it has one
+   (:data:`OWN_SCHEDULE`: guided STE's p decay, HashNet's final β, Gumbel's starting τ, SignSwish's
+   β, BGCH's Fourier terms), each alternative once.
+
+Ties keep the earlier point (the base settings come first). The grid's every point is written to
+``results/<profile>/tuning.{csv,json}`` and each row's winner to :data:`.runs.TUNED_FILE`, which
+:func:`.runs.variant_run` reads: a winner's run folder is the tuning run itself, so ``make all``
+after ``make tune`` reuses it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from ..utils import read_json, write_json
+from . import runs as _runs
+from .runs import EXTRA_VARIANTS, HASH_STAGE, GridPoint, popcount_searchable, variant_run, write_table
+
+__all__ = ["TuningGrid", "TUNING_GRID", "OWN_SCHEDULE", "own_alternatives", "tune_row", "tune", "tuning_rows"]
+
+
+@dataclass(frozen=True)
+class TuningGrid:
+    """The grid every row gets: learning-rate and schedule-length factors (the base, 1.0, first)."""
+
+    lr_factors: tuple[float, ...] = (1.0, 0.3)
+    length_factors: tuple[float, ...] = (1.0, 2.0)
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("lr_factors", "length_factors"):
+            values = getattr(self, name)
+            if not values or values[0] != 1.0 or any(v <= 0 for v in values):
+                raise ValueError(f"{name} must start with the base 1.0 and be positive; got {values}")
+
+
+TUNING_GRID = {"quick": TuningGrid(), "default": TuningGrid(), "full": TuningGrid()}
+
+# Each estimator's own schedule parameter and the values the grid tries (the row's own value, from
+# its settings, is always tried first; see own_alternatives).
+OWN_SCHEDULE = {
+    "guided_ste": ("decay", (0.95, 0.9)),   # p = p0 · decay^stage: 0.9 reaches p ≈ 0.005 by the end
+    "hashnet": ("beta_end", (10.0, 30.0)),  # tanh(βa): the final sharpness
+    "gumbel": ("tau0", (1.0, 0.3)),         # the starting temperature
+    "signswish": ("beta", (5.0, 10.0)),     # SignSwish's slope
+    "bgch": ("n_terms", (4, 8)),            # Fourier terms of the sign's gradient
+}
+
+
+def _row_estimator(label: str) -> tuple[str, dict]:
+    """A row's estimator name and the estimator parameters its settings fix."""
+    from ..hashing import split_method
+    from ..settings import HashSettings
+
+    method, _, params = EXTRA_VARIANTS.get(label, (label, "lightgcn", {}))
+    estimator = split_method(method)[0]
+    return estimator, {**HashSettings.schedule(estimator), **params.get("estimator", {})}
+
+
+def own_alternatives(label: str) -> list[dict]:
+    """The values of the row's own schedule parameter that step 2 tries besides the row's own."""
+    from ..hashing import ESTIMATORS
+
+    estimator, fixed = _row_estimator(label)
+    if estimator not in OWN_SCHEDULE:
+        return []
+    name, values = OWN_SCHEDULE[estimator]
+    own = fixed.get(name, ESTIMATORS[estimator].defaults.get(name))
+    return [{name: v} for v in values if v != own]
+
+
+def _score(metrics: dict) -> float:
+    """What the grid maximises: validation Hamming recall@20 of the kept weights."""
+    valid = (metrics.get("valid") or {}).get("hamming") or {}
+    if "recall@20" not in valid:
+        raise ValueError("tuning needs a validation split: the run's metrics.json has no valid.hamming block")
+    return float(valid["recall@20"])
+
+
+def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress: bool = False) -> list[dict]:
+    """Every grid point of one row, in order, with its validation score; ``winner`` marks the chosen one."""
+    grid = grid or TUNING_GRID[profile]
+    rows = []
+
+    def point_row(point: GridPoint, step: str) -> dict:
+        metrics, out = variant_run(profile, label, seed=grid.seed, point=point, progress=progress)
+        row = {"row": label, "step": step, **point.to_json(), "estimator": str(dict(point.estimator) or ""),
+               "valid_recall@20": _score(metrics),
+               "valid_hierarchical_recall@20": float(((metrics.get("valid") or {}).get("hierarchical") or {}).get("recall@20", float("nan"))),
+               "epochs": read_json(out / "config.json")["epochs"], "best_epoch": metrics.get("best_epoch"),
+               "train_seconds": metrics.get("train_seconds"), "run": out.name, "_point": point}
+        rows.append(row)
+        return row
+
+    best = None
+    for lr in grid.lr_factors:
+        for length in grid.length_factors:
+            row = point_row(GridPoint(lr, length), "lr × length")
+            best = row if best is None or row["valid_recall@20"] > best["valid_recall@20"] else best
+    base = best["_point"]
+    for alt in own_alternatives(label):
+        row = point_row(GridPoint(base.lr_factor, base.length_factor, alt), "own schedule")
+        best = row if row["valid_recall@20"] > best["valid_recall@20"] else best
+    for row in rows:
+        row["winner"] = row is best
+    return rows
+
+
+def tuning_rows(profile: str) -> tuple[str, ...]:
+    """The rows the grid tunes: every trained row of the profile's table."""
+    stage = HASH_STAGE[profile]
+    return (*stage.estimators, *stage.variants)
+
+
+def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = True) -> pd.DataFrame:
+    """Run the grid for ``labels`` (default :func:`tuning_rows`), write ``results/<profile>/tuning``
+    and merge the winners into :data:`.runs.TUNED_FILE` (other profiles' winners are kept)."""
+    from tqdm.auto import tqdm
+
+    labels = tuple(labels or tuning_rows(profile))
+    rows = []
+    for label in tqdm(labels, desc=f"tune ({profile})", disable=not progress):
+        rows += tune_row(profile, label)
+    winners = {r["row"]: r["_point"].to_json() for r in rows if r["winner"]}
+    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "_point"} for r in rows])
+    frame["popcount_searchable"] = frame["row"].map(popcount_searchable)
+    write_table(frame, "tuning", profile)
+    path = _runs.TUNED_FILE
+    saved = read_json(path) if path.exists() else {}
+    saved[profile] = {**saved.get(profile, {}), **winners}
+    write_json(path, saved)
+    return frame

@@ -1,0 +1,117 @@
+"""The equal tuning budget (hashrec_utils.experiments.tuning): the grid every row gets, selection on
+validation only, winners written where every run reads them, and their run folders reused."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from hashrec_utils.experiments import runs, tuning
+from hashrec_utils.experiments.runs import GridPoint, tuned_point
+from hashrec_utils.experiments.tuning import TuningGrid, own_alternatives, tune_row
+
+
+def test_grid_point_tag_names_only_what_differs_from_the_base():
+    assert GridPoint().tag == ""
+    assert GridPoint(0.3, 1.0).tag == "lr0.3"
+    assert GridPoint(1.0, 2.0, {"decay": 0.9}).tag == "len2_decay0.9"
+    point = GridPoint(0.3, 2.0, {"n_terms": 4})
+    assert GridPoint(**point.to_json()) == point  # what tuned.json stores reads back as the same point
+
+
+def test_own_alternatives_are_the_values_the_row_does_not_already_use():
+    assert own_alternatives("ste") == []  # no schedule of its own
+    assert own_alternatives("guided_ste") == [{"decay": 0.9}]  # settings.SCHEDULES: 0.95
+    assert own_alternatives("hashgnn") == [{"decay": 0.9}]  # guided STE too
+    assert own_alternatives("bgch") == [{"n_terms": 8}]  # its estimator default: 4
+    assert own_alternatives("bgch_published") == [{"n_terms": 4}]  # the row fixes 8 (official MovieLens setting)
+    assert own_alternatives("gumbel_pairwise") == [{"tau0": 0.3}]
+
+
+def test_grid_must_start_at_the_base_settings():
+    with pytest.raises(ValueError, match="lr_factors must start with the base 1.0"):
+        TuningGrid(lr_factors=(0.3, 1.0))
+    with pytest.raises(ValueError, match="length_factors"):
+        TuningGrid(length_factors=(1.0, -2.0))
+
+
+def _fake_runs(monkeypatch, tmp_path, scores: dict):
+    """variant_run replaced by a lookup of a validation (and a poisoned test) score per grid point."""
+    calls = []
+
+    def fake(profile, label, *, seed=0, point=None, progress=False, **kw):
+        calls.append(point)
+        out = tmp_path / f"{label}_{point.tag or 'base'}"
+        out.mkdir(exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"epochs": round(10 * point.length_factor)}))
+        valid = scores[point]
+        # test numbers ordered against validation: selection must not read them
+        metrics = {"hamming": {"recall@20": 1.0 - valid}, "valid": {"hamming": {"recall@20": valid},
+                                                                   "hierarchical": {"recall@20": valid + 0.1}},
+                   "best_epoch": 4, "train_seconds": 1.0}
+        return metrics, out
+
+    monkeypatch.setattr(tuning, "variant_run", fake)
+    return calls
+
+
+def test_tune_row_picks_lr_and_length_then_its_own_schedule_on_validation(monkeypatch, tmp_path):
+    grid = TuningGrid((1.0, 0.3), (1.0, 2.0))
+    scores = {GridPoint(1.0, 1.0): 0.20, GridPoint(1.0, 2.0): 0.22, GridPoint(0.3, 1.0): 0.21,
+              GridPoint(0.3, 2.0): 0.19, GridPoint(1.0, 2.0, {"decay": 0.9}): 0.23}
+    calls = _fake_runs(monkeypatch, tmp_path, scores)
+    rows = tune_row("quick", "guided_ste", grid)
+    assert calls == list(scores)  # the 2 × 2 grid in order, then the own schedule at its winner
+    winner = [r for r in rows if r["winner"]]
+    assert len(winner) == 1 and winner[0]["_point"] == GridPoint(1.0, 2.0, {"decay": 0.9})
+    assert winner[0]["epochs"] == 20 and winner[0]["step"] == "own schedule"
+
+
+def test_tune_row_ties_keep_the_base_settings(monkeypatch, tmp_path):
+    grid = TuningGrid((1.0, 0.3), (1.0,))
+    _fake_runs(monkeypatch, tmp_path, {GridPoint(1.0, 1.0): 0.2, GridPoint(0.3, 1.0): 0.2})
+    rows = tune_row("quick", "ste", grid)
+    assert [r["winner"] for r in rows] == [True, False]
+
+
+def test_winners_are_written_and_read_back_by_every_run(monkeypatch, tmp_path):
+    path = tmp_path / "tuned.json"
+    monkeypatch.setattr(runs, "TUNED_FILE", path)
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    monkeypatch.setattr(tuning, "TUNING_GRID", {"quick": TuningGrid((1.0, 0.3), (1.0,))})
+    _fake_runs(monkeypatch, tmp_path, {GridPoint(1.0, 1.0): 0.1, GridPoint(0.3, 1.0): 0.3})
+    path.write_text(json.dumps({"default": {"ste": {"lr_factor": 1.0, "length_factor": 2.0, "estimator": {}}}}))
+    frame = tuning.tune("quick", ("ste",), progress=False)
+    assert frame["winner"].tolist() == [False, True]
+    saved = json.loads(path.read_text())
+    assert saved["quick"]["ste"] == {"lr_factor": 0.3, "length_factor": 1.0, "estimator": {}}
+    assert saved["default"]["ste"]["length_factor"] == 2.0  # another profile's winners are kept
+    assert tuned_point("quick", "ste") == GridPoint(0.3, 1.0)
+    assert tuned_point("quick", "hashnet") == GridPoint()  # untuned row: its base settings
+    assert (tmp_path / "results" / "quick" / "tuning.csv").exists()
+
+
+def test_a_winner_scales_the_run_settings(monkeypatch, tmp_path):
+    """The winner's factors reach the TrainConfig overrides: lr × factor, epochs × factor, its own
+    schedule merged into the estimator's parameters, its own folder."""
+    seen = {}
+
+    def fake_hash_run(profile, method, **kw):
+        seen.update(kw, method=method)
+        return {}, tmp_path
+
+    monkeypatch.setattr(runs, "hash_run", fake_hash_run)
+    runs.variant_run("default", "guided_ste", point=GridPoint(0.3, 2.0, {"decay": 0.9}))
+    assert seen["lr_factor"] == 0.3 and seen["length_factor"] == 2.0
+    assert seen["estimator"] == {"decay": 0.9} and seen["tag"] == "lr0.3_len2_decay0.9"
+    base = runs.hash_overrides("quick", "guided_ste", init="x", shape=_shape())
+    scaled = runs.hash_overrides("quick", "guided_ste", init="x", shape=_shape(), lr_factor=0.3, length_factor=2.0)
+    assert scaled["lr"] == pytest.approx(0.3 * base["lr"]) and scaled["epochs"] == 2 * base["epochs"]
+    with pytest.raises(ValueError, match="must be positive"):
+        runs.hash_overrides("quick", "guided_ste", init="x", shape=_shape(), lr_factor=0.0)
+
+
+def _shape():
+    from hashrec_utils.settings import DataShape
+
+    return DataShape(600, 3000, 50_000)
