@@ -206,17 +206,17 @@ def plot_hashing_curves(curves: pd.DataFrame) -> plt.Figure:
 def plot_hashing_table(table: pd.DataFrame) -> plt.Figure:
     """Test recall@20 of every estimator under each search mode (mean ± std over seeds)."""
     set_style()
-    fig, ax = plt.subplots(figsize=(10, 3.8))
     order = table[table.search == "hamming"].sort_values("recall@20_mean")["estimator"].tolist()
     order += [e for e in table["estimator"].unique() if e not in order]
+    fig, ax = plt.subplots(figsize=(max(10.0, 0.62 * len(order)), 4.2))  # room for every row's label
     searches = [s for s in ("continuous", "hamming", "hierarchical") if s in set(table.search)]
     width = 0.8 / len(searches)
     for j, search in enumerate(searches):
         t = table[table.search == search].set_index("estimator").reindex(order)
         xs = np.arange(len(order)) + (j - (len(searches) - 1) / 2) * width
         ax.bar(xs, t["recall@20_mean"], width, yerr=t["recall@20_std"], label=search, capsize=2)
-    ax.set_xticks(np.arange(len(order)), order, rotation=25, ha="right")
-    ax.set(xlabel="estimator", ylabel="test recall@20", title="Estimator × search mode (ml-1m, 64 bits)")
+    ax.set_xticks(np.arange(len(order)), order, rotation=35, ha="right")
+    ax.set(xlabel="table row", ylabel="test recall@20", title="Every row × search mode (ml-1m, 64 bits)")
     ax.legend(title="search", loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)  # beside the bars
     fig.tight_layout()
     return fig

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..config import results_dir
 from ..utils import read_json, write_json
 from . import runs as _runs
 from .runs import EXTRA_VARIANTS, HASH_STAGE, GridPoint, popcount_searchable, variant_run, write_table
@@ -125,19 +126,25 @@ def tuning_rows(profile: str) -> tuple[str, ...]:
 
 def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = True) -> pd.DataFrame:
     """Run the grid for ``labels`` (default :func:`tuning_rows`), write ``results/<profile>/tuning``
-    and merge the winners into :data:`.runs.TUNED_FILE` (other profiles' winners are kept)."""
+    (rows not in ``labels`` keep their earlier grid) and merge the winners into
+    :data:`.runs.TUNED_FILE` (other rows' and profiles' winners are kept), after every row."""
     from tqdm.auto import tqdm
 
     labels = tuple(labels or tuning_rows(profile))
+    previous = results_dir(profile) / "tuning.csv"
+    kept = pd.read_csv(previous, keep_default_na=False) if previous.exists() else pd.DataFrame()
+    kept = kept[~kept["row"].isin(labels)] if len(kept) else kept
     rows = []
     for label in tqdm(labels, desc=f"tune ({profile})", disable=not progress):
         rows += tune_row(profile, label)
-    winners = {r["row"]: r["_point"].to_json() for r in rows if r["winner"]}
-    frame = pd.DataFrame([{k: v for k, v in r.items() if k != "_point"} for r in rows])
-    frame["popcount_searchable"] = frame["row"].map(popcount_searchable)
-    write_table(frame, "tuning", profile)
-    path = _runs.TUNED_FILE
-    saved = read_json(path) if path.exists() else {}
-    saved[profile] = {**saved.get(profile, {}), **winners}
-    write_json(path, saved)
+        # after every row: an interrupted grid keeps the rows it finished (their runs resume anyway)
+        winners = {r["row"]: r["_point"].to_json() for r in rows if r["winner"]}
+        frame = pd.DataFrame([{k: v for k, v in r.items() if k != "_point"} for r in rows])
+        frame["popcount_searchable"] = frame["row"].map(popcount_searchable)
+        frame = pd.concat([kept, frame], ignore_index=True) if len(kept) else frame
+        write_table(frame, "tuning", profile)
+        path = _runs.TUNED_FILE
+        saved = read_json(path) if path.exists() else {}
+        saved[profile] = {**saved.get(profile, {}), **winners}
+        write_json(path, saved)
     return frame
