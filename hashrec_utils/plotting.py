@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -125,6 +126,7 @@ def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue
             ax.plot(group[x], group[y], marker=markers[k % len(markers)], ms=4.5, lw=1.4, color=colors[k], label=name)
         ax.plot(front[x], front[y], ls="--", lw=1.0, color="black", label="Pareto frontier (all)")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(mticker.NullFormatter())  # decades only: minor labels collide on shared axes
         ax.set_xlabel("throughput (queries/s, log scale)")
         ax.set_title(f"{panel} ({len(names)} of {len(best)} methods)" if len(best) > len(names) else panel)
         ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, ncol=1)

@@ -73,10 +73,10 @@ def test_poisoned_test_labels_change_no_choice(tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     assert clean["best"] == poisoned["best"] and clean["best"] in ESTIMATORS
     assert clean["valid_table"] == poisoned["valid_table"]
-    assert clean["winners"] == poisoned["winners"] and set(clean["winners"]["quick"]) == {"ste"}
+    assert clean["winners"] == poisoned["winners"] and set(clean["winners"]["quick"]["ml-1m"]) == {"ste"}
     names = set(clean["folders"])
     assert names == set(poisoned["folders"])
-    ste = "hash_lightgcn_ste_b64_s0" + ("_lr0.3" if clean["winners"]["quick"]["ste"]["lr_factor"] != 1.0 else "")
+    ste = "hash_lightgcn_ste_b64_s0" + ("_lr0.3" if clean["winners"]["quick"]["ml-1m"]["ste"]["lr_factor"] != 1.0 else "")
     bits_run = f"hash_lightgcn_{clean['best']}_b32_s0" + (ste[len("hash_lightgcn_ste_b64_s0"):] if clean["best"] == "ste" else "")
     assert {"lightgcn_ml-1m_L3_s0", "hash_lightgcn_ste_b64_s0", "hash_lightgcn_ste_b64_s0_lr0.3", ste,
             "hash_lightgcn_signswish_b64_s0", "hash_lightgcn_lsh_b64_s0", "hash_lightgcn_sign_b64_s0", bits_run} == names

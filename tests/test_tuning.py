@@ -39,7 +39,7 @@ def _fake_runs(monkeypatch, tmp_path, scores: dict):
     """variant_run replaced by a lookup of a validation (and a poisoned test) score per grid point."""
     calls = []
 
-    def fake(profile, label, *, seed=0, point=None, progress=False, **kw):
+    def fake(profile, label, *, seed=0, point=None, progress=False, dataset="ml-1m", **kw):
         calls.append(point)
         out = tmp_path / f"{label}_{point.tag or 'base'}"
         out.mkdir(exist_ok=True)
@@ -80,14 +80,15 @@ def test_winners_are_written_and_read_back_by_every_run(monkeypatch, tmp_path):
     monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
     monkeypatch.setattr(tuning, "TUNING_GRID", {"quick": TuningGrid((1.0, 0.3), (1.0,))})
     _fake_runs(monkeypatch, tmp_path, {GridPoint(1.0, 1.0): 0.1, GridPoint(0.3, 1.0): 0.3})
-    path.write_text(json.dumps({"default": {"ste": {"lr_factor": 1.0, "length_factor": 2.0, "estimator": {}}}}))
+    path.write_text(json.dumps({"default": {"ml-1m": {"ste": {"lr_factor": 1.0, "length_factor": 2.0, "estimator": {}}}}}))
     frame = tuning.tune("quick", ("ste",), progress=False)
     assert frame["winner"].tolist() == [False, True]
     saved = json.loads(path.read_text())
-    assert saved["quick"]["ste"] == {"lr_factor": 0.3, "length_factor": 1.0, "estimator": {}}
-    assert saved["default"]["ste"]["length_factor"] == 2.0  # another profile's winners are kept
+    assert saved["quick"]["ml-1m"]["ste"] == {"lr_factor": 0.3, "length_factor": 1.0, "estimator": {}}
+    assert saved["default"]["ml-1m"]["ste"]["length_factor"] == 2.0  # another profile's winners are kept
     assert tuned_point("quick", "ste") == GridPoint(0.3, 1.0)
     assert tuned_point("quick", "hashnet") == GridPoint()  # untuned row: its base settings
+    assert tuned_point("quick", "ste", "gowalla") == GridPoint()  # winners stay with the data they were tuned on
     assert (tmp_path / "results" / "quick" / "tuning.csv").exists()
 
 

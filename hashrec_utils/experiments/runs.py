@@ -354,11 +354,11 @@ EXTRA_VARIANTS = {
 def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, progress: bool = False,
                 dataset: str = "ml-1m", point: "GridPoint | None" = None) -> tuple[dict, Path]:
     """:func:`hash_run` of a table row's label: an estimator name or one of :data:`EXTRA_VARIANTS`,
-    at the tuning grid's ``point`` (default: the row's winner on validation, :func:`tuned_point`;
-    the base settings where the profile was not tuned). A point other than the base gets its own
+    at the tuning grid's ``point`` (default: the row's winner on ``dataset``'s validation split,
+    :func:`tuned_point`; the base settings where it was not tuned). A point other than the base gets its own
     folder (``…_<point tag>``), so a winner's run is the tuning run itself."""
     method, model, params = EXTRA_VARIANTS.get(label, (label, "lightgcn", {}))
-    point = tuned_point(profile, label) if point is None else point
+    point = tuned_point(profile, label, dataset) if point is None else point
     tag = "_".join(t for t in (label if label != method else "", point.tag) if t)
     if point.estimator:
         params = {**params, "estimator": {**params.get("estimator", {}), **dict(point.estimator)}}
@@ -396,12 +396,13 @@ class GridPoint:
 TUNED_FILE = Path(__file__).with_name("tuned.json")
 
 
-def tuned_point(profile: str, label: str) -> GridPoint:
-    """The winner of ``label``'s validation grid in ``profile`` (:data:`TUNED_FILE`, written by
-    ``make tune``), or the base settings when the profile or the row was not tuned."""
+def tuned_point(profile: str, label: str, dataset: str = "ml-1m") -> GridPoint:
+    """The winner of ``label``'s validation grid on ``dataset`` in ``profile`` (:data:`TUNED_FILE`,
+    written by ``make tune``), or the base settings when that profile, dataset or row was not tuned
+    (winners are not carried to another dataset: a catalogue without its own grid runs the base)."""
     from ..utils import read_json
 
-    winners = (read_json(TUNED_FILE) if TUNED_FILE.exists() else {}).get(profile, {})
+    winners = (read_json(TUNED_FILE) if TUNED_FILE.exists() else {}).get(profile, {}).get(str(dataset), {})
     win = winners.get(label)
     return GridPoint(**win) if win else GridPoint()
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..config import results_dir
+from ..config import get_profile, results_dir
 from ..utils import read_json, write_json
 from . import runs as _runs
 from .runs import EXTRA_VARIANTS, HASH_STAGE, GridPoint, popcount_searchable, variant_run, write_table
@@ -89,14 +89,17 @@ def _score(metrics: dict) -> float:
     return float(valid["recall@20"])
 
 
-def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress: bool = False) -> list[dict]:
-    """Every grid point of one row, in order, with its validation score; ``winner`` marks the chosen one."""
+def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress: bool = False,
+             dataset: str | None = None) -> list[dict]:
+    """Every grid point of one row on ``dataset`` (default: the profile's first), in order, with its
+    validation score; ``winner`` marks the chosen one."""
     grid = grid or TUNING_GRID[profile]
+    dataset = dataset or get_profile(profile).datasets[0]
     rows = []
 
     def point_row(point: GridPoint, step: str) -> dict:
-        metrics, out = variant_run(profile, label, seed=grid.seed, point=point, progress=progress)
-        row = {"row": label, "step": step, **point.to_json(), "estimator": str(dict(point.estimator) or ""),
+        metrics, out = variant_run(profile, label, seed=grid.seed, point=point, progress=progress, dataset=dataset)
+        row = {"row": label, "dataset": dataset, "step": step, **point.to_json(), "estimator": str(dict(point.estimator) or ""),
                "valid_recall@20": _score(metrics),
                "valid_hierarchical_recall@20": float(((metrics.get("valid") or {}).get("hierarchical") or {}).get("recall@20", float("nan"))),
                "epochs": read_json(out / "config.json")["epochs"], "best_epoch": metrics.get("best_epoch"),
@@ -124,19 +127,22 @@ def tuning_rows(profile: str) -> tuple[str, ...]:
     return (*stage.estimators, *stage.variants)
 
 
-def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = True) -> pd.DataFrame:
-    """Run the grid for ``labels`` (default :func:`tuning_rows`), write ``results/<profile>/tuning``
+def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = True,
+         dataset: str | None = None) -> pd.DataFrame:
+    """Run the grid for ``labels`` (default :func:`tuning_rows`) on ``dataset`` (default: the
+    profile's first, whose validation split scores it), write ``results/<profile>/tuning``
     (rows not in ``labels`` keep their earlier grid) and merge the winners into
     :data:`.runs.TUNED_FILE` (other rows' and profiles' winners are kept), after every row."""
     from tqdm.auto import tqdm
 
     labels = tuple(labels or tuning_rows(profile))
+    dataset = dataset or get_profile(profile).datasets[0]
     previous = results_dir(profile) / "tuning.csv"
     kept = pd.read_csv(previous, keep_default_na=False) if previous.exists() else pd.DataFrame()
     kept = kept[~kept["row"].isin(labels)] if len(kept) else kept
     rows = []
     for label in tqdm(labels, desc=f"tune ({profile})", disable=not progress):
-        rows += tune_row(profile, label)
+        rows += tune_row(profile, label, dataset=dataset)
         # after every row: an interrupted grid keeps the rows it finished (their runs resume anyway)
         winners = {r["row"]: r["_point"].to_json() for r in rows if r["winner"]}
         frame = pd.DataFrame([{k: v for k, v in r.items() if k != "_point"} for r in rows])
@@ -145,6 +151,7 @@ def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = T
         write_table(frame, "tuning", profile)
         path = _runs.TUNED_FILE
         saved = read_json(path) if path.exists() else {}
-        saved[profile] = {**saved.get(profile, {}), **winners}
+        tuned = saved.setdefault(profile, {})
+        tuned[dataset] = {**tuned.get(dataset, {}), **winners}
         write_json(path, saved)
     return frame
