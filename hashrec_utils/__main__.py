@@ -43,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("tune", help="the hashing table's validation grid: results/<profile>/tuning.*, winners for every run")
     tune.add_argument("--profile", default="default", choices=PROFILES)
     tune.add_argument("--rows", nargs="*", default=None, metavar="ROW", help="table rows to tune (default: all)")
+    tune.add_argument("--lr-factors", nargs="+", type=float, default=None, metavar="F",
+                      help="learning-rate factors, the base 1 first (default: the profile's grid)")
+    tune.add_argument("--length-factors", nargs="+", type=float, default=None, metavar="F",
+                      help="schedule-length factors, the base 1 first (default: the profile's grid)")
+    tune.add_argument("--no-own", action="store_true", help="skip step 2 (each row's own schedule parameter)")
 
     train = sub.add_parser("train", help="train a model into --out (resumes if --out has a checkpoint)")
     train.add_argument("--dataset", required=True, help="dataset name or folder")
@@ -129,7 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         from .experiments import runs as _runs
         from .experiments.tuning import tune
 
-        frame = tune(args.profile, tuple(args.rows) if args.rows else None)
+        from dataclasses import replace
+
+        from .experiments.tuning import TUNING_GRID
+
+        grid = TUNING_GRID[args.profile]
+        grid = replace(grid, **{k: tuple(v) for k, v in (("lr_factors", args.lr_factors),
+                                                           ("length_factors", args.length_factors)) if v},
+                       own=grid.own and not args.no_own)
+        frame = tune(args.profile, tuple(args.rows) if args.rows else None, grid=grid)
         for row in frame[frame.winner].to_dict("records"):
             print(f"{row['row']}: lr x{row['lr_factor']:g}, length x{row['length_factor']:g},"
                   f" {row['estimator'] or 'its own schedule as set'}: valid Hamming recall@20 {row['valid_recall@20']:.4f}")

@@ -116,3 +116,10 @@ def _shape():
     from hashrec_utils.settings import DataShape
 
     return DataShape(600, 3000, 50_000)
+
+
+def test_a_smaller_grid_skips_the_own_schedule_and_records_only_its_points(monkeypatch, tmp_path):
+    scores = {GridPoint(1.0, 1.0): 0.20, GridPoint(1.0, 2.0): 0.21}
+    calls = _fake_runs(monkeypatch, tmp_path, scores)
+    rows = tune_row("quick", "guided_ste", TuningGrid((1.0,), (1.0, 2.0), own=False))
+    assert calls == list(scores) and [r["winner"] for r in rows] == [False, True]

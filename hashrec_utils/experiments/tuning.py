@@ -38,6 +38,7 @@ class TuningGrid:
     lr_factors: tuple[float, ...] = (1.0, 0.3)
     length_factors: tuple[float, ...] = (1.0, 2.0)
     seed: int = 0
+    own: bool = True  # step 2, the row's own schedule parameter
 
     def __post_init__(self):
         for name in ("lr_factors", "length_factors"):
@@ -113,7 +114,7 @@ def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress:
             row = point_row(GridPoint(lr, length), "lr × length")
             best = row if best is None or row["valid_recall@20"] > best["valid_recall@20"] else best
     base = best["_point"]
-    for alt in own_alternatives(label):
+    for alt in own_alternatives(label) if grid.own else ():
         row = point_row(GridPoint(base.lr_factor, base.length_factor, alt), "own schedule")
         best = row if row["valid_recall@20"] > best["valid_recall@20"] else best
     for row in rows:
@@ -128,8 +129,9 @@ def tuning_rows(profile: str) -> tuple[str, ...]:
 
 
 def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = True,
-         dataset: str | None = None) -> pd.DataFrame:
-    """Run the grid for ``labels`` (default :func:`tuning_rows`) on ``dataset`` (default: the
+         dataset: str | None = None, grid: TuningGrid | None = None) -> pd.DataFrame:
+    """Run the grid (default ``TUNING_GRID[profile]``; a smaller ``grid`` is recorded as such in
+    ``tuning.csv``'s points) for ``labels`` (default :func:`tuning_rows`) on ``dataset`` (default: the
     profile's first, whose validation split scores it), write ``results/<profile>/tuning``
     (rows not in ``labels`` keep their earlier grid) and merge the winners into
     :data:`.runs.TUNED_FILE` (other rows' and profiles' winners are kept), after every row."""
@@ -142,7 +144,7 @@ def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = T
     kept = kept[~kept["row"].isin(labels)] if len(kept) else kept
     rows = []
     for label in tqdm(labels, desc=f"tune ({profile})", disable=not progress):
-        rows += tune_row(profile, label, dataset=dataset)
+        rows += tune_row(profile, label, grid, dataset=dataset)
         # after every row: an interrupted grid keeps the rows it finished (their runs resume anyway)
         winners = {r["row"]: r["_point"].to_json() for r in rows if r["winner"]}
         frame = pd.DataFrame([{k: v for k, v in r.items() if k != "_point"} for r in rows])
