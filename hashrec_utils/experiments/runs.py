@@ -144,7 +144,7 @@ class HashStage:
     published_epochs: int = 80
     eval_every: int = 2
     keep: str = "best_valid"
-    estimators: tuple[str, ...] = ("ste", "guided_ste", "hashnet", "gumbel", "signswish", "bgch")
+    estimators: tuple[str, ...] = ("ste", "guided_ste", "hashnet", "gumbel", "signswish", "bgch", "bigear")
 
 
 _LAMBDAS = tuple(round(0.1 * i, 1) for i in range(11))

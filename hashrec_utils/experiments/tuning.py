@@ -10,7 +10,7 @@ is read with its scales, as it is scored):
    stretches it);
 2. then, at the winner of 1, the row's own schedule parameter where it has one
    (:data:`OWN_SCHEDULE`: guided STE's p decay, HashNet's final β, Gumbel's starting τ, SignSwish's
-   β, BGCH's Fourier terms), each alternative once.
+   β, BGCH's Fourier terms, BiGeaR's Dirac-delta width), each alternative once.
 
 Ties keep the earlier point (the base settings come first). The grid's every point is written to
 ``results/<profile>/tuning.{csv,json}`` and each row's winner to :data:`.runs.TUNED_FILE`, which
@@ -57,6 +57,7 @@ OWN_SCHEDULE = {
     "gumbel": ("tau0", (1.0, 0.3)),         # the starting temperature
     "signswish": ("beta", (5.0, 10.0)),     # SignSwish's slope
     "bgch": ("n_terms", (4, 8)),            # Fourier terms of the sign's gradient
+    "bigear": ("norm_a", (1.0, 3.0)),       # width of BiGeaR's Gaussian Dirac-delta gradient
 }
 
 
