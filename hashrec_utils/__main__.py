@@ -131,12 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                   f" {row['epochs']} epochs, {row['train_seconds'] or 0:,.0f} s")
         return 0
     if args.command == "tune":
-        from .experiments import runs as _runs
-        from .experiments.tuning import tune
-
         from dataclasses import replace
 
-        from .experiments.tuning import TUNING_GRID
+        from .experiments import runs as _runs
+        from .experiments.tuning import TUNING_GRID, tune
 
         grid = TUNING_GRID[args.profile]
         grid = replace(grid, **{k: tuple(v) for k, v in (("lr_factors", args.lr_factors),

@@ -14,7 +14,7 @@ and its figures to ``figures/<profile>/``; the notebook only shows what the stag
 """
 from __future__ import annotations
 
-from .runs import (PAIRWISE_ESTIMATORS, TUNED_FILE, GridPoint, tuned_point)
+from .runs import (PAIRWISE_ESTIMATORS, TUNED_FILE, GridPoint, row_spec, tuned_point)
 from .runs import (CURVE_ESTIMATORS, EXTRA_VARIANTS, HASH_STAGE, HASH_TRAIN, HASHGNN_TRAIN, PUBLISHED_ROWS,
                    SAMPLED_POOL, SAMPLED_POOL_EPOCHS, SCHEDULES, TABLE_OBJECTIVE, HashStage, collect_runs,
                    environment, hash_overrides, hash_run, lightgcn_run, load_profile_datasets,
@@ -37,6 +37,6 @@ __all__ = [
     "tradeoff_stage",
     "LAYER_SWEEP", "LAYER_SWEEP_EPOCHS", "best_estimator", "candidates_sweep", "data_prep", "hashing_stage",
     "lightgcn_stage", "summarize",
-    "GridPoint", "TUNED_FILE", "tuned_point", "PAIRWISE_ESTIMATORS",
+    "GridPoint", "TUNED_FILE", "tuned_point", "row_spec", "PAIRWISE_ESTIMATORS",
     "OWN_SCHEDULE", "TUNING_GRID", "TuningGrid", "own_alternatives", "tune", "tune_row",
 ]

@@ -146,6 +146,11 @@ class HashStage:
     keep: str = "best_valid"
     estimators: tuple[str, ...] = ("ste", "guided_ste", "hashnet", "gumbel", "signswish", "bgch", "bigear")
 
+    @property
+    def rows(self) -> tuple[str, ...]:
+        """Every trained row of the table: the estimators, then the variants."""
+        return (*self.estimators, *self.variants)
+
 
 _LAMBDAS = tuple(round(0.1 * i, 1) for i in range(11))
 HASH_STAGE = {
@@ -351,13 +356,19 @@ EXTRA_VARIANTS = {
 }
 
 
+def row_spec(label: str) -> tuple[str, str, dict]:
+    """A table row's ``(method, model, hash_params)``: :data:`EXTRA_VARIANTS`' entry, or a plain
+    estimator on the LightGCN table."""
+    return EXTRA_VARIANTS.get(label, (label, "lightgcn", {}))
+
+
 def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, progress: bool = False,
                 dataset: str = "ml-1m", point: "GridPoint | None" = None) -> tuple[dict, Path]:
     """:func:`hash_run` of a table row's label: an estimator name or one of :data:`EXTRA_VARIANTS`,
     at the tuning grid's ``point`` (default: the row's winner on ``dataset``'s validation split,
     :func:`tuned_point`; the base settings where it was not tuned). A point other than the base gets its own
     folder (``…_<point tag>``), so a winner's run is the tuning run itself."""
-    method, model, params = EXTRA_VARIANTS.get(label, (label, "lightgcn", {}))
+    method, model, params = row_spec(label)
     point = tuned_point(profile, label, dataset) if point is None else point
     tag = "_".join(t for t in (label if label != method else "", point.tag) if t)
     if point.estimator:
@@ -433,8 +444,7 @@ def popcount_searchable(label: str) -> bool:
     binary indexes cannot, so they are not candidates for its codes."""
     from ..hashing import ESTIMATORS, split_method
 
-    method = EXTRA_VARIANTS.get(label, (label,))[0]
-    cls = ESTIMATORS.get(split_method(method)[0])
+    cls = ESTIMATORS.get(split_method(row_spec(label)[0])[0])
     return cls is not None and not getattr(cls, "scaled", False)
 
 

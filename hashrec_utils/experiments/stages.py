@@ -158,7 +158,7 @@ def _estimator_table(profile: str, lightgcn: dict) -> tuple[pd.DataFrame, pd.Dat
     runs with ``valid_recall@20_mean``, what :func:`best_estimator` reads)."""
     stage = HASH_STAGE[profile]
     rows, curves = [], []
-    for label in (*stage.estimators, *stage.variants):
+    for label in stage.rows:
         for seed in (stage.seeds if label in stage.estimators else stage.variant_seeds):
             metrics, out = variant_run(profile, label, seed=seed)
             rows += [{"estimator": label, "seed": seed, **r} for r in _sections(metrics)]

@@ -26,7 +26,8 @@ import pandas as pd
 from ..config import get_profile, results_dir
 from ..utils import read_json, write_json
 from . import runs as _runs
-from .runs import EXTRA_VARIANTS, HASH_STAGE, GridPoint, popcount_searchable, variant_run, write_table
+from .runs import HASH_STAGE, GridPoint, popcount_searchable, row_spec, variant_run, write_table
+from .stages import _valid_columns
 
 __all__ = ["TuningGrid", "TUNING_GRID", "OWN_SCHEDULE", "own_alternatives", "tune_row", "tune", "tuning_rows"]
 
@@ -66,7 +67,7 @@ def _row_estimator(label: str) -> tuple[str, dict]:
     from ..hashing import split_method
     from ..settings import HashSettings
 
-    method, _, params = EXTRA_VARIANTS.get(label, (label, "lightgcn", {}))
+    method, _, params = row_spec(label)
     estimator = split_method(method)[0]
     return estimator, {**HashSettings.schedule(estimator), **params.get("estimator", {})}
 
@@ -103,7 +104,7 @@ def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress:
         metrics, out = variant_run(profile, label, seed=grid.seed, point=point, progress=progress, dataset=dataset)
         row = {"row": label, "dataset": dataset, "step": step, **point.to_json(), "estimator": str(dict(point.estimator) or ""),
                "valid_recall@20": _score(metrics),
-               "valid_hierarchical_recall@20": float(((metrics.get("valid") or {}).get("hierarchical") or {}).get("recall@20", float("nan"))),
+               "valid_hierarchical_recall@20": _valid_columns(metrics, "hierarchical")["valid_recall@20"],
                "epochs": read_json(out / "config.json")["epochs"], "best_epoch": metrics.get("best_epoch"),
                "train_seconds": metrics.get("train_seconds"), "run": out.name, "_point": point}
         rows.append(row)
@@ -125,8 +126,7 @@ def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress:
 
 def tuning_rows(profile: str) -> tuple[str, ...]:
     """The rows the grid tunes: every trained row of the profile's table."""
-    stage = HASH_STAGE[profile]
-    return (*stage.estimators, *stage.variants)
+    return HASH_STAGE[profile].rows
 
 
 def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = True,
