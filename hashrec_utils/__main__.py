@@ -5,6 +5,8 @@
 ``report``      build the PDF report from results/<profile>/ (Typst).
 ``collect``     record finished run folders in results/<profile>/runs.json (the report
                 quotes them: the ``full`` profile's Gowalla runs).
+``compare``     notebook 07's table on a published split (``--rows``/``--seeds``/``--bits``: a part
+                of it; what is left is reported as pending).
 ``train ...``   train LightGCN / a hash model into an output folder; the same
                 folder again resumes, or says the run is complete.
 """
@@ -48,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--length-factors", nargs="+", type=float, default=None, metavar="F",
                       help="schedule-length factors, the base 1 first (default: the profile's grid)")
     tune.add_argument("--no-own", action="store_true", help="skip step 2 (each row's own schedule parameter)")
+
+    compare = sub.add_parser("compare", help="notebook 07's table on a published split (results/<profile>/comparison_*)")
+    compare.add_argument("--profile", default="full", choices=PROFILES)
+    compare.add_argument("--rows", nargs="+", default=None, metavar="ROW",
+                         help="table rows to run (default: the profile's; others are reported as pending)")
+    compare.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S", help="seeds of the top rows")
+    compare.add_argument("--top-rows", nargs="*", default=None, metavar="ROW", help="rows run over every seed")
+    compare.add_argument("--bits", nargs="+", type=int, default=None, metavar="K", help="the bits sweep's code lengths")
 
     train = sub.add_parser("train", help="train a model into --out (resumes if --out has a checkpoint)")
     train.add_argument("--dataset", required=True, help="dataset name or folder")
@@ -145,6 +155,27 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{row['row']}: lr x{row['lr_factor']:g}, length x{row['length_factor']:g},"
                   f" {row['estimator'] or 'its own schedule as set'}: valid Hamming recall@20 {row['valid_recall@20']:.4f}")
         print(f"winners: {_runs.TUNED_FILE}")
+        return 0
+    if args.command == "compare":
+        from dataclasses import replace
+
+        from .experiments.comparison import COMPARISON, comparison_stage
+
+        planned = COMPARISON[args.profile]
+        if not planned.datasets:
+            raise ValueError(f"the {args.profile} profile trains no comparison (it shows the {planned.source} profile's)")
+        unknown = sorted(set(args.rows or ()) - set(planned.rows))
+        if unknown:
+            raise ValueError(f"--rows: not rows of the {args.profile} comparison: {', '.join(unknown)} "
+                             f"(its rows: {', '.join(planned.rows)})")
+        stage = replace(planned, **{k: tuple(v) for k, v in (("rows", args.rows), ("seeds", args.seeds),
+                                                              ("top_rows", args.top_rows), ("bits", args.bits))
+                                    if v is not None})
+        out = comparison_stage(args.profile, stage)
+        for dataset, summary in out["summary"].items():
+            print(f"{dataset}: best row {summary['best_row']} (valid Hamming recall@50 "
+                  f"{summary['best_valid_hamming_recall@50']:.4f}); test Hamming recall@50 "
+                  f"{summary['best_hamming_recall@50']:.4f}, hierarchical {summary['best_hierarchical_recall@50']:.4f}")
         return 0
     if args.command == "train":
         from .train import run

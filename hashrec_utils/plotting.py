@@ -318,3 +318,33 @@ def plot_published_curves(curves: pd.DataFrame) -> plt.Figure:
         ax.legend(title="method (as published)", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_comparison_bits(bits: pd.DataFrame, continuous: dict | None = None) -> plt.Figure:
+    """Recall@20 and recall@50 against the code length (Hamming and hierarchical search, log₂ x axis),
+    one panel per metric; the top axis gives each item's memory (``bits / 8`` bytes of code).
+    ``continuous``: ``{"recall@20": …, "recall@50": …}`` of the continuous model, drawn dashed."""
+    set_style()
+    metrics = ("recall@20", "recall@50")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(9.5, 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for search, group in bits.groupby("search", sort=False):
+            g = group.groupby("bits", as_index=False)[metric].mean().sort_values("bits")
+            ax.plot(g["bits"], g[metric], marker="o", label=f"{search} search")
+        if continuous and metric in continuous:
+            ax.axhline(continuous[metric], ls="--", color="0.4", label="continuous (64-d float)")
+        ax.set_xscale("log", base=2)
+        ticks = sorted(bits["bits"].unique())
+        ax.set_xticks(ticks)
+        ax.xaxis.set_major_formatter(mticker.FixedFormatter([str(t) for t in ticks]))
+        ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+        ax.set_xlabel("code length K (bits)")
+        ax.set_ylabel(f"test {metric}")
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(ticks)
+        top.xaxis.set_major_formatter(mticker.FixedFormatter([f"{t // 8} B" for t in ticks]))
+        top.xaxis.set_minor_formatter(mticker.NullFormatter())
+        top.set_xlabel("code memory per item")
+    axes[0][0].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -16,16 +16,29 @@ from .utils import atomic_write, write_json
 __all__ = ["report_path", "write_manifest", "build_report", "PUBLISHED"]
 
 # Numbers published by the papers in shared/papers (and the LightGCN paper), for the
-# report's comparison section. Gowalla, the LightGCN paper's split, 64-bit codes.
+# report's comparison section and notebook 07. Gowalla, the LightGCN paper's split. ``row``: the
+# hashrec table row that runs the same method (None: not run here).
+_LUO_WU = "Luo & Wu (AAAI student abstract), table"
+# Their protocol, as far as the sources say: the abstract states neither the code length nor how the
+# epoch was chosen; BGCH's and BiGeaR's official code evaluate on the test split every few epochs and
+# keep the best, with one sign bit per dimension per layer (a 256-d, 3-layer model: 768 bits) and a
+# float scale per layer.
+_LUO_WU_PROTOCOL = "code length not stated; epoch selection not stated"
 PUBLISHED = [
     {"source": "LightGCN (He et al., SIGIR 2020), Table 4", "method": "LightGCN", "dataset": "gowalla",
-     "recall@20": 0.1830, "ndcg@20": 0.1554},
-    {"source": "Luo & Wu (AAAI student abstract), table", "method": "smooth recall + SignSwish", "dataset": "gowalla",
-     "recall@50": 0.23082, "ndcg@50": 0.15109},
-    {"source": "Luo & Wu (AAAI student abstract), table", "method": "BGCH", "dataset": "gowalla",
-     "recall@50": 0.19160, "ndcg@50": 0.12740},
-    {"source": "Luo & Wu (AAAI student abstract), table", "method": "HashGNN", "dataset": "gowalla",
-     "recall@50": 0.09481, "ndcg@50": 0.05112},
+     "recall@20": 0.1830, "ndcg@20": 0.1554, "bits": None, "protocol": "64-d float embeddings"},
+    {"source": _LUO_WU, "method": "smooth recall + SignSwish", "dataset": "gowalla", "row": "luo_wu",
+     "recall@50": 0.23082, "recall@100": 0.31396, "ndcg@50": 0.15109, "ndcg@100": 0.17424,
+     "bits": None, "protocol": _LUO_WU_PROTOCOL},
+    {"source": _LUO_WU, "method": "BGCH", "dataset": "gowalla", "row": "bgch_published",
+     "recall@50": 0.19160, "recall@100": 0.26590, "ndcg@50": 0.12740, "ndcg@100": 0.14840,
+     "bits": None, "protocol": _LUO_WU_PROTOCOL + " (official code: a sign bit per dimension per layer, best test epoch)"},
+    {"source": _LUO_WU, "method": "HashGNN", "dataset": "gowalla", "row": "hashgnn",
+     "recall@50": 0.09481, "recall@100": 0.15110, "ndcg@50": 0.05112, "ndcg@100": 0.06649,
+     "bits": None, "protocol": _LUO_WU_PROTOCOL},
+    {"source": _LUO_WU, "method": "HashRec", "dataset": "gowalla", "row": None,
+     "recall@50": 0.12060, "recall@100": 0.18930, "ndcg@50": 0.06160, "ndcg@100": 0.08100,
+     "bits": None, "protocol": _LUO_WU_PROTOCOL + "; method not identified further in the abstract"},
 ]
 
 
@@ -46,9 +59,24 @@ def write_manifest(profile: str) -> dict:
         "results": files,
         "figures": sorted(p.stem for p in figures.glob("*.png")) if figures.is_dir() else [],
         "full_runs": "/results/full/runs.json" if full_runs.exists() else None,
+        "comparison": comparison_files(profile),
     }
     write_json(folder / "manifest.json", manifest)
     return manifest
+
+
+def comparison_files(profile: str) -> dict | None:
+    """Where the report reads notebook 07's comparison: this profile's results, else the ``full``
+    profile's (``make all`` in ``default`` trains no Gowalla table); ``None`` where neither ran.
+    Paths are relative to the repository (Typst's root); ``figures``: ``{dataset: png path}``."""
+    for source in dict.fromkeys((profile, "full")):
+        folder = results_dir(source)
+        if (folder / "comparison_table.json").exists() and (folder / "comparison_summary.json").exists():
+            figs = repo_root() / "figures" / source
+            return {"profile": source, **{name: f"/results/{source}/comparison_{name}.json" for name in ("table", "summary", "bits")},
+                    "figures": {p.stem.removeprefix("comparison_bits_"): f"/figures/{source}/{p.name}"
+                                for p in sorted(figs.glob("comparison_bits_*.png"))}}
+    return None
 
 
 def build_report(profile: str = "default", output: str | Path | None = None) -> Path:

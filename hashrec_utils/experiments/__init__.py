@@ -1,4 +1,4 @@
-"""The study that the notebooks call, in three modules:
+"""The study that the notebooks call, in five modules:
 
 - :mod:`.runs`: run management: every compared run's settings, resolved once
   (:data:`HASH_STAGE`, :func:`hash_overrides`), and the run folders (:func:`lightgcn_run`,
@@ -6,7 +6,9 @@
 - :mod:`.stages`: notebooks 01-03 (data, the LightGCN baseline, the hashing table and sweeps);
 - :mod:`.tuning`: the equal validation grid of every table row (``make tune``);
 - :mod:`.speed`: notebooks 04-05 (every index's accuracy against throughput, the scaled
-  catalogue, the fixed-throughput tables).
+  catalogue, the fixed-throughput tables);
+- :mod:`.comparison`: notebook 07 (the seed paper's table on a published split, every row run by
+  hashrec under the one protocol, beside the published numbers; the bits sweep).
 
 A stage writes its numbers to ``results/<profile>/`` (atomic CSV/JSON, the files the report reads)
 and its figures to ``figures/<profile>/``; the notebook only shows what the stage returns.
@@ -14,7 +16,7 @@ and its figures to ``figures/<profile>/``; the notebook only shows what the stag
 """
 from __future__ import annotations
 
-from .runs import (PAIRWISE_ESTIMATORS, TUNED_FILE, GridPoint, row_spec, tuned_point)
+from .runs import (PAIRWISE_ESTIMATORS, TUNED_FILE, GridPoint, row_spec, tuned_point, valid_tag)
 from .runs import (CURVE_ESTIMATORS, EXTRA_VARIANTS, HASH_STAGE, HASH_TRAIN, HASHGNN_TRAIN, PUBLISHED_ROWS,
                    SAMPLED_POOL, SAMPLED_POOL_EPOCHS, SCHEDULES, TABLE_OBJECTIVE, HashStage, collect_runs,
                    environment, hash_overrides, hash_run, lightgcn_run, load_profile_datasets,
@@ -23,6 +25,8 @@ from .speed import (RETRIEVAL_FAMILIES, RETRIEVAL_STAGE, SCALING_LARGE, SCALING_
                     RetrievalSetup, RetrievalStage, _tradeoff, faiss_stage, retrieval_setup, retrieval_sweeps,
                     scaling_table, tradeoff_stage)
 from .tuning import OWN_SCHEDULE, TUNING_GRID, TuningGrid, own_alternatives, tune, tune_row
+from .comparison import (COMPARISON, ComparisonStage, comparison_best_row, comparison_metrics, comparison_stage,
+                         comparison_view, published_rows)
 from .stages import (LAYER_SWEEP, LAYER_SWEEP_EPOCHS, _estimator_table, _sections,
                      _untrained_rows, _valid_columns, best_estimator, candidates_sweep, data_prep,
                      hashing_stage, lightgcn_stage, summarize)
@@ -38,5 +42,7 @@ __all__ = [
     "LAYER_SWEEP", "LAYER_SWEEP_EPOCHS", "best_estimator", "candidates_sweep", "data_prep", "hashing_stage",
     "lightgcn_stage", "summarize",
     "GridPoint", "TUNED_FILE", "tuned_point", "row_spec", "PAIRWISE_ESTIMATORS",
-    "OWN_SCHEDULE", "TUNING_GRID", "TuningGrid", "own_alternatives", "tune", "tune_row",
+    "OWN_SCHEDULE", "TUNING_GRID", "TuningGrid", "own_alternatives", "tune", "tune_row", "valid_tag",
+    "COMPARISON", "ComparisonStage", "comparison_best_row", "comparison_metrics", "comparison_stage",
+    "comparison_view", "published_rows",
 ]

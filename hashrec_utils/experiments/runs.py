@@ -88,19 +88,30 @@ def load_profile_datasets(profile: str, *, valid_fraction: float = 0.1, seed: in
 
 
 
+def valid_tag(valid_fraction: float | None) -> str:
+    """The folder suffix of a run on a validation carve-out other than its source's default
+    (``"_v10"`` for 10 %; ``""`` for the default)."""
+    return "" if valid_fraction is None else f"_v{round(100 * valid_fraction):d}"
+
+
 def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3, progress: bool = True,
-                 epochs: int | None = None) -> tuple[dict, Path]:
+                 epochs: int | None = None, valid_fraction: float | None = None) -> tuple[dict, Path]:
     """Train (or reuse) the LightGCN run of a profile; returns ``(metrics, run folder)``.
 
+    ``valid_fraction``: carve that share of train as validation where the profile's default would
+    not (a published split; the folder gets :func:`valid_tag`'s suffix).
     A folder trained by other code (``code_version``) is moved aside and trained again."""
     from ..config import runs_dir
     from ..train import run
 
     name = Path(str(dataset)).name  # a folder dataset: its last component
-    out = runs_dir(profile) / (f"lightgcn_{name}_L{n_layers}_s{seed}" + (f"_e{epochs}" if epochs else ""))
+    out = runs_dir(profile) / (f"lightgcn_{name}_L{n_layers}_s{seed}" + (f"_e{epochs}" if epochs else "")
+                               + valid_tag(valid_fraction))
     overrides = {} if n_layers == 3 else {"n_layers": n_layers}
     if epochs:
         overrides["epochs"] = epochs
+    if valid_fraction is not None:
+        overrides["valid_fraction"] = valid_fraction
     metrics = run(dataset, model="lightgcn", profile=profile, seed=seed, out=out, overrides=overrides, progress=progress,
                   retrain=True)
     return metrics, out
@@ -216,7 +227,7 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
                    epochs: int | None = None, eval_every: int | None = None, init: str | Path | None = None,
                    shape: "_settings.DataShape | None" = None, budget_bytes: float | None = None,
                    end_to_end: bool = False, lr_factor: float = 1.0, length_factor: float = 1.0,
-                   **hash_params) -> dict:
+                   valid_fraction: float | None = None, **hash_params) -> dict:
     """The :class:`~hashrec_utils.train.TrainConfig` overrides of a hash run in this study (the CLI's
     ``train --hash`` uses them too): :data:`HASH_TRAIN` (or :data:`HASHGNN_TRAIN`) with the batch of
     :class:`~hashrec_utils.settings.HashSettings`, the profile's epochs, and hash parameters
@@ -238,26 +249,31 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
 
     ``lr_factor``, ``length_factor``: the tuning grid's axes (:mod:`.tuning`): the learning rate and
     the number of epochs (so every schedule, a fraction of training, too) times these factors.
+
+    ``valid_fraction``: the share of train carved as validation where the profile's default would
+    carve none (a published split, :mod:`.comparison`); the init is then the LightGCN run on the
+    same carve-out (:func:`lightgcn_run` with it), so nothing a run selects on was trained on.
     """
     from ..hashing import split_method
     from ..train import train_config
 
+    if shape is None:
+        published = _settings.published_split(str(dataset))
+        valid = _settings.LightGCNSettings.valid_fraction_for(profile, published) if valid_fraction is None else valid_fraction
+        shape = _settings.dataset_shape(str(dataset), valid, get_profile(profile).max_users)
+    carve = {} if valid_fraction is None else {"valid_fraction": valid_fraction}
     if end_to_end:
         stage = HASH_STAGE[profile]
-        base = train_config(profile, str(dataset), shape=shape)
+        base = train_config(profile, str(dataset), shape=shape, **carve)
         estimator = split_method(method)[0]
         params = dict(hash_params)
         params["estimator"] = {**_settings.HashSettings.schedule(estimator), **params.get("estimator", {})}
         return _scaled({"batch_size": base.batch_size, "lr": base.lr, "lr_schedule": base.lr_schedule, "reg": base.reg,
                         "patience": base.patience, "epochs": epochs or stage.published_epochs,
-                        "eval_every": eval_every or stage.eval_every, "keep": stage.keep, "hash_params": params},
-                       lr_factor, length_factor)
+                        "eval_every": eval_every or stage.eval_every, "keep": stage.keep, "hash_params": params,
+                        **carve}, lr_factor, length_factor)
 
     stage = HASH_STAGE[profile]
-    if shape is None:
-        published = _settings.published_split(str(dataset))
-        valid = _settings.LightGCNSettings.valid_fraction_for(profile, published)
-        shape = _settings.dataset_shape(str(dataset), valid, get_profile(profile).max_users)
     params = dict(hash_params)
     distill = bool(params.get("distill", TABLE_OBJECTIVE["distill"]))
     chosen = _settings.HashSettings.of(profile, shape, budget_bytes=budget_bytes, distill=distill)
@@ -269,10 +285,10 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     params["estimator"] = {**_settings.HashSettings.schedule(estimator), **params.get("estimator", {})}
     if model != "hashgnn":
         if init is None:
-            _, init = lightgcn_run(profile, dataset, progress=False)
+            _, init = lightgcn_run(profile, dataset, progress=False, valid_fraction=valid_fraction)
         params = {**TABLE_OBJECTIVE, "n_negatives": chosen.n_negatives, "init": str(init), **params}
     return _scaled({**HASH_TRAIN, "batch_size": chosen.batch_size, **(HASHGNN_TRAIN if model == "hashgnn" else {}),
-                    "epochs": epochs, "eval_every": eval_every, "keep": stage.keep, "hash_params": params},
+                    "epochs": epochs, "eval_every": eval_every, "keep": stage.keep, "hash_params": params, **carve},
                    lr_factor, length_factor)
 
 
@@ -289,7 +305,7 @@ def _scaled(overrides: dict, lr_factor: float, length_factor: float) -> dict:
 
 def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
              epochs: int | None = None, eval_every: int | None = None, progress: bool = False, dataset: str = "ml-1m",
-             **hash_params) -> tuple[dict, Path]:
+             valid_fraction: float | None = None, **hash_params) -> tuple[dict, Path]:
     """Train (or reuse) one hash model of notebook 03; returns ``(metrics, run folder)``.
 
     ``metrics`` has the sections ``continuous``, ``hamming``, ``hierarchical``.
@@ -300,6 +316,8 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
     Every run follows the stage's protocol: validation every ``HASH_STAGE[profile].eval_every``
     epochs (``eval_every`` overrides) and the weights ``HASH_STAGE[profile].keep`` picks.
     ``lsh``/``sign`` train nothing: codes of the profile's LightGCN run (seed 0) of ``dataset``.
+    ``valid_fraction``: train on that validation carve-out (see :func:`hash_overrides`; the folder
+    gets :func:`valid_tag`'s suffix after the dataset).
     A folder trained by other code (``code_version``) is moved aside and trained again.
     """
     from ..config import runs_dir
@@ -307,13 +325,17 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
 
     stage = HASH_STAGE[profile]
     if method in UNTRAINED_METHODS:
-        _, init = lightgcn_run(profile, dataset, progress=False)
+        _, init = lightgcn_run(profile, dataset, progress=False, valid_fraction=valid_fraction)
         overrides = {"epochs": 0, "hash_params": {"init": str(init), **hash_params}}
+        if valid_fraction is not None:
+            overrides["valid_fraction"] = valid_fraction
     else:
         overrides = hash_overrides(profile, method, model=model, dataset=dataset, epochs=epochs,
-                                   eval_every=eval_every or stage.eval_every, **hash_params)
+                                   eval_every=eval_every or stage.eval_every, valid_fraction=valid_fraction,
+                                   **hash_params)
         overrides["keep"] = stage.keep
-    prefix = "hash_" if dataset == "ml-1m" else f"hash_{dataset}_"
+    prefix = ("hash_" if dataset == "ml-1m" else f"hash_{dataset}_") + valid_tag(valid_fraction).lstrip("_")
+    prefix += "_" if valid_fraction is not None else ""
     out = runs_dir(profile) / (f"{prefix}{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else ""))
     metrics = run(dataset, model=model, hash_method=method, bits=bits, profile=profile, seed=seed, out=out,
                   overrides=overrides, progress=progress, retrain=True)
@@ -363,7 +385,8 @@ def row_spec(label: str) -> tuple[str, str, dict]:
 
 
 def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, progress: bool = False,
-                dataset: str = "ml-1m", point: "GridPoint | None" = None) -> tuple[dict, Path]:
+                dataset: str = "ml-1m", point: "GridPoint | None" = None,
+                valid_fraction: float | None = None) -> tuple[dict, Path]:
     """:func:`hash_run` of a table row's label: an estimator name or one of :data:`EXTRA_VARIANTS`,
     at the tuning grid's ``point`` (default: the row's winner on ``dataset``'s validation split,
     :func:`tuned_point`; the base settings where it was not tuned). A point other than the base gets its own
@@ -375,7 +398,7 @@ def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, prog
         params = {**params, "estimator": {**params.get("estimator", {}), **dict(point.estimator)}}
     factors = {k: v for k, v in (("lr_factor", point.lr_factor), ("length_factor", point.length_factor)) if v != 1.0}
     return hash_run(profile, method, seed=seed, bits=bits, model=model, tag=tag, progress=progress, dataset=dataset,
-                    **factors, **params)
+                    valid_fraction=valid_fraction, **factors, **params)
 
 
 @dataclass(frozen=True)

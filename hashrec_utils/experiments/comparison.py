@@ -1,0 +1,250 @@
+"""Notebook 07: the seed paper's table, every row run by hashrec, beside the published numbers.
+
+Luo & Wu (``shared/papers/003``) compare hash codes on Gowalla's published split at R@50, R@100,
+N@50 and N@100. :func:`comparison_stage` runs each of its rows (and hashrec's own) on every
+catalogue of :data:`COMPARISON`'s profile under the study's one protocol:
+
+* a published split has no validation set, so ``valid_fraction`` of each user's train items is
+  carved out (split seed 0) and every model — the LightGCN teacher included — trains on the rest;
+  every choice (checkpoint, the best row, the bits sweep's base) reads that validation split, and
+  the test split is read once per final model, every train item (validation included) excluded;
+* each run's saved arrays are evaluated at ``ks`` (hierarchical search: ``candidates`` Hamming
+  candidates re-ranked by the continuous inner product, the same C for every k), and the
+  numbers are cached in the run folder (``comparison_metrics.json``), so a rerun reads them;
+* the ``top_rows`` run over every seed of ``seeds`` (each seed fine-tunes the same seed-0
+  LightGCN, so ± leaves LightGCN's own variance out); the others seed 0.
+
+Writes ``results/<profile>/comparison_{runs,table,bits}.{csv,json}``, ``comparison_summary.json``
+and the ``comparison_bits_<dataset>`` figures. A profile without catalogues of its own (``default``) shows
+the ``full`` profile's committed results instead (:attr:`ComparisonStage.source`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..config import results_dir
+from ..utils import read_json, write_json
+from .runs import hash_run, lightgcn_run, popcount_searchable, row_family, variant_run, write_table
+
+__all__ = ["ComparisonStage", "COMPARISON", "UNTRAINED_ROWS", "comparison_stage", "comparison_metrics", "comparison_view",
+           "comparison_best_row", "published_rows"]
+
+# The rows that train nothing: (label, method); post-hoc sign takes one bit per dimension.
+UNTRAINED_ROWS = (("lsh", "lsh"), ("sign (post-hoc)", "sign"))
+# Every trained row of the seed paper's table and of hashrec's, in the order they run (HashGNN, end to end
+# with its GraphSAGE encoder over the whole graph every step, last).
+_ALL_ROWS = ("signswish", "guided_ste", "ste", "hashnet", "luo_wu", "bgch_published", "bgch", "bigear", "gumbel",
+             "ste_pairwise", "guided_ste_pairwise", "hashnet_pairwise", "hashgnn")
+
+
+@dataclass(frozen=True)
+class ComparisonStage:
+    """What notebook 07 runs in one profile.
+
+    ``datasets``: the catalogues compared with published numbers (empty: show ``source``'s
+    committed results). ``rows``: trained table rows (labels of :func:`.runs.row_spec`), run in
+    this order; ``top_rows`` over every seed of ``seeds``. ``bits``: the code lengths of the bits
+    sweep of the best row. ``valid_fraction``: carved from train where the source has no
+    validation split. ``ks``, ``candidates``: the cut-offs evaluated and hierarchical search's C.
+    """
+
+    datasets: tuple[str, ...] = ()
+    rows: tuple[str, ...] = _ALL_ROWS
+    top_rows: tuple[str, ...] = ("signswish", "guided_ste", "luo_wu", "bgch_published")
+    seeds: tuple[int, ...] = (0,)
+    bits: tuple[int, ...] = (32, 64, 128, 256, 768)
+    valid_fraction: float = 0.1
+    ks: tuple[int, ...] = (20, 50, 100)
+    candidates: int = 500
+    source: str | None = None
+
+
+COMPARISON = {
+    # nbval: the code path on a 600-user slice, a few cheap rows, two code lengths
+    "quick": ComparisonStage(datasets=("gowalla",), rows=("signswish", "luo_wu", "bgch_published"),
+                             top_rows=(), bits=(32, 64)),
+    # make all (default) trains no Gowalla table: it shows the full profile's
+    "default": ComparisonStage(source="full"),
+    "full": ComparisonStage(datasets=("gowalla",), seeds=(0, 1, 2)),
+}
+
+
+def comparison_metrics(out: Path, data, ks: tuple[int, ...], candidates: int) -> dict:
+    """Test and validation metrics at ``ks`` of a finished run folder's ``embeddings.npz``:
+    ``{"test": sections, "valid": sections}`` (hash runs: ``continuous``/``hamming``/``hierarchical``;
+    LightGCN: ``continuous``). Test excludes every train item (validation included), validation the
+    train items. Cached in ``out/comparison_metrics.json`` under the ``ks`` and ``candidates``."""
+    from ..train import evaluate_arrays
+
+    out = Path(out)
+    cache = out / "comparison_metrics.json"
+    key = {"ks": list(ks), "candidates": int(candidates)}
+    if cache.exists():
+        saved = read_json(cache)
+        if saved.get("key") == key and (out / "metrics.json").stat().st_mtime <= cache.stat().st_mtime:
+            return saved
+    arrays = dict(np.load(out / "embeddings.npz"))
+    result = {"key": key}
+    for split, target, exclude in (("test", data.test, data.train_full), ("valid", data.valid, data.train)):
+        if target.nnz == 0:
+            result[split] = None
+            continue
+        m = evaluate_arrays(arrays, target, exclude, ks=ks, candidates=candidates)
+        result[split] = m if "continuous" in m else {"continuous": m}
+    write_json(cache, result)
+    return result
+
+
+def _rows_of(label: str, seed: int, bits: int, metrics: dict, ks: tuple[int, ...], run: Path) -> list[dict]:
+    """One row per search mode: test metrics at ``ks`` and the validation ones (``valid_…``)."""
+    rows = []
+    for search, test in metrics["test"].items():
+        valid = (metrics.get("valid") or {}).get(search) or {}
+        row = {"row": label, "family": row_family(label), "seed": seed, "bits": bits, "search": search, "run": run.name}
+        for k in ks:
+            for m in ("recall", "ndcg"):
+                row[f"{m}@{k}"] = test.get(f"{m}@{k}", np.nan)
+                row[f"valid_{m}@{k}"] = valid.get(f"{m}@{k}", np.nan)
+        rows.append(row)
+    return rows
+
+
+def _metric_columns(ks) -> list[str]:
+    return [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")] + [f"valid_{m}@{k}" for k in ks for m in ("recall", "ndcg")]
+
+
+def comparison_best_row(table: pd.DataFrame, selection: str = "valid_recall@50_mean") -> str:
+    """hashrec's best recipe: the hashrec-objective row whose codes popcount search serves with the
+    highest mean validation Hamming ``selection``; test numbers choose nothing."""
+    cand = table[(table.search == "hamming") & (table.family == "hashrec objective")]
+    cand = cand[cand.row.map(popcount_searchable)]
+    if cand.empty or cand[selection].isna().all():
+        raise ValueError(f"comparison_best_row needs hashrec-objective rows with {selection} (a validation split)")
+    return str(cand.loc[cand[selection].idxmax(), "row"])
+
+
+def published_rows(dataset: str) -> pd.DataFrame:
+    """The published numbers of ``dataset`` (:data:`hashrec_utils.report.PUBLISHED`) as rows."""
+    from ..report import PUBLISHED
+
+    return pd.DataFrame([r for r in PUBLISHED if r["dataset"] == dataset])
+
+
+def _summarize(runs: pd.DataFrame, ks) -> pd.DataFrame:
+    from .stages import summarize
+
+    cols = [c for c in _metric_columns(ks) if c in runs]
+    table = summarize(runs, ["row", "family", "bits", "search"], tuple(cols))
+    return table
+
+
+def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict[str, pd.DataFrame]:
+    """Notebook 07 (see the module's docstring); returns ``table``, ``runs``, ``bits``, ``published``
+    and ``summary`` (a dict per dataset).
+
+    ``stage``: a part of the profile's :data:`COMPARISON` (fewer rows, seeds or bits, e.g. while
+    long runs are still training); the summary's ``pending`` lists what the profile's stage has
+    and this one did not run, and the report prints it."""
+    from ..plotting import plot_comparison_bits, savefig
+    from ..train import load_run_data, train_config
+
+    planned = COMPARISON[profile]
+    stage = planned if stage is None else stage
+    seeds_left = [s for s in planned.seeds if s not in stage.seeds]
+    pending = {"rows": [r for r in planned.rows if r not in stage.rows], "seeds": list(planned.seeds),
+               "top_rows_seeds": [r for r in planned.top_rows if r in stage.rows and (r not in stage.top_rows or seeds_left)],
+               "bits": [b for b in planned.bits if b not in stage.bits]}
+    if not stage.datasets:
+        return _read(stage.source)
+    run_rows, bit_rows, summaries = [], [], {}
+    for dataset in stage.datasets:
+        vf = stage.valid_fraction
+        data = load_run_data(train_config(profile, dataset, valid_fraction=vf))
+        evaluate = lambda out: comparison_metrics(out, data, stage.ks, stage.candidates)  # noqa: E731
+        lgcn, lgcn_out = lightgcn_run(profile, dataset, progress=False, valid_fraction=vf)
+        rows = _rows_of("lightgcn (continuous)", 0, 0, evaluate(lgcn_out), stage.ks, lgcn_out)
+        runs_seconds = {lgcn_out.name: lgcn.get("train_seconds") or 0.0}
+        for label in stage.rows:
+            for seed in (stage.seeds if label in stage.top_rows else stage.seeds[:1]):
+                m, out = variant_run(profile, label, seed=seed, dataset=dataset, valid_fraction=vf)
+                rows += _rows_of(label, seed, 64, evaluate(out), stage.ks, out)
+                runs_seconds[out.name] = m.get("train_seconds") or 0.0
+        for label, method in UNTRAINED_ROWS:
+            b = train_config(profile, dataset).dim if method == "sign" else 64
+            _, out = hash_run(profile, method, bits=b, dataset=dataset, valid_fraction=vf)
+            rows += [r for r in _rows_of(label, 0, b, evaluate(out), stage.ks, out) if r["search"] != "continuous"]
+        runs = pd.DataFrame(rows)
+        runs.insert(0, "dataset", dataset)
+        table = _summarize(runs, stage.ks)
+        best = comparison_best_row(table)
+        for b in stage.bits:
+            m, out = variant_run(profile, best, bits=b, dataset=dataset, valid_fraction=vf)
+            runs_seconds[out.name] = m.get("train_seconds") or 0.0
+            bit_rows += [{"dataset": dataset, **r} for r in _rows_of(best, 0, b, evaluate(out), stage.ks, out)
+                         if r["search"] != "continuous"]
+        run_rows.append(runs)
+        teacher = {k: float(runs[runs.row == "lightgcn (continuous)"][k].iloc[0]) for k in ("recall@20", "recall@50")}
+        savefig(plot_comparison_bits(pd.DataFrame([r for r in bit_rows if r["dataset"] == dataset]), teacher),
+                f"comparison_bits_{dataset}", profile)
+        pick = table[(table.row == best) & (table.search == "hamming")].iloc[0]
+        summaries[dataset] = {
+            "best_row": best, "selected_on": "valid",
+            "selection": "hashrec-objective row with the highest mean valid Hamming recall@50 (validation carve-out)",
+            "valid_fraction": vf, "candidates": stage.candidates, "ks": list(stage.ks),
+            "teacher": teacher,
+            "best_valid_hamming_recall@50": float(pick["valid_recall@50_mean"]),
+            **{f"best_{s}_{m}": float(table[(table.row == best) & (table.search == s)][f"{m}_mean"].iloc[0])
+               for s in ("hamming", "hierarchical") for m in ("recall@50", "recall@100", "ndcg@50", "ndcg@100")},
+            "lightgcn_train_seconds": lgcn.get("train_seconds"),
+            "train_seconds": {r: float(v) for r, v in runs_seconds.items()},
+            "pending": pending,
+        }
+    runs = pd.concat(run_rows, ignore_index=True)
+    table = pd.concat([_summarize(r, stage.ks).assign(dataset=r.dataset.iloc[0]) for r in run_rows], ignore_index=True)
+    bits = pd.DataFrame(bit_rows)
+    write_table(runs, "comparison_runs", profile)
+    write_table(table, "comparison_table", profile)
+    write_table(bits, "comparison_bits", profile)
+    write_json(results_dir(profile) / "comparison_summary.json", summaries)
+    published = pd.concat([published_rows(d) for d in stage.datasets], ignore_index=True)
+    return {"table": table, "runs": runs, "bits": bits, "published": published, "summary": summaries}
+
+
+def _read(profile: str) -> dict:
+    """The committed results of ``profile``'s comparison (empty frames where it has not run)."""
+    folder = results_dir(profile)
+    frames = {name: (pd.read_csv(folder / f"comparison_{name}.csv") if (folder / f"comparison_{name}.csv").exists()
+                     else pd.DataFrame()) for name in ("table", "runs", "bits")}
+    summary_path = folder / "comparison_summary.json"
+    summary = read_json(summary_path) if summary_path.exists() else {}
+    published = pd.concat([published_rows(d) for d in summary], ignore_index=True) if summary else pd.DataFrame()
+    return {**frames, "published": published, "summary": summary}
+
+
+def comparison_view(table: pd.DataFrame, published: pd.DataFrame, search: str = "hamming",
+                    metrics: tuple[str, ...] = ("recall@50", "recall@100", "ndcg@50", "ndcg@100")) -> pd.DataFrame:
+    """One frame for reading: every hashrec row of ``table`` in ``search`` (means over seeds, and
+    the seeds), with the published number of the same method beside each metric (``pub_<metric>``,
+    NaN where the paper has none), and the published rows with no hashrec row in ``table``
+    (``"<method> (published only)"``)."""
+    if table.empty:
+        return pd.DataFrame()
+    mine = table[(table.search == search) | (table.row == "lightgcn (continuous)")]
+    mine = mine[mine.bits.isin([0, 64]) | (mine.row == "sign (post-hoc)")]
+    view = mine[["dataset", "row", "family", "search", "bits", "seeds"]].copy()
+    for m in metrics:
+        view[m] = mine[f"{m}_mean"].values
+        view[f"{m}_std"] = mine[f"{m}_std"].values
+    pub = published.dropna(subset=["row"]) if "row" in published else published.iloc[:0]
+    for m in metrics:
+        lookup = {(r["dataset"], r["row"]): r.get(m, np.nan) for _, r in pub.iterrows()}
+        view[f"pub_{m}"] = [lookup.get((d, r), np.nan) for d, r in zip(view.dataset, view.row)]
+    beside = published["row"].isin(set(view.row)) if "row" in published else pd.Series(False, index=published.index)
+    unrun = published[~beside & published[list(metrics)].notna().any(axis=1)]
+    extra = pd.DataFrame({"dataset": unrun.dataset, "row": unrun.method + " (published only)", "family": "published",
+                          "search": search, **{f"pub_{m}": unrun[m] for m in metrics}})
+    return pd.concat([view, extra], ignore_index=True)

@@ -1,0 +1,157 @@
+"""Notebook 07's comparison (hashrec_utils.experiments.comparison): runs on a validation carve-out
+of a published split, metrics at k = 100 from a run's saved arrays, selection on validation only,
+and the published numbers placed beside the row that runs the same method."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from hashrec_utils.data import InteractionData
+from hashrec_utils.experiments import comparison, runs
+from hashrec_utils.experiments.comparison import comparison_best_row, comparison_metrics, comparison_view
+from hashrec_utils.experiments.runs import hash_overrides, valid_tag
+from hashrec_utils.metrics import evaluate_topk
+from hashrec_utils.report import PUBLISHED
+from hashrec_utils.hashing import pack_codes
+
+
+def test_valid_tag_names_the_carve_out():
+    assert valid_tag(None) == ""
+    assert valid_tag(0.1) == "_v10"
+    assert valid_tag(0.25) == "_v25"
+
+
+def test_hash_overrides_on_a_carve_out_train_on_it_from_the_teacher_trained_on_it(monkeypatch, tmp_path):
+    """A published split (no validation by default outside quick) with valid_fraction: the run carves
+    it, and its init is the LightGCN run on the same carve-out, never the one trained on all of train."""
+    asked = []
+
+    def fake_lightgcn(profile, dataset="ml-1m", *, progress=True, valid_fraction=None, **kw):
+        asked.append(valid_fraction)
+        return {}, tmp_path / f"lightgcn_{dataset}{valid_tag(valid_fraction)}"
+
+    monkeypatch.setattr(runs, "lightgcn_run", fake_lightgcn)
+    carved = hash_overrides("full", "signswish", dataset="gowalla", valid_fraction=0.1)
+    assert carved["valid_fraction"] == 0.1
+    assert carved["hash_params"]["init"].endswith("lightgcn_gowalla_v10")
+    plain = hash_overrides("full", "signswish", dataset="gowalla")
+    assert "valid_fraction" not in plain and plain["hash_params"]["init"].endswith("lightgcn_gowalla")
+    assert asked == [0.1, None]
+    # the end-to-end published rows carve it too (no init: they train their own encoder)
+    e2e = hash_overrides("full", "bgch", dataset="gowalla", end_to_end=True, valid_fraction=0.1)
+    assert e2e["valid_fraction"] == 0.1 and "init" not in e2e["hash_params"]
+
+
+def _toy_data() -> InteractionData:
+    rng = np.random.default_rng(0)
+    n_users, n_items = 40, 150
+    dense = rng.random((n_users, n_items))
+    train = sp.csr_matrix((dense < 0.05).astype(np.float32))
+    valid = sp.csr_matrix(((dense >= 0.05) & (dense < 0.07)).astype(np.float32))
+    test = sp.csr_matrix(((dense >= 0.07) & (dense < 0.10)).astype(np.float32))
+    return InteractionData("toy", n_users, n_items, train, valid, test, np.arange(n_users), np.arange(n_items))
+
+
+def test_comparison_metrics_rank_the_saved_arrays_exclude_the_right_items_and_cache(tmp_path):
+    data = _toy_data()
+    rng = np.random.default_rng(1)
+    u, i = rng.normal(size=(data.n_users, 8)).astype(np.float32), rng.normal(size=(data.n_items, 8)).astype(np.float32)
+    np.savez(tmp_path / "embeddings.npz", user=u, item=i, user_codes=pack_codes(u), item_codes=pack_codes(i))
+    (tmp_path / "metrics.json").write_text("{}")
+    got = comparison_metrics(tmp_path, data, (20, 100), 100)
+    assert set(got["test"]) == {"continuous", "hamming", "hierarchical"}
+    # reference: the inner-product ranking by numpy, train + valid excluded at test, train at valid
+    scores = u @ i.T
+    for split, target, exclude in (("test", data.test, data.train_full), ("valid", data.valid, data.train)):
+        s = scores.copy()
+        s[exclude.toarray() > 0] = -np.inf
+        top = np.argsort(-s, axis=1, kind="stable")[:, :100]
+        ref = evaluate_topk(top, target, ks=(20, 100))
+        for key in ("recall@20", "recall@100", "ndcg@100"):
+            assert got[split]["continuous"][key] == pytest.approx(ref[key], abs=1e-6)
+    # C = 100 candidates at k = 100: hierarchical re-ranks exactly the Hamming top-100
+    assert got["test"]["hierarchical"]["recall@100"] == pytest.approx(got["test"]["hamming"]["recall@100"])
+    # cached under the same key; another key recomputes
+    cache = tmp_path / "comparison_metrics.json"
+    saved = json.loads(cache.read_text())
+    saved["test"]["hamming"]["recall@20"] = 0.5
+    cache.write_text(json.dumps(saved))
+    assert comparison_metrics(tmp_path, data, (20, 100), 100)["test"]["hamming"]["recall@20"] == 0.5
+    again = comparison_metrics(tmp_path, data, (20, 50), 100)
+    assert again["key"]["ks"] == [20, 50] and again["test"]["hamming"]["recall@20"] == got["test"]["hamming"]["recall@20"]
+
+
+def _table(valid: dict, test: dict) -> pd.DataFrame:
+    rows = []
+    for row, v in valid.items():
+        family = runs.row_family(row)
+        rows.append({"dataset": "gowalla", "row": row, "family": family, "bits": 64, "search": "hamming", "seeds": 1,
+                     "valid_recall@50_mean": v, **{f"{m}_mean": test[row] for m in ("recall@50", "recall@100", "ndcg@50", "ndcg@100")},
+                     **{f"{m}_std": 0.0 for m in ("recall@50", "recall@100", "ndcg@50", "ndcg@100")}})
+    return pd.DataFrame(rows)
+
+
+def test_best_row_is_chosen_on_validation_among_hashrec_rows_whose_codes_popcount_serves():
+    valid = {"signswish": 0.20, "guided_ste": 0.22, "bgch": 0.30, "luo_wu": 0.40}
+    test = {"signswish": 0.30, "guided_ste": 0.10, "bgch": 0.50, "luo_wu": 0.60}  # ordered against validation
+    table = _table(valid, test)
+    # luo_wu is a published row, bgch's scaled codes are not popcount-searchable
+    assert comparison_best_row(table) == "guided_ste"
+    with pytest.raises(ValueError, match="validation"):
+        comparison_best_row(table.assign(**{"valid_recall@50_mean": np.nan}))
+
+
+def test_view_puts_each_published_number_beside_the_row_that_runs_its_method():
+    table = _table({"signswish": 0.2, "luo_wu": 0.1, "bgch_published": 0.1}, {"signswish": 0.25, "luo_wu": 0.2, "bgch_published": 0.15})
+    view = comparison_view(table, comparison.published_rows("gowalla"))
+    luo = view[view.row == "luo_wu"].iloc[0]
+    assert luo["pub_recall@50"] == pytest.approx(0.23082) and luo["recall@50"] == pytest.approx(0.2)
+    assert np.isnan(view[view.row == "signswish"].iloc[0]["pub_recall@50"])  # hashrec's own recipe: no paper
+    # HashRec (not identified in the abstract) and HashGNN (not in this table) stay as published-only rows
+    only = set(view[view.family == "published"].row)
+    assert {"HashRec (published only)", "HashGNN (published only)"} <= only
+    assert all(r["dataset"] == "gowalla" for r in PUBLISHED)
+
+
+def test_every_published_row_of_the_seed_table_is_recorded_with_its_four_numbers():
+    seed = [r for r in PUBLISHED if r["source"].startswith("Luo & Wu")]
+    assert {r["method"] for r in seed} == {"smooth recall + SignSwish", "BGCH", "HashGNN", "HashRec"}
+    for r in seed:
+        assert all(0 < r[m] < 1 for m in ("recall@50", "recall@100", "ndcg@50", "ndcg@100"))
+        assert r["recall@50"] < r["recall@100"] and r["ndcg@50"] < r["ndcg@100"]
+        assert "code length" in r["protocol"]
+        assert r["row"] is None or r["row"] in runs.EXTRA_VARIANTS
+
+
+def test_default_profile_trains_no_comparison_and_reads_the_full_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    assert comparison.COMPARISON["default"].datasets == () and comparison.COMPARISON["default"].source == "full"
+    empty = comparison.comparison_stage("default")
+    assert empty["table"].empty and empty["summary"] == {}
+
+
+def test_compare_cli_refuses_unknown_rows_and_a_profile_without_its_own_table(capsys):
+    from hashrec_utils.__main__ import main
+
+    with pytest.raises(ValueError, match="--rows: not rows of the full comparison: nope"):
+        main(["compare", "--profile", "full", "--rows", "signswish", "nope"])
+    with pytest.raises(ValueError, match="the default profile trains no comparison"):
+        main(["compare", "--profile", "default"])
+
+
+def test_bits_figure_has_both_searches_labelled_axes_and_the_memory_axis():
+    from hashrec_utils.plotting import plot_comparison_bits
+
+    bits = pd.DataFrame([{"bits": b, "search": s, "recall@20": r, "recall@50": 2 * r}
+                         for b, r in ((32, 0.1), (64, 0.12), (768, 0.15)) for s in ("hamming", "hierarchical")])
+    fig = plot_comparison_bits(bits, {"recall@20": 0.2, "recall@50": 0.4})
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "code length K (bits)" and ax.get_ylabel() == "test recall@20"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["hamming search", "hierarchical search",
+                                                                    "continuous (64-d float)"]
+    top = [a for a in ax.child_axes if a.get_xlabel() == "code memory per item"]
+    assert top and [t.get_text() for t in top[0].get_xticklabels()] == ["4 B", "8 B", "96 B"]
