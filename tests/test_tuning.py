@@ -123,3 +123,29 @@ def test_a_smaller_grid_skips_the_own_schedule_and_records_only_its_points(monke
     calls = _fake_runs(monkeypatch, tmp_path, scores)
     rows = tune_row("quick", "guided_ste", TuningGrid((1.0,), (1.0, 2.0), own=False))
     assert calls == list(scores) and [r["winner"] for r in rows] == [False, True]
+
+
+def test_a_grid_on_a_carved_validation_split_keeps_other_datasets_points_and_winners(monkeypatch, tmp_path):
+    """tune(dataset=, valid_fraction=): every point trains on the carve-out (notebook 07's runs), the
+    winners land under that dataset, and the other dataset's grid rows and winners stay."""
+    path = tmp_path / "tuned.json"
+    monkeypatch.setattr(runs, "TUNED_FILE", path)
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    monkeypatch.setattr(tuning, "TUNING_GRID", {"quick": TuningGrid((1.0,), (1.0, 2.0), own=False)})
+    seen = []
+
+    def fake(profile, label, *, seed=0, point=None, progress=False, dataset="ml-1m", valid_fraction=None, **kw):
+        seen.append((dataset, valid_fraction))
+        out = tmp_path / f"{dataset}_{label}_{point.tag or 'base'}"
+        out.mkdir(exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"epochs": 10}))
+        return {"valid": {"hamming": {"recall@20": 0.1 * point.length_factor}}}, out
+
+    monkeypatch.setattr(tuning, "variant_run", fake)
+    tuning.tune("quick", ("ste",), progress=False)  # ml-1m, the profile's own validation split
+    frame = tuning.tune("quick", ("ste",), progress=False, dataset="gowalla", valid_fraction=0.1)
+    assert seen[2:] == [("gowalla", 0.1), ("gowalla", 0.1)]
+    assert sorted(frame["dataset"].unique()) == ["gowalla", "ml-1m"] and len(frame) == 4
+    saved = json.loads(path.read_text())["quick"]
+    assert set(saved) == {"ml-1m", "gowalla"} and saved["gowalla"]["ste"]["length_factor"] == 2.0
+    assert tuned_point("quick", "ste", "gowalla") == GridPoint(1.0, 2.0)

@@ -93,15 +93,17 @@ def _score(metrics: dict) -> float:
 
 
 def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress: bool = False,
-             dataset: str | None = None) -> list[dict]:
+             dataset: str | None = None, valid_fraction: float | None = None) -> list[dict]:
     """Every grid point of one row on ``dataset`` (default: the profile's first), in order, with its
-    validation score; ``winner`` marks the chosen one."""
+    validation score; ``winner`` marks the chosen one. ``valid_fraction``: the validation carve-out of a
+    split that has none (:func:`.runs.hash_overrides`; the comparison's runs, notebook 07)."""
     grid = grid or TUNING_GRID[profile]
     dataset = dataset or get_profile(profile).datasets[0]
     rows = []
 
     def point_row(point: GridPoint, step: str) -> dict:
-        metrics, out = variant_run(profile, label, seed=grid.seed, point=point, progress=progress, dataset=dataset)
+        metrics, out = variant_run(profile, label, seed=grid.seed, point=point, progress=progress, dataset=dataset,
+                                   valid_fraction=valid_fraction)
         row = {"row": label, "dataset": dataset, "step": step, **point.to_json(), "estimator": str(dict(point.estimator) or ""),
                "valid_recall@20": _score(metrics),
                "valid_hierarchical_recall@20": _valid_columns(metrics, "hierarchical")["valid_recall@20"],
@@ -130,11 +132,12 @@ def tuning_rows(profile: str) -> tuple[str, ...]:
 
 
 def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = True,
-         dataset: str | None = None, grid: TuningGrid | None = None) -> pd.DataFrame:
+         dataset: str | None = None, grid: TuningGrid | None = None, valid_fraction: float | None = None) -> pd.DataFrame:
     """Run the grid (default ``TUNING_GRID[profile]``; a smaller ``grid`` is recorded as such in
     ``tuning.csv``'s points) for ``labels`` (default :func:`tuning_rows`) on ``dataset`` (default: the
     profile's first, whose validation split scores it), write ``results/<profile>/tuning``
-    (rows not in ``labels`` keep their earlier grid) and merge the winners into
+    (rows not in ``labels``, and other datasets' grids, keep their earlier points; ``valid_fraction``:
+    see :func:`tune_row`) and merge the winners into
     :data:`.runs.TUNED_FILE` (other rows' and profiles' winners are kept), after every row."""
     from tqdm.auto import tqdm
 
@@ -142,10 +145,12 @@ def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = T
     dataset = dataset or get_profile(profile).datasets[0]
     previous = results_dir(profile) / "tuning.csv"
     kept = pd.read_csv(previous, keep_default_na=False) if previous.exists() else pd.DataFrame()
-    kept = kept[~kept["row"].isin(labels)] if len(kept) else kept
+    if len(kept):
+        same = kept["row"].isin(labels) & (kept["dataset"].astype(str) == str(dataset) if "dataset" in kept else True)
+        kept = kept[~same]
     rows = []
     for label in tqdm(labels, desc=f"tune ({profile})", disable=not progress):
-        rows += tune_row(profile, label, grid, dataset=dataset)
+        rows += tune_row(profile, label, grid, dataset=dataset, valid_fraction=valid_fraction)
         # after every row: an interrupted grid keeps the rows it finished (their runs resume anyway)
         winners = {r["row"]: r["_point"].to_json() for r in rows if r["winner"]}
         frame = pd.DataFrame([{k: v for k, v in r.items() if k != "_point"} for r in rows])
