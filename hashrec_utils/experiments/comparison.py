@@ -202,6 +202,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
             "lightgcn_train_seconds": lgcn.get("train_seconds"),
             "train_seconds": {r: float(v) for r, v in runs_seconds.items()},
             "pending": pending,
+            "settings": _settings_of(profile, dataset, stage.rows),
         }
     runs = pd.concat(run_rows, ignore_index=True)
     table = pd.concat([_summarize(r, stage.ks).assign(dataset=r.dataset.iloc[0]) for r in run_rows], ignore_index=True)
@@ -212,6 +213,15 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
     write_json(results_dir(profile) / "comparison_summary.json", summaries)
     published = pd.concat([published_rows(d) for d in stage.datasets], ignore_index=True)
     return {"table": table, "runs": runs, "bits": bits, "published": published, "summary": summaries}
+
+
+def _settings_of(profile: str, dataset: str, rows) -> dict:
+    """Each row's tuning-grid point on ``dataset`` (``make tune``'s winner), or ``"base"`` where that
+    row was not tuned there."""
+    from . import runs as _runs
+
+    winners = (read_json(_runs.TUNED_FILE) if _runs.TUNED_FILE.exists() else {}).get(profile, {}).get(dataset, {})
+    return {row: winners.get(row, "base") for row in rows}
 
 
 def _read(profile: str) -> dict:
