@@ -155,3 +155,27 @@ def test_bits_figure_has_both_searches_labelled_axes_and_the_memory_axis():
                                                                     "continuous (64-d float)"]
     top = [a for a in ax.child_axes if a.get_xlabel() == "code memory per item"]
     assert top and [t.get_text() for t in top[0].get_xticklabels()] == ["4 B", "8 B", "96 B"]
+
+
+def test_scaled_codes_are_ranked_with_their_scales_as_their_model_ranks_them(tmp_path):
+    """BGCH / BiGeaR runs save item_scales: the comparison ranks by α_i ⟨b_u, b_i⟩ (the model's own
+    evaluation, hashing.scaled_code_topk), not by plain Hamming distance."""
+    from hashrec_utils.hashing import scaled_code_topk
+
+    data = _toy_data()
+    rng = np.random.default_rng(2)
+    u, i = rng.normal(size=(data.n_users, 16)).astype(np.float32), rng.normal(size=(data.n_items, 16)).astype(np.float32)
+    scales = rng.uniform(0.01, 3.0, size=data.n_items).astype(np.float32)
+    np.savez(tmp_path / "embeddings.npz", user=u, item=i, user_codes=pack_codes(u), item_codes=pack_codes(i),
+             item_scales=scales, user_scales=np.ones(data.n_users, np.float32))
+    (tmp_path / "metrics.json").write_text("{}")
+    got = comparison_metrics(tmp_path, data, (20, 50), 100)
+    assert got["key"]["scoring"] == "scaled codes"
+    ham, hier = scaled_code_topk(pack_codes(u), pack_codes(i), scales, 50, data.train_full, candidates=100, user_emb=u, item_emb=i)
+    assert got["test"]["hamming"] == pytest.approx(evaluate_topk(ham, data.test, ks=(20, 50)))
+    assert got["test"]["hierarchical"] == pytest.approx(evaluate_topk(hier, data.test, ks=(20, 50)))
+    # the scales change the order here: plain Hamming would give other numbers
+    from hashrec_utils.retrieval import hamming_topk
+
+    plain = evaluate_topk(hamming_topk(pack_codes(u), pack_codes(i), 50, data.train_full), data.test, ks=(20, 50))
+    assert plain != got["test"]["hamming"]

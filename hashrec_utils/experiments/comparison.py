@@ -76,27 +76,46 @@ COMPARISON = {
 def comparison_metrics(out: Path, data, ks: tuple[int, ...], candidates: int) -> dict:
     """Test and validation metrics at ``ks`` of a finished run folder's ``embeddings.npz``:
     ``{"test": sections, "valid": sections}`` (hash runs: ``continuous``/``hamming``/``hierarchical``;
-    LightGCN: ``continuous``). Test excludes every train item (validation included), validation the
-    train items. Cached in ``out/comparison_metrics.json`` under the ``ks`` and ``candidates``."""
+    LightGCN: ``continuous``; scaled codes ranked by ``α_i ⟨b_u, b_i⟩`` as their model ranks them).
+    Test excludes every train item (validation included), validation the train items. Cached in ``out/comparison_metrics.json`` under the ``ks`` and ``candidates``."""
     from ..train import evaluate_arrays
 
     out = Path(out)
     cache = out / "comparison_metrics.json"
-    key = {"ks": list(ks), "candidates": int(candidates)}
+    with np.load(out / "embeddings.npz") as npz:
+        arrays = dict(npz)
+    scaled = "item_scales" in arrays
+    key = {"ks": list(ks), "candidates": int(candidates), "scoring": "scaled codes" if scaled else "codes"}
     if cache.exists():
         saved = read_json(cache)
         if saved.get("key") == key and (out / "metrics.json").stat().st_mtime <= cache.stat().st_mtime:
             return saved
-    arrays = dict(np.load(out / "embeddings.npz"))
     result = {"key": key}
     for split, target, exclude in (("test", data.test, data.train_full), ("valid", data.valid, data.train)):
         if target.nnz == 0:
             result[split] = None
             continue
-        m = evaluate_arrays(arrays, target, exclude, ks=ks, candidates=candidates)
+        m = (_scaled_sections(arrays, target, exclude, ks, candidates) if scaled
+             else evaluate_arrays(arrays, target, exclude, ks=ks, candidates=candidates))
         result[split] = m if "continuous" in m else {"continuous": m}
     write_json(cache, result)
     return result
+
+
+def _scaled_sections(arrays: dict, target, exclude, ks, candidates: int) -> dict:
+    """The three sections of scaled codes (BGCH, BiGeaR: ``item_scales`` saved beside the codes),
+    ranked as the model's own evaluation ranks them, by ``α_i ⟨b_u, b_i⟩``
+    (:func:`~hashrec_utils.hashing.scaled_code_topk`), the hierarchical candidates too."""
+    from ..hashing import scaled_code_topk
+    from ..metrics import evaluate_topk
+    from ..retrieval import continuous_topk
+
+    k = max(ks)
+    u, i = np.ascontiguousarray(arrays["user"], np.float32), np.ascontiguousarray(arrays["item"], np.float32)
+    ham, hier = scaled_code_topk(arrays["user_codes"], arrays["item_codes"], arrays["item_scales"], k, exclude,
+                                 candidates=max(candidates, k), user_emb=u, item_emb=i)
+    return {"continuous": evaluate_topk(continuous_topk(u, i, k, exclude), target, ks),
+            "hamming": evaluate_topk(ham, target, ks), "hierarchical": evaluate_topk(hier, target, ks)}
 
 
 def _rows_of(label: str, seed: int, bits: int, metrics: dict, ks: tuple[int, ...], run: Path) -> list[dict]:
