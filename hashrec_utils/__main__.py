@@ -224,6 +224,16 @@ def _entry() -> int:
     except (ValueError, ConnectionError, FileNotFoundError) as exc:
         print(f"hashrec: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, leave the process group before the interpreter exits: a gloo group left to
+    interpreter shutdown can abort a rank ("terminate called without an active exception")."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
