@@ -67,3 +67,18 @@ def test_fixed_throughput_and_faiss_tables(text):
             assert typst_str(row["recall@20"]) in text, (row["method"], row["multiple_of_exact"])
     for row in load("retrieval_build.json"):
         assert typst_str(row["best_recall"]) in text, row["method"]
+
+
+def test_comparison_section_reads_the_committed_gowalla_table(text):
+    """The published-numbers comparison quotes notebook 07's table (this profile's, else the full
+    profile's committed one) and names what it has not run yet."""
+    from hashrec_utils.report import comparison_files
+
+    files = comparison_files("default")
+    if files is None:
+        pytest.skip("no comparison results committed")
+    summary = json.loads((repo_root() / files["summary"].lstrip("/")).read_text())
+    for dataset, s in summary.items():
+        assert typst_str(s["best_hamming_recall@50"]) in text and typst_str(s["best_hierarchical_recall@50"]) in text
+        if any(s["pending"].get(k) for k in ("rows", "bits", "top_rows_seeds")):
+            assert "Pending (the" in text
