@@ -82,14 +82,15 @@ def comparison_metrics(out: Path, data, ks: tuple[int, ...], candidates: int) ->
 
     out = Path(out)
     cache = out / "comparison_metrics.json"
-    with np.load(out / "embeddings.npz") as npz:
-        arrays = dict(npz)
-    scaled = "item_scales" in arrays
+    with np.load(out / "embeddings.npz") as npz:  # the key only needs the archive's names
+        scaled = "item_scales" in npz.files
     key = {"ks": list(ks), "candidates": int(candidates), "scoring": "scaled codes" if scaled else "codes"}
     if cache.exists():
         saved = read_json(cache)
         if saved.get("key") == key and (out / "metrics.json").stat().st_mtime <= cache.stat().st_mtime:
             return saved
+    with np.load(out / "embeddings.npz") as npz:
+        arrays = dict(npz)
     result = {"key": key}
     for split, target, exclude in (("test", data.test, data.train_full), ("valid", data.valid, data.train)):
         if target.nnz == 0:
@@ -157,8 +158,7 @@ def _summarize(runs: pd.DataFrame, ks) -> pd.DataFrame:
     from .stages import summarize
 
     cols = [c for c in _metric_columns(ks) if c in runs]
-    table = summarize(runs, ["row", "family", "bits", "search"], tuple(cols))
-    return table
+    return summarize(runs, ["row", "family", "bits", "search"], tuple(cols))
 
 
 def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict[str, pd.DataFrame]:
@@ -173,13 +173,13 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
 
     planned = COMPARISON[profile]
     stage = planned if stage is None else stage
+    if not stage.datasets:
+        return _read(stage.source)
     seeds_left = [s for s in planned.seeds if s not in stage.seeds]
     pending = {"rows": [r for r in planned.rows if r not in stage.rows], "seeds": list(planned.seeds),
                "top_rows_seeds": [r for r in planned.top_rows if r in stage.rows and (r not in stage.top_rows or seeds_left)],
                "bits": [b for b in planned.bits if b not in stage.bits]}
-    if not stage.datasets:
-        return _read(stage.source)
-    run_rows, bit_rows, summaries = [], [], {}
+    run_rows, tables, bit_rows, summaries = [], [], [], {}
     for dataset in stage.datasets:
         vf = stage.valid_fraction
         data = load_run_data(train_config(profile, dataset, valid_fraction=vf))
@@ -198,7 +198,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
             rows += [r for r in _rows_of(label, 0, b, evaluate(out), stage.ks, out) if r["search"] != "continuous"]
         runs = pd.DataFrame(rows)
         runs.insert(0, "dataset", dataset)
-        table = _summarize(runs, stage.ks)
+        table = _summarize(runs, stage.ks).assign(dataset=dataset)
         best = comparison_best_row(table)
         for b in stage.bits:
             m, out = variant_run(profile, best, bits=b, dataset=dataset, valid_fraction=vf)
@@ -206,6 +206,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
             bit_rows += [{"dataset": dataset, **r} for r in _rows_of(best, 0, b, evaluate(out), stage.ks, out)
                          if r["search"] != "continuous"]
         run_rows.append(runs)
+        tables.append(table)
         teacher = {k: float(runs[runs.row == "lightgcn (continuous)"][k].iloc[0]) for k in ("recall@20", "recall@50")}
         savefig(plot_comparison_bits(pd.DataFrame([r for r in bit_rows if r["dataset"] == dataset]), teacher),
                 f"comparison_bits_{dataset}", profile)
@@ -224,7 +225,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
             "settings": _settings_of(profile, dataset, stage.rows),
         }
     runs = pd.concat(run_rows, ignore_index=True)
-    table = pd.concat([_summarize(r, stage.ks).assign(dataset=r.dataset.iloc[0]) for r in run_rows], ignore_index=True)
+    table = pd.concat(tables, ignore_index=True)
     bits = pd.DataFrame(bit_rows)
     write_table(runs, "comparison_runs", profile)
     write_table(table, "comparison_table", profile)

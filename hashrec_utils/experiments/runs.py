@@ -334,8 +334,7 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
                                    eval_every=eval_every or stage.eval_every, valid_fraction=valid_fraction,
                                    **hash_params)
         overrides["keep"] = stage.keep
-    prefix = ("hash_" if dataset == "ml-1m" else f"hash_{dataset}_") + valid_tag(valid_fraction).lstrip("_")
-    prefix += "_" if valid_fraction is not None else ""
+    prefix = ("hash_" if dataset == "ml-1m" else f"hash_{dataset}_") + valid_tag(valid_fraction)[1:] + ("_" if valid_fraction is not None else "")
     out = runs_dir(profile) / (f"{prefix}{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else ""))
     metrics = run(dataset, model=model, hash_method=method, bits=bits, profile=profile, seed=seed, out=out,
                   overrides=overrides, progress=progress, retrain=True)
