@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--length-factors", nargs="+", type=float, default=None, metavar="F",
                       help="schedule-length factors, the base 1 first (default: the profile's grid)")
     tune.add_argument("--no-own", action="store_true", help="skip step 2 (each row's own schedule parameter)")
+    tune.add_argument("--max-length-factor", type=float, default=None, metavar="F",
+                      help="step 3: double a winner at the grid's longest schedule while validation improves, up to F "
+                           "(default: the profile's grid; full: 4)")
     tune.add_argument("--dataset", default=None, help="the catalogue whose validation split scores the grid (default: the profile's first)")
     tune.add_argument("--valid-fraction", type=float, default=None, metavar="F",
                       help="carve this share of train as validation (a published split has none; notebook 07 uses 0.1)")
@@ -152,12 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         grid = TUNING_GRID[args.profile]
         grid = replace(grid, **{k: tuple(v) for k, v in (("lr_factors", args.lr_factors),
                                                            ("length_factors", args.length_factors)) if v},
-                       own=grid.own and not args.no_own)
+                       own=grid.own and not args.no_own,
+                       max_length_factor=args.max_length_factor or grid.max_length_factor)
         frame = tune(args.profile, tuple(args.rows) if args.rows else None, grid=grid, dataset=args.dataset,
                      valid_fraction=args.valid_fraction)
         for row in frame[frame.winner].to_dict("records"):
             print(f"{row['row']}: lr x{row['lr_factor']:g}, length x{row['length_factor']:g},"
-                  f" {row['estimator'] or 'its own schedule as set'}: valid Hamming recall@20 {row['valid_recall@20']:.4f}")
+                  f" {row['estimator'] or 'its own schedule as set'}{', ' + row['objective'] if row.get('objective') else ''}: valid Hamming recall@20 {row['valid_recall@20']:.4f}")
         print(f"winners: {_runs.TUNED_FILE}")
         return 0
     if args.command == "compare":

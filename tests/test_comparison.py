@@ -179,3 +179,13 @@ def test_scaled_codes_are_ranked_with_their_scales_as_their_model_ranks_them(tmp
 
     plain = evaluate_topk(hamming_topk(pack_codes(u), pack_codes(i), 50, data.train_full), data.test, ks=(20, 50))
     assert plain != got["test"]["hamming"]
+
+
+def test_the_bits_sweep_runs_the_tuned_settings_with_one_schedule_cap_for_every_length():
+    from hashrec_utils.experiments.comparison import COMPARISON, sweep_point
+    from hashrec_utils.experiments.runs import GridPoint
+
+    tuned = GridPoint(1.0, 8.0, {"beta": 10.0})
+    assert sweep_point(tuned, 2.0) == GridPoint(1.0, 2.0, {"beta": 10.0})  # only the length is capped
+    assert sweep_point(tuned, None) == tuned and sweep_point(GridPoint(0.3, 1.0), 2.0) == GridPoint(0.3, 1.0)
+    assert COMPARISON["full"].sweep_length_factor == 2.0 and COMPARISON["quick"].sweep_length_factor is None

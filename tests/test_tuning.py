@@ -67,6 +67,29 @@ def test_tune_row_picks_lr_and_length_then_its_own_schedule_on_validation(monkey
     assert winner[0]["epochs"] == 20 and winner[0]["step"] == "own schedule"
 
 
+def test_a_winner_at_the_grids_longest_schedule_is_doubled_while_validation_improves(monkeypatch, tmp_path):
+    grid = TuningGrid((1.0,), (1.0, 2.0), max_length_factor=16.0)
+    assert grid.extensions(2.0) == (4.0, 8.0, 16.0) and grid.extensions(1.0) == ()
+    own = {"beta": 10.0}
+    scores = {GridPoint(1.0, 1.0): 0.20, GridPoint(1.0, 2.0): 0.22, GridPoint(1.0, 2.0, own): 0.23,
+              GridPoint(1.0, 4.0, own): 0.25, GridPoint(1.0, 8.0, own): 0.24}
+    calls = _fake_runs(monkeypatch, tmp_path, scores)
+    rows = tune_row("quick", "signswish", grid)
+    assert calls == list(scores)  # stops at the first doubling that does not improve: 16 is never run
+    winner = [r for r in rows if r["winner"]]
+    assert winner[0]["_point"] == GridPoint(1.0, 4.0, own) and winner[0]["step"] == "longer schedule"
+    assert winner[0]["epochs"] == 40
+
+
+def test_a_winner_inside_the_grid_is_not_extended(monkeypatch, tmp_path):
+    grid = TuningGrid((1.0,), (1.0, 2.0), own=False, max_length_factor=8.0)
+    calls = _fake_runs(monkeypatch, tmp_path, {GridPoint(1.0, 1.0): 0.22, GridPoint(1.0, 2.0): 0.21})
+    rows = tune_row("quick", "ste", grid)
+    assert calls == [GridPoint(1.0, 1.0), GridPoint(1.0, 2.0)] and rows[0]["winner"]
+    with pytest.raises(ValueError, match="max_length_factor .* at least the grid's longest"):
+        TuningGrid(length_factors=(1.0, 4.0), max_length_factor=2.0)
+
+
 def test_tune_row_ties_keep_the_base_settings(monkeypatch, tmp_path):
     grid = TuningGrid((1.0, 0.3), (1.0,))
     _fake_runs(monkeypatch, tmp_path, {GridPoint(1.0, 1.0): 0.2, GridPoint(0.3, 1.0): 0.2})
@@ -149,3 +172,22 @@ def test_a_grid_on_a_carved_validation_split_keeps_other_datasets_points_and_win
     saved = json.loads(path.read_text())["quick"]
     assert set(saved) == {"ml-1m", "gowalla"} and saved["gowalla"]["ste"]["length_factor"] == 2.0
     assert tuned_point("quick", "ste", "gowalla") == GridPoint(1.0, 2.0)
+
+
+
+def test_a_distilling_row_gets_its_objectives_levers_each_once_and_keeps_only_an_improvement(monkeypatch, tmp_path):
+    from hashrec_utils.experiments.tuning import objective_levers
+
+    grid = TuningGrid((1.0,), (1.0,), own=False, levers=True)
+    kd3, both = GridPoint(objective={"distill": 3.0}), GridPoint(objective={"distill": 3.0, "distill_tau": 0.5})
+    assert kd3.tag == "kd3" and both.tag == "kd3_tau0.5" and GridPoint(**both.to_json()) == both
+    colder = GridPoint(objective={"distill": 3.0, "distill_tau": 0.25})
+    calls = _fake_runs(monkeypatch, tmp_path, {GridPoint(): 0.20, kd3: 0.22, both: 0.21, colder: 0.23})
+    rows = tune_row("quick", "ste", grid)
+    assert calls == [GridPoint(), kd3, both, colder]  # each temperature on top of the kept weight
+    assert [r["winner"] for r in rows] == [False, False, False, True] and rows[3]["step"] == "objective lever"
+    # the published recipes and the pairwise family do not distil: nothing to pull
+    assert objective_levers("luo_wu", GridPoint()) == [] and objective_levers("ste_pairwise", GridPoint()) == []
+    assert objective_levers("bgch_published", GridPoint()) == []
+    with pytest.raises(ValueError, match="unknown hash parameters"):
+        GridPoint(objective={"n_negatives": 8192})

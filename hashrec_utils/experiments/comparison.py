@@ -20,7 +20,7 @@ the ``full`` profile's committed results instead (:attr:`ComparisonStage.source`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,10 +28,11 @@ import pandas as pd
 
 from ..config import results_dir
 from ..utils import read_json, write_json
-from .runs import hash_run, lightgcn_run, popcount_searchable, row_family, variant_run, write_table
+from .runs import (GridPoint, hash_run, lightgcn_run, popcount_searchable, row_family, tuned_point, variant_run,
+                   write_table)
 
 __all__ = ["ComparisonStage", "COMPARISON", "UNTRAINED_ROWS", "comparison_stage", "comparison_metrics", "comparison_view",
-           "comparison_best_row", "published_rows"]
+           "comparison_best_row", "published_rows", "sweep_point"]
 
 # The rows that train nothing: (label, method); post-hoc sign takes one bit per dimension.
 UNTRAINED_ROWS = (("lsh", "lsh"), ("sign (post-hoc)", "sign"))
@@ -48,7 +49,8 @@ class ComparisonStage:
     ``datasets``: the catalogues compared with published numbers (empty: show ``source``'s
     committed results). ``rows``: trained table rows (labels of :func:`.runs.row_spec`), run in
     this order; ``top_rows`` over every seed of ``seeds``. ``bits``: the code lengths of the bits
-    sweep of the best row. ``valid_fraction``: carved from train where the source has no
+    sweep of the best row, at its tuned settings with the schedule capped at ``sweep_length_factor``
+    (None: as tuned; one cap for every length, so the sweep is one recipe). ``valid_fraction``: carved from train where the source has no
     validation split. ``ks``, ``candidates``: the cut-offs evaluated and hierarchical search's C.
     """
 
@@ -61,6 +63,7 @@ class ComparisonStage:
     ks: tuple[int, ...] = (20, 50, 100)
     candidates: int = 500
     source: str | None = None
+    sweep_length_factor: float | None = None
 
 
 COMPARISON = {
@@ -69,7 +72,8 @@ COMPARISON = {
                              top_rows=(), bits=(32, 64)),
     # make all (default) trains no Gowalla table: it shows the full profile's
     "default": ComparisonStage(source="full"),
-    "full": ComparisonStage(datasets=("gowalla",), seeds=(0, 1, 2)),
+    # full: the sweep at the grid's longest schedule (2×): 4× at 768 bits alone is ~25 min on two cores
+    "full": ComparisonStage(datasets=("gowalla",), seeds=(0, 1, 2), sweep_length_factor=2.0),
 }
 
 
@@ -200,8 +204,9 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
         runs.insert(0, "dataset", dataset)
         table = _summarize(runs, stage.ks).assign(dataset=dataset)
         best = comparison_best_row(table)
+        sweep = sweep_point(tuned_point(profile, best, dataset), stage.sweep_length_factor)
         for b in stage.bits:
-            m, out = variant_run(profile, best, bits=b, dataset=dataset, valid_fraction=vf)
+            m, out = variant_run(profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep)
             runs_seconds[out.name] = m.get("train_seconds") or 0.0
             bit_rows += [{"dataset": dataset, **r} for r in _rows_of(best, 0, b, evaluate(out), stage.ks, out)
                          if r["search"] != "continuous"]
@@ -223,6 +228,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
             "train_seconds": {r: float(v) for r, v in runs_seconds.items()},
             "pending": pending,
             "settings": _settings_of(profile, dataset, stage.rows),
+            "sweep_settings": sweep.to_json(),
         }
     runs = pd.concat(run_rows, ignore_index=True)
     table = pd.concat(tables, ignore_index=True)
@@ -233,6 +239,14 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
     write_json(results_dir(profile) / "comparison_summary.json", summaries)
     published = pd.concat([published_rows(d) for d in stage.datasets], ignore_index=True)
     return {"table": table, "runs": runs, "bits": bits, "published": published, "summary": summaries}
+
+
+def sweep_point(point: GridPoint, length_factor: float | None) -> GridPoint:
+    """The bits sweep's settings: the best row's tuned ``point`` with its schedule capped at
+    ``length_factor`` (None: as tuned)."""
+    if length_factor is None or point.length_factor <= length_factor:
+        return point
+    return replace(point, length_factor=length_factor)
 
 
 def _settings_of(profile: str, dataset: str, rows) -> dict:

@@ -395,6 +395,7 @@ def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, prog
     tag = "_".join(t for t in (label if label != method else "", point.tag) if t)
     if point.estimator:
         params = {**params, "estimator": {**params.get("estimator", {}), **dict(point.estimator)}}
+    params = {**params, **dict(point.objective)}
     factors = {k: v for k, v in (("lr_factor", point.lr_factor), ("length_factor", point.length_factor)) if v != 1.0}
     return hash_run(profile, method, seed=seed, bits=bits, model=model, tag=tag, progress=progress, dataset=dataset,
                     valid_fraction=valid_fraction, **factors, **params)
@@ -403,26 +404,38 @@ def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, prog
 @dataclass(frozen=True)
 class GridPoint:
     """One point of the tuning grid: learning rate and schedule length as factors of a row's base
-    settings, and its own schedule's parameters (``estimator``, e.g. ``{"decay": 0.9}``)."""
+    settings, its own schedule's parameters (``estimator``, e.g. ``{"decay": 0.9}``) and its
+    objective's (``objective``: hash parameters of :data:`OBJECTIVE_TAGS`, e.g. ``{"distill": 3.0}``)."""
 
     lr_factor: float = 1.0
     length_factor: float = 1.0
     estimator: tuple = ()  # sorted (name, value) pairs: hashable, frozen
+    objective: tuple = ()  # the same
 
     def __post_init__(self):
-        if isinstance(self.estimator, dict):
-            object.__setattr__(self, "estimator", tuple(sorted(self.estimator.items())))
+        for name in ("estimator", "objective"):
+            if isinstance(getattr(self, name), dict):
+                object.__setattr__(self, name, tuple(sorted(getattr(self, name).items())))
+        unknown = sorted(set(dict(self.objective)) - set(OBJECTIVE_TAGS))
+        if unknown:
+            raise ValueError(f"GridPoint objective: unknown hash parameters {unknown} (known: {sorted(OBJECTIVE_TAGS)})")
 
     @property
     def tag(self) -> str:
         """The folder suffix of this point ("" at the base settings)."""
         parts = [f"lr{self.lr_factor:g}" if self.lr_factor != 1.0 else "",
                  f"len{self.length_factor:g}" if self.length_factor != 1.0 else "",
-                 *(f"{k}{v:g}" if isinstance(v, (int, float)) else f"{k}{v}" for k, v in self.estimator)]
+                 *(f"{k}{v:g}" if isinstance(v, (int, float)) else f"{k}{v}" for k, v in self.estimator),
+                 *(f"{OBJECTIVE_TAGS[k]}{v:g}" for k, v in self.objective)]
         return "_".join(p for p in parts if p)
 
     def to_json(self) -> dict:
-        return {"lr_factor": self.lr_factor, "length_factor": self.length_factor, "estimator": dict(self.estimator)}
+        out = {"lr_factor": self.lr_factor, "length_factor": self.length_factor, "estimator": dict(self.estimator)}
+        return {**out, "objective": dict(self.objective)} if self.objective else out
+
+
+# The objective's hash parameters a grid point may set, and their folder tags.
+OBJECTIVE_TAGS = {"distill": "kd", "distill_tau": "tau"}
 
 
 # Where `make tune` writes each row's winner (committed; read by every run of the profile).

@@ -10,7 +10,17 @@ is read with its scales, as it is scored):
    stretches it);
 2. then, at the winner of 1, the row's own schedule parameter where it has one
    (:data:`OWN_SCHEDULE`: guided STE's p decay, HashNet's final β, Gumbel's starting τ, SignSwish's
-   β, BGCH's Fourier terms, BiGeaR's Dirac-delta width), each alternative once.
+   β, BGCH's Fourier terms, BiGeaR's Dirac-delta width), each alternative once;
+3. then, where the winner sits at the grid's longest schedule (the grid's edge: the row may still
+   be learning), the schedule is doubled at the winner's other settings while validation improves,
+   up to :attr:`TuningGrid.max_length_factor` (the ``full`` profile's grid; ``quick`` and ``default``
+   stop at the grid);
+4. then, for a row whose objective distils the teacher (hashrec's), its objective's levers
+   (:data:`OBJECTIVE_LEVERS`: the distillation weight × 3, its temperature 0.5, then 0.25), each
+   once at the winner so far, kept where validation improves (``full``: :attr:`TuningGrid.levers`). The published
+   recipes and the pairwise rows have no distillation, so nothing to pull: they are run as published.
+   A larger sampled pool, the other lever of the softmax, is left out: it is bounded by the memory
+   budget, not by the grid.
 
 Ties keep the earlier point (the base settings come first). The grid's every point is written to
 ``results/<profile>/tuning.{csv,json}`` and each row's winner to :data:`.runs.TUNED_FILE`, which
@@ -26,10 +36,11 @@ import pandas as pd
 from ..config import get_profile, results_dir
 from ..utils import read_json, write_json
 from . import runs as _runs
-from .runs import HASH_STAGE, GridPoint, popcount_searchable, row_spec, variant_run, write_table
+from .runs import HASH_STAGE, GridPoint, popcount_searchable, row_family, row_spec, variant_run, write_table
 from .stages import _valid_columns
 
-__all__ = ["TuningGrid", "TUNING_GRID", "OWN_SCHEDULE", "own_alternatives", "tune_row", "tune", "tuning_rows"]
+__all__ = ["TuningGrid", "TUNING_GRID", "OWN_SCHEDULE", "OBJECTIVE_LEVERS", "own_alternatives", "objective_levers",
+           "tune_row", "tune", "tuning_rows"]
 
 
 @dataclass(frozen=True)
@@ -40,15 +51,36 @@ class TuningGrid:
     length_factors: tuple[float, ...] = (1.0, 2.0)
     seed: int = 0
     own: bool = True  # step 2, the row's own schedule parameter
+    max_length_factor: float | None = None  # step 3's cap (None: no step 3)
+    levers: bool = False  # step 4, the objective's levers
 
     def __post_init__(self):
         for name in ("lr_factors", "length_factors"):
             values = getattr(self, name)
             if not values or values[0] != 1.0 or any(v <= 0 for v in values):
                 raise ValueError(f"{name} must start with the base 1.0 and be positive; got {values}")
+        if self.max_length_factor is not None and self.max_length_factor < max(self.length_factors):
+            raise ValueError(f"max_length_factor ({self.max_length_factor:g}) must be at least the grid's longest "
+                             f"schedule ({max(self.length_factors):g})")
+
+    def extensions(self, length: float) -> tuple[float, ...]:
+        """Step 3's schedule lengths after a winner at ``length``: doublings up to the cap, only
+        where ``length`` is the grid's longest (a winner inside the grid has stopped improving)."""
+        if self.max_length_factor is None or length < max(self.length_factors):
+            return ()
+        out = []
+        while length * 2 <= self.max_length_factor:
+            length *= 2
+            out.append(length)
+        return tuple(out)
 
 
-TUNING_GRID = {"quick": TuningGrid(), "default": TuningGrid(), "full": TuningGrid()}
+# full: step 3 up to 4× the base schedule (a Gowalla 64-bit run at 4× is ~8 min on two cores)
+TUNING_GRID = {"quick": TuningGrid(), "default": TuningGrid(), "full": TuningGrid(max_length_factor=4.0, levers=True)}
+
+# Step 4's levers of a distilling objective, in the order tried: (hash parameter, value), the
+# distillation weight as a factor of the row's own, the temperature as the value itself.
+OBJECTIVE_LEVERS = (("distill", 3.0), ("distill_tau", 0.5), ("distill_tau", 0.25))
 
 # Each estimator's own schedule parameter and the values the grid tries (the row's own value, from
 # its settings, is always tried first; see own_alternatives).
@@ -84,6 +116,20 @@ def own_alternatives(label: str) -> list[dict]:
     return [{name: v} for v in values if v != own]
 
 
+def objective_levers(label: str, point: GridPoint) -> list[dict]:
+    """Step 4's alternatives for ``label`` at ``point``: the objective parameters each lever sets
+    (the distillation weight scaled from the row's own, the temperature set), [] for a row that
+    does not distil."""
+    from .runs import TABLE_OBJECTIVE
+
+    _, _, params = row_spec(label)
+    own = {"distill": float(params.get("distill", TABLE_OBJECTIVE["distill"])),
+           "distill_tau": float(params.get("distill_tau", 1.0)), **dict(point.objective)}
+    if row_family(label) != "hashrec objective" or own["distill"] <= 0:
+        return []
+    return [{name: own[name] * value if name == "distill" else value} for name, value in OBJECTIVE_LEVERS]
+
+
 def _score(metrics: dict) -> float:
     """What the grid maximises: validation Hamming recall@20 of the kept weights."""
     valid = (metrics.get("valid") or {}).get("hamming") or {}
@@ -105,6 +151,7 @@ def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress:
         metrics, out = variant_run(profile, label, seed=grid.seed, point=point, progress=progress, dataset=dataset,
                                    valid_fraction=valid_fraction)
         row = {"row": label, "dataset": dataset, "step": step, **point.to_json(), "estimator": str(dict(point.estimator) or ""),
+               "objective": str(dict(point.objective) or ""),
                "valid_recall@20": _score(metrics),
                "valid_hierarchical_recall@20": _valid_columns(metrics, "hierarchical")["valid_recall@20"],
                "epochs": read_json(out / "config.json")["epochs"], "best_epoch": metrics.get("best_epoch"),
@@ -120,6 +167,17 @@ def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress:
     base = best["_point"]
     for alt in own_alternatives(label) if grid.own else ():
         row = point_row(GridPoint(base.lr_factor, base.length_factor, alt), "own schedule")
+        best = row if row["valid_recall@20"] > best["valid_recall@20"] else best
+    for length in grid.extensions(best["_point"].length_factor):
+        point = best["_point"]
+        row = point_row(GridPoint(point.lr_factor, length, point.estimator, point.objective), "longer schedule")
+        if row["valid_recall@20"] <= best["valid_recall@20"]:
+            break
+        best = row
+    for lever in objective_levers(label, best["_point"]) if grid.levers else ():
+        point = best["_point"]
+        row = point_row(GridPoint(point.lr_factor, point.length_factor, point.estimator,
+                                  {**dict(point.objective), **lever}), "objective lever")
         best = row if row["valid_recall@20"] > best["valid_recall@20"] else best
     for row in rows:
         row["winner"] = row is best
