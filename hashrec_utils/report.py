@@ -68,12 +68,15 @@ def write_manifest(profile: str) -> dict:
 def comparison_files(profile: str) -> dict | None:
     """Where the report reads notebook 07's comparison: this profile's results, else the ``full``
     profile's (``make all`` in ``default`` trains no Gowalla table); ``None`` where neither ran.
-    Paths are relative to the repository (Typst's root); ``figures``: ``{dataset: png path}``."""
+    Paths are relative to the repository (Typst's root); ``figures``: ``{dataset: png path}``;
+    ``tuning``: that profile's validation grid (every dataset's points), ``None`` where it has none."""
     for source in dict.fromkeys((profile, "full")):
         folder = results_dir(source)
         if (folder / "comparison_table.json").exists() and (folder / "comparison_summary.json").exists():
             figs = repo_root() / "figures" / source
+            tuning = folder / "tuning.json"
             return {"profile": source, **{name: f"/results/{source}/comparison_{name}.json" for name in ("table", "summary", "bits")},
+                    "tuning": f"/results/{source}/tuning.json" if tuning.exists() else None,
                     "figures": {p.stem.removeprefix("comparison_bits_"): f"/figures/{source}/{p.name}"
                                 for p in sorted(figs.glob("comparison_bits_*.png"))}}
     return None
