@@ -320,10 +320,12 @@ def plot_published_curves(curves: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def plot_comparison_bits(bits: pd.DataFrame, continuous: dict | None = None) -> plt.Figure:
+def plot_comparison_bits(bits: pd.DataFrame, continuous: dict | None = None,
+                         published: dict | None = None) -> plt.Figure:
     """Recall@20 and recall@50 against the code length (Hamming and hierarchical search, log₂ x axis),
     one panel per metric; the top axis gives each item's memory (``bits / 8`` bytes of code).
-    ``continuous``: ``{"recall@20": …, "recall@50": …}`` of the continuous model, drawn dashed."""
+    ``continuous``: ``{"recall@20": …, "recall@50": …}`` of the continuous model, drawn dashed;
+    ``published``: ``{metric: (label, value)}``, a published number drawn dotted (its code length unstated)."""
     set_style()
     metrics = ("recall@20", "recall@50")
     fig, axes = plt.subplots(1, len(metrics), figsize=(9.5, 3.6), squeeze=False)
@@ -333,6 +335,10 @@ def plot_comparison_bits(bits: pd.DataFrame, continuous: dict | None = None) -> 
             ax.plot(g["bits"], g[metric], marker="o", label=f"{search} search")
         if continuous and metric in continuous:
             ax.axhline(continuous[metric], ls="--", color="0.4", label="continuous (64-d float)")
+        if published and metric in published:
+            label, value = published[metric]
+            ax.axhline(value, ls=":", color="C3", label=label)
+            ax.legend(loc="lower right", fontsize=8)
         ax.set_xscale("log", base=2)
         ticks = sorted(bits["bits"].unique())
         ax.set_xticks(ticks)

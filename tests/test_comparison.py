@@ -155,6 +155,14 @@ def test_bits_figure_has_both_searches_labelled_axes_and_the_memory_axis():
                                                                     "continuous (64-d float)"]
     top = [a for a in ax.child_axes if a.get_xlabel() == "code memory per item"]
     assert top and [t.get_text() for t in top[0].get_xticklabels()] == ["4 B", "8 B", "96 B"]
+    # the best published recall@50 of the dataset, drawn on its panel only
+    from hashrec_utils.experiments.comparison import _best_published
+
+    best = _best_published("gowalla")
+    assert best == {"recall@50": ("smooth recall + SignSwish (published, bits not stated)", 0.23082)}
+    fig = plot_comparison_bits(bits, None, best)
+    assert [t.get_text() for t in fig.axes[1].get_legend().get_texts()][-1] == "smooth recall + SignSwish (published, bits not stated)"
+    assert fig.axes[0].get_legend().get_texts()[-1].get_text() == "hierarchical search"
 
 
 def test_scaled_codes_are_ranked_with_their_scales_as_their_model_ranks_them(tmp_path):
