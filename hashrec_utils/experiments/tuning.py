@@ -29,7 +29,7 @@ after ``make tune`` reuses it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -123,11 +123,10 @@ def objective_levers(label: str, point: GridPoint) -> list[dict]:
     from .runs import TABLE_OBJECTIVE
 
     _, _, params = row_spec(label)
-    own = {"distill": float(params.get("distill", TABLE_OBJECTIVE["distill"])),
-           "distill_tau": float(params.get("distill_tau", 1.0)), **dict(point.objective)}
-    if row_family(label) != "hashrec objective" or own["distill"] <= 0:
+    weight = float(dict(point.objective).get("distill", params.get("distill", TABLE_OBJECTIVE["distill"])))
+    if row_family(label) != "hashrec objective" or weight <= 0:
         return []
-    return [{name: own[name] * value if name == "distill" else value} for name, value in OBJECTIVE_LEVERS]
+    return [{name: weight * value if name == "distill" else value} for name, value in OBJECTIVE_LEVERS]
 
 
 def _score(metrics: dict) -> float:
@@ -169,15 +168,13 @@ def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress:
         row = point_row(GridPoint(base.lr_factor, base.length_factor, alt), "own schedule")
         best = row if row["valid_recall@20"] > best["valid_recall@20"] else best
     for length in grid.extensions(best["_point"].length_factor):
-        point = best["_point"]
-        row = point_row(GridPoint(point.lr_factor, length, point.estimator, point.objective), "longer schedule")
+        row = point_row(replace(best["_point"], length_factor=length), "longer schedule")
         if row["valid_recall@20"] <= best["valid_recall@20"]:
             break
         best = row
     for lever in objective_levers(label, best["_point"]) if grid.levers else ():
         point = best["_point"]
-        row = point_row(GridPoint(point.lr_factor, point.length_factor, point.estimator,
-                                  {**dict(point.objective), **lever}), "objective lever")
+        row = point_row(replace(point, objective={**dict(point.objective), **lever}), "objective lever")
         best = row if row["valid_recall@20"] > best["valid_recall@20"] else best
     for row in rows:
         row["winner"] = row is best
