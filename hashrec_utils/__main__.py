@@ -176,13 +176,6 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise ValueError(f"--rows: not rows of the {args.profile} comparison: {', '.join(unknown)} "
                              f"(its rows: {', '.join(planned.rows)})")
-        from .experiments.runs import popcount_searchable, row_family
-
-        if args.rows and not any(row_family(r) == "hashrec objective" and popcount_searchable(r) for r in args.rows):
-            # checked before anything trains: the summary and the bits sweep need hashrec's best row
-            raise ValueError(f"--rows {' '.join(args.rows)}: the table's best row (and the bits sweep's base) is chosen "
-                             f"among hashrec's objective rows, and none is listed; add one, e.g. --rows signswish "
-                             f"{' '.join(args.rows)} (finished runs are reused)")
         stage = replace(planned, **{k: tuple(v) for k, v in (("rows", args.rows), ("seeds", args.seeds),
                                                               ("top_rows", args.top_rows), ("bits", args.bits))
                                     if v is not None})

@@ -142,7 +142,7 @@ def test_compare_cli_refuses_unknown_rows_and_a_profile_without_its_own_table(ca
     with pytest.raises(ValueError, match="the default profile trains no comparison"):
         main(["compare", "--profile", "default"])
     # a part without any hashrec-objective row is refused before anything trains (it has no best row)
-    with pytest.raises(ValueError, match="--rows hashgnn bgch_published: .* none is listed; add one, e.g. --rows signswish"):
+    with pytest.raises(ValueError, match="rows hashgnn bgch_published: .* none is listed; add one, e.g. --rows signswish"):
         main(["compare", "--profile", "full", "--rows", "hashgnn", "bgch_published"])
 
 

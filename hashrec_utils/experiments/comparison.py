@@ -181,6 +181,11 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
     stage = planned if stage is None else stage
     if not stage.datasets:
         return _read(stage.source)
+    if not any(row_family(r) == "hashrec objective" and popcount_searchable(r) for r in stage.rows):
+        # checked before anything trains: the summary and the bits sweep need hashrec's best row
+        raise ValueError(f"rows {' '.join(stage.rows)}: the table's best row (and the bits sweep's base) is chosen "
+                         f"among hashrec's objective rows, and none is listed; add one, e.g. --rows signswish "
+                         f"{' '.join(stage.rows)} (finished runs are reused)")
     seeds_left = [s for s in planned.seeds if s not in stage.seeds]
     pending = {"rows": [r for r in planned.rows if r not in stage.rows], "seeds": list(planned.seeds),
                "top_rows_seeds": [r for r in planned.top_rows if r in stage.rows and (r not in stage.top_rows or seeds_left)],
