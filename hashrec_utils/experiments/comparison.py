@@ -143,11 +143,15 @@ def _metric_columns(ks) -> list[str]:
     return [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")] + [f"valid_{m}@{k}" for k in ks for m in ("recall", "ndcg")]
 
 
+def best_row_candidate(label: str) -> bool:
+    """Whether ``label`` may be hashrec's best row: a row of hashrec's objective whose codes popcount serves."""
+    return row_family(label) == "hashrec objective" and popcount_searchable(label)
+
+
 def comparison_best_row(table: pd.DataFrame, selection: str = "valid_recall@50_mean") -> str:
-    """hashrec's best recipe: the hashrec-objective row whose codes popcount search serves with the
-    highest mean validation Hamming ``selection``; test numbers choose nothing."""
-    cand = table[(table.search == "hamming") & (table.family == "hashrec objective")]
-    cand = cand[cand.row.map(popcount_searchable)]
+    """hashrec's best recipe: the :func:`best_row_candidate` with the highest mean validation Hamming
+    ``selection``; test numbers choose nothing."""
+    cand = table[(table.search == "hamming") & table.row.map(best_row_candidate)]
     if cand.empty or cand[selection].isna().all():
         raise ValueError(f"comparison_best_row needs hashrec-objective rows with {selection} (a validation split)")
     return str(cand.loc[cand[selection].idxmax(), "row"])
@@ -181,7 +185,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
     stage = planned if stage is None else stage
     if not stage.datasets:
         return _read(stage.source)
-    if not any(row_family(r) == "hashrec objective" and popcount_searchable(r) for r in stage.rows):
+    if not any(map(best_row_candidate, stage.rows)):
         # checked before anything trains: the summary and the bits sweep need hashrec's best row
         raise ValueError(f"rows {' '.join(stage.rows)}: the table's best row (and the bits sweep's base) is chosen "
                          f"among hashrec's objective rows, and none is listed; add one, e.g. --rows signswish "
