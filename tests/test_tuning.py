@@ -35,20 +35,22 @@ def test_grid_must_start_at_the_base_settings():
         TuningGrid(length_factors=(1.0, -2.0))
 
 
-def _fake_runs(monkeypatch, tmp_path, scores: dict):
-    """variant_run replaced by a lookup of a validation (and a poisoned test) score per grid point."""
+def _fake_runs(monkeypatch, tmp_path, scores: dict, best_epochs: dict | None = None):
+    """variant_run replaced by a lookup of a validation (and a poisoned test) score per grid point;
+    its kept epoch is the schedule's last unless ``best_epochs`` names another."""
     calls = []
 
     def fake(profile, label, *, seed=0, point=None, progress=False, dataset="ml-1m", **kw):
         calls.append(point)
         out = tmp_path / f"{label}_{point.tag or 'base'}"
         out.mkdir(exist_ok=True)
-        (out / "config.json").write_text(json.dumps({"epochs": round(10 * point.length_factor)}))
+        epochs = round(10 * point.length_factor)
+        (out / "config.json").write_text(json.dumps({"epochs": epochs}))
         valid = scores[point]
         # test numbers ordered against validation: selection must not read them
         metrics = {"hamming": {"recall@20": 1.0 - valid}, "valid": {"hamming": {"recall@20": valid},
                                                                    "hierarchical": {"recall@20": valid + 0.1}},
-                   "best_epoch": 4, "train_seconds": 1.0}
+                   "best_epoch": (best_epochs or {}).get(point, epochs), "train_seconds": 1.0}
         return metrics, out
 
     monkeypatch.setattr(tuning, "variant_run", fake)
@@ -79,6 +81,17 @@ def test_a_winner_at_the_grids_longest_schedule_is_doubled_while_validation_impr
     winner = [r for r in rows if r["winner"]]
     assert winner[0]["_point"] == GridPoint(1.0, 4.0, own) and winner[0]["step"] == "longer schedule"
     assert winner[0]["epochs"] == 40
+
+
+def test_a_winner_at_the_edge_whose_validation_peaked_early_is_not_extended(monkeypatch, tmp_path):
+    grid = TuningGrid((1.0,), (1.0, 2.0), own=False, max_length_factor=8.0)
+    scores = {GridPoint(1.0, 1.0): 0.20, GridPoint(1.0, 2.0): 0.21}
+    # kept epoch 8 of 20: the doubled schedule's second half added nothing, so × 4 is not run
+    calls = _fake_runs(monkeypatch, tmp_path, scores, best_epochs={GridPoint(1.0, 2.0): 8})
+    rows = tune_row("quick", "ste", grid)
+    assert calls == list(scores) and rows[1]["winner"]
+    assert tuning.still_learning({"best_epoch": 11, "epochs": 20})
+    assert not tuning.still_learning({"best_epoch": 10, "epochs": 20})
 
 
 def test_a_winner_inside_the_grid_is_not_extended(monkeypatch, tmp_path):

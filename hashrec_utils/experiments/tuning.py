@@ -11,10 +11,11 @@ is read with its scales, as it is scored):
 2. then, at the winner of 1, the row's own schedule parameter where it has one
    (:data:`OWN_SCHEDULE`: guided STE's p decay, HashNet's final β, Gumbel's starting τ, SignSwish's
    β, BGCH's Fourier terms, BiGeaR's Dirac-delta width), each alternative once;
-3. then, where the winner sits at the grid's longest schedule (the grid's edge: the row may still
-   be learning), the schedule is doubled at the winner's other settings while validation improves,
-   up to :attr:`TuningGrid.max_length_factor` (the ``full`` profile's grid; ``quick`` and ``default``
-   stop at the grid);
+3. then, where the winner sits at the grid's longest schedule (the grid's edge) and is still learning
+   there (its kept epoch in the schedule's second half: :func:`still_learning`), the schedule is
+   doubled at the winner's other settings while validation improves, up to
+   :attr:`TuningGrid.max_length_factor` (the ``full`` profile's grid; ``quick`` and ``default`` stop at
+   the grid); a winner whose validation peaked early has nothing a longer schedule can add;
 4. then, for a row whose objective distils the teacher (hashrec's), its objective's levers
    (:data:`OBJECTIVE_LEVERS`: the distillation weight × 3, its temperature 0.5, then 0.25), each
    once at the winner so far, kept where validation improves (``full``: :attr:`TuningGrid.levers`). The published
@@ -40,7 +41,7 @@ from .runs import HASH_STAGE, GridPoint, popcount_searchable, row_family, row_sp
 from .stages import _valid_columns
 
 __all__ = ["TuningGrid", "TUNING_GRID", "OWN_SCHEDULE", "OBJECTIVE_LEVERS", "own_alternatives", "objective_levers",
-           "tune_row", "tune", "tuning_rows"]
+           "still_learning", "tune_row", "tune", "tuning_rows"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +130,13 @@ def objective_levers(label: str, point: GridPoint) -> list[dict]:
     return [{name: weight * value if name == "distill" else value} for name, value in OBJECTIVE_LEVERS]
 
 
+def still_learning(row: dict) -> bool:
+    """Whether a grid point's kept epoch (best on validation) lies in the second half of its
+    schedule: validation was still improving late, so a longer schedule may add to it."""
+    best, epochs = row.get("best_epoch"), row.get("epochs")
+    return best is None or not epochs or best > epochs / 2
+
+
 def _score(metrics: dict) -> float:
     """What the grid maximises: validation Hamming recall@20 of the kept weights."""
     valid = (metrics.get("valid") or {}).get("hamming") or {}
@@ -167,7 +175,7 @@ def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress:
     for alt in own_alternatives(label) if grid.own else ():
         row = point_row(GridPoint(base.lr_factor, base.length_factor, alt), "own schedule")
         best = row if row["valid_recall@20"] > best["valid_recall@20"] else best
-    for length in grid.extensions(best["_point"].length_factor):
+    for length in grid.extensions(best["_point"].length_factor) if still_learning(best) else ():
         row = point_row(replace(best["_point"], length_factor=length), "longer schedule")
         if row["valid_recall@20"] <= best["valid_recall@20"]:
             break
