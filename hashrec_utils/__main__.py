@@ -6,7 +6,8 @@
 ``collect``     record finished run folders in results/<profile>/runs.json (the report
                 quotes them: the ``full`` profile's Gowalla runs).
 ``compare``     notebook 07's table on a published split (``--rows``/``--seeds``/``--bits``: a part
-                of it; what is left is reported as pending).
+                of it; what is left is reported as pending; ``--reuse-committed``: runs without a
+                folder here are read from the committed results where they hold them).
 ``train ...``   train LightGCN / a hash model into an output folder; the same
                 folder again resumes, or says the run is complete.
 """
@@ -64,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S", help="seeds of the top rows")
     compare.add_argument("--top-rows", nargs="*", default=None, metavar="ROW", help="rows run over every seed")
     compare.add_argument("--bits", nargs="+", type=int, default=None, metavar="K", help="the bits sweep's code lengths")
+    compare.add_argument("--reuse-committed", action="store_true",
+                         help="read a run whose folder is absent from results/<profile>/comparison_* where they hold it "
+                              "(a fresh clone: only runs whose settings changed train)")
 
     train = sub.add_parser("train", help="train a model into --out (resumes if --out has a checkpoint)")
     train.add_argument("--dataset", required=True, help="dataset name or folder")
@@ -179,11 +183,13 @@ def main(argv: list[str] | None = None) -> int:
         stage = replace(planned, **{k: tuple(v) for k, v in (("rows", args.rows), ("seeds", args.seeds),
                                                               ("top_rows", args.top_rows), ("bits", args.bits))
                                     if v is not None})
-        out = comparison_stage(args.profile, stage)
+        out = comparison_stage(args.profile, stage, reuse_committed=args.reuse_committed)
         for dataset, summary in out["summary"].items():
             print(f"{dataset}: best row {summary['best_row']} (valid Hamming recall@50 "
                   f"{summary['best_valid_hamming_recall@50']:.4f}); test Hamming recall@50 "
                   f"{summary['best_hamming_recall@50']:.4f}, hierarchical {summary['best_hierarchical_recall@50']:.4f}")
+            if summary.get("reused_committed"):
+                print(f"{dataset}: {len(summary['reused_committed'])} runs read from the committed record (no run folder)")
         return 0
     if args.command == "train":
         from .train import run

@@ -200,3 +200,107 @@ def test_the_bits_sweep_runs_the_tuned_settings_with_one_schedule_cap_for_every_
     assert sweep_point(tuned, 2.0) == GridPoint(1.0, 2.0, {"beta": 10.0})  # only the length is capped
     assert sweep_point(tuned, None) == tuned and sweep_point(GridPoint(0.3, 1.0), 2.0) == GridPoint(0.3, 1.0)
     assert COMPARISON["full"].sweep_length_factor == 2.0 and COMPARISON["quick"].sweep_length_factor is None
+
+
+def test_run_names_are_the_folders_the_runs_train_into(monkeypatch, tmp_path):
+    """variant_run_name / hash_run_name / lightgcn_run_name name, without training, the folder each
+    run function trains into, at the tuned winner, a given grid point and the untrained rows."""
+    import hashrec_utils.train as train
+    from hashrec_utils.experiments.runs import GridPoint, hash_run, hash_run_name, lightgcn_run, lightgcn_run_name
+    from hashrec_utils.experiments.runs import variant_run, variant_run_name
+
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    monkeypatch.setattr(train, "run", lambda *a, out, **kw: {"out": out})
+    assert lightgcn_run("full", "gowalla", valid_fraction=0.1)[1].name == lightgcn_run_name("gowalla", valid_fraction=0.1)
+    assert lightgcn_run("default", "ml-1m", n_layers=2)[1].name == lightgcn_run_name("ml-1m", n_layers=2)
+    for label in ("signswish", "bgch_published", "luo_wu", "hashnet_pairwise", "hashgnn"):
+        for point in (None, GridPoint(0.3, 2.0, {"beta": 5.0}, {"distill": 3.0})):
+            for seed, bits in ((0, 64), (2, 128)):
+                _, out = variant_run("full", label, seed=seed, bits=bits, dataset="gowalla", valid_fraction=0.1,
+                                     point=point)
+                assert out.name == variant_run_name("full", label, seed=seed, bits=bits, dataset="gowalla",
+                                                    valid_fraction=0.1, point=point)
+                assert out.parent == tmp_path / "runs" / "full"
+    _, out = hash_run("full", "lsh", dataset="gowalla", valid_fraction=0.1)
+    assert out.name == hash_run_name("lsh", dataset="gowalla", valid_fraction=0.1) == "hash_gowalla_v10_lightgcn_lsh_b64_s0"
+    assert hash_run_name("sign", bits=64) == "hash_lightgcn_sign_b64_s0"
+
+
+def _committed_copy(tmp_path, drop_run: str):
+    """The full profile's committed comparison record under tmp_path, without ``drop_run``'s rows."""
+    from hashrec_utils.config import repo_root
+
+    src, dst = repo_root() / "results" / "full", tmp_path / "results" / "full"
+    dst.mkdir(parents=True)
+    for name in ("comparison_runs.csv", "comparison_bits.csv", "comparison_summary.json"):
+        (dst / name).write_bytes((src / name).read_bytes())
+    runs_csv = pd.read_csv(dst / "comparison_runs.csv")
+    assert drop_run in set(runs_csv["run"])
+    runs_csv[runs_csv["run"] != drop_run].to_csv(dst / "comparison_runs.csv", index=False)
+    return pd.read_csv(src / "comparison_runs.csv"), pd.read_csv(src / "comparison_table.csv")
+
+
+def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_numbers(monkeypatch, tmp_path):
+    """compare --reuse-committed on the real committed Gowalla record: with one run's rows taken out
+    of it (and no run folder on disk), that run trains and every other is read from the record, so
+    every row whose runs were all recorded keeps its committed mean and std to the last digit."""
+    from hashrec_utils.experiments.committed import CommittedRuns
+
+    record, table = _committed_copy(tmp_path, drop := "hash_gowalla_v10_lightgcn_signswish_b64_s1_luo_wu_len4_beta10")
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    trained = []
+
+    def fake_variant(profile, label, *, seed=0, bits=64, dataset="ml-1m", valid_fraction=None, point=None, **kw):
+        out = tmp_path / "runs" / profile / runs.variant_run_name(profile, label, seed=seed, bits=bits, dataset=dataset,
+                                                                  valid_fraction=valid_fraction, point=point)
+        trained.append(out.name)
+        return {"train_seconds": 7.0}, out
+
+    def refuse(*a, **kw):
+        raise AssertionError("a recorded run was trained")
+
+    fixed = {s: {"recall@20": .1, "ndcg@20": .1, "recall@50": .2, "ndcg@50": .15, "recall@100": .3, "ndcg@100": .2}
+             for s in ("continuous", "hamming", "hierarchical")}
+    monkeypatch.setattr(comparison, "variant_run", fake_variant)
+    monkeypatch.setattr(comparison, "lightgcn_run", refuse)
+    monkeypatch.setattr(comparison, "hash_run", refuse)
+    monkeypatch.setattr(comparison, "comparison_metrics", lambda out, *a: {"test": fixed, "valid": fixed})
+    import hashrec_utils.train as train
+    monkeypatch.setattr(train, "load_run_data", lambda config: _toy_data())
+
+    lacking = CommittedRuns.read("full")  # the record before the stage writes its own
+    out = comparison.comparison_stage("full", reuse_committed=True)
+    summary = out["summary"]["gowalla"]
+    assert drop in trained
+    assert all(lacking.rows("runs", "gowalla", name, label) is None
+               for name in trained for label in comparison.COMPARISON["full"].rows)
+    assert set(summary["reused_committed"]).isdisjoint(trained) and len(summary["reused_committed"]) > 20
+    assert summary["train_seconds"][drop] == 7.0
+    assert summary["lightgcn_train_seconds"] == pytest.approx(3831.87, abs=0.01)  # the record's teacher
+    new = out["table"].set_index(["row", "search"])
+    retrained_rows = set(out["runs"][out["runs"].run.isin(trained)].row)
+    assert "luo_wu" in retrained_rows
+    for _, old in table[~table.row.isin(retrained_rows)].iterrows():
+        got = new.loc[(old["row"], old["search"])]
+        for col in ("recall@50_mean", "recall@50_std", "ndcg@100_mean", "valid_recall@50_mean"):
+            assert got[col] == old[col] or (np.isnan(got[col]) and np.isnan(old[col])), (old["row"], col)
+    # the reused rows are the record's own, per seed
+    kept = out["runs"][~out["runs"].run.isin(trained)].drop(columns="dataset")
+    mine = record[record.run.isin(kept.run)].drop(columns="dataset")
+    key = ["run", "row", "search"]
+    pd.testing.assert_frame_equal(kept.sort_values(key).reset_index(drop=True)[mine.columns],
+                                  mine.sort_values(key).reset_index(drop=True), check_dtype=False)
+
+
+def test_reuse_committed_without_a_record_says_which_file_is_missing(monkeypatch, tmp_path):
+    from hashrec_utils.experiments.committed import CommittedRuns
+
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"missing: .*results/full/comparison_runs.csv"):
+        CommittedRuns.read("full")
+    (tmp_path / "results" / "full").mkdir(parents=True)
+    for name in ("comparison_runs.csv", "comparison_bits.csv"):
+        (tmp_path / "results" / "full" / name).write_text("row,seed\nx,0\n")
+    (tmp_path / "results" / "full" / "comparison_summary.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"comparison_runs.csv: no column dataset, run, search; not a comparison record"):
+        CommittedRuns.read("full")

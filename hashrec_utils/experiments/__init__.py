@@ -1,4 +1,4 @@
-"""The study that the notebooks call, in five modules:
+"""The study that the notebooks call, in six modules:
 
 - :mod:`.runs`: run management: every compared run's settings, resolved once
   (:data:`HASH_STAGE`, :func:`hash_overrides`), and the run folders (:func:`lightgcn_run`,
@@ -8,7 +8,8 @@
 - :mod:`.speed`: notebooks 04-05 (every index's accuracy against throughput, the scaled
   catalogue, the fixed-throughput tables);
 - :mod:`.comparison`: notebook 07 (the seed paper's table on a published split, every row run by
-  hashrec under the one protocol, beside the published numbers; the bits sweep).
+  hashrec under the one protocol, beside the published numbers; the bits sweep), and
+  :mod:`.committed`, its committed record read in place of absent run folders.
 
 A stage writes its numbers to ``results/<profile>/`` (atomic CSV/JSON, the files the report reads)
 and its figures to ``figures/<profile>/``; the notebook only shows what the stage returns.
@@ -20,7 +21,8 @@ from .runs import (PAIRWISE_ESTIMATORS, TUNED_FILE, GridPoint, row_spec, tuned_p
 from .runs import (CURVE_ESTIMATORS, EXTRA_VARIANTS, HASH_STAGE, HASH_TRAIN, HASHGNN_TRAIN, PUBLISHED_ROWS,
                    SAMPLED_POOL, SAMPLED_POOL_EPOCHS, SCHEDULES, TABLE_OBJECTIVE, HashStage, collect_runs,
                    environment, hash_overrides, hash_run, lightgcn_run, load_profile_datasets,
-                   popcount_searchable, row_family, variant_run, write_table)
+                   popcount_searchable, row_family, variant_run, write_table, hash_run_name, lightgcn_run_name,
+                   variant_run_name)
 from .speed import (RETRIEVAL_FAMILIES, RETRIEVAL_STAGE, SCALING_LARGE, SCALING_NOISE, THROUGHPUT_MULTIPLES,
                     RetrievalSetup, RetrievalStage, _tradeoff, faiss_stage, retrieval_setup, retrieval_sweeps,
                     scaling_table, tradeoff_stage)
@@ -35,7 +37,7 @@ __all__ = [
     "CURVE_ESTIMATORS", "EXTRA_VARIANTS", "HASH_STAGE", "HASH_TRAIN", "HASHGNN_TRAIN", "PUBLISHED_ROWS",
     "SAMPLED_POOL", "SAMPLED_POOL_EPOCHS", "SCHEDULES", "TABLE_OBJECTIVE", "HashStage", "collect_runs",
     "environment", "hash_overrides", "hash_run", "lightgcn_run", "load_profile_datasets", "popcount_searchable",
-    "row_family", "variant_run", "write_table",
+    "row_family", "variant_run", "write_table", "hash_run_name", "lightgcn_run_name", "variant_run_name",
     "RETRIEVAL_FAMILIES", "RETRIEVAL_STAGE", "SCALING_LARGE", "SCALING_NOISE", "THROUGHPUT_MULTIPLES",
     "RetrievalSetup", "RetrievalStage", "faiss_stage", "retrieval_setup", "retrieval_sweeps", "scaling_table",
     "tradeoff_stage",

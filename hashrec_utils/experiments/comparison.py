@@ -14,6 +14,10 @@ catalogue of :data:`COMPARISON`'s profile under the study's one protocol:
 * the ``top_rows`` run over every seed of ``seeds`` (each seed fine-tunes the same seed-0
   LightGCN, so ± leaves LightGCN's own variance out); the others seed 0.
 
+With ``reuse_committed`` (``compare --reuse-committed``), a run with no folder here is read from
+those committed files where they hold it (:mod:`.committed`), so a fresh clone trains only the
+runs whose settings changed.
+
 Writes ``results/<profile>/comparison_{runs,table,bits}.{csv,json}``, ``comparison_summary.json``
 and the ``comparison_bits_<dataset>`` figures. A profile without catalogues of its own (``default``) shows
 the ``full`` profile's committed results instead (:attr:`ComparisonStage.source`).
@@ -28,8 +32,8 @@ import pandas as pd
 
 from ..config import results_dir
 from ..utils import read_json, write_json
-from .runs import (GridPoint, hash_run, lightgcn_run, popcount_searchable, row_family, tuned_point, variant_run,
-                   write_table)
+from .runs import (GridPoint, hash_run, hash_run_name, lightgcn_run, lightgcn_run_name, popcount_searchable,
+                   row_family, tuned_point, variant_run, variant_run_name, write_table)
 
 __all__ = ["ComparisonStage", "COMPARISON", "UNTRAINED_ROWS", "comparison_stage", "comparison_metrics", "comparison_view",
            "comparison_best_row", "published_rows", "sweep_point"]
@@ -171,15 +175,20 @@ def _summarize(runs: pd.DataFrame, ks) -> pd.DataFrame:
     return summarize(runs, ["row", "family", "bits", "search"], tuple(cols))
 
 
-def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict[str, pd.DataFrame]:
+def comparison_stage(profile: str, stage: ComparisonStage | None = None,
+                     reuse_committed: bool = False) -> dict[str, pd.DataFrame]:
     """Notebook 07 (see the module's docstring); returns ``table``, ``runs``, ``bits``, ``published``
     and ``summary`` (a dict per dataset).
 
     ``stage``: a part of the profile's :data:`COMPARISON` (fewer rows, seeds or bits, e.g. while
     long runs are still training); the summary's ``pending`` lists what the profile's stage has
-    and this one did not run, and the report prints it."""
+    and this one did not run, and the report prints it. ``reuse_committed``: a run whose folder is
+    absent is read from the profile's committed record where it holds that run
+    (:class:`.committed.CommittedRuns`; the summary's ``reused_committed`` names them)."""
+    from ..config import runs_dir
     from ..plotting import plot_comparison_bits, savefig
     from ..train import load_run_data, train_config
+    from .committed import CommittedRuns
 
     planned = COMPARISON[profile]
     stage = planned if stage is None else stage
@@ -190,6 +199,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
         raise ValueError(f"rows {' '.join(stage.rows)}: the table's best row (and the bits sweep's base) is chosen "
                          f"among hashrec's objective rows, and none is listed; add one, e.g. --rows signswish "
                          f"{' '.join(stage.rows)} (finished runs are reused)")
+    committed = CommittedRuns.read(profile) if reuse_committed else None
     seeds_left = [s for s in planned.seeds if s not in stage.seeds]
     pending = {"rows": [r for r in planned.rows if r not in stage.rows], "seeds": list(planned.seeds),
                "top_rows_seeds": [r for r in planned.top_rows if r in stage.rows and (r not in stage.top_rows or seeds_left)],
@@ -198,29 +208,43 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
     for dataset in stage.datasets:
         vf = stage.valid_fraction
         data = load_run_data(train_config(profile, dataset, valid_fraction=vf))
-        evaluate = lambda out: comparison_metrics(out, data, stage.ks, stage.candidates)  # noqa: E731
-        lgcn, lgcn_out = lightgcn_run(profile, dataset, progress=False, valid_fraction=vf)
-        rows = _rows_of("lightgcn (continuous)", 0, 0, evaluate(lgcn_out), stage.ks, lgcn_out)
-        runs_seconds = {lgcn_out.name: lgcn.get("train_seconds") or 0.0}
+        runs_seconds, reused = {}, []
+
+        def rows_of_run(which, label, seed, bits, name, train):
+            """One run's rows and its train seconds: its folder's (trained, resumed or cached), or the
+            committed record's where asked and the folder is absent."""
+            if committed is not None and not (runs_dir(profile) / name).exists():
+                got = committed.rows(which, dataset, name, label)
+                if got is not None:
+                    reused.append(name)
+                    runs_seconds[name] = committed.train_seconds(dataset, name)
+                    return got
+            m, out = train()
+            runs_seconds[out.name] = m.get("train_seconds") or 0.0
+            return _rows_of(label, seed, bits, comparison_metrics(out, data, stage.ks, stage.candidates), stage.ks, out)
+
+        lgcn_name = lightgcn_run_name(dataset, valid_fraction=vf)
+        rows = rows_of_run("runs", "lightgcn (continuous)", 0, 0, lgcn_name,
+                           lambda: lightgcn_run(profile, dataset, progress=False, valid_fraction=vf))
         for label in stage.rows:
             for seed in (stage.seeds if label in stage.top_rows else stage.seeds[:1]):
-                m, out = variant_run(profile, label, seed=seed, dataset=dataset, valid_fraction=vf)
-                rows += _rows_of(label, seed, 64, evaluate(out), stage.ks, out)
-                runs_seconds[out.name] = m.get("train_seconds") or 0.0
+                name = variant_run_name(profile, label, seed=seed, dataset=dataset, valid_fraction=vf)
+                rows += rows_of_run("runs", label, seed, 64, name, lambda: variant_run(
+                    profile, label, seed=seed, dataset=dataset, valid_fraction=vf))
         for label, method in UNTRAINED_ROWS:
             b = train_config(profile, dataset).dim if method == "sign" else 64
-            _, out = hash_run(profile, method, bits=b, dataset=dataset, valid_fraction=vf)
-            rows += [r for r in _rows_of(label, 0, b, evaluate(out), stage.ks, out) if r["search"] != "continuous"]
+            name = hash_run_name(method, bits=b, dataset=dataset, valid_fraction=vf)
+            rows += [r for r in rows_of_run("runs", label, 0, b, name, lambda: hash_run(
+                profile, method, bits=b, dataset=dataset, valid_fraction=vf)) if r["search"] != "continuous"]
         runs = pd.DataFrame(rows)
         runs.insert(0, "dataset", dataset)
         table = _summarize(runs, stage.ks).assign(dataset=dataset)
         best = comparison_best_row(table)
         sweep = sweep_point(tuned_point(profile, best, dataset), stage.sweep_length_factor)
         for b in stage.bits:
-            m, out = variant_run(profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep)
-            runs_seconds[out.name] = m.get("train_seconds") or 0.0
-            bit_rows += [{"dataset": dataset, **r} for r in _rows_of(best, 0, b, evaluate(out), stage.ks, out)
-                         if r["search"] != "continuous"]
+            name = variant_run_name(profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep)
+            bit_rows += [{"dataset": dataset, **r} for r in rows_of_run("bits", best, 0, b, name, lambda: variant_run(
+                profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep)) if r["search"] != "continuous"]
         run_rows.append(runs)
         tables.append(table)
         teacher = {k: float(runs[runs.row == "lightgcn (continuous)"][k].iloc[0]) for k in ("recall@20", "recall@50")}
@@ -237,9 +261,10 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None) -> dict
             "best_valid_hamming_recall@50": float(pick["valid_recall@50_mean"]),
             **{f"best_{s}_{m}": float(table[(table.row == best) & (table.search == s)][f"{m}_mean"].iloc[0])
                for s in ("hamming", "hierarchical") for m in ("recall@50", "recall@100", "ndcg@50", "ndcg@100")},
-            "lightgcn_train_seconds": lgcn.get("train_seconds"),
+            "lightgcn_train_seconds": runs_seconds.get(lgcn_name),
             "train_seconds": {r: float(v) for r, v in runs_seconds.items()},
             "pending": pending,
+            "reused_committed": sorted(reused),
             "settings": _settings_of(profile, dataset, stage.rows),
             "sweep_settings": sweep.to_json(),
         }

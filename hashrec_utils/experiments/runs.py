@@ -94,6 +94,21 @@ def valid_tag(valid_fraction: float | None) -> str:
     return "" if valid_fraction is None else f"_v{round(100 * valid_fraction):d}"
 
 
+def lightgcn_run_name(dataset: str, seed: int = 0, n_layers: int = 3, epochs: int | None = None,
+                      valid_fraction: float | None = None) -> str:
+    """The folder name :func:`lightgcn_run` trains into (under ``runs/<profile>/``)."""
+    name = Path(str(dataset)).name  # a folder dataset: its last component
+    return f"lightgcn_{name}_L{n_layers}_s{seed}" + (f"_e{epochs}" if epochs else "") + valid_tag(valid_fraction)
+
+
+def hash_run_name(method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
+                  dataset: str = "ml-1m", valid_fraction: float | None = None) -> str:
+    """The folder name :func:`hash_run` trains into (under ``runs/<profile>/``)."""
+    carve = valid_tag(valid_fraction)[1:] + ("_" if valid_fraction is not None else "")
+    prefix = ("hash_" if dataset == "ml-1m" else f"hash_{dataset}_") + carve
+    return f"{prefix}{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else "")
+
+
 def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3, progress: bool = True,
                  epochs: int | None = None, valid_fraction: float | None = None) -> tuple[dict, Path]:
     """Train (or reuse) the LightGCN run of a profile; returns ``(metrics, run folder)``.
@@ -104,9 +119,7 @@ def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: 
     from ..config import runs_dir
     from ..train import run
 
-    name = Path(str(dataset)).name  # a folder dataset: its last component
-    out = runs_dir(profile) / (f"lightgcn_{name}_L{n_layers}_s{seed}" + (f"_e{epochs}" if epochs else "")
-                               + valid_tag(valid_fraction))
+    out = runs_dir(profile) / lightgcn_run_name(dataset, seed, n_layers, epochs, valid_fraction)
     overrides = {} if n_layers == 3 else {"n_layers": n_layers}
     if epochs:
         overrides["epochs"] = epochs
@@ -334,8 +347,8 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
                                    eval_every=eval_every or stage.eval_every, valid_fraction=valid_fraction,
                                    **hash_params)
         overrides["keep"] = stage.keep
-    prefix = ("hash_" if dataset == "ml-1m" else f"hash_{dataset}_") + valid_tag(valid_fraction)[1:] + ("_" if valid_fraction is not None else "")
-    out = runs_dir(profile) / (f"{prefix}{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else ""))
+    out = runs_dir(profile) / hash_run_name(method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
+                                            valid_fraction=valid_fraction)
     metrics = run(dataset, model=model, hash_method=method, bits=bits, profile=profile, seed=seed, out=out,
                   overrides=overrides, progress=progress, retrain=True)
     return metrics, out
@@ -390,6 +403,21 @@ def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, prog
     at the tuning grid's ``point`` (default: the row's winner on ``dataset``'s validation split,
     :func:`tuned_point`; the base settings where it was not tuned). A point other than the base gets its own
     folder (``…_<point tag>``), so a winner's run is the tuning run itself."""
+    method, model, tag, params = _variant(profile, label, dataset, point)
+    return hash_run(profile, method, seed=seed, bits=bits, model=model, tag=tag, progress=progress, dataset=dataset,
+                    valid_fraction=valid_fraction, **params)
+
+
+def variant_run_name(profile: str, label: str, *, seed: int = 0, bits: int = 64, dataset: str = "ml-1m",
+                     point: "GridPoint | None" = None, valid_fraction: float | None = None) -> str:
+    """The folder name :func:`variant_run` trains into, without training anything."""
+    method, model, tag, _ = _variant(profile, label, dataset, point)
+    return hash_run_name(method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
+                         valid_fraction=valid_fraction)
+
+
+def _variant(profile: str, label: str, dataset: str, point: "GridPoint | None") -> tuple[str, str, str, dict]:
+    """A row's ``(method, model, folder tag, hash_run keyword arguments)`` at ``point`` (default: its winner)."""
     method, model, params = row_spec(label)
     point = tuned_point(profile, label, dataset) if point is None else point
     tag = "_".join(t for t in (label if label != method else "", point.tag) if t)
@@ -397,8 +425,7 @@ def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, prog
         params = {**params, "estimator": {**params.get("estimator", {}), **dict(point.estimator)}}
     params = {**params, **dict(point.objective)}
     factors = {k: v for k, v in (("lr_factor", point.lr_factor), ("length_factor", point.length_factor)) if v != 1.0}
-    return hash_run(profile, method, seed=seed, bits=bits, model=model, tag=tag, progress=progress, dataset=dataset,
-                    valid_fraction=valid_fraction, **factors, **params)
+    return method, model, tag, {**factors, **params}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,69 @@
+"""A comparison's committed record as a stand-in for run folders that are not on this machine.
+
+``compare --reuse-committed`` (:func:`.comparison.comparison_stage` with ``reuse_committed``):
+every run of the table is named by its settings (:func:`.runs.variant_run_name`), so a run whose
+folder is absent but whose rows ``results/<profile>/comparison_{runs,bits}.csv`` hold (the same
+name, row and dataset) is read from there, with its wall-clock from ``comparison_summary.json``;
+every other run trains (or resumes) as usual. On a fresh clone, only the runs whose settings
+changed since the record was written train, e.g. a row whose tuned winner moved.
+
+The record stands for runs of the code that wrote it: after a change to what a run computes,
+leave the flag off and let every run train again.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..config import results_dir
+from ..utils import read_json
+
+__all__ = ["CommittedRuns"]
+
+# which record each kind of run's rows live in
+_TABLES = {"runs": "comparison_runs.csv", "bits": "comparison_bits.csv"}
+
+
+@dataclass(frozen=True)
+class CommittedRuns:
+    """The rows and wall-clock of the runs a profile's committed comparison was built from."""
+
+    tables: dict  # "runs"/"bits" -> DataFrame of comparison_{runs,bits}.csv
+    seconds: dict = field(default_factory=dict)  # run name -> train seconds, per dataset
+
+    @classmethod
+    def read(cls, profile: str) -> "CommittedRuns":
+        """``results/<profile>/``'s record; a clear error when a file of it is missing."""
+        folder = results_dir(profile)
+        paths = {**{k: folder / v for k, v in _TABLES.items()}, "summary": folder / "comparison_summary.json"}
+        missing = [str(p) for p in paths.values() if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"--reuse-committed needs the {profile} profile's committed comparison; missing: "
+                                    f"{', '.join(missing)} (run compare without the flag)")
+        tables = {k: pd.read_csv(paths[k]) for k in _TABLES}
+        for name, frame in tables.items():
+            lacking = sorted({"dataset", "row", "run", "search"} - set(frame))
+            if lacking:
+                raise ValueError(f"{paths[name]}: no column {', '.join(lacking)}; not a comparison record")
+        summary = read_json(paths["summary"])
+        seconds = {d: {**(s.get("train_seconds") or {})} for d, s in summary.items()}
+        return cls(tables, seconds)
+
+    def rows(self, which: str, dataset: str, run: str, label: str) -> list[dict] | None:
+        """The recorded rows of run folder ``run`` as table row ``label`` on ``dataset`` (one per
+        search mode, as :func:`.comparison._rows_of` makes them), None when the record has none."""
+        frame = self.tables[which]
+        hit = frame[(frame["dataset"].astype(str) == str(dataset)) & (frame["run"] == run) & (frame["row"] == label)]
+        if hit.empty:
+            return None
+        out = []
+        for rec in hit.drop(columns="dataset").to_dict("records"):
+            rec["seed"], rec["bits"] = int(rec["seed"]), int(rec["bits"])
+            out.append({k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in rec.items()})
+        return out
+
+    def train_seconds(self, dataset: str, run: str) -> float:
+        """The run's recorded wall-clock of training (0 where the record has none)."""
+        return float((self.seconds.get(dataset) or {}).get(run) or 0.0)
