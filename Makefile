@@ -3,6 +3,9 @@
 # and what depends on it; training runs resume from their checkpoints.
 
 PROFILE ?= default
+# `PROFILE=full make all REUSE_COMMITTED=1`: notebook 07 reads a run with no folder here from the
+# committed results/full/comparison_* (compare --reuse-committed), so a fresh clone trains only what changed.
+REUSE_COMMITTED ?=
 # `make all DATASET=path/to/folder`: the one-command study of a dataset of your own (see README).
 DATASET ?=
 VENV    := .venv
@@ -18,6 +21,7 @@ REPORT  := $(if $(filter default,$(PROFILE)),report/report.pdf,report/report-$(P
 
 help:
 	@echo "make all     run notebooks 01-05 and 07 with papermill (PROFILE=$(PROFILE)) and build $(REPORT)"
+	@echo "make all PROFILE=full REUSE_COMMITTED=1   notebook 07 reads runs absent here from the committed results/full/"
 	@echo "make all DATASET=FOLDER   the one-command study of your own dataset (results/<name>/, report/study-<name>.pdf)"
 	@echo "make test    unit tests + nbval over every notebook in the quick profile"
 	@echo "make install create .venv and install hashrec with its dev extras"
@@ -49,6 +53,8 @@ NB05 := $(RUNS)/05_tradeoff.ipynb
 NB07 := $(RUNS)/07_published_comparison.ipynb
 EXECUTED := $(foreach n,$(NB01) $(NB02) $(NB03) $(NB04) $(NB05) $(NB07),$(if $(wildcard notebooks/$(notdir $(n))),$(n)))
 
+$(NB07): NB_PARAMS = $(if $(REUSE_COMMITTED),-p reuse_committed True)
+
 # What each notebook reads from the ones before it.
 $(NB03): $(NB02)
 $(NB04): $(NB02) $(NB03)
@@ -58,7 +64,7 @@ $(NB05): $(NB03) $(NB04)
 # notebooks/executed/, so a reader sees the results without running anything.
 $(RUNS)/%.ipynb: notebooks/%.ipynb $(SRC) $(STAMP)
 	@mkdir -p $(RUNS)
-	$(PAPERMILL) $< $@.partial.ipynb -p profile $(PROFILE)
+	$(PAPERMILL) $< $@.partial.ipynb -p profile $(PROFILE) $(NB_PARAMS)
 	@mv $@.partial.ipynb $@
 	$(if $(filter default,$(PROFILE)),@mkdir -p notebooks/executed && cp $@ notebooks/executed/$(notdir $@))
 
