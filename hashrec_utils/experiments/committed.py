@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from ..config import results_dir
@@ -31,7 +30,7 @@ class CommittedRuns:
     """The rows and wall-clock of the runs a profile's committed comparison was built from."""
 
     tables: dict  # "runs"/"bits" -> DataFrame of comparison_{runs,bits}.csv
-    seconds: dict = field(default_factory=dict)  # run name -> train seconds, per dataset
+    seconds: dict = field(default_factory=dict)  # dataset -> {run name: train seconds}
 
     @classmethod
     def read(cls, profile: str) -> "CommittedRuns":
@@ -58,11 +57,8 @@ class CommittedRuns:
         hit = frame[(frame["dataset"].astype(str) == str(dataset)) & (frame["run"] == run) & (frame["row"] == label)]
         if hit.empty:
             return None
-        out = []
-        for rec in hit.drop(columns="dataset").to_dict("records"):
-            rec["seed"], rec["bits"] = int(rec["seed"]), int(rec["bits"])
-            out.append({k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in rec.items()})
-        return out
+        return [{**rec, "seed": int(rec["seed"]), "bits": int(rec["bits"])}
+                for rec in hit.drop(columns="dataset").to_dict("records")]
 
     def train_seconds(self, dataset: str, run: str) -> float:
         """The run's recorded wall-clock of training (0 where the record has none)."""

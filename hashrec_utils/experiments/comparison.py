@@ -211,8 +211,8 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
         runs_seconds, reused = {}, []
 
         def rows_of_run(which, label, seed, bits, name, train):
-            """One run's rows and its train seconds: its folder's (trained, resumed or cached), or the
-            committed record's where asked and the folder is absent."""
+            """One run's rows (its train seconds go to ``runs_seconds``): its folder's (trained, resumed
+            or cached), or the committed record's where asked and the folder is absent."""
             if committed is not None and not (runs_dir(profile) / name).exists():
                 got = committed.rows(which, dataset, name, label)
                 if got is not None:
