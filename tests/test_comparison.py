@@ -226,8 +226,9 @@ def test_run_names_are_the_folders_the_runs_train_into(monkeypatch, tmp_path):
     assert hash_run_name("sign", bits=64) == "hash_lightgcn_sign_b64_s0"
 
 
-def _committed_copy(tmp_path, drop_run: str):
-    """The full profile's committed comparison record under tmp_path, without ``drop_run``'s rows."""
+def _committed_copy(tmp_path, row: str, seed: int):
+    """The full profile's committed comparison record under tmp_path, without the rows of ``row``'s
+    run of ``seed``; returns (that run's name, the record's runs, its table, its summary)."""
     from hashrec_utils.config import repo_root
 
     src, dst = repo_root() / "results" / "full", tmp_path / "results" / "full"
@@ -235,9 +236,10 @@ def _committed_copy(tmp_path, drop_run: str):
     for name in ("comparison_runs.csv", "comparison_bits.csv", "comparison_summary.json"):
         (dst / name).write_bytes((src / name).read_bytes())
     runs_csv = pd.read_csv(dst / "comparison_runs.csv")
-    assert drop_run in set(runs_csv["run"])
-    runs_csv[runs_csv["run"] != drop_run].to_csv(dst / "comparison_runs.csv", index=False)
-    return pd.read_csv(src / "comparison_runs.csv"), pd.read_csv(src / "comparison_table.csv")
+    drop = runs_csv[(runs_csv.row == row) & (runs_csv.seed == seed)]["run"].iloc[0]
+    runs_csv[runs_csv["run"] != drop].to_csv(dst / "comparison_runs.csv", index=False)
+    summary = json.loads((src / "comparison_summary.json").read_text())["gowalla"]
+    return drop, pd.read_csv(src / "comparison_runs.csv"), pd.read_csv(src / "comparison_table.csv"), summary
 
 
 def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_numbers(monkeypatch, tmp_path):
@@ -246,7 +248,7 @@ def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_num
     every row whose runs were all recorded keeps its committed mean and std to the last digit."""
     from hashrec_utils.experiments.committed import CommittedRuns
 
-    record, table = _committed_copy(tmp_path, drop := "hash_gowalla_v10_lightgcn_signswish_b64_s1_luo_wu_len4_beta10")
+    drop, record, table, recorded = _committed_copy(tmp_path, "luo_wu", 1)
     monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
     trained = []
 
@@ -276,7 +278,7 @@ def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_num
                for name in trained for label in comparison.COMPARISON["full"].rows)
     assert set(summary["reused_committed"]).isdisjoint(trained) and len(summary["reused_committed"]) > 20
     assert summary["train_seconds"][drop] == 7.0
-    assert summary["lightgcn_train_seconds"] == pytest.approx(3831.87, abs=0.01)  # the record's teacher
+    assert summary["lightgcn_train_seconds"] == recorded["lightgcn_train_seconds"] > 0  # the record's teacher
     new = out["table"].set_index(["row", "search"])
     retrained_rows = set(out["runs"][out["runs"].run.isin(trained)].row)
     assert "luo_wu" in retrained_rows
