@@ -14,14 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pandas as pd
-
 from ..config import results_dir
-from ..utils import read_json
+from .comparison import _read
 
 __all__ = ["CommittedRuns"]
 
-# which record each kind of run's rows live in
+# the record each kind of run's rows live in
 _TABLES = {"runs": "comparison_runs.csv", "bits": "comparison_bits.csv"}
 
 
@@ -29,7 +27,7 @@ _TABLES = {"runs": "comparison_runs.csv", "bits": "comparison_bits.csv"}
 class CommittedRuns:
     """The rows and wall-clock of the runs a profile's committed comparison was built from."""
 
-    tables: dict  # "runs"/"bits" -> DataFrame of comparison_{runs,bits}.csv
+    tables: dict  # "runs"/"bits" -> the DataFrame of comparison_{runs,bits}.csv
     seconds: dict = field(default_factory=dict)  # dataset -> {run name: train seconds}
 
     @classmethod
@@ -41,14 +39,13 @@ class CommittedRuns:
         if missing:
             raise FileNotFoundError(f"--reuse-committed needs the {profile} profile's committed comparison; missing: "
                                     f"{', '.join(missing)} (run compare without the flag)")
-        tables = {k: pd.read_csv(paths[k]) for k in _TABLES}
+        record = _read(profile)  # what notebook 07 shows of a profile's committed comparison
+        tables = {k: record[k] for k in _TABLES}
         for name, frame in tables.items():
             lacking = sorted({"dataset", "row", "run", "search"} - set(frame))
             if lacking:
                 raise ValueError(f"{paths[name]}: no column {', '.join(lacking)}; not a comparison record")
-        summary = read_json(paths["summary"])
-        seconds = {d: {**(s.get("train_seconds") or {})} for d, s in summary.items()}
-        return cls(tables, seconds)
+        return cls(tables, {d: dict(s.get("train_seconds") or {}) for d, s in record["summary"].items()})
 
     def rows(self, which: str, dataset: str, run: str, label: str) -> list[dict] | None:
         """The recorded rows of run folder ``run`` as table row ``label`` on ``dataset`` (one per
