@@ -4,7 +4,8 @@
 
 PROFILE ?= default
 # `PROFILE=full make all REUSE_COMMITTED=1`: notebook 07 reads a run with no folder here from the
-# committed results/full/comparison_* (compare --reuse-committed), so a fresh clone trains only what changed.
+# committed results/full/comparison_* (compare --reuse-committed), so a fresh clone trains only what changed;
+# `make tune REUSE_COMMITTED=1` reads the grid's recorded points from results/<profile>/tuning.csv the same way.
 REUSE_COMMITTED ?=
 # `make all DATASET=path/to/folder`: the one-command study of a dataset of your own (see README).
 DATASET ?=
@@ -91,7 +92,7 @@ all:
 # schedule). Run once, outside `make all`; its results and winners are committed, and make all's
 # runs read the winners (a winner's run folder is the tuning run, so it is reused).
 tune: $(STAMP)
-	@start=$$(date +%s); $(PY) -m hashrec_utils tune --profile $(PROFILE) || exit $$?; \
+	@start=$$(date +%s); $(PY) -m hashrec_utils tune --profile $(PROFILE) $(if $(REUSE_COMMITTED),--reuse-committed) || exit $$?; \
 	echo "make tune (PROFILE=$(PROFILE)): $$(( $$(date +%s) - start )) s wall-clock"
 
 # ---- checks -------------------------------------------------------------------

@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--dataset", default=None, help="the catalogue whose validation split scores the grid (default: the profile's first)")
     tune.add_argument("--valid-fraction", type=float, default=None, metavar="F",
                       help="carve this share of train as validation (a published split has none; notebook 07 uses 0.1)")
+    tune.add_argument("--reuse-committed", action="store_true",
+                      help="read a grid point whose run folder is absent from results/<profile>/tuning.csv where it "
+                           "holds it (a fresh clone: only the points the record lacks train)")
 
     compare = sub.add_parser("compare", help="notebook 07's table on a published split (results/<profile>/comparison_*)")
     compare.add_argument("--profile", default="full", choices=PROFILES)
@@ -162,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
                        own=grid.own and not args.no_own,
                        max_length_factor=args.max_length_factor or grid.max_length_factor)
         frame = tune(args.profile, tuple(args.rows) if args.rows else None, grid=grid, dataset=args.dataset,
-                     valid_fraction=args.valid_fraction)
+                     valid_fraction=args.valid_fraction, reuse_committed=args.reuse_committed)
+        if frame.attrs.get("reused_committed"):
+            print(f"{len(frame.attrs['reused_committed'])} grid points read from the committed record (no run folder)")
         for row in frame[frame.winner].to_dict("records"):
             print(f"{row['row']}: lr x{row['lr_factor']:g}, length x{row['length_factor']:g},"
                   f" {row['estimator'] or 'its own schedule as set'}{', ' + row['objective'] if row.get('objective') else ''}: valid Hamming recall@20 {row['valid_recall@20']:.4f}")

@@ -204,3 +204,61 @@ def test_a_distilling_row_gets_its_objectives_levers_each_once_and_keeps_only_an
     assert objective_levers("bgch_published", GridPoint()) == []
     with pytest.raises(ValueError, match="unknown hash parameters"):
         GridPoint(objective={"n_negatives": 8192})
+
+
+def test_reuse_committed_reads_the_recorded_points_and_trains_only_the_new_ones(monkeypatch, tmp_path):
+    """tune --reuse-committed on the real committed Gowalla grid, HashGNN's row with its lr × 0.3
+    points taken out: with no run folders here, the recorded points keep the record's numbers, the
+    two missing points train, a point whose folder is on disk trains (resumes) even though recorded,
+    and the winner is chosen over all of them."""
+    import pandas as pd
+
+    from hashrec_utils.config import repo_root
+
+    committed = pd.read_csv(repo_root() / "results" / "full" / "tuning.csv")
+    recorded = committed[(committed.row == "hashgnn") & (committed.lr_factor == 1.0)
+                         & (committed.step == "lr × length")].set_index("length_factor")
+    assert list(recorded.index) == [1.0, 2.0]
+    (tmp_path / "results" / "full").mkdir(parents=True)
+    committed[~((committed.row == "hashgnn") & (committed.lr_factor == 0.3))].to_csv(
+        tmp_path / "results" / "full" / "tuning.csv", index=False)
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    monkeypatch.setattr(runs, "TUNED_FILE", tmp_path / "tuned.json")
+    on_disk = GridPoint(1.0, 2.0)
+    (tmp_path / "runs" / "full" / runs.variant_run_name("full", "hashgnn", dataset="gowalla", point=on_disk,
+                                                        valid_fraction=0.1)).mkdir(parents=True)
+    trained = []
+
+    def fake(profile, label, *, seed=0, point=None, progress=False, dataset="ml-1m", valid_fraction=None, **kw):
+        trained.append(point)
+        out = tmp_path / "runs" / profile / runs.variant_run_name(profile, label, seed=seed, dataset=dataset,
+                                                                  point=point, valid_fraction=valid_fraction)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps({"epochs": 40}))
+        valid = 0.5 if point == GridPoint(0.3, 2.0) else 0.01
+        return {"valid": {"hamming": {"recall@20": valid}, "hierarchical": {"recall@20": valid}},
+                "best_epoch": 40, "train_seconds": 3.0}, out
+
+    monkeypatch.setattr(tuning, "variant_run", fake)
+    grid = TuningGrid((1.0, 0.3), (1.0, 2.0), own=False)
+    frame = tuning.tune("full", ("hashgnn",), progress=False, dataset="gowalla", grid=grid, valid_fraction=0.1,
+                        reuse_committed=True)
+    assert trained == [on_disk, GridPoint(0.3, 1.0), GridPoint(0.3, 2.0)]
+    mine = frame[frame.row == "hashgnn"].reset_index(drop=True)
+    base = recorded.loc[1.0]
+    assert frame.attrs["reused_committed"] == [base["run"]]
+    for col in ("valid_recall@20", "valid_hierarchical_recall@20", "epochs", "best_epoch", "train_seconds", "run"):
+        assert mine.loc[0, col] == base[col], col
+    assert mine["winner"].tolist() == [False, False, False, True]
+    assert tuned_point("full", "hashgnn", "gowalla") == GridPoint(0.3, 2.0)
+    assert set(frame.row) == set(committed.row)  # the other rows' points are kept as recorded
+
+
+def test_reuse_committed_without_a_grid_record_says_which_file_is_missing(monkeypatch, tmp_path):
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"committed grid; missing: .*results/full/tuning.csv"):
+        tuning.tune("full", ("hashgnn",), progress=False, dataset="gowalla", reuse_committed=True)
+    (tmp_path / "results" / "full").mkdir(parents=True)
+    (tmp_path / "results" / "full" / "tuning.csv").write_text("row,dataset\nhashgnn,gowalla\n")
+    with pytest.raises(ValueError, match=r"tuning.csv: no column best_epoch, epochs, run, .*not a tuning record"):
+        tuning.tune("full", ("hashgnn",), progress=False, dataset="gowalla", reuse_committed=True)

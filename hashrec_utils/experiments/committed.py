@@ -7,17 +7,25 @@ name, row and dataset) is read from there, with its wall-clock from ``comparison
 every other run trains (or resumes) as usual. On a fresh clone, only the runs whose settings
 changed since the record was written train, e.g. a row whose tuned winner moved.
 
+``tune --reuse-committed`` (:func:`.tuning.tune` with ``reuse_committed``) does the same for the
+grid: a point whose run folder is absent is read from ``results/<profile>/tuning.csv`` where it
+holds that point (:func:`read_tuning`, :func:`recorded_point`), so a grid grown by new points trains
+only those.
+
 The record stands for runs of the code that wrote it: after a change to what a run computes,
 leave the flag off and let every run train again.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+import pandas as pd
 
 from ..config import results_dir
 from .comparison import _read
 
-__all__ = ["CommittedRuns"]
+__all__ = ["CommittedRuns", "read_tuning", "recorded_point", "POINT_COLUMNS"]
 
 # the record each kind of run's rows live in
 _TABLES = {"runs": "comparison_runs.csv", "bits": "comparison_bits.csv"}
@@ -60,3 +68,38 @@ class CommittedRuns:
     def train_seconds(self, dataset: str, run: str) -> float:
         """The run's recorded wall-clock of training (0 where the record has none)."""
         return float((self.seconds.get(dataset) or {}).get(run) or 0.0)
+
+
+# what a grid point's row holds of its run (tuning.tune_row): read from the run, or from the record
+POINT_COLUMNS = ("valid_recall@20", "valid_hierarchical_recall@20", "epochs", "best_epoch", "train_seconds")
+
+
+def read_tuning(profile: str) -> pd.DataFrame:
+    """``results/<profile>/tuning.csv``, the committed grid; a clear error when it is missing or is not one."""
+    path = results_dir(profile) / "tuning.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"--reuse-committed needs the {profile} profile's committed grid; missing: {path} "
+                                f"(run tune without the flag)")
+    frame = pd.read_csv(path)
+    lacking = sorted({"row", "dataset", "run", *POINT_COLUMNS} - set(frame))
+    if lacking:
+        raise ValueError(f"{path}: no column {', '.join(lacking)}; not a tuning record")
+    return frame
+
+
+def recorded_point(record: pd.DataFrame, label: str, dataset: str, run: str) -> dict | None:
+    """What ``record`` (:func:`read_tuning`) holds of run folder ``run`` as a grid point of row
+    ``label`` on ``dataset`` (the :data:`POINT_COLUMNS` and the run's name), None when it has none."""
+    hit = record[(record["row"] == label) & (record["dataset"].astype(str) == str(dataset)) & (record["run"] == run)]
+    if hit.empty:
+        return None
+    rec = hit.iloc[-1]
+
+    def number(name, cast):
+        value = rec[name]
+        return None if value is None or (isinstance(value, float) and math.isnan(value)) else cast(value)
+
+    return {"valid_recall@20": number("valid_recall@20", float),
+            "valid_hierarchical_recall@20": number("valid_hierarchical_recall@20", float),
+            "epochs": number("epochs", int), "best_epoch": number("best_epoch", int),
+            "train_seconds": number("train_seconds", float), "run": run}

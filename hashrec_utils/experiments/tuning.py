@@ -26,7 +26,9 @@ is read with its scales, as it is scored):
 Ties keep the earlier point (the base settings come first). The grid's every point is written to
 ``results/<profile>/tuning.{csv,json}`` and each row's winner to :data:`.runs.TUNED_FILE`, which
 :func:`.runs.variant_run` reads: a winner's run folder is the tuning run itself, so ``make all``
-after ``make tune`` reuses it.
+after ``make tune`` reuses it. ``tune --reuse-committed``: a point whose run folder is absent is
+read from the committed ``tuning.csv`` where it holds that point (:mod:`.committed`), so on a fresh
+clone only the points the record lacks train.
 """
 from __future__ import annotations
 
@@ -34,10 +36,12 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from ..config import get_profile, results_dir
+from ..config import get_profile, results_dir, runs_dir
 from ..utils import read_json, write_json
 from . import runs as _runs
-from .runs import HASH_STAGE, GridPoint, popcount_searchable, row_family, row_spec, variant_run, write_table
+from .committed import read_tuning, recorded_point
+from .runs import (HASH_STAGE, GridPoint, popcount_searchable, row_family, row_spec, variant_run, variant_run_name,
+                   write_table)
 from .stages import _valid_columns
 
 __all__ = ["TuningGrid", "TUNING_GRID", "OWN_SCHEDULE", "OBJECTIVE_LEVERS", "own_alternatives", "objective_levers",
@@ -146,23 +150,35 @@ def _score(metrics: dict) -> float:
 
 
 def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress: bool = False,
-             dataset: str | None = None, valid_fraction: float | None = None) -> list[dict]:
+             dataset: str | None = None, valid_fraction: float | None = None,
+             record: pd.DataFrame | None = None) -> list[dict]:
     """Every grid point of one row on ``dataset`` (default: the profile's first), in order, with its
     validation score; ``winner`` marks the chosen one. ``valid_fraction``: the validation carve-out of a
-    split that has none (:func:`.runs.hash_overrides`; the comparison's runs, notebook 07)."""
+    split that has none (:func:`.runs.hash_overrides`; the comparison's runs, notebook 07). ``record``
+    (:func:`.committed.read_tuning`): a point whose run folder is absent is read from it where it holds
+    that point (``_reused`` marks those rows) instead of training."""
     grid = grid or TUNING_GRID[profile]
     dataset = dataset or get_profile(profile).datasets[0]
     rows = []
 
-    def point_row(point: GridPoint, step: str) -> dict:
+    def trained(point: GridPoint) -> dict:
         metrics, out = variant_run(profile, label, seed=grid.seed, point=point, progress=progress, dataset=dataset,
                                    valid_fraction=valid_fraction)
+        return {"valid_recall@20": _score(metrics),
+                "valid_hierarchical_recall@20": _valid_columns(metrics, "hierarchical")["valid_recall@20"],
+                "epochs": read_json(out / "config.json")["epochs"], "best_epoch": metrics.get("best_epoch"),
+                "train_seconds": metrics.get("train_seconds"), "run": out.name}
+
+    def point_row(point: GridPoint, step: str) -> dict:
+        got = None
+        if record is not None:
+            name = variant_run_name(profile, label, seed=grid.seed, dataset=dataset, point=point,
+                                    valid_fraction=valid_fraction)
+            if not (runs_dir(profile) / name).exists():
+                got = recorded_point(record, label, dataset, name)
         row = {"row": label, "dataset": dataset, "step": step, **point.to_json(), "estimator": str(dict(point.estimator) or ""),
-               "objective": str(dict(point.objective) or ""),
-               "valid_recall@20": _score(metrics),
-               "valid_hierarchical_recall@20": _valid_columns(metrics, "hierarchical")["valid_recall@20"],
-               "epochs": read_json(out / "config.json")["epochs"], "best_epoch": metrics.get("best_epoch"),
-               "train_seconds": metrics.get("train_seconds"), "run": out.name, "_point": point}
+               "objective": str(dict(point.objective) or ""), **(got or trained(point)), "_point": point,
+               "_reused": got is not None}
         rows.append(row)
         return row
 
@@ -195,28 +211,32 @@ def tuning_rows(profile: str) -> tuple[str, ...]:
 
 
 def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = True,
-         dataset: str | None = None, grid: TuningGrid | None = None, valid_fraction: float | None = None) -> pd.DataFrame:
+         dataset: str | None = None, grid: TuningGrid | None = None, valid_fraction: float | None = None,
+         reuse_committed: bool = False) -> pd.DataFrame:
     """Run the grid (default ``TUNING_GRID[profile]``; a smaller ``grid`` is recorded as such in
     ``tuning.csv``'s points) for ``labels`` (default :func:`tuning_rows`) on ``dataset`` (default: the
     profile's first, whose validation split scores it), write ``results/<profile>/tuning``
     (rows not in ``labels``, and other datasets' grids, keep their earlier points; ``valid_fraction``:
     see :func:`tune_row`) and merge the winners into
-    :data:`.runs.TUNED_FILE` (other rows' and profiles' winners are kept), after every row."""
+    :data:`.runs.TUNED_FILE` (other rows' and profiles' winners are kept), after every row.
+    ``reuse_committed``: points without a run folder are read from the committed ``tuning.csv`` where
+    it holds them (:func:`tune_row`'s ``record``); ``frame.attrs["reused_committed"]`` names their runs."""
     from tqdm.auto import tqdm
 
     labels = tuple(labels or tuning_rows(profile))
     dataset = dataset or get_profile(profile).datasets[0]
     previous = results_dir(profile) / "tuning.csv"
+    record = read_tuning(profile) if reuse_committed else None  # before this grid writes its own
     kept = pd.read_csv(previous, keep_default_na=False) if previous.exists() else pd.DataFrame()
     if len(kept):
         same = kept["row"].isin(labels) & (kept["dataset"].astype(str) == str(dataset) if "dataset" in kept else True)
         kept = kept[~same]
     rows = []
     for label in tqdm(labels, desc=f"tune ({profile})", disable=not progress):
-        rows += tune_row(profile, label, grid, dataset=dataset, valid_fraction=valid_fraction)
+        rows += tune_row(profile, label, grid, dataset=dataset, valid_fraction=valid_fraction, record=record)
         # after every row: an interrupted grid keeps the rows it finished (their runs resume anyway)
         winners = {r["row"]: r["_point"].to_json() for r in rows if r["winner"]}
-        frame = pd.DataFrame([{k: v for k, v in r.items() if k != "_point"} for r in rows])
+        frame = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])
         frame["popcount_searchable"] = frame["row"].map(popcount_searchable)
         frame = pd.concat([kept, frame], ignore_index=True) if len(kept) else frame
         write_table(frame, "tuning", profile)
@@ -225,4 +245,5 @@ def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = T
         tuned = saved.setdefault(profile, {})
         tuned[dataset] = {**tuned.get(dataset, {}), **winners}
         write_json(path, saved)
+    frame.attrs["reused_committed"] = [r["run"] for r in rows if r["_reused"]]
     return frame
