@@ -61,8 +61,8 @@ class ComparisonStage:
     datasets: tuple[str, ...] = ()
     rows: tuple[str, ...] = _ALL_ROWS
     # hashrec's best two (BiGeaR's scaled codes tuned level with SignSwish on Gowalla), a third estimator
-    # of hashrec's objective and the two published LightGCN recipes
-    top_rows: tuple[str, ...] = ("signswish", "bigear", "guided_ste", "luo_wu", "bgch_published")
+    # of hashrec's objective and every published recipe (the two on LightGCN, and HashGNN end to end)
+    top_rows: tuple[str, ...] = ("signswish", "bigear", "guided_ste", "luo_wu", "bgch_published", "hashgnn")
     seeds: tuple[int, ...] = (0,)
     bits: tuple[int, ...] = (32, 64, 128, 256, 768)
     valid_fraction: float = 0.1
