@@ -17,7 +17,6 @@ leave the flag off and let every run train again.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -70,8 +69,9 @@ class CommittedRuns:
         return float((self.seconds.get(dataset) or {}).get(run) or 0.0)
 
 
-# what a grid point's row holds of its run (tuning.tune_row): read from the run, or from the record
-POINT_COLUMNS = ("valid_recall@20", "valid_hierarchical_recall@20", "epochs", "best_epoch", "train_seconds")
+# what a grid point's row holds of its run (tuning.tune_row), read from the run or from the record: column -> type
+POINT_COLUMNS = {"valid_recall@20": float, "valid_hierarchical_recall@20": float, "epochs": int, "best_epoch": int,
+                 "train_seconds": float}
 
 
 def read_tuning(profile: str) -> pd.DataFrame:
@@ -94,12 +94,4 @@ def recorded_point(record: pd.DataFrame, label: str, dataset: str, run: str) -> 
     if hit.empty:
         return None
     rec = hit.iloc[-1]
-
-    def number(name, cast):
-        value = rec[name]
-        return None if value is None or (isinstance(value, float) and math.isnan(value)) else cast(value)
-
-    return {"valid_recall@20": number("valid_recall@20", float),
-            "valid_hierarchical_recall@20": number("valid_hierarchical_recall@20", float),
-            "epochs": number("epochs", int), "best_epoch": number("best_epoch", int),
-            "train_seconds": number("train_seconds", float), "run": run}
+    return {**{name: None if pd.isna(rec[name]) else cast(rec[name]) for name, cast in POINT_COLUMNS.items()}, "run": run}
