@@ -26,6 +26,11 @@ from .comparison import _read
 
 __all__ = ["CommittedRuns", "read_tuning", "recorded_point", "POINT_COLUMNS"]
 
+def _of_run(frame: pd.DataFrame, dataset: str, run: str, label: str) -> pd.DataFrame:
+    """A record's rows of run folder ``run`` as table row ``label`` on ``dataset``."""
+    return frame[(frame["dataset"].astype(str) == str(dataset)) & (frame["run"] == run) & (frame["row"] == label)]
+
+
 # the record each kind of run's rows live in
 _TABLES = {"runs": "comparison_runs.csv", "bits": "comparison_bits.csv"}
 
@@ -57,8 +62,7 @@ class CommittedRuns:
     def rows(self, which: str, dataset: str, run: str, label: str) -> list[dict] | None:
         """The recorded rows of run folder ``run`` as table row ``label`` on ``dataset`` (one per
         search mode, as :func:`.comparison._rows_of` makes them), None when the record has none."""
-        frame = self.tables[which]
-        hit = frame[(frame["dataset"].astype(str) == str(dataset)) & (frame["run"] == run) & (frame["row"] == label)]
+        hit = _of_run(self.tables[which], dataset, run, label)
         if hit.empty:
             return None
         return [{**rec, "seed": int(rec["seed"]), "bits": int(rec["bits"])}
@@ -90,7 +94,7 @@ def read_tuning(profile: str) -> pd.DataFrame:
 def recorded_point(record: pd.DataFrame, label: str, dataset: str, run: str) -> dict | None:
     """What ``record`` (:func:`read_tuning`) holds of run folder ``run`` as a grid point of row
     ``label`` on ``dataset`` (the :data:`POINT_COLUMNS` and the run's name), None when it has none."""
-    hit = record[(record["row"] == label) & (record["dataset"].astype(str) == str(dataset)) & (record["run"] == run)]
+    hit = _of_run(record, dataset, run, label)
     if hit.empty:
         return None
     rec = hit.iloc[-1]
