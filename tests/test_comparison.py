@@ -117,6 +117,26 @@ def test_view_puts_each_published_number_beside_the_row_that_runs_its_method():
     assert all(r["dataset"] == "gowalla" for r in PUBLISHED)
 
 
+def test_view_says_how_each_rows_settings_were_chosen_from_the_summary():
+    table = _table({"signswish": 0.2, "luo_wu": 0.1, "gumbel": 0.1}, {"signswish": 0.25, "luo_wu": 0.2, "gumbel": 0.15})
+    summary = {"gowalla": {"settings": {"signswish": {"lr_factor": 1.0, "length_factor": 4.0}, "luo_wu": "base",
+                                        "gumbel": "base"}}}
+    view = comparison_view(table, comparison.published_rows("gowalla"), summary=summary).set_index("row")
+    assert view.loc["signswish", "settings"] == "grid winner"
+    assert view.loc["gumbel", "settings"] == view.loc["luo_wu", "settings"] == "base (not tuned)"
+    assert "settings" not in comparison_view(table, comparison.published_rows("gowalla"))
+
+
+def test_committed_view_marks_exactly_the_rows_the_grid_did_not_tune():
+    got = comparison.comparison_stage("default")  # the full profile's committed results
+    view = comparison_view(got["table"], got["published"], summary=got["summary"])
+    mine = view[view.family != "published"].set_index("row")
+    untuned = {r for r, p in got["summary"]["gowalla"]["settings"].items() if p == "base"}
+    assert set(mine.index[mine.settings == "base (not tuned)"]) == untuned
+    assert mine.loc["lsh", "settings"] == mine.loc["sign (post-hoc)", "settings"] == "none (untrained)"
+    assert mine.loc["lightgcn (continuous)", "settings"] == "teacher (profile settings)"
+
+
 def test_every_published_row_of_the_seed_table_is_recorded_with_its_four_numbers():
     seed = [r for r in PUBLISHED if r["source"].startswith("Luo & Wu")]
     assert {r["method"] for r in seed} == {"smooth recall + SignSwish", "BGCH", "HashGNN", "HashRec"}

@@ -317,16 +317,30 @@ def _read(profile: str) -> dict:
 
 
 def comparison_view(table: pd.DataFrame, published: pd.DataFrame, search: str = "hamming",
-                    metrics: tuple[str, ...] = ("recall@50", "recall@100", "ndcg@50", "ndcg@100")) -> pd.DataFrame:
+                    metrics: tuple[str, ...] = ("recall@50", "recall@100", "ndcg@50", "ndcg@100"),
+                    summary: dict | None = None) -> pd.DataFrame:
     """One frame for reading: every hashrec row of ``table`` in ``search`` (means over seeds, and
     the seeds), with the published number of the same method beside each metric (``pub_<metric>``,
     NaN where the paper has none), and the published rows with no hashrec row in ``table``
-    (``"<method> (published only)"``)."""
+    (``"<method> (published only)"``).
+
+    ``summary`` (:func:`comparison_stage`'s, a dict per dataset): adds ``settings``, how each row's
+    settings were chosen: ``"grid winner"`` (the validation grid ran for it), ``"base (not tuned)"``
+    (it did not, so its gap to a tuned row is an upper bound), ``"teacher (profile settings)"`` (the
+    LightGCN every LightGCN-based row starts from, at the profile's settings) or ``"none (untrained)"``
+    (LSH, post-hoc sign)."""
     if table.empty:
         return pd.DataFrame()
     mine = table[(table.search == search) | (table.row == "lightgcn (continuous)")]
     mine = mine[mine.bits.isin([0, 64]) | (mine.row == "sign (post-hoc)")]
     view = mine[["dataset", "row", "family", "search", "bits", "seeds"]].copy()
+    if summary is not None:
+        def how(dataset, row):
+            point = summary.get(dataset, {}).get("settings", {}).get(row)
+            if point is None:
+                return "teacher (profile settings)" if row == "lightgcn (continuous)" else "none (untrained)"
+            return "base (not tuned)" if point == "base" else "grid winner"
+        view["settings"] = [how(d, r) for d, r in zip(view.dataset, view.row)]
     for m in metrics:
         view[m] = mine[f"{m}_mean"].values
         view[f"{m}_std"] = mine[f"{m}_std"].values
