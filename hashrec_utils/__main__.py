@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tune":
         from dataclasses import replace
 
-        from .experiments import runs as _runs
+        from .experiments import rows as _rows
         from .experiments.tuning import TUNING_GRID, tune
 
         grid = TUNING_GRID[args.profile]
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         for row in frame[frame.winner].to_dict("records"):
             print(f"{row['row']}: lr x{row['lr_factor']:g}, length x{row['length_factor']:g},"
                   f" {row['estimator'] or 'its own schedule as set'}{', ' + row['objective'] if row.get('objective') else ''}: valid Hamming recall@20 {row['valid_recall@20']:.4f}")
-        print(f"winners: {_runs.TUNED_FILE}")
+        print(f"winners: {_rows.TUNED_FILE}")
         return 0
     if args.command == "compare":
         from dataclasses import replace

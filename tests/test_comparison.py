@@ -12,6 +12,7 @@ import scipy.sparse as sp
 
 from hashrec_utils.data import InteractionData
 from hashrec_utils.experiments import comparison, runs
+from hashrec_utils.experiments import rows as table_rows
 from hashrec_utils.experiments.comparison import comparison_best_row, comparison_metrics, comparison_view
 from hashrec_utils.experiments.runs import hash_overrides, valid_tag
 from hashrec_utils.metrics import evaluate_topk
@@ -88,7 +89,7 @@ def test_comparison_metrics_rank_the_saved_arrays_exclude_the_right_items_and_ca
 def _table(valid: dict, test: dict) -> pd.DataFrame:
     rows = []
     for row, v in valid.items():
-        family = runs.row_family(row)
+        family = table_rows.row_family(row)
         rows.append({"dataset": "gowalla", "row": row, "family": family, "bits": 64, "search": "hamming", "seeds": 1,
                      "valid_recall@50_mean": v, **{f"{m}_mean": test[row] for m in ("recall@50", "recall@100", "ndcg@50", "ndcg@100")},
                      **{f"{m}_std": 0.0 for m in ("recall@50", "recall@100", "ndcg@50", "ndcg@100")}})
@@ -144,7 +145,7 @@ def test_every_published_row_of_the_seed_table_is_recorded_with_its_four_numbers
         assert all(0 < r[m] < 1 for m in ("recall@50", "recall@100", "ndcg@50", "ndcg@100"))
         assert r["recall@50"] < r["recall@100"] and r["ndcg@50"] < r["ndcg@100"]
         assert "code length" in r["protocol"]
-        assert r["row"] is None or r["row"] in runs.EXTRA_VARIANTS
+        assert r["row"] is None or r["row"] in table_rows.EXTRA_VARIANTS
 
 
 def test_default_profile_trains_no_comparison_and_reads_the_full_one(monkeypatch, tmp_path):
@@ -214,7 +215,7 @@ def test_scaled_codes_are_ranked_with_their_scales_as_their_model_ranks_them(tmp
 
 def test_the_bits_sweep_runs_the_tuned_settings_with_one_schedule_cap_for_every_length():
     from hashrec_utils.experiments.comparison import COMPARISON, sweep_point
-    from hashrec_utils.experiments.runs import GridPoint
+    from hashrec_utils.experiments.rows import GridPoint
 
     tuned = GridPoint(1.0, 8.0, {"beta": 10.0})
     assert sweep_point(tuned, 2.0) == GridPoint(1.0, 2.0, {"beta": 10.0})  # only the length is capped
@@ -226,8 +227,8 @@ def test_run_names_are_the_folders_the_runs_train_into(monkeypatch, tmp_path):
     """variant_run_name / hash_run_name / lightgcn_run_name name, without training, the folder each
     run function trains into, at the tuned winner, a given grid point and the untrained rows."""
     import hashrec_utils.train as train
-    from hashrec_utils.experiments.runs import GridPoint, hash_run, hash_run_name, lightgcn_run, lightgcn_run_name
-    from hashrec_utils.experiments.runs import variant_run, variant_run_name
+    from hashrec_utils.experiments.rows import GridPoint, variant_run, variant_run_name
+    from hashrec_utils.experiments.runs import hash_run, hash_run_name, lightgcn_run, lightgcn_run_name
 
     monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
     monkeypatch.setattr(train, "run", lambda *a, out, **kw: {"out": out})
@@ -273,7 +274,7 @@ def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_num
     trained = []
 
     def fake_variant(profile, label, *, seed=0, bits=64, dataset="ml-1m", valid_fraction=None, point=None, **kw):
-        out = tmp_path / "runs" / profile / runs.variant_run_name(profile, label, seed=seed, bits=bits, dataset=dataset,
+        out = tmp_path / "runs" / profile / table_rows.variant_run_name(profile, label, seed=seed, bits=bits, dataset=dataset,
                                                                   valid_fraction=valid_fraction, point=point)
         trained.append(out.name)
         return {"train_seconds": 7.0}, out

@@ -21,7 +21,7 @@ def _selection_path(root: Path, monkeypatch, poison: bool) -> dict:
     table and the best estimator, then the bits-sweep run of the chosen one: everything a run or a choice decides, per run folder."""
     import hashrec_utils.train as train_module
     from hashrec_utils import experiments
-    from hashrec_utils.experiments import runs as runs_module, tuning
+    from hashrec_utils.experiments import rows as rows_module, tuning
 
     monkeypatch.setenv("HASHREC_ROOT", str(root))
     monkeypatch.setitem(experiments.HASH_STAGE, "quick", replace(experiments.HASH_STAGE["quick"], estimators=ESTIMATORS,
@@ -43,7 +43,7 @@ def _selection_path(root: Path, monkeypatch, poison: bool) -> dict:
     torch.set_num_threads(1)
     lightgcn, _ = experiments.lightgcn_run("quick", "ml-1m", progress=False)
     # the hyper-parameters: the tuning grid of one row (lr × 2), its winner read by the table's run
-    monkeypatch.setattr(runs_module, "TUNED_FILE", root / "tuned.json")
+    monkeypatch.setattr(rows_module, "TUNED_FILE", root / "tuned.json")
     monkeypatch.setitem(tuning.TUNING_GRID, "quick", tuning.TuningGrid(lr_factors=(1.0, 0.3), length_factors=(1.0,)))
     tuning.tune("quick", ("ste",), progress=False)
     runs, table, _ = experiments._estimator_table("quick", lightgcn)

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from hashrec_utils.experiments import rows as table_rows
 from hashrec_utils.experiments import runs, tuning
-from hashrec_utils.experiments.runs import GridPoint, tuned_point
+from hashrec_utils.experiments.rows import GridPoint, tuned_point
 from hashrec_utils.experiments.tuning import TuningGrid, own_alternatives, tune_row
 
 
@@ -112,7 +113,7 @@ def test_tune_row_ties_keep_the_base_settings(monkeypatch, tmp_path):
 
 def test_winners_are_written_and_read_back_by_every_run(monkeypatch, tmp_path):
     path = tmp_path / "tuned.json"
-    monkeypatch.setattr(runs, "TUNED_FILE", path)
+    monkeypatch.setattr(table_rows, "TUNED_FILE", path)
     monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
     monkeypatch.setattr(tuning, "TUNING_GRID", {"quick": TuningGrid((1.0, 0.3), (1.0,))})
     _fake_runs(monkeypatch, tmp_path, {GridPoint(1.0, 1.0): 0.1, GridPoint(0.3, 1.0): 0.3})
@@ -138,7 +139,7 @@ def test_a_winner_scales_the_run_settings(monkeypatch, tmp_path):
         return {}, tmp_path
 
     monkeypatch.setattr(runs, "hash_run", fake_hash_run)
-    runs.variant_run("default", "guided_ste", point=GridPoint(0.3, 2.0, {"decay": 0.9}))
+    table_rows.variant_run("default", "guided_ste", point=GridPoint(0.3, 2.0, {"decay": 0.9}))
     assert seen["lr_factor"] == 0.3 and seen["length_factor"] == 2.0
     assert seen["estimator"] == {"decay": 0.9} and seen["tag"] == "lr0.3_len2_decay0.9"
     base = runs.hash_overrides("quick", "guided_ste", init="x", shape=_shape())
@@ -165,7 +166,7 @@ def test_a_grid_on_a_carved_validation_split_keeps_other_datasets_points_and_win
     """tune(dataset=, valid_fraction=): every point trains on the carve-out (notebook 07's runs), the
     winners land under that dataset, and the other dataset's grid rows and winners stay."""
     path = tmp_path / "tuned.json"
-    monkeypatch.setattr(runs, "TUNED_FILE", path)
+    monkeypatch.setattr(table_rows, "TUNED_FILE", path)
     monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
     monkeypatch.setattr(tuning, "TUNING_GRID", {"quick": TuningGrid((1.0,), (1.0, 2.0), own=False)})
     seen = []
@@ -223,15 +224,15 @@ def test_reuse_committed_reads_the_recorded_points_and_trains_only_the_new_ones(
     committed[~((committed.row == "hashgnn") & (committed.lr_factor == 0.3))].to_csv(
         tmp_path / "results" / "full" / "tuning.csv", index=False)
     monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
-    monkeypatch.setattr(runs, "TUNED_FILE", tmp_path / "tuned.json")
+    monkeypatch.setattr(table_rows, "TUNED_FILE", tmp_path / "tuned.json")
     on_disk = GridPoint(1.0, 2.0)
-    (tmp_path / "runs" / "full" / runs.variant_run_name("full", "hashgnn", dataset="gowalla", point=on_disk,
+    (tmp_path / "runs" / "full" / table_rows.variant_run_name("full", "hashgnn", dataset="gowalla", point=on_disk,
                                                         valid_fraction=0.1)).mkdir(parents=True)
     trained = []
 
     def fake(profile, label, *, seed=0, point=None, progress=False, dataset="ml-1m", valid_fraction=None, **kw):
         trained.append(point)
-        out = tmp_path / "runs" / profile / runs.variant_run_name(profile, label, seed=seed, dataset=dataset,
+        out = tmp_path / "runs" / profile / table_rows.variant_run_name(profile, label, seed=seed, dataset=dataset,
                                                                   point=point, valid_fraction=valid_fraction)
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps({"epochs": 40}))

@@ -1,8 +1,11 @@
-"""The study that the notebooks call, in six modules:
+"""The study that the notebooks call, in seven modules:
 
 - :mod:`.runs`: run management: every compared run's settings, resolved once
   (:data:`HASH_STAGE`, :func:`hash_overrides`), and the run folders (:func:`lightgcn_run`,
-  :func:`hash_run`, :func:`variant_run`, :func:`write_table`, :func:`collect_runs`);
+  :func:`hash_run`, :func:`write_table`, :func:`collect_runs`);
+- :mod:`.rows`: the tables' rows: what each is (:data:`EXTRA_VARIANTS`, :func:`row_spec`,
+  :func:`row_family`), its tuning-grid point (:class:`GridPoint`, :func:`tuned_point`) and its run
+  (:func:`variant_run`);
 - :mod:`.stages`: notebooks 01-03 (data, the LightGCN baseline, the hashing table and sweeps);
 - :mod:`.tuning`: the equal validation grid of every table row (``make tune``);
 - :mod:`.speed`: notebooks 04-05 (every index's accuracy against throughput, the scaled
@@ -17,12 +20,11 @@ and its figures to ``figures/<profile>/``; the notebook only shows what the stag
 """
 from __future__ import annotations
 
-from .runs import (PAIRWISE_ESTIMATORS, TUNED_FILE, GridPoint, row_spec, tuned_point, valid_tag)
-from .runs import (CURVE_ESTIMATORS, EXTRA_VARIANTS, HASH_STAGE, HASH_TRAIN, HASHGNN_TRAIN, PUBLISHED_ROWS,
-                   SAMPLED_POOL, SAMPLED_POOL_EPOCHS, SCHEDULES, TABLE_OBJECTIVE, HashStage, collect_runs,
-                   environment, hash_overrides, hash_run, lightgcn_run, load_profile_datasets,
-                   popcount_searchable, row_family, variant_run, write_table, hash_run_name, lightgcn_run_name,
-                   variant_run_name)
+from .runs import (CURVE_ESTIMATORS, HASH_STAGE, HASH_TRAIN, HASHGNN_TRAIN, SAMPLED_POOL, SAMPLED_POOL_EPOCHS,
+                   SCHEDULES, TABLE_OBJECTIVE, HashStage, collect_runs, environment, hash_overrides, hash_run,
+                   hash_run_name, lightgcn_run, lightgcn_run_name, load_profile_datasets, valid_tag, write_table)
+from .rows import (EXTRA_VARIANTS, PAIRWISE_ESTIMATORS, PUBLISHED_ROWS, TUNED_FILE, GridPoint, popcount_searchable,
+                   row_family, row_spec, tuned_point, variant_run, variant_run_name)
 from .speed import (RETRIEVAL_FAMILIES, RETRIEVAL_STAGE, SCALING_LARGE, SCALING_NOISE, THROUGHPUT_MULTIPLES,
                     RetrievalSetup, RetrievalStage, _tradeoff, faiss_stage, retrieval_setup, retrieval_sweeps,
                     scaling_table, tradeoff_stage)

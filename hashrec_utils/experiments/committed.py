@@ -1,7 +1,7 @@
 """A comparison's committed record as a stand-in for run folders that are not on this machine.
 
 ``compare --reuse-committed`` (:func:`.comparison.comparison_stage` with ``reuse_committed``):
-every run of the table is named by its settings (:func:`.runs.variant_run_name`), so a run whose
+every run of the table is named by its settings (:func:`.rows.variant_run_name`), so a run whose
 folder is absent but whose rows ``results/<profile>/comparison_{runs,bits}.csv`` hold (the same
 name, row and dataset) is read from there, with its wall-clock from ``comparison_summary.json``;
 every other run trains (or resumes) as usual. On a fresh clone, only the runs whose settings
@@ -22,9 +22,20 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..config import results_dir
-from .comparison import _read
+from ..utils import read_json
 
-__all__ = ["CommittedRuns", "read_tuning", "recorded_point", "POINT_COLUMNS"]
+__all__ = ["CommittedRuns", "read_comparison", "read_tuning", "recorded_point", "POINT_COLUMNS"]
+
+
+def read_comparison(profile: str) -> dict:
+    """``results/<profile>/``'s committed comparison: the ``table``, ``runs`` and ``bits`` frames
+    (empty where it has not run) and the ``summary`` (a dict per dataset; empty likewise)."""
+    folder = results_dir(profile)
+    frames = {name: (pd.read_csv(folder / f"comparison_{name}.csv") if (folder / f"comparison_{name}.csv").exists()
+                     else pd.DataFrame()) for name in ("table", "runs", "bits")}
+    summary_path = folder / "comparison_summary.json"
+    return {**frames, "summary": read_json(summary_path) if summary_path.exists() else {}}
+
 
 def _of_run(frame: pd.DataFrame, dataset: str, run: str, label: str) -> pd.DataFrame:
     """A record's rows of run folder ``run`` as table row ``label`` on ``dataset``."""
@@ -51,7 +62,7 @@ class CommittedRuns:
         if missing:
             raise FileNotFoundError(f"--reuse-committed needs the {profile} profile's committed comparison; missing: "
                                     f"{', '.join(missing)} (run compare without the flag)")
-        record = _read(profile)  # what notebook 07 shows of a profile's committed comparison
+        record = read_comparison(profile)  # what notebook 07 shows of a profile's committed comparison
         tables = {k: record[k] for k in _TABLES}
         for name, frame in tables.items():
             lacking = sorted({"dataset", "row", "run", "search"} - set(frame))

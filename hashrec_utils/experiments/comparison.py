@@ -32,8 +32,9 @@ import pandas as pd
 
 from ..config import results_dir
 from ..utils import read_json, write_json
-from .runs import (GridPoint, hash_run, hash_run_name, lightgcn_run, lightgcn_run_name, popcount_searchable,
-                   row_family, tuned_point, variant_run, variant_run_name, write_table)
+from .committed import CommittedRuns, read_comparison
+from .rows import GridPoint, popcount_searchable, row_family, tuned_point, variant_run, variant_run_name
+from .runs import hash_run, hash_run_name, lightgcn_run, lightgcn_run_name, write_table
 
 __all__ = ["ComparisonStage", "COMPARISON", "UNTRAINED_ROWS", "comparison_stage", "comparison_metrics", "comparison_view",
            "comparison_best_row", "published_rows", "sweep_point"]
@@ -51,7 +52,7 @@ class ComparisonStage:
     """What notebook 07 runs in one profile.
 
     ``datasets``: the catalogues compared with published numbers (empty: show ``source``'s
-    committed results). ``rows``: trained table rows (labels of :func:`.runs.row_spec`), run in
+    committed results). ``rows``: trained table rows (labels of :func:`.rows.row_spec`), run in
     this order; ``top_rows`` over every seed of ``seeds``. ``bits``: the code lengths of the bits
     sweep of the best row, at its tuned settings with the schedule capped at ``sweep_length_factor``
     (None: as tuned; one cap for every length, so the sweep is one recipe). ``valid_fraction``: carved from train where the source has no
@@ -188,7 +189,6 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
     from ..config import runs_dir
     from ..plotting import plot_comparison_bits, savefig
     from ..train import load_run_data, train_config
-    from .committed import CommittedRuns
 
     planned = COMPARISON[profile]
     stage = planned if stage is None else stage
@@ -299,21 +299,19 @@ def sweep_point(point: GridPoint, length_factor: float | None) -> GridPoint:
 def _settings_of(profile: str, dataset: str, rows) -> dict:
     """Each row's tuning-grid point on ``dataset`` (``make tune``'s winner), or ``"base"`` where that
     row was not tuned there."""
-    from . import runs as _runs
+    from . import rows as _rows
 
-    winners = (read_json(_runs.TUNED_FILE) if _runs.TUNED_FILE.exists() else {}).get(profile, {}).get(dataset, {})
+    winners = (read_json(_rows.TUNED_FILE) if _rows.TUNED_FILE.exists() else {}).get(profile, {}).get(dataset, {})
     return {row: winners.get(row, "base") for row in rows}
 
 
 def _read(profile: str) -> dict:
-    """The committed results of ``profile``'s comparison (empty frames where it has not run)."""
-    folder = results_dir(profile)
-    frames = {name: (pd.read_csv(folder / f"comparison_{name}.csv") if (folder / f"comparison_{name}.csv").exists()
-                     else pd.DataFrame()) for name in ("table", "runs", "bits")}
-    summary_path = folder / "comparison_summary.json"
-    summary = read_json(summary_path) if summary_path.exists() else {}
+    """The committed results of ``profile``'s comparison (:func:`.committed.read_comparison`) with
+    the published numbers of its datasets."""
+    record = read_comparison(profile)
+    summary = record["summary"]
     published = pd.concat([published_rows(d) for d in summary], ignore_index=True) if summary else pd.DataFrame()
-    return {**frames, "published": published, "summary": summary}
+    return {**record, "published": published}
 
 
 def comparison_view(table: pd.DataFrame, published: pd.DataFrame, search: str = "hamming",

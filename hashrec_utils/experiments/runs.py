@@ -1,10 +1,11 @@
 """Run management of the study: the settings of every compared run, written once, and the run folders.
 
 :data:`HASH_STAGE` (one frozen :class:`HashStage` per profile), :data:`HASH_TRAIN`,
-:data:`TABLE_OBJECTIVE`, :data:`EXTRA_VARIANTS` and the schedules resolve into one
-:class:`~hashrec_utils.train.TrainConfig` per run (:func:`hash_overrides`); :func:`lightgcn_run`,
-:func:`hash_run` and :func:`variant_run` train a run or reuse its folder (a folder trained by other
-code is trained again). Results files: :func:`write_table`, :func:`collect_runs`.
+:data:`TABLE_OBJECTIVE`, :data:`.rows.EXTRA_VARIANTS` and the schedules resolve into one
+:class:`~hashrec_utils.train.TrainConfig` per run (:func:`hash_overrides`); :func:`lightgcn_run`
+and :func:`hash_run` train a run or reuse its folder (a folder trained by other code is trained
+again). What each table row is and the settings it runs at: :mod:`.rows`. Results files:
+:func:`write_table`, :func:`collect_runs`.
 """
 from __future__ import annotations
 
@@ -141,7 +142,7 @@ class HashStage:
     LightGCN embeddings themselves stay frozen for continuous and hierarchical
     search (no propagation per step, so a run costs seconds). ``hashgnn`` is
     the exception, trained end to end from scratch with its GraphSAGE encoder,
-    as published, and so are the other published rows (:data:`EXTRA_VARIANTS`: Luo & Wu's
+    as published, and so are the other published rows (:data:`.rows.EXTRA_VARIANTS`: Luo & Wu's
     smooth recall + SignSwish and BGCH, each on a LightGCN encoder trained end to end for at
     most ``published_epochs``, early-stopped on validation). ``variants``/``variant_seeds``: the
     extra table rows and their seeds; ``sweep_epochs``: epochs of each run
@@ -352,161 +353,3 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
     metrics = run(dataset, model=model, hash_method=method, bits=bits, profile=profile, seed=seed, out=out,
                   overrides=overrides, progress=progress, retrain=True)
     return metrics, out
-
-
-# Estimators that also run under the published pairwise objective (EXTRA_VARIANTS' "<est>_pairwise").
-PAIRWISE_ESTIMATORS = ("ste", "guided_ste", "hashnet", "gumbel")
-
-# Variants beyond the plain estimators: label -> (estimator, model, hash_params)
-EXTRA_VARIANTS = {
-    "guided_ste_sp": ("guided_ste", "lightgcn", {"freeze": True}),
-    "hashgnn": ("guided_ste", "hashgnn", {}),
-    "hashgnn_nr": ("guided_ste", "hashgnn", {"lambda_rank": 0.0}),
-    # Luo & Wu (shared/papers/003): their smooth recall loss and SignSwish estimator, without hashrec's
-    # distillation, on the same LightGCN-initialised code table as hashrec's rows. The abstract leaves
-    # the encoder set-up, N, the kernels' widths and β open. Trained from scratch end to end, the
-    # outer kernel σ((N − r̂)/τ) is saturated at 0 while positives rank in the thousands (quick slice:
-    # recall@20 0.007 after 2 epochs) and the all-items rank costs ~8 s a step on ml-1m; from the
-    # trained table it learns. The rank r̂ is estimated on a pool of 1,024 items scaled to the
-    # catalogue (an unbiased estimate of the sum over all items); N = 50 (the paper's smallest cut-off),
-    # β = 5, τ_rank = 1, and τ_recall = 10 chosen on validation over {1, 10} (quick slice, valid
-    # Hamming recall@20 0.0743 against 0.0788).
-    "luo_wu": ("signswish", "lightgcn", {"objective": "recall", "n_negatives": 1024, "distill": 0.0,
-                                         "top_n": 50, "tau_recall": 10.0}),
-    # BGCH as its official code (hashing.BGCH): scaled codes scored α_u α_i ⟨b_u, b_i⟩, its Fourier
-    # estimator with 8 terms (its MovieLens setting), bias-free hash layer, its BPR objective, on a
-    # LightGCN encoder trained end to end. Not reproduced: its concatenation of every layer's codes.
-    "bgch_published": ("bgch", "lightgcn", {"end_to_end": True, "objective": "bgch", "cont_weight": 0.0,
-                                            "hash_layer": "linear_nobias", "n_negatives": 1,
-                                            "estimator": {"n_terms": 8}}),
-    # The same estimators under the published pairwise objective instead of hashrec's: HashGNN's
-    # Eq. 7, the cross-entropy of observed against sampled links on the codes' inner products (the
-    # pairwise likelihood HashNet also maximises) + λ·triplet ranking (λ 0.5, 5 triplets a pair), no
-    # distillation, on the same LightGCN-initialised table. Read against the hashrec-objective row of
-    # the same estimator, the pair shows what the objective does; rows of one family, what the
-    # estimator does.
-    **{f"{est}_pairwise": (est, "lightgcn", {"objective": "hashgnn", "distill": 0.0})
-       for est in PAIRWISE_ESTIMATORS},
-}
-
-
-def row_spec(label: str) -> tuple[str, str, dict]:
-    """A table row's ``(method, model, hash_params)``: :data:`EXTRA_VARIANTS`' entry, or a plain
-    estimator on the LightGCN table."""
-    return EXTRA_VARIANTS.get(label, (label, "lightgcn", {}))
-
-
-def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, progress: bool = False,
-                dataset: str = "ml-1m", point: "GridPoint | None" = None,
-                valid_fraction: float | None = None) -> tuple[dict, Path]:
-    """:func:`hash_run` of a table row's label: an estimator name or one of :data:`EXTRA_VARIANTS`,
-    at the tuning grid's ``point`` (default: the row's winner on ``dataset``'s validation split,
-    :func:`tuned_point`; the base settings where it was not tuned). A point other than the base gets its own
-    folder (``…_<point tag>``), so a winner's run is the tuning run itself."""
-    method, model, tag, params = _variant(profile, label, dataset, point)
-    return hash_run(profile, method, seed=seed, bits=bits, model=model, tag=tag, progress=progress, dataset=dataset,
-                    valid_fraction=valid_fraction, **params)
-
-
-def variant_run_name(profile: str, label: str, *, seed: int = 0, bits: int = 64, dataset: str = "ml-1m",
-                     point: "GridPoint | None" = None, valid_fraction: float | None = None) -> str:
-    """The folder name :func:`variant_run` trains into, without training anything."""
-    method, model, tag, _ = _variant(profile, label, dataset, point)
-    return hash_run_name(method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
-                         valid_fraction=valid_fraction)
-
-
-def _variant(profile: str, label: str, dataset: str, point: "GridPoint | None") -> tuple[str, str, str, dict]:
-    """A row's ``(method, model, folder tag, hash_run keyword arguments)`` at ``point`` (default: its winner)."""
-    method, model, params = row_spec(label)
-    point = tuned_point(profile, label, dataset) if point is None else point
-    tag = "_".join(t for t in (label if label != method else "", point.tag) if t)
-    if point.estimator:
-        params = {**params, "estimator": {**params.get("estimator", {}), **dict(point.estimator)}}
-    params = {**params, **dict(point.objective)}
-    factors = {k: v for k, v in (("lr_factor", point.lr_factor), ("length_factor", point.length_factor)) if v != 1.0}
-    return method, model, tag, {**factors, **params}
-
-
-@dataclass(frozen=True)
-class GridPoint:
-    """One point of the tuning grid: learning rate and schedule length as factors of a row's base
-    settings, its own schedule's parameters (``estimator``, e.g. ``{"decay": 0.9}``) and its
-    objective's (``objective``: hash parameters of :data:`OBJECTIVE_TAGS`, e.g. ``{"distill": 3.0}``)."""
-
-    lr_factor: float = 1.0
-    length_factor: float = 1.0
-    estimator: tuple = ()  # sorted (name, value) pairs: hashable, frozen
-    objective: tuple = ()  # the same
-
-    def __post_init__(self):
-        for name in ("estimator", "objective"):
-            if isinstance(getattr(self, name), dict):
-                object.__setattr__(self, name, tuple(sorted(getattr(self, name).items())))
-        unknown = sorted(set(dict(self.objective)) - set(OBJECTIVE_TAGS))
-        if unknown:
-            raise ValueError(f"GridPoint objective: unknown hash parameters {unknown} (known: {sorted(OBJECTIVE_TAGS)})")
-
-    @property
-    def tag(self) -> str:
-        """The folder suffix of this point ("" at the base settings)."""
-        parts = [f"lr{self.lr_factor:g}" if self.lr_factor != 1.0 else "",
-                 f"len{self.length_factor:g}" if self.length_factor != 1.0 else "",
-                 *(f"{k}{v:g}" if isinstance(v, (int, float)) else f"{k}{v}" for k, v in self.estimator),
-                 *(f"{OBJECTIVE_TAGS[k]}{v:g}" for k, v in self.objective)]
-        return "_".join(p for p in parts if p)
-
-    def to_json(self) -> dict:
-        out = {"lr_factor": self.lr_factor, "length_factor": self.length_factor, "estimator": dict(self.estimator)}
-        return {**out, "objective": dict(self.objective)} if self.objective else out
-
-
-# The objective's hash parameters a grid point may set, and their folder tags.
-OBJECTIVE_TAGS = {"distill": "kd", "distill_tau": "tau"}
-
-
-# Where `make tune` writes each row's winner (committed; read by every run of the profile).
-TUNED_FILE = Path(__file__).with_name("tuned.json")
-
-
-def tuned_point(profile: str, label: str, dataset: str = "ml-1m") -> GridPoint:
-    """The winner of ``label``'s validation grid on ``dataset`` in ``profile`` (:data:`TUNED_FILE`,
-    written by ``make tune``), or the base settings when that profile, dataset or row was not tuned
-    (winners are not carried to another dataset: a catalogue without its own grid runs the base)."""
-    from ..utils import read_json
-
-    winners = (read_json(TUNED_FILE) if TUNED_FILE.exists() else {}).get(profile, {}).get(str(dataset), {})
-    win = winners.get(label)
-    return GridPoint(**win) if win else GridPoint()
-
-
-PUBLISHED_ROWS = ("hashgnn", "hashgnn_nr", "luo_wu", "bgch_published")
-
-
-def row_family(label: str) -> str:
-    """Which family of notebook 03's table a row belongs to: ``as published`` (a method under its own
-    paper's objective and encoder: :data:`PUBLISHED_ROWS`), ``pairwise objective`` (an estimator
-    under HashGNN's published objective, ``<est>_pairwise``), ``hashrec objective`` (an estimator
-    under hashrec's table objective), ``untrained`` or ``continuous``."""
-    if label in ("sign (post-hoc)", "lsh"):
-        return "untrained"
-    if label.startswith("lightgcn"):
-        return "continuous"
-    if label.endswith("_pairwise"):
-        return "pairwise objective"
-    return "as published" if label in PUBLISHED_ROWS else "hashrec objective"
-
-
-
-def popcount_searchable(label: str) -> bool:
-    """Whether a row's codes are ranked by Hamming distance alone, so popcount indexes serve them.
-
-    Scaled codes (BGCH, BiGeaR: ``α_u α_i ⟨b_u, b_i⟩``, ``Estimator.scaled``) carry a float per item
-    that reorders items of equal distance; the table scores them that way, but the speed study's
-    binary indexes cannot, so they are not candidates for its codes."""
-    from ..hashing import ESTIMATORS, split_method
-
-    cls = ESTIMATORS.get(split_method(row_spec(label)[0])[0])
-    return cls is not None and not getattr(cls, "scaled", False)
-
-

@@ -14,7 +14,8 @@ import pandas as pd
 from ..config import get_profile, results_dir
 from ..data import InteractionData
 from ..utils import write_json
-from .runs import lightgcn_run, variant_run, write_table
+from .rows import variant_run
+from .runs import lightgcn_run, write_table
 
 
 # --------------------------------------------------------------------------

@@ -12,8 +12,9 @@ import pandas as pd
 from ..config import get_profile, results_dir
 from ..data import InteractionData, dataset_stats
 from ..utils import write_json
+from .rows import popcount_searchable, row_family, variant_run
 from .runs import (CURVE_ESTIMATORS, HASH_STAGE, SCHEDULES, environment, hash_run, lightgcn_run,
-                   load_profile_datasets, popcount_searchable, row_family, variant_run, write_table)
+                   load_profile_datasets, write_table)
 
 
 def data_prep(profile: str) -> tuple[pd.DataFrame, list[InteractionData]]:

@@ -24,8 +24,8 @@ is read with its scales, as it is scored):
    budget, not by the grid.
 
 Ties keep the earlier point (the base settings come first). The grid's every point is written to
-``results/<profile>/tuning.{csv,json}`` and each row's winner to :data:`.runs.TUNED_FILE`, which
-:func:`.runs.variant_run` reads: a winner's run folder is the tuning run itself, so ``make all``
+``results/<profile>/tuning.{csv,json}`` and each row's winner to :data:`.rows.TUNED_FILE`, which
+:func:`.rows.variant_run` reads: a winner's run folder is the tuning run itself, so ``make all``
 after ``make tune`` reuses it. ``tune --reuse-committed``: a point whose run folder is absent is
 read from the committed ``tuning.csv`` where it holds that point (:mod:`.committed`), so on a fresh
 clone only the points the record lacks train.
@@ -38,10 +38,10 @@ import pandas as pd
 
 from ..config import get_profile, results_dir, runs_dir
 from ..utils import read_json, write_json
-from . import runs as _runs
+from . import rows as _rows
 from .committed import read_tuning, recorded_point
-from .runs import (HASH_STAGE, GridPoint, popcount_searchable, row_family, row_spec, variant_run, variant_run_name,
-                   write_table)
+from .rows import GridPoint, popcount_searchable, row_family, row_spec, variant_run, variant_run_name
+from .runs import HASH_STAGE, write_table
 from .stages import _valid_columns
 
 __all__ = ["TuningGrid", "TUNING_GRID", "OWN_SCHEDULE", "OBJECTIVE_LEVERS", "own_alternatives", "objective_levers",
@@ -218,7 +218,7 @@ def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = T
     profile's first, whose validation split scores it), write ``results/<profile>/tuning``
     (rows not in ``labels``, and other datasets' grids, keep their earlier points; ``valid_fraction``:
     see :func:`tune_row`) and merge the winners into
-    :data:`.runs.TUNED_FILE` (other rows' and profiles' winners are kept), after every row.
+    :data:`.rows.TUNED_FILE` (other rows' and profiles' winners are kept), after every row.
     ``reuse_committed``: points without a run folder are read from the committed ``tuning.csv`` where
     it holds them (:func:`tune_row`'s ``record``); ``frame.attrs["reused_committed"]`` names their runs."""
     from tqdm.auto import tqdm
@@ -240,7 +240,7 @@ def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = T
         frame["popcount_searchable"] = frame["row"].map(popcount_searchable)
         frame = pd.concat([kept, frame], ignore_index=True) if len(kept) else frame
         write_table(frame, "tuning", profile)
-        path = _runs.TUNED_FILE
+        path = _rows.TUNED_FILE
         saved = read_json(path) if path.exists() else {}
         tuned = saved.setdefault(profile, {})
         tuned[dataset] = {**tuned.get(dataset, {}), **winners}
