@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from hashrec_utils.data import InteractionData
 from hashrec_utils.experiments import comparison, runs
 from hashrec_utils.experiments import rows as table_rows
-from hashrec_utils.experiments.comparison import comparison_best_row, comparison_metrics, comparison_view
+from hashrec_utils.experiments.comparison import comparison_best_row, comparison_metrics, comparison_top_rows, comparison_view
 from hashrec_utils.experiments.runs import hash_overrides, valid_tag
 from hashrec_utils.metrics import evaluate_topk
 from hashrec_utils.report import PUBLISHED
@@ -104,6 +104,22 @@ def test_best_row_is_chosen_on_validation_among_hashrec_rows_whose_codes_popcoun
     assert comparison_best_row(table) == "guided_ste"
     with pytest.raises(ValueError, match="validation"):
         comparison_best_row(table.assign(**{"valid_recall@50_mean": np.nan}))
+
+
+def test_top_rows_are_every_published_recipe_and_hashrecs_best_on_validation():
+    valid = {"signswish": 0.20, "guided_ste": 0.22, "bigear": 0.25, "ste": 0.19, "luo_wu": 0.10, "hashgnn": 0.05,
+             "ste_pairwise": 0.30}
+    test = {"signswish": 0.30, "guided_ste": 0.10, "bigear": 0.05, "ste": 0.40, "luo_wu": 0.2, "hashgnn": 0.1,
+            "ste_pairwise": 0.1}  # ordered against validation
+    table = _table(valid, test)
+    # scaled codes (bigear) count among hashrec's rows; a pairwise row is neither published nor hashrec's objective
+    assert comparison_top_rows(table, 2) == ["guided_ste", "bigear", "luo_wu", "hashgnn"]
+    assert comparison_top_rows(table, 3) == ["signswish", "guided_ste", "bigear", "luo_wu", "hashgnn"]
+    assert comparison_top_rows(table, 0) == ["luo_wu", "hashgnn"]
+    # a row without a validation number is never among the best
+    blind = table.copy()
+    blind.loc[blind.row == "bigear", "valid_recall@50_mean"] = np.nan
+    assert comparison_top_rows(blind, 2) == ["signswish", "guided_ste", "luo_wu", "hashgnn"]
 
 
 def test_view_puts_each_published_number_beside_the_row_that_runs_its_method():
@@ -313,6 +329,33 @@ def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_num
     key = ["run", "row", "search"]
     pd.testing.assert_frame_equal(kept.sort_values(key).reset_index(drop=True)[mine.columns],
                                   mine.sort_values(key).reset_index(drop=True), check_dtype=False)
+
+
+def test_the_committed_records_three_seed_rows_are_the_ones_validation_chooses(monkeypatch, tmp_path):
+    """The full profile's top rows are chosen on the seed-0 validation numbers, not listed by hand:
+    rebuilt from the whole committed record (nothing trains), the rows the rule picks are exactly
+    those the record ran over every seed."""
+    from hashrec_utils.config import repo_root
+
+    _committed_copy(tmp_path, "luo_wu", 1)
+    src = repo_root() / "results" / "full" / "comparison_runs.csv"
+    (tmp_path / "results" / "full" / "comparison_runs.csv").write_bytes(src.read_bytes())  # the whole record
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+
+    def refuse(*a, **kw):
+        raise AssertionError("a recorded run was trained")
+
+    for name in ("variant_run", "lightgcn_run", "hash_run", "comparison_metrics"):
+        monkeypatch.setattr(comparison, name, refuse)
+    import hashrec_utils.train as train
+    monkeypatch.setattr(train, "load_run_data", lambda config: _toy_data())
+    out = comparison.comparison_stage("full", reuse_committed=True)
+    summary = out["summary"]["gowalla"]
+    recorded = pd.read_csv(src)
+    multi = set(recorded.groupby("row").seed.nunique().loc[lambda n: n > 1].index)
+    assert set(summary["top_rows"]) == multi and summary["pending"]["top_rows_seeds"] == []
+    assert {"luo_wu", "bgch_published", "hashgnn"} <= multi  # every published recipe
+    assert "seed 0" in summary["top_rows_rule"]
 
 
 def test_reuse_committed_without_a_record_says_which_file_is_missing(monkeypatch, tmp_path):

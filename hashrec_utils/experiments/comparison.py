@@ -11,8 +11,11 @@ catalogue of :data:`COMPARISON`'s profile under the study's one protocol:
 * each run's saved arrays are evaluated at ``ks`` (hierarchical search: ``candidates`` Hamming
   candidates re-ranked by the continuous inner product, the same C for every k), and the
   numbers are cached in the run folder (``comparison_metrics.json``), so a rerun reads them;
-* the ``top_rows`` run over every seed of ``seeds`` (each seed fine-tunes the same seed-0
-  LightGCN, so ± leaves LightGCN's own variance out); the others seed 0.
+* the top rows run over every seed of ``seeds`` (each seed fine-tunes the same seed-0
+  LightGCN, so ± leaves LightGCN's own variance out); the others seed 0. The top rows are chosen
+  on validation once every row's seed 0 has run (:func:`comparison_top_rows`): every published
+  recipe, and the ``top_hashrec`` rows of hashrec's objective with the best validation Hamming
+  recall@50.
 
 With ``reuse_committed`` (``compare --reuse-committed``), a run with no folder here is read from
 those committed files where they hold it (:mod:`.committed`), so a fresh clone trains only the
@@ -37,7 +40,7 @@ from .rows import GridPoint, popcount_searchable, row_family, tuned_point, varia
 from .runs import hash_run, hash_run_name, lightgcn_run, lightgcn_run_name, write_table
 
 __all__ = ["ComparisonStage", "COMPARISON", "UNTRAINED_ROWS", "comparison_stage", "comparison_metrics", "comparison_view",
-           "comparison_best_row", "published_rows", "sweep_point"]
+           "comparison_best_row", "comparison_top_rows", "published_rows", "sweep_point"]
 
 # The rows that train nothing: (label, method); post-hoc sign takes one bit per dimension.
 UNTRAINED_ROWS = (("lsh", "lsh"), ("sign (post-hoc)", "sign"))
@@ -53,7 +56,9 @@ class ComparisonStage:
 
     ``datasets``: the catalogues compared with published numbers (empty: show ``source``'s
     committed results). ``rows``: trained table rows (labels of :func:`.rows.row_spec`), run in
-    this order; ``top_rows`` over every seed of ``seeds``. ``bits``: the code lengths of the bits
+    this order; the top rows over every seed of ``seeds``: ``top_rows`` where given, else chosen on
+    validation by :func:`comparison_top_rows` (every published recipe and the ``top_hashrec`` best
+    rows of hashrec's objective). ``bits``: the code lengths of the bits
     sweep of the best row, at its tuned settings with the schedule capped at ``sweep_length_factor``
     (None: as tuned; one cap for every length, so the sweep is one recipe). ``valid_fraction``: carved from train where the source has no
     validation split. ``ks``, ``candidates``: the cut-offs evaluated and hierarchical search's C.
@@ -61,9 +66,8 @@ class ComparisonStage:
 
     datasets: tuple[str, ...] = ()
     rows: tuple[str, ...] = _ALL_ROWS
-    # hashrec's best two (BiGeaR's scaled codes tuned level with SignSwish on Gowalla), a third estimator
-    # of hashrec's objective and every published recipe (the two on LightGCN, and HashGNN end to end)
-    top_rows: tuple[str, ...] = ("signswish", "bigear", "guided_ste", "luo_wu", "bgch_published", "hashgnn")
+    top_rows: tuple[str, ...] | None = None  # None: chosen on validation (comparison_top_rows)
+    top_hashrec: int = 3
     seeds: tuple[int, ...] = (0,)
     bits: tuple[int, ...] = (32, 64, 128, 256, 768)
     valid_fraction: float = 0.1
@@ -153,6 +157,18 @@ def best_row_candidate(label: str) -> bool:
     return row_family(label) == "hashrec objective" and popcount_searchable(label)
 
 
+def comparison_top_rows(table: pd.DataFrame, n_hashrec: int, selection: str = "valid_recall@50_mean") -> list[str]:
+    """The rows that run every seed, chosen on validation from a table of seed-0 runs: every
+    published recipe (family ``as published``) and the ``n_hashrec`` rows of hashrec's objective
+    (scaled codes included) with the highest validation Hamming ``selection``, in the table's order.
+    Test numbers choose nothing; a row without a validation number is not among the best."""
+    hamming = table[table.search == "hamming"]
+    published = hamming[hamming.family == "as published"].row.tolist()
+    ours = hamming[(hamming.family == "hashrec objective") & hamming[selection].notna()]
+    best = set(ours.sort_values(selection, ascending=False, kind="stable").row.head(max(0, n_hashrec)))
+    return [r for r in hamming.row if r in best or r in published]
+
+
 def comparison_best_row(table: pd.DataFrame, selection: str = "valid_recall@50_mean") -> str:
     """hashrec's best recipe: the :func:`best_row_candidate` with the highest mean validation Hamming
     ``selection``; test numbers choose nothing."""
@@ -201,9 +217,6 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
                          f"{' '.join(stage.rows)} (finished runs are reused)")
     committed = CommittedRuns.read(profile) if reuse_committed else None
     seeds_left = [s for s in planned.seeds if s not in stage.seeds]
-    pending = {"rows": [r for r in planned.rows if r not in stage.rows], "seeds": list(planned.seeds),
-               "top_rows_seeds": [r for r in planned.top_rows if r in stage.rows and (r not in stage.top_rows or seeds_left)],
-               "bits": [b for b in planned.bits if b not in stage.bits]}
     run_rows, tables, bit_rows, summaries = [], [], [], {}
     for dataset in stage.datasets:
         vf = stage.valid_fraction
@@ -223,20 +236,37 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
             runs_seconds[out.name] = m.get("train_seconds") or 0.0
             return _rows_of(label, seed, bits, comparison_metrics(out, data, stage.ks, stage.candidates), stage.ks, out)
 
-        lgcn_name = lightgcn_run_name(dataset, valid_fraction=vf)
-        rows = rows_of_run("runs", "lightgcn (continuous)", 0, 0, lgcn_name,
-                           lambda: lightgcn_run(profile, dataset, progress=False, valid_fraction=vf))
-        for label in stage.rows:
-            for seed in (stage.seeds if label in stage.top_rows else stage.seeds[:1]):
+        def row_runs(label, seeds):
+            """Table row ``label``'s runs at ``seeds`` (64 bits, its tuned settings)."""
+            got = []
+            for seed in seeds:
                 name = variant_run_name(profile, label, seed=seed, dataset=dataset, valid_fraction=vf)
-                rows += rows_of_run("runs", label, seed, 64, name, lambda: variant_run(
+                got += rows_of_run("runs", label, seed, 64, name, lambda: variant_run(
                     profile, label, seed=seed, dataset=dataset, valid_fraction=vf))
+            return got
+
+        lgcn_name = lightgcn_run_name(dataset, valid_fraction=vf)
+        teacher_rows = rows_of_run("runs", "lightgcn (continuous)", 0, 0, lgcn_name,
+                                   lambda: lightgcn_run(profile, dataset, progress=False, valid_fraction=vf))
+        per_row = {label: row_runs(label, stage.seeds[:1]) for label in stage.rows}
+        untrained = []
         for label, method in UNTRAINED_ROWS:
             b = train_config(profile, dataset).dim if method == "sign" else 64
             name = hash_run_name(method, bits=b, dataset=dataset, valid_fraction=vf)
-            rows += [r for r in rows_of_run("runs", label, 0, b, name, lambda: hash_run(
+            untrained += [r for r in rows_of_run("runs", label, 0, b, name, lambda: hash_run(
                 profile, method, bits=b, dataset=dataset, valid_fraction=vf)) if r["search"] != "continuous"]
-        runs = pd.DataFrame(rows)
+        # the top rows, chosen on the seed-0 table's validation numbers, run the other seeds
+        first = _summarize(pd.DataFrame([r for rs in per_row.values() for r in rs]), stage.ks)
+        top = list(stage.top_rows) if stage.top_rows is not None else comparison_top_rows(first, stage.top_hashrec)
+        top = [r for r in top if r in stage.rows]
+        planned_top = (list(planned.top_rows) if planned.top_rows is not None
+                       else comparison_top_rows(first, planned.top_hashrec))
+        for label in top:
+            per_row[label] += row_runs(label, stage.seeds[1:])
+        pending = {"rows": [r for r in planned.rows if r not in stage.rows], "seeds": list(planned.seeds),
+                   "top_rows_seeds": [r for r in planned_top if r in stage.rows and (r not in top or seeds_left)],
+                   "bits": [b for b in planned.bits if b not in stage.bits]}
+        runs = pd.DataFrame(teacher_rows + [r for label in stage.rows for r in per_row[label]] + untrained)
         runs.insert(0, "dataset", dataset)
         table = _summarize(runs, stage.ks).assign(dataset=dataset)
         best = comparison_best_row(table)
@@ -264,6 +294,10 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
             "lightgcn_train_seconds": runs_seconds.get(lgcn_name),
             "train_seconds": {r: float(v) for r, v in runs_seconds.items()},
             "pending": pending,
+            "top_rows": top,
+            "top_rows_rule": (f"given: {', '.join(stage.top_rows) or 'none'}" if stage.top_rows is not None else
+                              f"every published recipe and the {stage.top_hashrec} rows of hashrec's objective with "
+                              f"the best validation Hamming recall@50 at seed 0"),
             "reused_committed": sorted(reused),
             "settings": _settings_of(profile, dataset, stage.rows),
             "sweep_settings": sweep.to_json(),
