@@ -36,7 +36,7 @@ import pandas as pd
 from ..config import results_dir
 from ..utils import read_json, write_json
 from .committed import CommittedRuns, read_comparison
-from .rows import GridPoint, popcount_searchable, row_family, tuned_point, variant_run, variant_run_name
+from .rows import GridPoint, popcount_searchable, row_family, tuned_point, tuned_winners, variant_run, variant_run_name
 from .runs import hash_run, hash_run_name, lightgcn_run, lightgcn_run_name, write_table
 
 __all__ = ["ComparisonStage", "COMPARISON", "UNTRAINED_ROWS", "comparison_stage", "comparison_metrics", "comparison_view",
@@ -257,10 +257,10 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
                 profile, method, bits=b, dataset=dataset, valid_fraction=vf)) if r["search"] != "continuous"]
         # the top rows, chosen on the seed-0 table's validation numbers, run the other seeds
         first = _summarize(pd.DataFrame([r for rs in per_row.values() for r in rs]), stage.ks)
-        top = list(stage.top_rows) if stage.top_rows is not None else comparison_top_rows(first, stage.top_hashrec)
-        top = [r for r in top if r in stage.rows]
-        planned_top = (list(planned.top_rows) if planned.top_rows is not None
-                       else comparison_top_rows(first, planned.top_hashrec))
+        def top_of(s):
+            return list(s.top_rows) if s.top_rows is not None else comparison_top_rows(first, s.top_hashrec)
+
+        top, planned_top = [r for r in top_of(stage) if r in stage.rows], top_of(planned)
         for label in top:
             per_row[label] += row_runs(label, stage.seeds[1:])
         pending = {"rows": [r for r in planned.rows if r not in stage.rows], "seeds": list(planned.seeds),
@@ -333,9 +333,7 @@ def sweep_point(point: GridPoint, length_factor: float | None) -> GridPoint:
 def _settings_of(profile: str, dataset: str, rows) -> dict:
     """Each row's tuning-grid point on ``dataset`` (``make tune``'s winner), or ``"base"`` where that
     row was not tuned there."""
-    from . import rows as _rows
-
-    winners = (read_json(_rows.TUNED_FILE) if _rows.TUNED_FILE.exists() else {}).get(profile, {}).get(dataset, {})
+    winners = tuned_winners(profile, dataset)
     return {row: winners.get(row, "base") for row in rows}
 
 

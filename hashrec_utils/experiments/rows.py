@@ -130,14 +130,19 @@ OBJECTIVE_TAGS = {"distill": "kd", "distill_tau": "tau"}
 TUNED_FILE = Path(__file__).with_name("tuned.json")
 
 
+def tuned_winners(profile: str, dataset: str) -> dict:
+    """Every row's grid winner on ``dataset`` in ``profile`` as :data:`TUNED_FILE` holds it
+    (``{label: GridPoint keyword arguments}``; empty where that profile or dataset was not tuned)."""
+    from ..utils import read_json
+
+    return (read_json(TUNED_FILE) if TUNED_FILE.exists() else {}).get(profile, {}).get(str(dataset), {})
+
+
 def tuned_point(profile: str, label: str, dataset: str = "ml-1m") -> GridPoint:
     """The winner of ``label``'s validation grid on ``dataset`` in ``profile`` (:data:`TUNED_FILE`,
     written by ``make tune``), or the base settings when that profile, dataset or row was not tuned
     (winners are not carried to another dataset: a catalogue without its own grid runs the base)."""
-    from ..utils import read_json
-
-    winners = (read_json(TUNED_FILE) if TUNED_FILE.exists() else {}).get(profile, {}).get(str(dataset), {})
-    win = winners.get(label)
+    win = tuned_winners(profile, dataset).get(label)
     return GridPoint(**win) if win else GridPoint()
 
 
