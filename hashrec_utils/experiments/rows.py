@@ -65,8 +65,8 @@ def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, prog
     :func:`tuned_point`; the base settings where it was not tuned). A point other than the base gets its own
     folder (``…_<point tag>``), so a winner's run is the tuning run itself."""
     method, model, tag, params = _variant(profile, label, dataset, point)
-    return _runs.hash_run(profile, method, seed=seed, bits=bits, model=model, tag=tag, progress=progress, dataset=dataset,
-                    valid_fraction=valid_fraction, **params)
+    return _runs.hash_run(profile, method, seed=seed, bits=bits, model=model, tag=tag, progress=progress,
+                          dataset=dataset, valid_fraction=valid_fraction, **params)
 
 
 def variant_run_name(profile: str, label: str, *, seed: int = 0, bits: int = 64, dataset: str = "ml-1m",
@@ -74,7 +74,7 @@ def variant_run_name(profile: str, label: str, *, seed: int = 0, bits: int = 64,
     """The folder name :func:`variant_run` trains into, without training anything."""
     method, model, tag, _ = _variant(profile, label, dataset, point)
     return _runs.hash_run_name(method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
-                         valid_fraction=valid_fraction)
+                               valid_fraction=valid_fraction)
 
 
 def _variant(profile: str, label: str, dataset: str, point: "GridPoint | None") -> tuple[str, str, str, dict]:
