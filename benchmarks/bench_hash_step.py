@@ -32,7 +32,8 @@ import torch
 
 from hashrec_utils import hashing
 from hashrec_utils.experiments import hash_overrides
-from hashrec_utils.train import build_model, load_run_data, make_optimizer, train_config
+from hashrec_utils.settings import train_config
+from hashrec_utils.training import build_model, load_run_data, make_optimizer
 from hashrec_utils.utils import keep_freed_memory
 
 

@@ -30,7 +30,7 @@ import time
 import numpy as np
 import scipy.sparse as sp
 
-from hashrec_utils.fused import fused_hierarchical_topk
+from hashrec_utils.retrieval.fused import fused_hierarchical_topk
 from hashrec_utils.retrieval import hamming_topk, hierarchical_topk
 from hashrec_utils.retrieval.kernel import hamming_candidates
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from hashrec_utils.data import load_dataset
 from hashrec_utils.graph import build_graph, normalized_adjacency
 from hashrec_utils.models import LightGCN
-from hashrec_utils.train import NegativeSampler
+from hashrec_utils.training import NegativeSampler
 
 
 def bpr_l2(final: torch.Tensor, ego: torch.Tensor, n_users: int, batch, reg: float = 1e-4) -> torch.Tensor:

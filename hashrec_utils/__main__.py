@@ -89,8 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a TrainConfig field, e.g. --set epochs=10 (repeatable)")
     train.add_argument("--retrain", action="store_true",
-                       help="--out was trained by other code (its config.json's code_version differs): "
-                            "move it aside to <out>.stale-<version> and train again")
+                       help="--out was trained by other component versions (its config.json's identity differs): "
+                            "move it aside to <out>.stale and train again")
 
     study = sub.add_parser("study", help="LightGCN + the best hash recipe on your folder: tables, figures, PDF report")
     study.add_argument("--dataset", required=True, metavar="FOLDER", help="folder holding train and test files")
@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{dataset}: {len(summary['reused_committed'])} runs read from the committed record (no run folder)")
         return 0
     if args.command == "train":
-        from .train import run
+        from .settings import train_config
+        from .training.runs import run
 
         overrides = _overrides(args.set)
         if args.data_format is not None:
@@ -208,18 +209,17 @@ def main(argv: list[str] | None = None) -> int:
             init = args.init or str(lightgcn_run(args.profile, args.dataset, progress=False)[1])
             overrides = {"epochs": 0, **overrides, "hash_params": {**overrides.get("hash_params", {}), "init": str(init)}}
         elif args.hash_method:  # the study's hash settings (notebook 03), then --set on top
-            from .experiments import hash_overrides
+            from .experiments import hash_overrides, train_default_init
 
             hp = overrides.pop("hash_params", {})
             overrides = {**hash_overrides(args.profile, args.hash_method, model=args.model, dataset=args.dataset,
                                           init=args.init, **hp), **overrides}
+            train_default_init(args.profile, args.dataset, overrides)  # the profile's LightGCN run, when it starts from it
         elif args.init:
             raise ValueError("--init applies to hash runs (--hash ...)")
-        metrics = run(
-            dataset=args.dataset, model=args.model, hash_method=args.hash_method, bits=args.bits,
-            profile=args.profile, seed=args.seed, out=args.out, device=args.device, overrides=overrides,
-            retrain=args.retrain,
-        )
+        config = train_config(args.profile, str(args.dataset), model=args.model, hash_method=args.hash_method,
+                              bits=args.bits, seed=args.seed, device=args.device, **overrides)
+        metrics = run(config, args.out, retrain=args.retrain)
         print(json.dumps(metrics, indent=2, sort_keys=True))
         return 0
     if args.command == "study":

@@ -14,7 +14,7 @@ layer reads); its code is ``sign(W t'_j + b)`` (``sign(0) = +1``), packed like
 are replicated, blurred by ``noise``.
 
 :func:`load_hash_run` reads the parts it needs from a hash run folder
-written by :func:`hashrec_utils.train.run`.
+written by :func:`hashrec_utils.training.run`.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 ``full``    MovieLens-1M and Gowalla at paper scale (a GPU makes it minutes).
 
 Each stage derives its own settings from the profile name (for example
-``hashrec_utils.train.train_config(profile, dataset)``); this module holds
+``hashrec_utils.settings.train_config(profile, dataset)``); this module holds
 only what every stage shares.
 """
 from __future__ import annotations

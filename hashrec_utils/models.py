@@ -2,9 +2,11 @@
 
 Every encoder answers ``embeddings(graph) -> (user_emb, item_emb)`` and
 ``loss(graph, users, pos, neg, step) -> (loss, logs)``, so one training loop
-(:mod:`hashrec_utils.train`) serves them all, hash models included.
+(:mod:`hashrec_utils.training`) serves them all, hash models included.
 """
 from __future__ import annotations
+
+from types import MappingProxyType
 
 import torch
 from torch import nn
@@ -50,7 +52,12 @@ class LightGCN(nn.Module):
     reference code's choice). ``embeddings(graph)`` returns the propagated
     ``(user_emb (n_users, dim), item_emb (n_items, dim))``; a pair is scored by
     the inner product ``⟨e_u, e_i⟩``.
+
+    ``version``: bump when a change moves what it computes (init, propagation with
+    :mod:`hashrec_utils.graph`'s normalisation, loss); part of every run's identity.
     """
+
+    version = 1
 
     def __init__(self, n_users: int, n_items: int, dim: int = 64, n_layers: int = 3, reg: float = 1e-4):
         super().__init__()
@@ -82,8 +89,10 @@ class GraphSAGE(nn.Module):
     """HashGNN's encoder: free node embeddings, two ``SAGEConv`` layers (mean aggregation), ReLU between.
 
     Same interface as :class:`LightGCN`; messages flow along the (unnormalised)
-    user-item edges of ``graph.edge_index``.
+    user-item edges of ``graph.edge_index``. ``version``: as :class:`LightGCN`'s.
     """
+
+    version = 1
 
     def __init__(self, n_users: int, n_items: int, dim: int = 64, n_layers: int = 2, reg: float = 1e-4):
         super().__init__()
@@ -105,7 +114,7 @@ class GraphSAGE(nn.Module):
     loss = LightGCN.loss
 
 
-ENCODERS = {"lightgcn": LightGCN, "graphsage": GraphSAGE}
+ENCODERS = MappingProxyType({"lightgcn": LightGCN, "graphsage": GraphSAGE})
 
 
 def make_encoder(name: str, n_users: int, n_items: int, dim: int = 64, n_layers: int | None = None, reg: float = 1e-4) -> nn.Module:

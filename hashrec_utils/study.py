@@ -58,7 +58,7 @@ class StudySettings:
 
     ``folder``: the user's dataset folder (``train`` and ``test`` files, optionally
     ``valid``). ``format``: how to read them (``auto`` detects). ``overrides``:
-    :class:`~hashrec_utils.train.TrainConfig` fields applied to every run on top of
+    :class:`~hashrec_utils.training.TrainConfig` fields applied to every run on top of
     the profile's settings (e.g. ``{"epochs": 2}``). ``threads``: size of the
     thread pools while searches are timed. ``repeats``: timings per search (best kept).
     """
@@ -166,27 +166,28 @@ def _canonical_folder(settings: StudySettings, runs: Path) -> str:
 def _train_runs(settings: StudySettings, dataset: str, runs: Path) -> dict[str, Path]:
     """Train (or reuse) LightGCN and one hash run per recipe; returns ``{label: run folder}``."""
     from .experiments import hash_overrides
-    from .train import run
+    from .settings import train_config
+    from .training.runs import run
 
     tag = _tag(settings)
     folders = {"lightgcn": runs / settings.profile / f"lightgcn_s{settings.seed}{tag}"}
     _log(settings, f"training LightGCN → {folders['lightgcn']}")
-    run(dataset, model="lightgcn", profile=settings.profile, seed=settings.seed, out=folders["lightgcn"],
-        overrides=dict(settings.overrides), progress=settings.progress)
+    run(train_config(settings.profile, dataset, model="lightgcn", seed=settings.seed, **dict(settings.overrides)),
+        folders["lightgcn"], progress=settings.progress)
     for method in settings.recipes:
         out = runs / settings.profile / f"hash_{method}_b{settings.bits}_s{settings.seed}{tag}"
         _log(settings, f"training hash recipe {method} ({settings.bits} bits) from LightGCN → {out}")
         overrides = {**hash_overrides(settings.profile, method, model="lightgcn", dataset=dataset,
                                       init=str(folders["lightgcn"])), **settings.overrides}
-        run(dataset, model="lightgcn", hash_method=method, bits=settings.bits, profile=settings.profile,
-            seed=settings.seed, out=out, overrides=overrides, progress=settings.progress)
+        run(train_config(settings.profile, dataset, model="lightgcn", hash_method=method, bits=settings.bits,
+                         seed=settings.seed, **overrides), out, progress=settings.progress)
         folders[method] = out
     return folders
 
 
 def _load_data(run_folder: Path):
     """The split the runs trained on: the dataset of the run's ``config.json``, valid carved with
-    split seed 0 and its ``valid_fraction``, sliced to its ``max_users`` (as ``train.run`` does)."""
+    split seed 0 and its ``valid_fraction``, sliced to its ``max_users`` (as :func:`hashrec_utils.training.run` does)."""
     from .data import load_dataset, subset_users
 
     config = read_json(run_folder / "config.json")

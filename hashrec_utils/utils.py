@@ -44,11 +44,19 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success move it into place.
 
-    On any exception the temporary file is removed and ``path`` is untouched.
+    On any exception the temporary file is removed and ``path`` is untouched. The file gets the
+    permissions of a plain ``open(path, "w")`` under the user's umask (``mkstemp`` makes it 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +64,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
+            os.fchmod(fh.fileno(), 0o666 & ~_umask())
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -135,7 +144,7 @@ def keep_freed_memory(enable: bool = True) -> bool:
     the heap and are reused; the process keeps its peak memory until it exits. PyTorch's CPU
     tuning guide gets the same effect by preloading jemalloc or tcmalloc.
 
-    Called by :func:`hashrec_utils.train.fit` on CPU; ``HASHREC_MALLOC=system`` in the environment
+    Called by :func:`hashrec_utils.training.fit` on CPU; ``HASHREC_MALLOC=system`` in the environment
     leaves glibc as it is. Returns whether the setting was applied (``False`` off glibc).
     """
     if enable and os.environ.get("HASHREC_MALLOC", "").lower() == "system":

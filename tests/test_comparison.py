@@ -28,7 +28,8 @@ def test_valid_tag_names_the_carve_out():
 
 def test_hash_overrides_on_a_carve_out_train_on_it_from_the_teacher_trained_on_it(monkeypatch, tmp_path):
     """A published split (no validation by default outside quick) with valid_fraction: the run carves
-    it, and its init is the LightGCN run on the same carve-out, never the one trained on all of train."""
+    it, and its init is the LightGCN run on the same carve-out, never the one trained on all of train.
+    Resolving the settings trains nothing: the init is named, and trained by the run that needs it."""
     asked = []
 
     def fake_lightgcn(profile, dataset="ml-1m", *, progress=True, valid_fraction=None, **kw):
@@ -38,10 +39,14 @@ def test_hash_overrides_on_a_carve_out_train_on_it_from_the_teacher_trained_on_i
     monkeypatch.setattr(runs, "lightgcn_run", fake_lightgcn)
     carved = hash_overrides("full", "signswish", dataset="gowalla", valid_fraction=0.1)
     assert carved["valid_fraction"] == 0.1
-    assert carved["hash_params"]["init"].endswith("lightgcn_gowalla_v10")
+    assert carved["hash_params"]["init"].endswith("lightgcn_gowalla_L3_s0_v10")
     plain = hash_overrides("full", "signswish", dataset="gowalla")
-    assert "valid_fraction" not in plain and plain["hash_params"]["init"].endswith("lightgcn_gowalla")
-    assert asked == [0.1, None]
+    assert "valid_fraction" not in plain and plain["hash_params"]["init"].endswith("lightgcn_gowalla_L3_s0")
+    assert carved["hash_params"]["init"] == str(runs.default_init("full", "gowalla", 0.1))
+    assert asked == []  # nothing trained
+    runs.train_default_init("full", "gowalla", carved, 0.1)
+    runs.train_default_init("full", "gowalla", {"hash_params": {"init": "elsewhere"}}, 0.1)  # the caller's own init
+    assert asked == [0.1]
     # the end-to-end published rows carve it too (no init: they train their own encoder)
     e2e = hash_overrides("full", "bgch", dataset="gowalla", end_to_end=True, valid_fraction=0.1)
     assert e2e["valid_fraction"] == 0.1 and "init" not in e2e["hash_params"]
@@ -242,12 +247,12 @@ def test_the_bits_sweep_runs_the_tuned_settings_with_one_schedule_cap_for_every_
 def test_run_names_are_the_folders_the_runs_train_into(monkeypatch, tmp_path):
     """variant_run_name / hash_run_name / lightgcn_run_name name, without training, the folder each
     run function trains into, at the tuned winner, a given grid point and the untrained rows."""
-    import hashrec_utils.train as train
+    import hashrec_utils.training.runs as train
     from hashrec_utils.experiments.rows import GridPoint, variant_run, variant_run_name
     from hashrec_utils.experiments.runs import hash_run, hash_run_name, lightgcn_run, lightgcn_run_name
 
     monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
-    monkeypatch.setattr(train, "run", lambda *a, out, **kw: {"out": out})
+    monkeypatch.setattr(train, "run", lambda config, out, **kw: {"out": out})
     assert lightgcn_run("full", "gowalla", valid_fraction=0.1)[1].name == lightgcn_run_name("gowalla", valid_fraction=0.1)
     assert lightgcn_run("default", "ml-1m", n_layers=2)[1].name == lightgcn_run_name("ml-1m", n_layers=2)
     for label in ("signswish", "bgch_published", "luo_wu", "hashnet_pairwise", "hashgnn"):
@@ -304,7 +309,7 @@ def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_num
     monkeypatch.setattr(comparison, "lightgcn_run", refuse)
     monkeypatch.setattr(comparison, "hash_run", refuse)
     monkeypatch.setattr(comparison, "comparison_metrics", lambda out, *a: {"test": fixed, "valid": fixed})
-    import hashrec_utils.train as train
+    import hashrec_utils.training.runs as train
     monkeypatch.setattr(train, "load_run_data", lambda config: _toy_data())
 
     lacking = CommittedRuns.read("full")  # the record before the stage writes its own
@@ -347,7 +352,7 @@ def test_the_committed_records_three_seed_rows_are_the_ones_validation_chooses(m
 
     for name in ("variant_run", "lightgcn_run", "hash_run", "comparison_metrics"):
         monkeypatch.setattr(comparison, name, refuse)
-    import hashrec_utils.train as train
+    import hashrec_utils.training.runs as train
     monkeypatch.setattr(train, "load_run_data", lambda config: _toy_data())
     out = comparison.comparison_stage("full", reuse_committed=True)
     summary = out["summary"]["gowalla"]

@@ -433,7 +433,8 @@ def test_item_titles_from_movies_dat(tmp_path):
 
 def test_cli_parser_takes_format_and_train_config_checks_it():
     from hashrec_utils.__main__ import FORMAT_CHOICES, _parser
-    from hashrec_utils.train import TrainConfig, train_config
+    from hashrec_utils.settings import train_config
+    from hashrec_utils.training import TrainConfig
 
     assert FORMAT_CHOICES == ("auto", *D.FORMATS)
     args = _parser().parse_args(["train", "--dataset", "some/folder", "--format", "edges", "--out", "runs/x"])

@@ -12,27 +12,28 @@ from hashrec_utils.experiments import (HASH_STAGE, SAMPLED_POOL, SAMPLED_POOL_EP
 def test_every_hash_run_follows_one_protocol(profile, monkeypatch, tmp_path):
     """Every table row, variant, fixed-p run and sweep validates every ``stage.eval_every`` epochs and
     keeps by ``stage.keep``, whatever its estimator; stale folders are retrained (``retrain=True``)."""
-    import hashrec_utils.train as train_module
+    import hashrec_utils.training.runs as train_module
 
     monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
     calls = []
-    monkeypatch.setattr(train_module, "run", lambda *a, **kw: calls.append(kw) or {})
+    monkeypatch.setattr(train_module, "run", lambda config, out, **kw: calls.append({"config": config, **kw}) or {})
     stage = HASH_STAGE[profile]
     for method in (*stage.estimators, "guided_ste_sp"):
         variant_run(profile, method)
     hash_run(profile, "guided_ste", tag="fixedp", estimator={"p0": 0.5, "decay": 1.0})
     hash_run(profile, "guided_ste", tag="lam0.5", epochs=stage.sweep_epochs, objective="hashgnn", distill=0.0)
     variant_run(profile, "hashgnn")
-    hashed = [c for c in calls if c.get("hash_method")]
+    hashed = [c["config"] for c in calls if c["config"].hash_method]
     assert len(hashed) == len(stage.estimators) + 4
-    assert {(c["overrides"]["eval_every"], c["overrides"]["keep"]) for c in hashed} == {(stage.eval_every, stage.keep)}
-    assert all(c["retrain"] for c in calls) and any(c["model"] == "lightgcn" and not c.get("hash_method") for c in calls)
+    assert {(c.eval_every, c.keep) for c in hashed} == {(stage.eval_every, stage.keep)}
+    assert all(c["retrain"] for c in calls)
+    assert any(c["config"].model == "lightgcn" and not c["config"].hash_method for c in calls)
     # an explicit period still wins
     hash_run(profile, "signswish", epochs=3, eval_every=1)
-    assert (calls[-1]["overrides"]["epochs"], calls[-1]["overrides"]["eval_every"]) == (3, 1)
+    assert (calls[-1]["config"].epochs, calls[-1]["config"].eval_every) == (3, 1)
     # lsh / sign train nothing: codes of the profile's LightGCN run
     hash_run(profile, "lsh", bits=32)
-    assert calls[-1]["overrides"]["epochs"] == 0 and calls[-1]["overrides"]["hash_params"]["init"].endswith("lightgcn_ml-1m_L3_s0")
+    assert calls[-1]["config"].epochs == 0 and calls[-1]["config"].hash_params["init"].endswith("lightgcn_ml-1m_L3_s0")
 
 
 def test_best_estimator_reads_validation_not_test():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from hashrec_utils.fused import fused_hierarchical_topk
+from hashrec_utils.retrieval.fused import fused_hierarchical_topk
 from hashrec_utils.retrieval import hamming_distances, hamming_topk, hierarchical_topk
 from hashrec_utils.retrieval.kernel import hamming_candidates
 

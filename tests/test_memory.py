@@ -6,7 +6,8 @@ import pytest
 from hashrec_utils.data import load_dataset, write_lightgcn_file
 from hashrec_utils.memory import BASELINE_BYTES, EVAL_BLOCK_BYTES, MemoryBudgetError, check_memory, estimate_peak_bytes
 from hashrec_utils.settings import DataShape, HashSettings
-from hashrec_utils.train import TrainConfig, run
+from hashrec_utils.settings import train_config
+from hashrec_utils.training import TrainConfig, run
 
 GiB = 1 << 30
 
@@ -59,7 +60,7 @@ def test_a_refused_run_writes_nothing(tmp_path, monkeypatch):
     write_lightgcn_file(folder / "test.txt", d.test, d.user_ids, d.item_ids)
     monkeypatch.setenv("HASHREC_MEMORY_BUDGET", "100MiB")  # below the interpreter's own baseline
     with pytest.raises(MemoryBudgetError, match="exceeds the memory budget 100 MiB"):
-        run(str(folder), profile="quick", out=tmp_path / "r", overrides={"epochs": 1}, progress=False)
+        run(train_config("quick", str(folder), epochs=1), tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()  # no half-written folder, not even config.json
 
 

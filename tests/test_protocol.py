@@ -19,7 +19,7 @@ ESTIMATORS = ("ste", "signswish")
 def _selection_path(root: Path, monkeypatch, poison: bool) -> dict:
     """LightGCN, one row's tuning grid and its winner, two hash estimators, sign and LSH, the
     table and the best estimator, then the bits-sweep run of the chosen one: everything a run or a choice decides, per run folder."""
-    import hashrec_utils.train as train_module
+    import hashrec_utils.training.runs as train_module
     from hashrec_utils import experiments
     from hashrec_utils.experiments import rows as rows_module, tuning
 

@@ -5,7 +5,7 @@ import pytest
 
 from hashrec_utils.settings import (MIN_POOL, SCHEDULES, DataShape, HashSettings, LightGCNSettings, batch_for_steps,
                                     distinct_users, memory_budget_bytes, parse_bytes, pool_size, score_bytes)
-from hashrec_utils.train import train_config
+from hashrec_utils.settings import train_config
 
 GiB = 1 << 30
 ML1M = DataShape(6040, 3706, 717_000)        # default split: 80/20, 10 % of train as valid

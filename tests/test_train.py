@@ -17,7 +17,9 @@ import torch
 
 from hashrec_utils.data import load_dataset, write_lightgcn_file
 from hashrec_utils.metrics import hit_matrix
-from hashrec_utils.train import NegativeSampler, TrainConfig, evaluate_model, fit, learning_rate, run, train_config
+from hashrec_utils.evaluation import evaluate_model
+from hashrec_utils.settings import train_config
+from hashrec_utils.training import NegativeSampler, TrainConfig, fit, learning_rate, run
 
 SMALL = {"epochs": 6, "eval_every": 2, "batch_size": 512, "lr": 0.01, "patience": 0, "dim": 16}
 REPO = Path(__file__).resolve().parent.parent
@@ -123,9 +125,9 @@ def test_early_stopping_keeps_the_best_weights():
 
 def test_same_seed_same_numbers_and_run_folder(tmp_path):
     folder = synthetic_folder(tmp_path)
-    a = run(str(folder), profile="quick", seed=3, out=tmp_path / "a", overrides=SMALL, progress=False)
-    b = run(str(folder), profile="quick", seed=3, out=tmp_path / "b", overrides=SMALL, progress=False)
-    c = run(str(folder), profile="quick", seed=4, out=tmp_path / "c", overrides=SMALL, progress=False)
+    a = run(train_config("quick", str(folder), seed=3, **SMALL), tmp_path / "a", progress=False)
+    b = run(train_config("quick", str(folder), seed=3, **SMALL), tmp_path / "b", progress=False)
+    c = run(train_config("quick", str(folder), seed=4, **SMALL), tmp_path / "c", progress=False)
     keys = [k for k in a if "@" in k]
     assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
     assert {k: a[k] for k in keys} != {k: c[k] for k in keys}
@@ -146,7 +148,7 @@ def test_same_seed_same_numbers_and_run_folder(tmp_path):
 
 def test_checkpoint_holds_everything_a_resume_needs(tmp_path):
     folder = synthetic_folder(tmp_path)
-    run(str(folder), profile="quick", out=tmp_path / "r", overrides={**SMALL, "epochs": 2}, progress=False)
+    run(train_config("quick", str(folder), **{**SMALL, "epochs": 2}), tmp_path / "r", progress=False)
     saved = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
     assert {"model", "optimizer", "rng", "epoch", "history", "best_state", "best_metric", "step"} <= set(saved)
     assert {"torch", "numpy", "python"} <= set(saved["rng"])
@@ -157,18 +159,18 @@ def test_checkpoint_holds_everything_a_resume_needs(tmp_path):
 
 def test_complete_run_is_not_redone_and_other_config_refused(tmp_path, capsys):
     folder = synthetic_folder(tmp_path)
-    first = run(str(folder), profile="quick", out=tmp_path / "r", overrides=SMALL, progress=False)
+    first = run(train_config("quick", str(folder), **SMALL), tmp_path / "r", progress=False)
     mtime = (tmp_path / "r" / "metrics.json").stat().st_mtime_ns
-    again = run(str(folder), profile="quick", out=tmp_path / "r", overrides=SMALL, progress=True)
+    again = run(train_config("quick", str(folder), **SMALL), tmp_path / "r", progress=True)
     assert again == first and (tmp_path / "r" / "metrics.json").stat().st_mtime_ns == mtime
     assert "run complete" in capsys.readouterr().out
     # a folder written before a TrainConfig field existed: the field counts at its default
     saved = json.loads((tmp_path / "r" / "config.json").read_text())
     del saved["lr_schedule"]
     (tmp_path / "r" / "config.json").write_text(json.dumps(saved))
-    assert run(str(folder), profile="quick", out=tmp_path / "r", overrides=SMALL, progress=False) == first
+    assert run(train_config("quick", str(folder), **SMALL), tmp_path / "r", progress=False) == first
     with pytest.raises(ValueError, match="holds a different run .*lr"):
-        run(str(folder), profile="quick", out=tmp_path / "r", overrides={**SMALL, "lr": 0.1}, progress=False)
+        run(train_config("quick", str(folder), **{**SMALL, "lr": 0.1}), tmp_path / "r", progress=False)
 
 
 def test_kill_9_then_resume_ends_with_the_uninterrupted_metrics(tmp_path, capsys):
@@ -179,7 +181,7 @@ def test_kill_9_then_resume_ends_with_the_uninterrupted_metrics(tmp_path, capsys
     """
     folder = synthetic_folder(tmp_path)
     settings = {**SMALL, "epochs": 8, "batch_size": 256, "lr_schedule": "cosine"}  # the schedule resumes too
-    args = [sys.executable, "-m", "hashrec_utils", "train", "--dataset", str(folder), "--profile", "quick",
+    args = [sys.executable, "-m", "hashrec_utils", "train", "--dataset", str(folder}), "--profile", "quick",
             "--seed", "1", "--device", "cpu", "--out", str(tmp_path / "killed")]
     args += [f"--set={k}={json.dumps(v)}" for k, v in settings.items()]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
@@ -197,11 +199,11 @@ def test_kill_9_then_resume_ends_with_the_uninterrupted_metrics(tmp_path, capsys
     assert 1 <= done < settings["epochs"] and not (killed_dir / "metrics.json").exists()  # killed mid-run
     assert not list(killed_dir.glob("*.tmp")) and not list(killed_dir.glob(".*.tmp"))  # nothing half-written
 
-    kwargs = dict(profile="quick", seed=1, device="cpu", overrides=settings)
+    config = train_config("quick", str(folder), seed=1, device="cpu", **settings)
     capsys.readouterr()
-    m_resumed = run(str(folder), out=killed_dir, progress=True, **kwargs)
+    m_resumed = run(config, killed_dir, progress=True)
     assert f"resumed from epoch {done}" in capsys.readouterr().err  # it did resume, not start over
-    m_whole = run(str(folder), out=tmp_path / "whole", progress=False, **kwargs)
+    m_whole = run(config, tmp_path / "whole", progress=False)
     assert {k: v for k, v in m_resumed.items() if "@" in k} == {k: v for k, v in m_whole.items() if "@" in k}
     h_resumed = pd.read_csv(killed_dir / "history.csv")
     h_whole = pd.read_csv(tmp_path / "whole" / "history.csv")
@@ -213,7 +215,7 @@ def test_kill_9_then_resume_ends_with_the_uninterrupted_metrics(tmp_path, capsys
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_run_on_cuda(tmp_path):
     folder = synthetic_folder(tmp_path)
-    metrics = run(str(folder), profile="quick", out=tmp_path / "gpu", device="cuda", overrides=SMALL, progress=False)
+    metrics = run(train_config("quick", str(folder), device="cuda", **SMALL), tmp_path / "gpu", progress=False)
     assert metrics["recall@20"] > 0.05
 
 
@@ -288,79 +290,18 @@ def test_keep_best_valid_against_last_on_one_training():
 
 def test_metrics_json_has_the_kept_models_valid_block(tmp_path):
     folder = synthetic_folder(tmp_path)
-    m = run(str(folder), profile="quick", out=tmp_path / "r", overrides=SMALL, progress=False)
+    m = run(train_config("quick", str(folder), **SMALL), tmp_path / "r", progress=False)
     history = pd.read_csv(tmp_path / "r" / "history.csv")
     assert m["kept"] == "best_valid" and m["kept_epoch"] == m["best_epoch"]
     assert m["best_epoch"] == int(history.loc[history["valid_recall@20"].idxmax(), "epoch"])
     # the valid block is the kept model on the validation split: its recall@20 is the best logged one
     assert set(m["valid"]) >= {f"recall@{k}" for k in (10, 20, 50)}
     assert m["valid"]["recall@20"] == history["valid_recall@20"].max()
-    last = run(str(folder), profile="quick", out=tmp_path / "l", overrides={**SMALL, "keep": "last"}, progress=False)
+    last = run(train_config("quick", str(folder), **{**SMALL, "keep": "last"}), tmp_path / "l", progress=False)
     assert last["kept"] == "last" and last["kept_epoch"] == 6 and last["valid"]["recall@20"] == history["valid_recall@20"].iloc[-1]
     # no valid split (Gowalla's published one): best_valid falls back to the last epoch and says so
-    none = run(str(folder), profile="quick", out=tmp_path / "n", overrides={**SMALL, "valid_fraction": 0.0}, progress=False)
+    none = run(train_config("quick", str(folder), **{**SMALL, "valid_fraction": 0.0}), tmp_path / "n", progress=False)
     assert none["kept"] == "last (no validation split)" and none["valid"] is None and none["best_epoch"] == 6
-
-
-def test_code_version_hashes_the_listed_package_files():
-    import hashlib
-
-    import hashrec_utils
-    from hashrec_utils.train import code_files, code_version
-
-    package = Path(hashrec_utils.__file__).parent
-    names = [p.relative_to(package).as_posix() for p in code_files()]
-    assert names == sorted(names)
-    assert {"train.py", "models.py", "graph.py", "hashing.py", "losses.py", "data.py", "metrics.py", "fused.py",
-            "retrieval/kernel.py", "retrieval/exact.py", "retrieval/indexes.py"} <= set(names)
-    assert not {"plotting.py", "experiments/runs.py", "experiments/stages.py", "__main__.py", "report.py"} & set(names)
-    digest = hashlib.sha256()
-    for name in names:
-        digest.update(name.encode() + b"\0" + (package / name).read_bytes() + b"\0")
-    assert code_version() == digest.hexdigest()[:12]
-
-
-def test_stale_folder_is_refused_retrained_or_adopted(tmp_path, capsys, monkeypatch):
-    from hashrec_utils.__main__ import main
-    from hashrec_utils.train import code_version
-
-    folder = synthetic_folder(tmp_path)
-    out = tmp_path / "r"
-    first = run(str(folder), profile="quick", out=out, overrides=SMALL, progress=False)
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["code_version"] == code_version()
-    # trained by other code: refused, naming both versions and --retrain (the CLI too) ...
-    (out / "config.json").write_text(json.dumps({**saved, "code_version": "0123456789ab"}))
-    with pytest.raises(ValueError, match=f"code version 0123456789ab; this code is {code_version()}: pass --retrain"):
-        run(str(folder), profile="quick", out=out, overrides=SMALL, progress=False)
-    cli = ["train", "--dataset", str(folder), "--profile", "quick", "--out", str(out)] + [f"--set={k}={json.dumps(v)}" for k, v in SMALL.items()]
-    with pytest.raises(ValueError, match="pass --retrain"):
-        main(cli)
-    # ... or, with --retrain, moved aside and trained again (same seed: the same numbers)
-    capsys.readouterr()
-    assert main(cli + ["--retrain"]) == 0
-    assert "moved aside to r.stale-0123456789ab" in capsys.readouterr().err
-    assert json.loads((tmp_path / "r.stale-0123456789ab" / "config.json").read_text())["code_version"] == "0123456789ab"
-    again = json.loads((out / "metrics.json").read_text())
-    assert {k: again[k] for k in first if "@" in k} == {k: first[k] for k in first if "@" in k}
-    assert json.loads((out / "config.json").read_text())["code_version"] == code_version()
-    # written before code_version existed (and before the valid block): stale too ...
-    metrics = json.loads((out / "metrics.json").read_text())
-    unversioned = {k: v for k, v in json.loads((out / "config.json").read_text()).items() if k != "code_version"}
-    (out / "config.json").write_text(json.dumps(unversioned))
-    (out / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "valid"}))
-    with pytest.raises(ValueError, match="unversioned .*HASHREC_ACCEPT_UNVERSIONED=1 to adopt it"):
-        run(str(folder), profile="quick", out=out, overrides=SMALL, progress=False)
-    # ... unless adopted: the current version is written, stderr says so, the valid block is rebuilt
-    # from the kept embeddings and equals the one the training wrote
-    monkeypatch.setenv("HASHREC_ACCEPT_UNVERSIONED", "1")
-    capsys.readouterr()
-    adopted = run(str(folder), profile="quick", out=out, overrides=SMALL, progress=False)
-    assert "adopted a run trained before code_version" in capsys.readouterr().err
-    assert json.loads((out / "config.json").read_text())["code_version"] == code_version()
-    assert adopted["valid"] == pytest.approx(metrics["valid"])
-    assert {k: adopted[k] for k in first if "@" in k} == {k: first[k] for k in first if "@" in k}
-    assert not list(tmp_path.glob("r.stale-unversioned"))
 
 
 def test_cli_lsh_and_sign_make_codes_from_the_init_run(tmp_path):
@@ -369,7 +310,7 @@ def test_cli_lsh_and_sign_make_codes_from_the_init_run(tmp_path):
     from hashrec_utils.hashing import lsh_codes, pack_codes
     from hashrec_utils.metrics import evaluate_topk
     from hashrec_utils.retrieval import hamming_topk, hierarchical_topk
-    from hashrec_utils.train import load_run_data
+    from hashrec_utils.training import load_run_data
 
     folder = synthetic_folder(tmp_path)
     base = tmp_path / "lgcn"
@@ -387,7 +328,7 @@ def test_cli_lsh_and_sign_make_codes_from_the_init_run(tmp_path):
         np.testing.assert_array_equal(emb["user"], lgcn["user"])
         m = json.loads((out / "metrics.json").read_text())
         assert m["train_seconds"] == 0 and m["kept"] == "untrained"
-        data = load_run_data(TrainConfig(**{k: v for k, v in json.loads((out / "config.json").read_text()).items() if k != "code_version"}))
+        data = load_run_data(TrainConfig(**{k: v for k, v in json.loads((out / "config.json").read_text()).items() if k != "identity"}))
         for split, target, exclude in (("test", data.test, data.train_full), ("valid", data.valid, data.train)):
             got = m if split == "test" else m["valid"]
             assert got["hamming"] == evaluate_topk(hamming_topk(*reference, 50, exclude), target, (10, 20, 50))
@@ -400,7 +341,7 @@ def test_cli_lsh_and_sign_make_codes_from_the_init_run(tmp_path):
 
 
 def test_fit_tells_the_model_its_steps_and_run_saves_its_extra_arrays(tmp_path, monkeypatch):
-    import hashrec_utils.train as train_module
+    import hashrec_utils.training.runs as train_module
     from hashrec_utils.models import LightGCN
 
     told = []
@@ -414,7 +355,7 @@ def test_fit_tells_the_model_its_steps_and_run_saves_its_extra_arrays(tmp_path, 
 
     monkeypatch.setattr(train_module, "build_model", lambda config, data: Recording(data.n_users, data.n_items, dim=config.dim))
     folder = synthetic_folder(tmp_path)
-    run(str(folder), profile="quick", out=tmp_path / "r", overrides={**SMALL, "epochs": 2}, progress=False)
+    run(train_config("quick", str(folder), **{**SMALL, "epochs": 2}), tmp_path / "r", progress=False)
     data = train_module.load_run_data(train_config("quick", str(folder), **{**SMALL, "epochs": 2}))
     assert told == [2 * -(-data.train.nnz // SMALL["batch_size"])]
     np.testing.assert_array_equal(np.load(tmp_path / "r" / "embeddings.npz")["row_scale"], [0.0, 1.0, 2.0])

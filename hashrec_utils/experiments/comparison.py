@@ -93,7 +93,7 @@ def comparison_metrics(out: Path, data, ks: tuple[int, ...], candidates: int) ->
     ``{"test": sections, "valid": sections}`` (hash runs: ``continuous``/``hamming``/``hierarchical``;
     LightGCN: ``continuous``; scaled codes ranked by ``α_i ⟨b_u, b_i⟩`` as their model ranks them).
     Test excludes every train item (validation included), validation the train items. Cached in ``out/comparison_metrics.json`` under the ``ks`` and ``candidates``."""
-    from ..train import evaluate_arrays
+    from ..evaluation import evaluate_arrays
 
     out = Path(out)
     cache = out / "comparison_metrics.json"
@@ -111,27 +111,10 @@ def comparison_metrics(out: Path, data, ks: tuple[int, ...], candidates: int) ->
         if target.nnz == 0:
             result[split] = None
             continue
-        m = (_scaled_sections(arrays, target, exclude, ks, candidates) if scaled
-             else evaluate_arrays(arrays, target, exclude, ks=ks, candidates=candidates))
+        m = evaluate_arrays(arrays, target, exclude, ks=ks, candidates=candidates)
         result[split] = m if "continuous" in m else {"continuous": m}
     write_json(cache, result)
     return result
-
-
-def _scaled_sections(arrays: dict, target, exclude, ks, candidates: int) -> dict:
-    """The three sections of scaled codes (BGCH, BiGeaR: ``item_scales`` saved beside the codes),
-    ranked as the model's own evaluation ranks them, by ``α_i ⟨b_u, b_i⟩``
-    (:func:`~hashrec_utils.hashing.scaled_code_topk`), the hierarchical candidates too."""
-    from ..hashing import scaled_code_topk
-    from ..metrics import evaluate_topk
-    from ..retrieval import continuous_topk
-
-    k = max(ks)
-    u, i = np.ascontiguousarray(arrays["user"], np.float32), np.ascontiguousarray(arrays["item"], np.float32)
-    ham, hier = scaled_code_topk(arrays["user_codes"], arrays["item_codes"], arrays["item_scales"], k, exclude,
-                                 candidates=max(candidates, k), user_emb=u, item_emb=i)
-    return {"continuous": evaluate_topk(continuous_topk(u, i, k, exclude), target, ks),
-            "hamming": evaluate_topk(ham, target, ks), "hierarchical": evaluate_topk(hier, target, ks)}
 
 
 def _rows_of(label: str, seed: int, bits: int, metrics: dict, ks: tuple[int, ...], run: Path) -> list[dict]:
@@ -204,7 +187,8 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
     (:class:`.committed.CommittedRuns`; the summary's ``reused_committed`` names them)."""
     from ..config import runs_dir
     from ..plotting import plot_comparison_bits, savefig
-    from ..train import load_run_data, train_config
+    from ..settings import train_config
+    from ..training.runs import load_run_data
 
     planned = COMPARISON[profile]
     stage = planned if stage is None else stage

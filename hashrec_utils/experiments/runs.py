@@ -2,7 +2,7 @@
 
 :data:`HASH_STAGE` (one frozen :class:`HashStage` per profile), :data:`HASH_TRAIN`,
 :data:`TABLE_OBJECTIVE`, :data:`.rows.EXTRA_VARIANTS` and the schedules resolve into one
-:class:`~hashrec_utils.train.TrainConfig` per run (:func:`hash_overrides`); :func:`lightgcn_run`
+:class:`~hashrec_utils.training.TrainConfig` per run (:func:`hash_overrides`); :func:`lightgcn_run`
 and :func:`hash_run` train a run or reuse its folder (a folder trained by other code is trained
 again). What each table row is and the settings it runs at: :mod:`.rows`. Results files:
 :func:`write_table`, :func:`collect_runs`.
@@ -35,7 +35,7 @@ def collect_runs(profile: str, folders) -> list[dict]:
 
     What the report quotes of runs that ``make all`` does not make (the ``full`` profile's
     Gowalla runs): each row is the run's name, its ``config.json`` (dataset, model, hash method,
-    bits, seed, epochs, batch size, learning rate, ``code_version``; hash runs: the distillation weight),
+    bits, seed, epochs, batch size, learning rate, ``identity``; hash runs: the distillation weight),
     ``train_seconds``, ``best_epoch``, ``kept`` (which weights) and its metrics (``metrics.json``: test,
     and ``valid`` on the validation split; hash runs keep their ``continuous``/``hamming``/``hierarchical`` sections).
     A folder without ``metrics.json`` (unfinished) is one clear error, and nothing is written.
@@ -49,7 +49,7 @@ def collect_runs(profile: str, folders) -> list[dict]:
         config, metrics = read_json(folder / "config.json"), read_json(folder / "metrics.json")
         rows.append({"run": folder.name, **{k: config.get(k) for k in (
             "dataset", "model", "hash_method", "bits", "seed", "epochs", "batch_size", "lr", "lr_schedule",
-            "n_layers", "dim", "code_version")}, "distill": (config.get("hash_params") or {}).get("distill", 0.0) if config.get("hash_method") else None,
+            "n_layers", "dim", "identity")}, "distill": (config.get("hash_params") or {}).get("distill", 0.0) if config.get("hash_method") else None,
             "train_seconds": metrics.get("train_seconds"), "best_epoch": metrics.get("best_epoch"), "kept": metrics.get("kept"),
             "metrics": metrics})
     path = results_dir(profile) / "runs.json"
@@ -116,9 +116,10 @@ def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: 
 
     ``valid_fraction``: carve that share of train as validation where the profile's default would
     not (a published split; the folder gets :func:`valid_tag`'s suffix).
-    A folder trained by other code (``code_version``) is moved aside and trained again."""
+    A folder trained by other component versions (its ``identity``) is moved aside and trained again."""
     from ..config import runs_dir
-    from ..train import run
+    from ..settings import train_config
+    from ..training.runs import run
 
     out = runs_dir(profile) / lightgcn_run_name(dataset, seed, n_layers, epochs, valid_fraction)
     overrides = {} if n_layers == 3 else {"n_layers": n_layers}
@@ -126,8 +127,8 @@ def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: 
         overrides["epochs"] = epochs
     if valid_fraction is not None:
         overrides["valid_fraction"] = valid_fraction
-    metrics = run(dataset, model="lightgcn", profile=profile, seed=seed, out=out, overrides=overrides, progress=progress,
-                  retrain=True)
+    config = train_config(profile, str(dataset), model="lightgcn", seed=seed, **overrides)
+    metrics = run(config, out, progress=progress, retrain=True)
     return metrics, out
 
 
@@ -242,7 +243,7 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
                    shape: "_settings.DataShape | None" = None, budget_bytes: float | None = None,
                    end_to_end: bool = False, lr_factor: float = 1.0, length_factor: float = 1.0,
                    valid_fraction: float | None = None, **hash_params) -> dict:
-    """The :class:`~hashrec_utils.train.TrainConfig` overrides of a hash run in this study (the CLI's
+    """The :class:`~hashrec_utils.training.TrainConfig` overrides of a hash run in this study (the CLI's
     ``train --hash`` uses them too): :data:`HASH_TRAIN` (or :data:`HASHGNN_TRAIN`) with the batch of
     :class:`~hashrec_utils.settings.HashSettings`, the profile's epochs, and hash parameters
     :data:`TABLE_OBJECTIVE` + the pool + :data:`SCHEDULES` + ``hash_params``.
@@ -251,7 +252,8 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     (``eval_every`` overrides the period).
 
     Table runs start from ``init``, a LightGCN run folder; by default the profile's LightGCN run of
-    ``dataset`` with seed 0 (trained first when absent). ``shape``: the data's
+    ``dataset`` with seed 0 (:func:`default_init`: its path only — resolving settings trains
+    nothing; :func:`train_default_init` trains it where a run needs it). ``shape``: the data's
     :class:`~hashrec_utils.settings.DataShape` (default: :func:`~hashrec_utils.settings.dataset_shape`);
     when the all-items softmax (and its teacher cache) would not fit the score cap or
     ``budget_bytes`` (default :func:`~hashrec_utils.settings.memory_budget_bytes`), the softmax runs
@@ -269,7 +271,7 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     same carve-out (:func:`lightgcn_run` with it), so nothing a run selects on was trained on.
     """
     from ..hashing import split_method
-    from ..train import train_config
+    from ..settings import train_config
 
     if shape is None:
         published = _settings.published_split(str(dataset))
@@ -299,11 +301,27 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     params["estimator"] = {**_settings.HashSettings.schedule(estimator), **params.get("estimator", {})}
     if model != "hashgnn":
         if init is None:
-            _, init = lightgcn_run(profile, dataset, progress=False, valid_fraction=valid_fraction)
+            init = default_init(profile, dataset, valid_fraction)
         params = {**TABLE_OBJECTIVE, "n_negatives": chosen.n_negatives, "init": str(init), **params}
     return _scaled({**HASH_TRAIN, "batch_size": chosen.batch_size, **(HASHGNN_TRAIN if model == "hashgnn" else {}),
                     "epochs": epochs, "eval_every": eval_every, "keep": stage.keep, "hash_params": params, **carve},
                    lr_factor, length_factor)
+
+
+def default_init(profile: str, dataset: str = "ml-1m", valid_fraction: float | None = None) -> Path:
+    """The folder of the profile's seed-0 LightGCN run of ``dataset`` (what :func:`lightgcn_run`
+    trains into), a table run's default ``init``."""
+    from ..config import runs_dir
+
+    return runs_dir(profile) / lightgcn_run_name(dataset, valid_fraction=valid_fraction)
+
+
+def train_default_init(profile: str, dataset: str, overrides: dict, valid_fraction: float | None = None) -> None:
+    """Train (or reuse) the LightGCN run that ``overrides`` start from when it is the profile's
+    default one (:func:`default_init`); an ``init`` the caller chose is left as it is."""
+    init = (overrides.get("hash_params") or {}).get("init")
+    if init is not None and Path(init) == default_init(profile, dataset, valid_fraction):
+        lightgcn_run(profile, dataset, progress=False, valid_fraction=valid_fraction)
 
 
 def _scaled(overrides: dict, lr_factor: float, length_factor: float) -> dict:
@@ -332,10 +350,11 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
     ``lsh``/``sign`` train nothing: codes of the profile's LightGCN run (seed 0) of ``dataset``.
     ``valid_fraction``: train on that validation carve-out (see :func:`hash_overrides`; the folder
     gets :func:`valid_tag`'s suffix after the dataset).
-    A folder trained by other code (``code_version``) is moved aside and trained again.
+    A folder trained by other component versions (its ``identity``) is moved aside and trained again.
     """
     from ..config import runs_dir
-    from ..train import UNTRAINED_METHODS, run
+    from ..settings import train_config
+    from ..training.runs import UNTRAINED_METHODS, run
 
     stage = HASH_STAGE[profile]
     if method in UNTRAINED_METHODS:
@@ -348,8 +367,9 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
                                    eval_every=eval_every or stage.eval_every, valid_fraction=valid_fraction,
                                    **hash_params)
         overrides["keep"] = stage.keep
+        train_default_init(profile, dataset, overrides, valid_fraction)
     out = runs_dir(profile) / hash_run_name(method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
                                             valid_fraction=valid_fraction)
-    metrics = run(dataset, model=model, hash_method=method, bits=bits, profile=profile, seed=seed, out=out,
-                  overrides=overrides, progress=progress, retrain=True)
+    config = train_config(profile, str(dataset), model=model, hash_method=method, bits=bits, seed=seed, **overrides)
+    metrics = run(config, out, progress=progress, retrain=True)
     return metrics, out

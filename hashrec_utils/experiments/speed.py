@@ -72,7 +72,8 @@ def retrieval_setup(profile: str, label: str | None = None, k: int = 20, dataset
     """Load the trained LightGCN and hash model ``label`` (default: the best of notebook 03) of
     ``dataset``; either is trained first when absent."""
     from ..metrics import rank_topk
-    from ..train import load_run_data, train_config
+    from ..settings import train_config
+    from ..training.runs import load_run_data
     from ..utils import read_json
 
     label = label or read_json(results_dir(profile) / "hashing_summary.json")["best_estimator"]

@@ -59,7 +59,8 @@ def lightgcn_stage(profile: str) -> dict[str, pd.DataFrame]:
     """
     from ..metrics import degree_buckets, evaluate_by_group, rank_topk
     from ..plotting import plot_lightgcn_degree, plot_lightgcn_layers, plot_lightgcn_training, savefig
-    from ..train import load_run_data, train_config
+    from ..settings import train_config
+    from ..training.runs import load_run_data
 
     rows, histories = [], []
     for dataset in get_profile(profile).datasets:
@@ -105,7 +106,8 @@ def candidates_sweep(profile: str, label: str, candidates: tuple[int, ...], seed
     """Hierarchical recall of one trained model (its saved codes and embeddings) for each C."""
     from ..metrics import evaluate_topk
     from ..retrieval import hierarchical_topk
-    from ..train import load_run_data, train_config
+    from ..settings import train_config
+    from ..training.runs import load_run_data
 
     _, out = variant_run(profile, label, seed=seed)
     emb = np.load(out / "embeddings.npz")
@@ -121,7 +123,7 @@ def candidates_sweep(profile: str, label: str, candidates: tuple[int, ...], seed
 def _untrained_rows(profile: str, bits: int = 64) -> list[dict]:
     """Post-hoc sign of the trained embeddings and LSH (the no-training baselines), Hamming and
     hierarchical search: the ``sign``/``lsh`` runs of :func:`hash_run` (sign: one bit per dimension)."""
-    from ..train import train_config
+    from ..settings import train_config
 
     dim = train_config(profile, "ml-1m").dim
     rows = []

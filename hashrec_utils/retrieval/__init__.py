@@ -41,6 +41,9 @@ Faiss.
 """
 from __future__ import annotations
 
+from types import MappingProxyType
+
+from . import exact, fused, indexes, kernel
 from .exact import ExactIndex, exact_topk
 from .faiss import (FAISS_INDEXES, FaissIndex, IndexBinaryFlat, IndexBinaryHNSW, IndexBinaryIVF,
                     IndexBinaryMultiHash, IndexFlatIP, IndexHNSWFlat, IndexIVFFlat, IndexIVFPQ, IndexNSGFlat)
@@ -70,7 +73,13 @@ __all__ = [
     "make_index",
     "INDEXES",
     "FAISS_INDEXES",
+    "KERNEL_VERSIONS",
 ]
+
+# The version of each kernel that evaluation's search modes call (part of a run's evaluation
+# identity, :func:`hashrec_utils.evaluation.evaluation_components`); each lives beside its code.
+KERNEL_VERSIONS = MappingProxyType({"exact": exact.VERSION, "hamming": kernel.VERSION,
+                                    "hierarchical": indexes.VERSION, "fused": fused.VERSION})
 
 INDEXES = ("exact", "hamming", "hierarchical", *FAISS_INDEXES)
 

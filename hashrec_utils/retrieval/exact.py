@@ -49,6 +49,9 @@ from ._checks import _check_exclude, _check_k, _check_threads
 
 __all__ = ["exact_topk", "ExactIndex"]
 
+# exact float top-k (blocked GEMM, in-place exclusion, ties by smaller id): bump when its ids can change
+VERSION = 1
+
 _TILE_BYTES = 8 << 20  # one tile of scores: in the L3 cache between the GEMM and the scan
 _TILE_QUERIES = 256    # queries per tile when the items do not fit in one tile
 _MAX_QUERIES = 1024    # queries per tile when they do

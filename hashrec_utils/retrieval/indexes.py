@@ -7,6 +7,10 @@ from ._checks import _check_codes, _check_exclude, _check_float, _check_k, _chec
 from .kernel import _hamming_search, _planes
 
 
+# continuous_topk and the hierarchical re-rank (_rerank): bump when their ids can change
+VERSION = 1
+
+
 def _pair(x, name: str):
     """``(codes, embeddings)`` of a hierarchical index's items or queries, or a clear error."""
     if not isinstance(x, (tuple, list)) or len(x) != 2:
@@ -113,7 +117,7 @@ class HierarchicalIndex:
     ``-inf`` / ``-1``. Memory: the codes plus the float32 embeddings.
 
     ``fused=True`` (the default) re-ranks in numba, per query, straight from the Hamming kernel's
-    candidates (:func:`hashrec_utils.fused.fused_hierarchical_topk`: no gathered ``(q, C, d)``
+    candidates (:func:`hashrec_utils.retrieval.fused.fused_hierarchical_topk`: no gathered ``(q, C, d)``
     array); ``fused=False`` is the two-step reference (Hamming top-C, then a NumPy re-rank), which
     the tests and ``benchmarks/bench_hierarchical.py`` hold the fused path to. Both return the same
     ids, up to float32 rounding of two scores closer than it.
@@ -158,7 +162,7 @@ class HierarchicalIndex:
         if len(query_emb) != len(query_codes):
             raise ValueError(f"query_codes has {len(query_codes)} rows but query_emb has {len(query_emb)}")
         if self.fused:
-            from ..fused import fused_hierarchical_topk
+            from .fused import fused_hierarchical_topk
 
             return fused_hierarchical_topk(np.ascontiguousarray(query_codes), self.item_codes,
                                            np.ascontiguousarray(query_emb, dtype=np.float32), self.item_emb, k,

@@ -19,6 +19,10 @@ from numba.extending import intrinsic
 from ._checks import _check_codes, _check_exclude, _check_k, _check_threads
 
 
+# the Hamming top-k kernel (popcount, exclusion, ties by smaller id): bump when its ids can change
+VERSION = 1
+
+
 def hamming_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """All-pairs Hamming distances ``popcount(a_i XOR b_j)``: ``(n, K/8) x (m, K/8) -> int32 (n, m)``.
 

@@ -54,9 +54,12 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from .retrieval.kernel import _popcount  # the one ctpop intrinsic of the package
+from .kernel import _popcount  # the one ctpop intrinsic of the package
 
 __all__ = ["fused_hierarchical_topk"]
+
+# the fused hierarchical kernel (Hamming cut + float re-rank): bump when its ids can change
+VERSION = 1
 
 _BLOCK = 256       # items per block, whose minimum distance is compared with the cut
 _SUB = 32          # items per sub-block, looked at in a block that passes
@@ -350,7 +353,7 @@ def fused_hierarchical_topk(query_codes, item_codes, query_emb, item_emb, k: int
             _fused_kernel(_words(qc), _words(ic).reshape(-1), qe, ie, C, k, 8 * qc.shape[1], ex_ptr, ex_idx,
                           exclude is not None, out_s, out_i)
         else:
-            from .retrieval.kernel import hamming_candidates
+            from .kernel import hamming_candidates
 
             step = max(1024, _RERANK_BYTES // (12 * C))
             for s0 in range(0, nq, step):

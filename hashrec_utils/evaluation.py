@@ -1,0 +1,141 @@
+"""Evaluation: a trained model's (or saved run's) arrays, searched in each mode and scored.
+
+One code path for every model and every saved run: :func:`model_arrays` takes what search
+needs from a model (``user``, ``item`` embeddings; a hash model adds packed ``user_codes``,
+``item_codes`` and its ``extra_arrays``, e.g. BGCH's per-row code scales) — the same arrays
+``embeddings.npz`` holds — and :func:`evaluate_arrays` searches them in each
+:class:`SearchMode` and scores the top-k against held-out interactions
+(:func:`hashrec_utils.metrics.evaluate_topk`, excluded items never recommended).
+
+Search modes of a hash run (:data:`HASH_SEARCH_MODES`, each a section of ``metrics.json``):
+
+``continuous``    exact inner product ``⟨e_u, e_i⟩`` of the continuous embeddings;
+``hamming``       the codes, ``⟨b_u, b_i⟩`` by popcount (scaled codes, BGCH/BiGeaR:
+                  ``α_i ⟨b_u, b_i⟩``, as their official ``get_scores`` ranks);
+``hierarchical``  the top-``C`` of the ``hamming`` ranking re-ranked by ``⟨e_u, e_i⟩``.
+
+A model without codes is ranked by the inner product alone (flat metrics, no sections).
+
+Evaluation is versioned apart from training (:func:`evaluation_components`, written to
+``metrics.json`` as ``evaluation``): a new or changed mode re-scores saved runs from their kept
+weights (:func:`hashrec_utils.training.runs.run`) without retraining them. Bump
+:data:`METRICS_VERSION` when a metric's formula changes, a mode's ``version`` when what it
+returns changes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .metrics import evaluate_topk, rank_topk
+
+__all__ = ["METRICS_VERSION", "SearchMode", "HASH_SEARCH_MODES", "model_arrays", "evaluate_arrays", "evaluate_model",
+           "evaluation_components"]
+
+KS = (10, 20, 50)
+# the metrics' formulas (hit matrix, recall, NDCG, precision, hit rate) and the exclusion rule
+METRICS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SearchMode:
+    """One way of searching a hash run's arrays: ``topk(arrays, k, exclude, candidates) -> ids (n_users, k)``.
+
+    ``version``: bump it when what ``topk`` returns changes; saved runs are then re-scored.
+    """
+
+    name: str
+    topk: Callable[[dict, int, sp.csr_matrix | None, int], np.ndarray]
+    version: int = 1
+
+
+def _continuous(a: dict, k: int, exclude, candidates: int) -> np.ndarray:
+    from .retrieval import continuous_topk
+
+    return continuous_topk(a["user"], a["item"], k, exclude)
+
+
+def _hamming(a: dict, k: int, exclude, candidates: int) -> np.ndarray:
+    from .hashing import scaled_code_topk
+    from .retrieval import hamming_topk
+
+    if "item_scales" in a:
+        return scaled_code_topk(a["user_codes"], a["item_codes"], a["item_scales"], k, exclude)
+    return hamming_topk(a["user_codes"], a["item_codes"], k, exclude)
+
+
+def _hierarchical(a: dict, k: int, exclude, candidates: int) -> np.ndarray:
+    from .hashing import scaled_code_topk
+    from .retrieval import hierarchical_topk
+
+    c = max(candidates, k)
+    if "item_scales" in a:
+        return scaled_code_topk(a["user_codes"], a["item_codes"], a["item_scales"], k, exclude, candidates=c,
+                                user_emb=a["user"], item_emb=a["item"])[1]
+    return hierarchical_topk(a["user_codes"], a["item_codes"], a["user"], a["item"], k, c, exclude)
+
+
+HASH_SEARCH_MODES = (SearchMode("continuous", _continuous), SearchMode("hamming", _hamming),
+                     SearchMode("hierarchical", _hierarchical))
+
+
+def evaluation_components(modes=None) -> dict[str, int]:
+    """The versions that decide a run's metrics given its arrays: the metrics, each search mode
+    (``modes``, default :data:`HASH_SEARCH_MODES`) and the retrieval kernels they call
+    (``{component: version}``, sorted)."""
+    from .retrieval import KERNEL_VERSIONS
+
+    modes = HASH_SEARCH_MODES if modes is None else modes
+    out = {"metrics": METRICS_VERSION, **{f"kernel.{name}": v for name, v in KERNEL_VERSIONS.items()}}
+    out.update({f"search.{m.name}": m.version for m in modes})
+    return dict(sorted(out.items()))
+
+
+def model_arrays(model: torch.nn.Module, graph) -> dict[str, np.ndarray]:
+    """What search needs of ``model`` (and ``embeddings.npz`` holds): float32 ``user``, ``item``
+    from ``model.embeddings(graph)``; with ``packed_codes(graph)`` the packed ``user_codes``,
+    ``item_codes``; with ``extra_arrays(graph)`` those too (they may not overwrite the others)."""
+    with torch.no_grad():
+        users, items = model.embeddings(graph)
+        arrays = {"user": users.detach().float().cpu().numpy(), "item": items.detach().float().cpu().numpy()}
+        if hasattr(model, "packed_codes"):
+            arrays["user_codes"], arrays["item_codes"] = model.packed_codes(graph)
+        if hasattr(model, "extra_arrays"):
+            extra = {k: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v)
+                     for k, v in model.extra_arrays(graph).items()}
+            clash = set(extra) & set(arrays)
+            if clash:
+                raise ValueError(f"extra_arrays of {type(model).__name__} may not overwrite {sorted(clash)}")
+            arrays.update(extra)
+    return arrays
+
+
+def evaluate_arrays(arrays: dict, target: sp.csr_matrix, exclude: sp.csr_matrix, ks=KS, candidates: int = 100,
+                    modes=None) -> dict:
+    """Metrics of saved arrays (:func:`model_arrays`' keys) on ``target``, ``exclude`` never recommended.
+
+    With ``user_codes``/``item_codes``: a section per search mode of ``modes`` (default
+    :data:`HASH_SEARCH_MODES`; C of hierarchical search: ``max(candidates, k)``); else the flat
+    metrics of the inner-product ranking.
+    """
+    modes = HASH_SEARCH_MODES if modes is None else modes
+    k = max(ks)
+    if "user_codes" not in arrays:
+        return evaluate_topk(rank_topk(arrays["user"], arrays["item"], k, exclude=exclude), target, ks)
+    a = {key: np.ascontiguousarray(v, dtype=np.float32) if key in ("user", "item") else v for key, v in arrays.items()}
+    return {mode.name: evaluate_topk(mode.topk(a, k, exclude, candidates), target, ks) for mode in modes}
+
+
+def evaluate_model(model, graph, target: sp.csr_matrix, exclude: sp.csr_matrix, ks=KS) -> dict:
+    """Metrics of ``model`` on ``target``, ``exclude`` never recommended: :func:`evaluate_arrays`
+    of :func:`model_arrays` (C of hierarchical search: the model's ``candidates``, else 100)."""
+    model.eval()
+    try:
+        return evaluate_arrays(model_arrays(model, graph), target, exclude, ks, getattr(model, "candidates", 100))
+    finally:
+        model.train()

@@ -1,0 +1,102 @@
+"""A run's identity: what can change its numbers, and nothing else.
+
+``run_identity(config)`` = the versions of the components the run's settings use (the split,
+the encoder, the estimator, the objective, the hash layer and model, the training loop; see
+:meth:`hashrec_utils.hashing.Recipe.components`), the device kind and the major library
+versions (``torch``, ``numpy``, ``numba``, ``faiss``). With the resolved settings it is what
+``config.json`` holds; a folder is this run when both are equal (:func:`~.runs.run`), and the
+committed records carry the same identity so that reusing them is checked, not trusted
+(:mod:`hashrec_utils.experiments.committed`).
+
+Each component carries its version beside its code (``Estimator.version``,
+``Objective.version``, ``LightGCN.version``, :data:`hashrec_utils.data.SPLIT_VERSION`,
+:data:`.loop.LOOP_VERSION`, :data:`hashrec_utils.evaluation.METRICS_VERSION`, each kernel's
+``VERSION``). A docstring edit, a rename, or code moved between modules changes none of them,
+so it retrains nothing; a change to what a component computes must bump its version, or the
+golden test (``tests/test_golden.py``) fails naming the component.
+
+Evaluation is versioned apart (:func:`evaluation_identity`, written to ``metrics.json``): a new
+or changed search mode re-scores saved runs without retraining them.
+"""
+from __future__ import annotations
+
+import importlib
+
+import torch
+
+from ..utils import default_device
+
+__all__ = ["LIBRARIES", "library_versions", "device_kind", "training_components", "run_identity",
+           "evaluation_identity", "identity_differences", "format_components", "parse_components"]
+
+LIBRARIES = ("torch", "numpy", "numba", "faiss")
+
+
+def library_versions() -> dict[str, str]:
+    """``{library: "major.minor"}`` of :data:`LIBRARIES` (a patch release changes no number we keep)."""
+    out = {}
+    for name in LIBRARIES:
+        version = getattr(importlib.import_module(name), "__version__", "unknown")
+        out[name] = ".".join(version.split("+")[0].split(".")[:2])
+    return out
+
+
+def device_kind(config) -> str:
+    """The kind of device a config trains on (``cpu``, ``cuda``, ``mps``)."""
+    return torch.device(config.device or default_device()).type
+
+
+def training_components(config) -> dict[str, int]:
+    """``{component: version}`` of everything that decides what ``config`` trains to, sorted."""
+    from ..data import SPLIT_VERSION
+    from ..hashing import recipe_of
+    from .loop import LOOP_VERSION
+
+    recipe = recipe_of(config)
+    out = {"split": SPLIT_VERSION, **recipe.components()}
+    if recipe.trains:
+        out["loop"] = LOOP_VERSION
+    return dict(sorted(out.items()))
+
+
+def run_identity(config) -> dict:
+    """What ``config.json`` holds beside the settings: ``components``, ``device``, ``libraries``."""
+    return {"components": training_components(config), "device": device_kind(config), "libraries": library_versions()}
+
+
+def evaluation_identity() -> dict:
+    """What ``metrics.json`` holds as ``evaluation``: the versions that scored the run."""
+    from ..evaluation import evaluation_components
+
+    return {"components": evaluation_components(), "libraries": library_versions()}
+
+
+def identity_differences(old: dict, new: dict) -> list[str]:
+    """What differs between two identities, one phrase each: ``estimator.signswish 1 → 2``,
+    ``objective.bpr (new)``, ``device cuda → cpu``, ``torch 2.12 → 2.13``."""
+    out = []
+    for key in ("components", "libraries"):
+        a, b = old.get(key) or {}, new.get(key) or {}
+        for name in sorted(set(a) | set(b)):
+            if a.get(name) != b.get(name):
+                out.append(f"{name} {a[name]} → {b[name]}" if name in a and name in b
+                           else f"{name} ({'new' if name in b else 'gone'})")
+    if old.get("device") != new.get("device"):
+        out.append(f"device {old.get('device')} → {new.get('device')}")
+    return out
+
+
+def format_components(components: dict[str, int]) -> str:
+    """``{"loop": 1, "split": 1}`` → ``"loop=1 split=1"``: one cell of a committed record."""
+    return " ".join(f"{k}={v}" for k, v in sorted(components.items()))
+
+
+def parse_components(text: str) -> dict[str, int]:
+    """The inverse of :func:`format_components`; a clear error on a malformed cell."""
+    out = {}
+    for part in str(text).split():
+        name, sep, version = part.partition("=")
+        if not sep or not version.isdigit():
+            raise ValueError(f"not a component version {part!r} (expected name=integer) in {text!r}")
+        out[name] = int(version)
+    return out
