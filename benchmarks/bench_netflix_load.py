@@ -7,14 +7,14 @@ with raw ids scattered over 1..2,649,429 and 17,770 movies with power-law
 popularity (the most rated movie ~233k ratings, as in the real data), dates
 1999-11-11..2005-12-31. Smaller ``--ratings`` scale users and movies down at
 the real density. Then it loads them with
-:func:`hashrec_utils.netflix.load_netflix` in a subprocess, first parsing the
+:func:`hashrec_utils.data.netflix.load_netflix` in a subprocess, first parsing the
 text (cache removed), then from the ``.npz`` cache, and reads each child's
 own peak resident set size (``getrusage(RUSAGE_SELF).ru_maxrss``, imports
 included). The last line is the parse::
 
     ratings=N peak_rss_gib=X seconds=S
 
-``--memory`` prints :func:`hashrec_utils.netflix.netflix_memory_estimate`
+``--memory`` prints :func:`hashrec_utils.data.netflix.netflix_memory_estimate`
 for LightGCN on the Netflix shape (480,189 users, 17,770 items, all
 100,480,507 edges, then the 80% train graph); with ``--memory`` and no
 ``--dir`` that is all it does. Without arguments (``make bench``): a quick
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hashrec_utils.netflix import CACHE_NAME, format_bytes, netflix_memory_estimate
+from hashrec_utils.data.netflix import CACHE_NAME, format_bytes, netflix_memory_estimate
 from hashrec_utils.utils import atomic_write, read_json, write_json
 
 FULL_RATINGS, FULL_USERS, FULL_MOVIES = 100_480_507, 480_189, 17_770
@@ -201,7 +201,7 @@ def _child(folder: str, via: str) -> None:
 
         data = load_dataset("netflix", root=folder, seed=0)
     else:
-        from hashrec_utils.netflix import load_netflix
+        from hashrec_utils.data.netflix import load_netflix
 
         data = load_netflix(folder, seed=0, progress=False)
     seconds = time.perf_counter() - start

@@ -515,3 +515,31 @@ def test_grouplens_zip_keeps_movies_dat_for_titles(tmp_path):
     D._grouplens_zip_to_split(tmp_path / "ml.zip", tmp_path / "out", seed=0)
     d = load_dataset(tmp_path / "out", valid_fraction=0)
     assert D.item_titles(d, tmp_path / "out") == {i: f"Movie {i}" for i in (10, 11, 12, 13, 14)}
+
+
+# ---- the package's layout ------------------------------------------------------------------------
+
+def test_default_root_is_the_repository_data_folder(monkeypatch):
+    monkeypatch.delenv("HASHREC_DATA_ROOT", raising=False)
+    assert D.default_root() == Path(__file__).resolve().parent.parent / "data"
+    monkeypatch.setenv("HASHREC_DATA_ROOT", "/somewhere/else")
+    assert D.default_root() == Path("/somewhere/else")
+
+
+def test_data_modules_import_one_way():
+    """No import circle inside hashrec_utils.data: each module imports only modules below it."""
+    import ast
+
+    package = Path(D.__file__).parent
+    imports = {}
+    for path in package.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        tree = ast.parse(path.read_text())
+        imports[path.stem] = {node.module for node in ast.walk(tree)
+                              if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module}
+    order = ["core", "netflix_parse", "netflix", "formats", "sources"]
+    assert sorted(imports) == sorted(order)
+    for module, used in imports.items():
+        assert used <= set(order[: order.index(module)]), (module, used)
+    assert D.SPLIT_VERSION == 1 and "SPLIT_VERSION" in D.__all__

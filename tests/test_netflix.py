@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from hashrec_utils import netflix
+from hashrec_utils.data import netflix
 from hashrec_utils.data import InteractionData, load_dataset, load_interactions, split_per_user
-from hashrec_utils.netflix import (
+from hashrec_utils.data.netflix import (
     CACHE_NAME,
     load_netflix,
     netflix_files,
