@@ -21,7 +21,8 @@ and its figures to ``figures/<profile>/``; the notebook only shows what the stag
 from __future__ import annotations
 
 from .runs import (CURVE_ESTIMATORS, HASH_STAGE, HASH_TRAIN, HASHGNN_TRAIN, SAMPLED_POOL, SAMPLED_POOL_EPOCHS,
-                   SCHEDULES, TABLE_OBJECTIVE, HashStage, collect_runs, default_init, environment, hash_overrides, hash_run,
+                   SCHEDULES, TABLE_OBJECTIVE, HashStage, collect_runs, default_init, environment, hash_overrides, hash_plan,
+                   hash_run, lightgcn_plan,
                    hash_run_name, lightgcn_run, lightgcn_run_name, load_profile_datasets, train_default_init, valid_tag,
                    write_table)
 from .rows import (EXTRA_VARIANTS, PAIRWISE_ESTIMATORS, PUBLISHED_ROWS, TUNED_FILE, GridPoint, popcount_searchable,
@@ -39,7 +40,7 @@ from .stages import (LAYER_SWEEP, LAYER_SWEEP_EPOCHS, _estimator_table, _section
 __all__ = [
     "CURVE_ESTIMATORS", "EXTRA_VARIANTS", "HASH_STAGE", "HASH_TRAIN", "HASHGNN_TRAIN", "PUBLISHED_ROWS",
     "SAMPLED_POOL", "SAMPLED_POOL_EPOCHS", "SCHEDULES", "TABLE_OBJECTIVE", "HashStage", "collect_runs",
-    "default_init", "train_default_init", "environment", "hash_overrides", "hash_run", "lightgcn_run", "load_profile_datasets", "popcount_searchable",
+    "default_init", "train_default_init", "hash_plan", "lightgcn_plan", "environment", "hash_overrides", "hash_run", "lightgcn_run", "load_profile_datasets", "popcount_searchable",
     "row_family", "variant_run", "write_table", "hash_run_name", "lightgcn_run_name", "variant_run_name",
     "RETRIEVAL_FAMILIES", "RETRIEVAL_STAGE", "SCALING_LARGE", "SCALING_NOISE", "THROUGHPUT_MULTIPLES",
     "RetrievalSetup", "RetrievalStage", "faiss_stage", "retrieval_setup", "retrieval_sweeps", "scaling_table",

@@ -12,19 +12,73 @@ grid: a point whose run folder is absent is read from ``results/<profile>/tuning
 holds that point (:func:`read_tuning`, :func:`recorded_point`), so a grid grown by new points trains
 only those.
 
-The record stands for runs of the code that wrote it: after a change to what a run computes,
-leave the flag off and let every run train again.
+Each recorded row carries the identity of the run behind it (:data:`IDENTITY_COLUMNS`: the
+versions of its training components and of the evaluation that scored it, the major library
+versions, the device; :mod:`hashrec_utils.training.identity`), and a recorded run is reused only
+when that identity is the one this code would train it with (:func:`checked_rows`): a record
+written by other versions is refused, naming the component. A record written before rows carried
+an identity is refused too, unless ``HASHREC_ACCEPT_UNVERSIONED=1`` adopts it (its rows are then
+stamped with this code's identity).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pandas as pd
 
 from ..config import results_dir
 from ..utils import read_json
 
-__all__ = ["CommittedRuns", "read_comparison", "read_tuning", "recorded_point", "POINT_COLUMNS"]
+__all__ = ["CommittedRuns", "read_comparison", "read_tuning", "recorded_point", "POINT_COLUMNS", "IDENTITY_COLUMNS",
+           "identity_cells", "checked_rows"]
+
+# the identity of the run behind a recorded row (what identity_cells writes)
+IDENTITY_COLUMNS = ("components", "libraries", "device")
+
+
+def identity_cells(config, out: str | os.PathLike | None = None) -> dict:
+    """A recorded row's identity: the run's training components (from ``out/config.json`` where
+    the folder exists, the versions that trained it; else those ``config`` would train with; a
+    teacher's ``init.*`` components are left to the teacher's own row) and this code's evaluation
+    components, formatted ``name=version …``; the libraries ``name=major.minor …``; the device."""
+    from ..evaluation import evaluation_components
+    from ..training.identity import format_components, run_identity
+
+    saved = Path(out) / "config.json" if out is not None else None
+    ident = read_json(saved).get("identity") if saved is not None and saved.exists() else None
+    ident = ident or run_identity(config)
+    comps = {k: v for k, v in ident["components"].items() if not k.startswith("init.")}
+    return {"components": format_components({**comps, **evaluation_components()}),
+            "libraries": " ".join(f"{k}={v}" for k, v in sorted(ident["libraries"].items())), "device": ident["device"]}
+
+
+def checked_rows(rows: list[dict], config, where: str) -> list[dict]:
+    """``rows`` (one recorded run's) when their identity is the one ``config`` would train and this
+    code would score with; else one clear ``ValueError`` naming what differs. Rows recorded before
+    identities are refused unless ``HASHREC_ACCEPT_UNVERSIONED=1``, which stamps them with this code's."""
+    from ..training.identity import identity_differences, parse_components
+    from ..training.runs import ACCEPT_UNVERSIONED
+
+    want = identity_cells(config)
+    have = rows[0]
+    if any(pd.isna(have.get(c)) for c in IDENTITY_COLUMNS):
+        if os.environ.get(ACCEPT_UNVERSIONED) == "1":
+            return [{**r, **want} for r in rows]
+        raise ValueError(f"{where}: its record was written before recorded rows carried an identity (component "
+                         f"versions): run without --reuse-committed to train it, or set {ACCEPT_UNVERSIONED}=1 to adopt "
+                         f"the record as this code's")
+
+    def ident(cells: dict) -> dict:
+        return {"components": parse_components(cells["components"]), "device": cells["device"],
+                "libraries": dict(p.split("=", 1) for p in str(cells["libraries"]).split())}
+
+    diffs = identity_differences(ident(have), ident(want))
+    if diffs:
+        raise ValueError(f"{where}: recorded by other versions ({'; '.join(diffs)}): run without --reuse-committed "
+                         f"(or delete its rows from the record) to train it with this code")
+    return rows
 
 
 def read_comparison(profile: str) -> dict:
@@ -77,7 +131,7 @@ class CommittedRuns:
         if hit.empty:
             return None
         return [{**rec, "seed": int(rec["seed"]), "bits": int(rec["bits"])}
-                for rec in hit.drop(columns="dataset").to_dict("records")]
+                for rec in hit.drop(columns="dataset").to_dict("records")]  # identity columns included where recorded
 
     def train_seconds(self, dataset: str, run: str) -> float:
         """The run's recorded wall-clock of training (0 where the record has none)."""
@@ -109,4 +163,5 @@ def recorded_point(record: pd.DataFrame, label: str, dataset: str, run: str) -> 
     if hit.empty:
         return None
     rec = hit.iloc[-1]
-    return {**{name: None if pd.isna(rec[name]) else cast(rec[name]) for name, cast in POINT_COLUMNS.items()}, "run": run}
+    point = {name: None if pd.isna(rec[name]) else cast(rec[name]) for name, cast in POINT_COLUMNS.items()}
+    return {**point, **{c: rec[c] if c in rec else None for c in IDENTITY_COLUMNS}, "run": run}

@@ -35,9 +35,9 @@ import pandas as pd
 
 from ..config import results_dir
 from ..utils import read_json, write_json
-from .committed import CommittedRuns, read_comparison
-from .rows import GridPoint, popcount_searchable, row_family, tuned_point, tuned_winners, variant_run, variant_run_name
-from .runs import hash_run, hash_run_name, lightgcn_run, lightgcn_run_name, write_table
+from .committed import CommittedRuns, checked_rows, identity_cells, read_comparison
+from .rows import GridPoint, popcount_searchable, row_family, tuned_point, tuned_winners, variant_plan, variant_run
+from .runs import hash_plan, hash_run, lightgcn_plan, lightgcn_run, write_table
 
 __all__ = ["ComparisonStage", "COMPARISON", "UNTRAINED_ROWS", "comparison_stage", "comparison_metrics", "comparison_view",
            "comparison_best_row", "comparison_top_rows", "published_rows", "sweep_point"]
@@ -185,7 +185,6 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
     and this one did not run, and the report prints it. ``reuse_committed``: a run whose folder is
     absent is read from the profile's committed record where it holds that run
     (:class:`.committed.CommittedRuns`; the summary's ``reused_committed`` names them)."""
-    from ..config import runs_dir
     from ..plotting import plot_comparison_bits, savefig
     from ..settings import train_config
     from ..training.runs import load_run_data
@@ -207,37 +206,42 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
         data = load_run_data(train_config(profile, dataset, valid_fraction=vf))
         runs_seconds, reused = {}, []
 
-        def rows_of_run(which, label, seed, bits, name, train):
+        def rows_of_run(which, label, seed, bits, plan, train):
             """One run's rows (its train seconds go to ``runs_seconds``): its folder's (trained, resumed
-            or cached), or the committed record's where asked and the folder is absent."""
-            if committed is not None and not (runs_dir(profile) / name).exists():
+            or cached), or the committed record's where asked, the folder is absent and the record's
+            identity is the one ``plan`` (its config and folder, resolved without training) would train with."""
+            config, folder = plan
+            name = folder.name
+            if committed is not None and not folder.exists():
                 got = committed.rows(which, dataset, name, label)
                 if got is not None:
                     reused.append(name)
                     runs_seconds[name] = committed.train_seconds(dataset, name)
-                    return got
+                    return checked_rows(got, config, f"{which} record of run {name} ({label}, {dataset})")
             m, out = train()
             runs_seconds[out.name] = m.get("train_seconds") or 0.0
-            return _rows_of(label, seed, bits, comparison_metrics(out, data, stage.ks, stage.candidates), stage.ks, out)
+            rows = _rows_of(label, seed, bits, comparison_metrics(out, data, stage.ks, stage.candidates), stage.ks, out)
+            return [{**r, **identity_cells(config, out)} for r in rows]
 
         def row_runs(label, seeds):
             """Table row ``label``'s runs at ``seeds`` (64 bits, its tuned settings)."""
             got = []
             for seed in seeds:
-                name = variant_run_name(profile, label, seed=seed, dataset=dataset, valid_fraction=vf)
-                got += rows_of_run("runs", label, seed, 64, name, lambda: variant_run(
-                    profile, label, seed=seed, dataset=dataset, valid_fraction=vf))
+                got += rows_of_run("runs", label, seed, 64,
+                                   variant_plan(profile, label, seed=seed, dataset=dataset, valid_fraction=vf),
+                                   lambda: variant_run(profile, label, seed=seed, dataset=dataset, valid_fraction=vf))
             return got
 
-        lgcn_name = lightgcn_run_name(dataset, valid_fraction=vf)
-        teacher_rows = rows_of_run("runs", "lightgcn (continuous)", 0, 0, lgcn_name,
+        lgcn_plan = lightgcn_plan(profile, dataset, valid_fraction=vf)
+        lgcn_name = lgcn_plan[1].name
+        teacher_rows = rows_of_run("runs", "lightgcn (continuous)", 0, 0, lgcn_plan,
                                    lambda: lightgcn_run(profile, dataset, progress=False, valid_fraction=vf))
         per_row = {label: row_runs(label, stage.seeds[:1]) for label in stage.rows}
         untrained = []
         for label, method in UNTRAINED_ROWS:
             b = train_config(profile, dataset).dim if method == "sign" else 64
-            name = hash_run_name(method, bits=b, dataset=dataset, valid_fraction=vf)
-            untrained += [r for r in rows_of_run("runs", label, 0, b, name, lambda: hash_run(
+            plan = hash_plan(profile, method, bits=b, dataset=dataset, valid_fraction=vf)
+            untrained += [r for r in rows_of_run("runs", label, 0, b, plan, lambda: hash_run(
                 profile, method, bits=b, dataset=dataset, valid_fraction=vf)) if r["search"] != "continuous"]
         # the top rows, chosen on the seed-0 table's validation numbers, run the other seeds
         first = _summarize(pd.DataFrame([r for rs in per_row.values() for r in rs]), stage.ks)
@@ -256,8 +260,8 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
         best = comparison_best_row(table)
         sweep = sweep_point(tuned_point(profile, best, dataset), stage.sweep_length_factor)
         for b in stage.bits:
-            name = variant_run_name(profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep)
-            bit_rows += [{"dataset": dataset, **r} for r in rows_of_run("bits", best, 0, b, name, lambda: variant_run(
+            plan = variant_plan(profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep)
+            bit_rows += [{"dataset": dataset, **r} for r in rows_of_run("bits", best, 0, b, plan, lambda: variant_run(
                 profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep)) if r["search"] != "continuous"]
         run_rows.append(runs)
         tables.append(table)

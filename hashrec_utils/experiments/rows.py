@@ -69,6 +69,14 @@ def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, prog
                           dataset=dataset, valid_fraction=valid_fraction, **params)
 
 
+def variant_plan(profile: str, label: str, *, seed: int = 0, bits: int = 64, dataset: str = "ml-1m",
+                 point: "GridPoint | None" = None, valid_fraction: float | None = None):
+    """The ``(TrainConfig, run folder)`` of :func:`variant_run`, resolved without training anything."""
+    method, model, tag, params = _variant(profile, label, dataset, point)
+    return _runs.hash_plan(profile, method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
+                           valid_fraction=valid_fraction, **params)
+
+
 def variant_run_name(profile: str, label: str, *, seed: int = 0, bits: int = 64, dataset: str = "ml-1m",
                      point: "GridPoint | None" = None, valid_fraction: float | None = None) -> str:
     """The folder name :func:`variant_run` trains into, without training anything."""

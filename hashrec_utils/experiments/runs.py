@@ -110,16 +110,11 @@ def hash_run_name(method: str, *, seed: int = 0, bits: int = 64, model: str = "l
     return f"{prefix}{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else "")
 
 
-def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3, progress: bool = True,
-                 epochs: int | None = None, valid_fraction: float | None = None) -> tuple[dict, Path]:
-    """Train (or reuse) the LightGCN run of a profile; returns ``(metrics, run folder)``.
-
-    ``valid_fraction``: carve that share of train as validation where the profile's default would
-    not (a published split; the folder gets :func:`valid_tag`'s suffix).
-    A folder trained by other component versions (its ``identity``) is moved aside and trained again."""
+def lightgcn_plan(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3,
+                  epochs: int | None = None, valid_fraction: float | None = None):
+    """The ``(TrainConfig, run folder)`` of :func:`lightgcn_run`, resolved without training anything."""
     from ..config import runs_dir
     from ..settings import train_config
-    from ..training.runs import run
 
     out = runs_dir(profile) / lightgcn_run_name(dataset, seed, n_layers, epochs, valid_fraction)
     overrides = {} if n_layers == 3 else {"n_layers": n_layers}
@@ -127,9 +122,20 @@ def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: 
         overrides["epochs"] = epochs
     if valid_fraction is not None:
         overrides["valid_fraction"] = valid_fraction
-    config = train_config(profile, str(dataset), model="lightgcn", seed=seed, **overrides)
-    metrics = run(config, out, progress=progress, retrain=True)
-    return metrics, out
+    return train_config(profile, str(dataset), model="lightgcn", seed=seed, **overrides), out
+
+
+def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3, progress: bool = True,
+                 epochs: int | None = None, valid_fraction: float | None = None) -> tuple[dict, Path]:
+    """Train (or reuse) the LightGCN run of a profile; returns ``(metrics, run folder)``.
+
+    ``valid_fraction``: carve that share of train as validation where the profile's default would
+    not (a published split; the folder gets :func:`valid_tag`'s suffix).
+    A folder trained by other component versions (its ``identity``) is moved aside and trained again."""
+    from ..training.runs import run
+
+    config, out = lightgcn_plan(profile, dataset, seed, n_layers, epochs, valid_fraction)
+    return run(config, out, progress=progress, retrain=True), out
 
 
 
@@ -352,13 +358,26 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
     gets :func:`valid_tag`'s suffix after the dataset).
     A folder trained by other component versions (its ``identity``) is moved aside and trained again.
     """
+    from ..training.runs import run
+
+    config, out = hash_plan(profile, method, seed=seed, bits=bits, model=model, tag=tag, epochs=epochs,
+                            eval_every=eval_every, dataset=dataset, valid_fraction=valid_fraction, **hash_params)
+    train_default_init(profile, dataset, config.to_json(), valid_fraction)
+    return run(config, out, progress=progress, retrain=True), out
+
+
+def hash_plan(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
+              epochs: int | None = None, eval_every: int | None = None, dataset: str = "ml-1m",
+              valid_fraction: float | None = None, **hash_params):
+    """The ``(TrainConfig, run folder)`` of :func:`hash_run`, resolved without training anything (a
+    table run's ``init`` is named, :func:`default_init`, not trained)."""
     from ..config import runs_dir
     from ..settings import train_config
-    from ..training.runs import UNTRAINED_METHODS, run
+    from ..training.runs import UNTRAINED_METHODS
 
     stage = HASH_STAGE[profile]
     if method in UNTRAINED_METHODS:
-        _, init = lightgcn_run(profile, dataset, progress=False, valid_fraction=valid_fraction)
+        init = default_init(profile, dataset, valid_fraction)
         overrides = {"epochs": 0, "hash_params": {"init": str(init), **hash_params}}
         if valid_fraction is not None:
             overrides["valid_fraction"] = valid_fraction
@@ -367,9 +386,6 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
                                    eval_every=eval_every or stage.eval_every, valid_fraction=valid_fraction,
                                    **hash_params)
         overrides["keep"] = stage.keep
-        train_default_init(profile, dataset, overrides, valid_fraction)
     out = runs_dir(profile) / hash_run_name(method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
                                             valid_fraction=valid_fraction)
-    config = train_config(profile, str(dataset), model=model, hash_method=method, bits=bits, seed=seed, **overrides)
-    metrics = run(config, out, progress=progress, retrain=True)
-    return metrics, out
+    return train_config(profile, str(dataset), model=model, hash_method=method, bits=bits, seed=seed, **overrides), out

@@ -36,11 +36,11 @@ from dataclasses import dataclass, replace
 
 import pandas as pd
 
-from ..config import get_profile, results_dir, runs_dir
+from ..config import get_profile, results_dir
 from ..utils import read_json, write_json
 from . import rows as _rows
-from .committed import read_tuning, recorded_point
-from .rows import GridPoint, popcount_searchable, row_family, row_spec, variant_run, variant_run_name
+from .committed import checked_rows, identity_cells, read_tuning, recorded_point
+from .rows import GridPoint, popcount_searchable, row_family, row_spec, variant_plan, variant_run
 from .runs import HASH_STAGE, write_table
 from .stages import _valid_columns
 
@@ -161,23 +161,24 @@ def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress:
     dataset = dataset or get_profile(profile).datasets[0]
     rows = []
 
-    def trained(point: GridPoint) -> dict:
+    def trained(point: GridPoint, config) -> dict:
         metrics, out = variant_run(profile, label, seed=grid.seed, point=point, progress=progress, dataset=dataset,
                                    valid_fraction=valid_fraction)
         return {"valid_recall@20": _score(metrics),
                 "valid_hierarchical_recall@20": _valid_columns(metrics, "hierarchical")["valid_recall@20"],
                 "epochs": read_json(out / "config.json")["epochs"], "best_epoch": metrics.get("best_epoch"),
-                "train_seconds": metrics.get("train_seconds"), "run": out.name}
+                "train_seconds": metrics.get("train_seconds"), "run": out.name, **identity_cells(config, out)}
 
     def point_row(point: GridPoint, step: str) -> dict:
         got = None
-        if record is not None:
-            name = variant_run_name(profile, label, seed=grid.seed, dataset=dataset, point=point,
-                                    valid_fraction=valid_fraction)
-            if not (runs_dir(profile) / name).exists():
-                got = recorded_point(record, label, dataset, name)
+        config, folder = variant_plan(profile, label, seed=grid.seed, dataset=dataset, point=point,
+                                      valid_fraction=valid_fraction)
+        if record is not None and not folder.exists():
+            got = recorded_point(record, label, dataset, folder.name)
+            if got is not None:
+                got = checked_rows([got], config, f"tuning record of run {folder.name} ({label}, {dataset})")[0]
         row = {"row": label, "dataset": dataset, "step": step, **point.to_json(), "estimator": str(dict(point.estimator) or ""),
-               "objective": str(dict(point.objective) or ""), **(got or trained(point)), "_point": point,
+               "objective": str(dict(point.objective) or ""), **(got or trained(point, config)), "_point": point,
                "_reused": got is not None}
         rows.append(row)
         return row

@@ -21,10 +21,11 @@ or changed search mode re-scores saved runs without retraining them.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import torch
 
-from ..utils import default_device
+from ..utils import default_device, read_json
 
 __all__ = ["LIBRARIES", "library_versions", "device_kind", "training_components", "run_identity",
            "evaluation_identity", "identity_differences", "format_components", "parse_components"]
@@ -47,7 +48,11 @@ def device_kind(config) -> str:
 
 
 def training_components(config) -> dict[str, int]:
-    """``{component: version}`` of everything that decides what ``config`` trains to, sorted."""
+    """``{component: version}`` of everything that decides what ``config`` trains to, sorted.
+
+    A run that starts from another run's embeddings (``hash_params["init"]``: a fine-tuned table,
+    untrained codes) adds that run's training components as ``init.<component>``, read from its
+    ``config.json``, so a retrained teacher makes the runs built on it stale too."""
     from ..data import SPLIT_VERSION
     from ..hashing import recipe_of
     from .loop import LOOP_VERSION
@@ -56,6 +61,10 @@ def training_components(config) -> dict[str, int]:
     out = {"split": SPLIT_VERSION, **recipe.components()}
     if recipe.trains:
         out["loop"] = LOOP_VERSION
+    init = Path(str((config.hash_params or {}).get("init") or "")) / "config.json"
+    if (config.hash_params or {}).get("init") and init.exists():
+        teacher = (read_json(init).get("identity") or {}).get("components") or {}
+        out.update({f"init.{k}": v for k, v in teacher.items() if not k.startswith("init.")})
     return dict(sorted(out.items()))
 
 
