@@ -85,7 +85,7 @@ ACCEPT_UNVERSIONED = "HASHREC_ACCEPT_UNVERSIONED"
 # the loop, models, graph, hashing, losses, data, metrics and what they import within the package.
 # Names that do not exist (yet) are skipped; notebooks, plotting, the study stages and the CLI are
 # not part of a run's identity.
-CODE_FILES = ("config.py", "data.py", "distributed.py", "estimators.py", "fused.py", "graph.py", "hashing.py", "losses.py",
+CODE_FILES = ("config.py", "data.py", "distributed.py", "estimators.py", "fused.py", "graph.py", "hashing", "losses.py",
               "memory.py", "metrics.py", "models.py", "netflix.py", "retrieval", "retrieval.py", "settings.py",
               "train.py", "utils.py")
 

@@ -45,8 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .graph import Graph
-from .losses import bpr_loss, catalogue_softmax_distill, catalogue_softmax_loss, distill_loss, hashgnn_loss, pooled_listwise_loss, smooth_recall_loss
+from ..graph import Graph
+from ..losses import bpr_loss, catalogue_softmax_distill, catalogue_softmax_loss, distill_loss, hashgnn_loss, pooled_listwise_loss, smooth_recall_loss
 
 __all__ = [
     "sign",
@@ -772,8 +772,8 @@ class HashModel(nn.Module):
         order, so items are ranked by ``α_i ⟨b_u, b_i⟩`` (an exact float product over the ±1
         codes), in the "hamming" section and for the hierarchical candidates alike.
         """
-        from .metrics import evaluate_topk
-        from .retrieval import continuous_topk, hamming_topk, hierarchical_topk
+        from ..metrics import evaluate_topk
+        from ..retrieval import continuous_topk, hamming_topk, hierarchical_topk
 
         with torch.no_grad():
             cu, ci = self.codes(graph)
@@ -803,8 +803,8 @@ def scaled_code_topk(user_codes: np.ndarray, item_codes: np.ndarray, item_scales
     top-``k``: the top-``candidates`` by that score, re-ranked by ``⟨e_u, e_i⟩``. Returns the
     ids, or ``(ids, hierarchical ids)``.
     """
-    from .retrieval import continuous_topk
-    from .retrieval.indexes import _rerank
+    from ..retrieval import continuous_topk
+    from ..retrieval.indexes import _rerank
 
     # float64 over ±1 codes and float32 scales is exact: every partial sum is a multiple k·α_i,
     # |k| ≤ K, of a 24-bit mantissa, so equal scores (e.g. ⟨b_u, b_i⟩ = 0) tie exactly (smaller id first)
@@ -889,7 +889,7 @@ def build_hash_model(config, data) -> nn.Module:
     Otherwise the encoder is ``config.model`` (``lightgcn``) trained end to
     end, or the ``init`` table (fine-tuned, or frozen with ``freeze``).
     """
-    from .models import make_encoder
+    from ..models import make_encoder
 
     method, implied = split_method(config.hash_method or "guided_ste")
     hp = {**implied, **dict(config.hash_params)}
