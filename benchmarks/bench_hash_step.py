@@ -30,7 +30,7 @@ import time
 import numpy as np
 import torch
 
-from hashrec_utils import hashing
+from hashrec_utils.hashing import objectives as hashing  # the module whose catalogue_softmax_loss the softmax objective calls
 from hashrec_utils.experiments import hash_overrides
 from hashrec_utils.settings import train_config
 from hashrec_utils.training import build_model, load_run_data, make_optimizer

@@ -538,20 +538,43 @@ def test_objective_registry_equals_the_old_loss(objective, n_negatives, distill,
             torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
 
 
-def test_a_new_objective_is_one_registered_function():
-    from hashrec_utils.hashing import OBJECTIVES, register_objective
+def test_a_new_objective_is_one_function_in_an_objective_value():
+    from hashrec_utils.hashing import OBJECTIVES, Objective
 
-    @register_objective("mean_margin", negatives=lambda m: 2)
     def mean_margin(model, b):
         return (model._score(b.hu[:, None, :], b.h_neg) - model._score(b.hu, b.h_pos)[:, None]).mean(), {}
 
-    try:
-        torch.manual_seed(0)
-        model = HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("ste"), objective="mean_margin", cont_weight=0.0)
-        _, logs = model.loss(build_graph(R), *_batch())
-        assert set(logs) == {"loss_hash"} and math.isfinite(logs["loss_hash"])
-    finally:
-        del OBJECTIVES["mean_margin"]
+    torch.manual_seed(0)
+    objective = Objective("mean_margin", mean_margin, negatives=lambda m: 2)
+    model = HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("ste"), objective=objective, cont_weight=0.0)
+    assert model.objective == "mean_margin" and model.hash_objective is objective and model.n_negatives == 1
+    _, logs = model.loss(build_graph(R), *_batch())
+    assert set(logs) == {"loss_hash"} and math.isfinite(logs["loss_hash"])
+    assert "mean_margin" not in OBJECTIVES  # nothing was registered
+
+
+def test_components_carry_versions_and_the_registries_are_read_only():
+    import dataclasses
+
+    from hashrec_utils.hashing import UNTRAINED, UNTRAINED_VERSIONS, Estimator
+
+    def is_version(v):
+        return type(v) is int and v >= 1
+
+    for name, cls in ESTIMATORS.items():
+        assert issubclass(cls, Estimator) and cls.name == name
+        assert is_version(vars(cls).get("version")), name  # each estimator declares its own, none inherited
+    for name, objective in OBJECTIVES.items():
+        assert objective.name == name and is_version(objective.version), name
+    assert all(is_version(c.version) for c in (HashLayer, HashModel, TableEncoder))
+    assert set(UNTRAINED_VERSIONS) == set(UNTRAINED) and all(map(is_version, UNTRAINED_VERSIONS.values()))
+    for registry, value in ((OBJECTIVES, OBJECTIVES["bpr"]), (ESTIMATORS, ESTIMATORS["ste"]), (UNTRAINED_VERSIONS, 1)):
+        with pytest.raises(TypeError):
+            registry["new"] = value
+        with pytest.raises(TypeError):
+            del registry[next(iter(registry))]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        OBJECTIVES["bpr"].pool = True
 
 
 @pytest.mark.parametrize("name", ["bgch", "bigear"])

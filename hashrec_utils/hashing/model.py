@@ -1,0 +1,390 @@
+"""The hash layer and the hash models: an encoder, a hash layer on top, and the loss that trains them.
+
+Hash layer (HashGNN, Tan et al. WWW 2020): a fully connected layer and tanh map
+an embedding ``e ∈ R^d`` to ``z = tanh(a)``, ``a = W e + b ∈ R^K``; the code is
+``h = sign(z) ∈ {-1, +1}^K`` (:mod:`.codes`); the training codes are the estimator's
+(:mod:`.estimators`), the loss's hash term an objective (:mod:`.objectives`).
+Two-stage ``*_sp`` (HashGNN_sp): the hash layer learns on frozen trained embeddings
+(``freeze_encoder``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..graph import Graph
+from ..losses import bpr_loss, distill_loss
+from .codes import pack_codes, scaled_code_topk
+from .estimators import Estimator, make_estimator, row_scales, split_method
+from .objectives import OBJECTIVES, HashBatch, Objective
+
+HASH_LAYERS = ("linear", "linear_nobias", "identity")
+
+
+class HashLayer(nn.Module):
+    """``a = W e + b`` (``d → K``, ``b = 0`` at init); training codes ``estimator(a, t)``; eval codes ``sign(a)``.
+
+    ``kind``: ``"linear"`` (HashGNN's ``W e + b``), ``"linear_nobias"`` (BGCH's ``W e``) or
+    ``"identity"`` (``a = e``, needs ``bits == dim``: Luo & Wu and BiGeaR binarise the
+    LightGCN embeddings themselves).
+    """
+
+    version = 1  # bump when a change moves what the layer computes (a, its init); part of every run's identity
+
+    def __init__(self, dim: int, bits: int, estimator: Estimator, kind: str = "linear"):
+        super().__init__()
+        if int(bits) != bits or bits <= 0 or bits % 8:
+            raise ValueError(f"bits must be a positive multiple of 8; got {bits}")
+        if kind not in HASH_LAYERS:
+            raise ValueError(f"hash_layer must be one of {', '.join(HASH_LAYERS)}; got {kind!r}")
+        if kind == "identity" and bits != dim:
+            raise ValueError(f"hash_layer='identity' codes the embeddings themselves: bits must equal dim ({dim}); got {bits}")
+        self.bits, self.kind = int(bits), kind
+        if kind == "identity":
+            self.linear = nn.Identity()
+        else:
+            self.linear = nn.Linear(dim, self.bits, bias=kind == "linear")
+            if kind == "linear":
+                # zero bias: the initial codes are sign(W e), a random-hyperplane hash of the embeddings;
+                # the default uniform bias would dominate W e for small embeddings and give every node one code
+                nn.init.zeros_(self.linear.bias)
+        self.estimator = estimator
+
+    def forward(self, e: torch.Tensor, t: float = 0.0) -> torch.Tensor:
+        return self.estimator.forward(self.linear(e), t)
+
+    def codes(self, e: torch.Tensor) -> torch.Tensor:
+        """``sign(tanh(W e + b)) = sign(W e + b)``, ±1 float."""
+        return self.estimator.codes(self.linear(e))
+
+    def scales(self, e: torch.Tensor) -> torch.Tensor | None:
+        """``α = mean|a|`` per row ``(n,)`` for a scaled estimator (BGCH, BiGeaR); else ``None``."""
+        return row_scales(self.linear(e))[:, 0] if self.estimator.scaled else None
+
+
+class HashModel(nn.Module):
+    """An encoder with a hash layer on top; answers the training loop's ``loss`` and ``evaluate``.
+
+    Code scores are ``s(u, i) = γ ⟨ĥ_u, ĥ_i⟩ / K`` with ``γ = exp(log_scale)``
+    learnable (``scale`` at init): raw ±1 inner products reach ±K and would
+    saturate every sigmoid. The loss is
+
+        cont_weight · [BPR(⟨e_u, e_i⟩, ⟨e_u, e_j⟩) + reg · L2]          (skipped when frozen)
+      + hash_weight · L_hash(s)
+      + distill · KL(softmax(⟨e_u, e_·⟩ / τ_d) ‖ softmax(s(u, ·)))     (distinct users × item pool;
+                 the teacher e are the detached embeddings of :meth:`embeddings`, those hierarchical search re-ranks with)
+
+    ``objective`` (``L_hash``, a name in :data:`OBJECTIVES`, or an :class:`Objective` value: a new one is one
+    function in an ``Objective``, passed as is):
+      ``bpr``      BPR on code scores, ``n_negatives`` (1) uniform negatives per pair;
+      ``softmax``  listwise: −log softmax of the positive among the pool of items
+                   (all items if ``n_negatives = 0``: one logsumexp per distinct user
+                   of the batch, so large batches cost little more than small ones;
+                   else ``n_negatives`` uniform items shared by the batch);
+      ``recall``   the smooth recall loss (Luo & Wu) at ``top_n`` on a pool of ``n_negatives`` (256) items;
+      ``hashgnn``  HashGNN's cross-entropy link loss + λ × triplet ranking loss,
+                   ``n_triplets`` per node (``lambda_rank = 0`` is ``_nr``);
+      ``bgch``     BGCH's: BPR on code scores + BCE reconstruction on the ego embeddings
+                   (logged as ``loss_recon``, included in ``loss_hash``).
+    ``freeze_encoder`` (two-stage ``_sp``): only the hash layer (and γ) learn.
+    ``continuous``: which embeddings :meth:`embeddings` returns and hierarchical
+    search re-ranks with: the encoder's (``"encoder"``), HashGNN's
+    ``z = tanh(W e + b)`` (``"hash"``), or (``"init"``, a :class:`TableEncoder`
+    only) the trained embeddings the table started from, kept frozen: the
+    table then serves the codes alone and the continuous model stays intact. ``candidates``: C of hierarchical search.
+    ``hash_layer``: see :class:`HashLayer`. Schedules: :meth:`set_total_steps` once before
+    training; the estimator then sees ``t = step / total_steps`` (clamped to [0, 1]; ``t = 0``
+    until it is called).
+    The encoder is any module with ``embeddings(graph)``, ``dim`` and ``n_users``.
+    """
+
+    # bump when a change moves the loss composition (continuous BPR + hash objective + distillation) or
+    # what the model scores and evaluates with; part of every run's identity
+    version = 1
+
+    def __init__(self, encoder: nn.Module, bits: int, estimator: Estimator, *, objective: str | Objective = "bpr",
+                 hash_weight: float = 1.0, cont_weight: float = 1.0, scale: float = 8.0, lambda_rank: float = 0.5,
+                 margin: float = 0.2, n_triplets: int = 5, n_negatives: int | None = None, reg: float = 1e-4,
+                 distill: float = 0.0, distill_tau: float = 1.0, tau_rank: float = 1.0, tau_recall: float = 1.0,
+                 top_n: int = 20, freeze_encoder: bool = False, candidates: int = 100, continuous: str = "encoder",
+                 hash_layer: str = "linear"):
+        super().__init__()
+        if not isinstance(objective, Objective):
+            if objective not in OBJECTIVES:
+                raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+            objective = OBJECTIVES[objective]
+        if n_negatives is None:
+            n_negatives = objective.default_negatives
+        if n_negatives < 0 or n_triplets < 1:
+            raise ValueError(f"need n_negatives >= 0 and n_triplets >= 1; got {n_negatives}, {n_triplets}")
+        if top_n < 1:
+            raise ValueError(f"top_n must be >= 1; got {top_n}")
+        self.encoder = encoder
+        self.hash = HashLayer(getattr(encoder, "dim", 64), bits, estimator, kind=hash_layer)
+        self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
+        self.hash_objective, self.hash_weight, self.cont_weight = objective, hash_weight, cont_weight
+        self.lambda_rank, self.margin, self.n_triplets, self.n_negatives = lambda_rank, margin, n_triplets, n_negatives
+        self.reg, self.distill, self.distill_tau = reg, distill, distill_tau
+        self.tau_rank, self.tau_recall, self.top_n = tau_rank, tau_recall, int(top_n)
+        self.freeze_encoder, self.candidates = freeze_encoder, candidates
+        self.total_steps: int | None = None
+        if continuous not in ("encoder", "hash", "init"):
+            raise ValueError(f"continuous must be 'encoder', 'hash' or 'init'; got {continuous!r}")
+        if continuous == "init" and not hasattr(encoder, "initial"):
+            raise ValueError("continuous='init' needs an encoder started from trained embeddings (TableEncoder)")
+        self.continuous = continuous
+        if freeze_encoder:
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
+
+    @property
+    def objective(self) -> str:
+        """The hash objective's name (:attr:`hash_objective`, an :class:`Objective`, is what :meth:`loss` runs)."""
+        return self.hash_objective.name
+
+    @property
+    def bits(self) -> int:
+        return self.hash.bits
+
+    @property
+    def n_users(self) -> int:
+        return self.encoder.n_users
+
+    def set_total_steps(self, total: int) -> None:
+        """The run's total number of optimiser steps; every schedule is a function of ``step / total``."""
+        if int(total) != total or total < 0:
+            raise ValueError(f"total steps must be a non-negative integer; got {total!r}")
+        self.total_steps = int(total)
+
+    def progress(self, step: int) -> float:
+        """``t = step / max(total_steps, 1)`` clamped to [0, 1]; 0 before :meth:`set_total_steps`."""
+        if self.total_steps is None:
+            return 0.0
+        return min(max(step / max(self.total_steps, 1), 0.0), 1.0)
+
+    def embeddings(self, graph: Graph | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The continuous embeddings that hierarchical search re-ranks with: the encoder's,
+        or (``continuous="hash"``, HashGNN's choice) the hash layer's ``z = tanh(W e + b)``."""
+        if self.continuous == "init":
+            return self.encoder.initial_embeddings()
+        users, items = self.encoder.embeddings(graph)
+        if self.continuous == "hash":
+            return torch.tanh(self.hash.linear(users)), torch.tanh(self.hash.linear(items))
+        return users, items
+
+    def sign_codes(self, graph: Graph | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evaluation codes ±1 ``(n_users, K)``, ``(n_items, K)``."""
+        users, items = self.encoder.embeddings(graph)
+        return self.hash.codes(users), self.hash.codes(items)
+
+    def codes(self, graph: Graph | None) -> tuple[np.ndarray, np.ndarray]:
+        """Packed evaluation codes ``np.uint8 (n_users, K/8)``, ``(n_items, K/8)``."""
+        with torch.no_grad():
+            users, items = self.sign_codes(graph)
+        return pack_codes(users), pack_codes(items)
+
+    packed_codes = codes
+
+    def code_scales(self, graph: Graph | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-row code scales ``α = mean|a|`` (float32 ``(n_users,)``, ``(n_items,)``) of a scaled
+        estimator (BGCH, BiGeaR: score ``α_u α_i ⟨b_u, b_i⟩``); ``None`` for unscaled codes."""
+        if not self.hash.estimator.scaled:
+            return None
+        with torch.no_grad():
+            users, items = self.encoder.embeddings(graph)
+            return (self.hash.scales(users).float().cpu().numpy(), self.hash.scales(items).float().cpu().numpy())
+
+    def extra_arrays(self, graph: Graph | None) -> dict:
+        """Arrays to save beside the codes in ``embeddings.npz``: ``user_scales``, ``item_scales``
+        for scaled codes (:meth:`code_scales`), else nothing."""
+        scales = self.code_scales(graph)
+        return {} if scales is None else {"user_scales": scales[0], "item_scales": scales[1]}
+
+    def schedule_state(self, step: int) -> dict:
+        return {**self.hash.estimator.state(self.progress(step)), "scale": float(self.log_scale.detach().exp())}
+
+    def _score(self, hu: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+        """``γ ⟨h_u, h_i⟩ / K`` over the last axis (broadcast)."""
+        return self.log_scale.exp() / self.bits * (hu * hi).sum(-1)
+
+    def _score_pool(self, hu: torch.Tensor, h_pool: torch.Tensor) -> torch.Tensor:
+        """``(B, M)`` code scores of ``hu (B, K)`` against every row of ``h_pool (M, K)``."""
+        return (hu * (self.log_scale.exp() / self.bits)) @ h_pool.T  # scale the small side, not the (B, M) product
+
+    def _pool(self, n_items: int, device) -> torch.Tensor | None:
+        """Item ids scored against every user of the batch; ``None``: all items."""
+        if self.n_negatives == 0 or self.n_negatives >= n_items:
+            return None
+        return torch.randint(0, n_items, (self.n_negatives,), device=device)
+
+    def loss(self, graph: Graph | None, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, step: int = 0):
+        t = self.progress(step)
+        objective = self.hash_objective
+        user_emb, item_emb = self.encoder.embeddings(graph)
+        device = user_emb.device
+        logs, total = {}, torch.zeros((), device=device)
+        if not self.freeze_encoder and self.cont_weight:
+            eu, ei, ej = user_emb[users], item_emb[pos], item_emb[neg]
+            cont = bpr_loss((eu * ei).sum(-1), (eu * ej).sum(-1))
+            ego = getattr(self.encoder, "embedding", None)
+            if ego is not None and self.reg:
+                n_u, w = self.encoder.n_users, ego.weight
+                l2 = 0.5 * (w[users].square().sum() + w[n_u + pos].square().sum() + w[n_u + neg].square().sum()) / len(users)
+                cont = cont + self.reg * l2
+            total = total + self.cont_weight * cont
+            logs["loss_continuous"] = float(cont.detach())
+        # Codes are computed once per distinct user and item of the step (one guided-STE draw per
+        # node and step), then gathered: hashing every gathered row would cost (1 + negatives) × batch.
+        n_items, batch = item_emb.shape[0], len(users)
+        uniq, inv = torch.unique(users, return_inverse=True)
+        h_uniq = self.hash(user_emb[uniq], t)
+        hu = h_uniq[inv]
+        needs_pool = objective.pool or bool(self.distill)
+        pool = self._pool(n_items, device) if needs_pool else None
+        negs = None
+        if objective.negatives is not None:
+            k = objective.negatives(self)
+            negs = neg[:, None]
+            if k > 1:
+                negs = torch.cat([negs, torch.randint(0, n_items, (batch, k - 1), device=device)], 1)
+        parts = [pos] + ([negs.reshape(-1)] if negs is not None else [])
+        if needs_pool:
+            parts.append(torch.arange(n_items, device=device) if pool is None else pool)
+        item_ids, item_inv = torch.unique(torch.cat(parts), return_inverse=True)
+        h_items = self.hash(item_emb[item_ids], t)
+        s_rows = h_neg = None
+        if needs_pool:
+            h_pool = h_items if pool is None else h_items[item_inv[len(item_inv) - len(pool):]]
+            s_rows = self._score_pool(h_uniq, h_pool)
+        if negs is not None:
+            h_neg = h_items[item_inv[batch : batch + negs.numel()]].view(batch, negs.shape[1], -1)
+        # a frozen teacher (continuous="init") has one softmax over all items, computed once: its KL may
+        # then share the objective's pass over the all-items score matrix
+        fused = bool(self.distill) and self.continuous == "init" and pool is None
+        ctx = HashBatch(graph=graph, users=users, pos=pos, step=step, t=t, n_items=n_items, uniq=uniq, inv=inv,
+                        h_users=h_uniq, hu=hu, h_pos=h_items[item_inv[:batch]], negs=negs, h_neg=h_neg, pool=pool,
+                        s_rows=s_rows, fused_distill=fused)
+        hashed, extra = objective.fn(self, ctx)
+        total = total + self.hash_weight * hashed
+        logs["loss_hash"] = float(hashed.detach())
+        logs.update({f"loss_{key}": float(v.detach()) for key, v in extra.items() if key != "distill"})
+        if self.distill:
+            # the teacher is the continuous model that hierarchical search re-ranks with (with
+            # continuous="init": the frozen LightGCN embeddings the table started from)
+            kd = extra.get("distill")
+            if kd is None:
+                t_users, t_items = self.embeddings(graph)
+                teacher = t_users[uniq] @ (t_items if pool is None else t_items[pool]).T
+                kd = distill_loss(s_rows, teacher, tau=self.distill_tau)
+            total = total + self.distill * kd
+            logs["loss_distill"] = float(kd.detach())
+        return total, logs
+
+    def _teacher_probs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``softmax(⟨e_u, e_i⟩ / τ_d)`` over all items for every user, and each row's entropy, of
+        the frozen embeddings (``continuous="init"``): computed once and kept (not checkpointed)."""
+        users, items = self.encoder.initial_embeddings()
+        cached = getattr(self, "_teacher_cache", None)
+        if cached is None or cached[0].device != users.device:  # recomputed after the model moves
+            with torch.no_grad():
+                logp = torch.log_softmax(users @ items.T / self.distill_tau, dim=1)
+                probs = logp.exp()
+                entropy = -(probs * logp).sum(1)
+            cached = self._teacher_cache = (probs, entropy)
+        return cached
+
+    def evaluate(self, graph: Graph | None, target, exclude, ks=(10, 20, 50)) -> dict:
+        """Continuous, Hamming and hierarchical (top-``candidates`` Hamming, re-ranked) search metrics.
+
+        Scaled codes (:meth:`code_scales`, BGCH / BiGeaR) are ranked as their official
+        ``get_scores`` scores them, ``α_u α_i ⟨b_u, b_i⟩``: ``α_u > 0`` does not change a user's
+        order, so items are ranked by ``α_i ⟨b_u, b_i⟩`` (an exact float product over the ±1
+        codes), in the "hamming" section and for the hierarchical candidates alike.
+        """
+        from ..metrics import evaluate_topk
+        from ..retrieval import continuous_topk, hamming_topk, hierarchical_topk
+
+        with torch.no_grad():
+            cu, ci = self.codes(graph)
+            users, items = (t.detach().float().cpu() for t in self.embeddings(graph))  # table slices are views that keep requires_grad
+        k = max(ks)
+        u, i = users.numpy(), items.numpy()
+        c = max(self.candidates, k)
+        scales = self.code_scales(graph)
+        if scales is None:
+            ham = hamming_topk(cu, ci, k, exclude)
+            hier = hierarchical_topk(cu, ci, u, i, k, c, exclude)
+        else:
+            ham, hier = scaled_code_topk(cu, ci, scales[1], k, exclude, candidates=c, user_emb=u, item_emb=i)
+        return {
+            "continuous": evaluate_topk(continuous_topk(u, i, k, exclude), target, ks),
+            "hamming": evaluate_topk(ham, target, ks),
+            "hierarchical": evaluate_topk(hier, target, ks),
+        }
+
+
+class TableEncoder(nn.Module):
+    """User and item tables initialised from trained embeddings, with the encoder interface.
+
+    Fine-tuning a table instead of re-propagating makes hash training cheap (no
+    sparse product per step); ``embedding`` is the ``(n_users + n_items, d)`` table.
+    """
+
+    version = 1  # bump when a change moves the table or its initial embeddings; part of every run's identity
+
+    def __init__(self, user_emb: np.ndarray, item_emb: np.ndarray):
+        super().__init__()
+        self.n_users, self.n_items = len(user_emb), len(item_emb)
+        self.dim = user_emb.shape[1]
+        self.embedding = nn.Embedding(self.n_users + self.n_items, self.dim)
+        table = torch.from_numpy(np.concatenate([user_emb, item_emb]).astype(np.float32))
+        self.embedding.weight.data.copy_(table)
+        self.register_buffer("initial", table.clone())
+
+    def initial_embeddings(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (frozen) embeddings the table started from: ``(users, items)``."""
+        return self.initial[: self.n_users], self.initial[self.n_users :]
+
+    def embeddings(self, graph: Graph | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        w = self.embedding.weight
+        return w[: self.n_users], w[self.n_users :]
+
+
+def build_hash_model(config, data) -> nn.Module:
+    """The hash model a :class:`~hashrec_utils.train.TrainConfig` names.
+
+    ``config.hash_method``: an estimator name, optionally suffixed ``_sp``
+    (frozen encoder) or ``_nr`` (no ranking loss). ``config.hash_params``:
+    ``estimator`` (dict of estimator parameters), ``init`` (a run folder whose
+    ``embeddings.npz`` seeds a :class:`TableEncoder`), ``freeze``, and any
+    :class:`HashModel` keyword.
+
+    ``config.model == "hashgnn"``: HashGNN as published — a GraphSAGE encoder
+    trained end to end, cross-entropy + ranking loss, guided STE.
+    Otherwise the encoder is ``config.model`` (``lightgcn``) trained end to
+    end, or the ``init`` table (fine-tuned, or frozen with ``freeze``).
+    """
+    from ..models import make_encoder
+
+    method, implied = split_method(config.hash_method or "guided_ste")
+    hp = {**implied, **dict(config.hash_params)}
+    estimator = make_estimator(method, **hp.pop("estimator", {}))
+    init = hp.pop("init", None)
+    freeze = hp.pop("freeze", False)
+    if config.model == "hashgnn":
+        encoder = make_encoder("graphsage", data.n_users, data.n_items, dim=config.dim, reg=config.reg)
+        # as published: loss on the (guided) codes only; z = tanh(W u + b) is the continuous embedding
+        hp = {"objective": "hashgnn", "cont_weight": 0.0, "continuous": "hash", **hp}
+    elif init:
+        emb = np.load(f"{init}/embeddings.npz")
+        if emb["user"].shape[0] != data.n_users or emb["item"].shape[0] != data.n_items:
+            raise ValueError(f"{init}/embeddings.npz has {emb['user'].shape[0]} users, {emb['item'].shape[0]} items; "
+                             f"the data has {data.n_users}, {data.n_items}")
+        encoder = TableEncoder(emb["user"], emb["item"])
+    else:
+        encoder = make_encoder(config.model, data.n_users, data.n_items, dim=config.dim,
+                               n_layers=config.n_layers, reg=config.reg)
+    return HashModel(encoder, config.bits, estimator, reg=config.reg, freeze_encoder=freeze, **hp)

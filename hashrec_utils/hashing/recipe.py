@@ -1,0 +1,110 @@
+"""A method as a value: the frozen recipe a run's settings name, and what it can do.
+
+:func:`recipe_of` reads a :class:`~hashrec_utils.training.TrainConfig` once and says which
+encoder, estimator and objective the run uses (the same decisions :func:`.model.build_hash_model`
+builds from), so nothing downstream tests a method's name, prefix or suffix:
+:func:`hashrec_utils.memory.estimate_peak_bytes` reads the objective's pool from it, the run's
+identity (:mod:`hashrec_utils.training.identity`) the versions of its components.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+
+__all__ = ["Recipe", "recipe_of"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a run is made of.
+
+    ``encoder``: ``lightgcn`` or ``graphsage`` (trained here), or ``table`` (a
+    :class:`~.model.TableEncoder` fine-tuned from the ``init`` run's embeddings); ``estimator``
+    and ``objective``: names in :data:`~.estimators.ESTIMATORS` and
+    :data:`~.objectives.OBJECTIVES` (``None`` for a continuous model); ``untrained``: ``lsh`` or
+    ``sign`` for codes made without training (:data:`~.codes.UNTRAINED_VERSIONS`); ``freeze``:
+    only the hash layer learns (two-stage ``_sp``).
+    """
+
+    encoder: str
+    estimator: str | None = None
+    objective: str | None = None
+    untrained: str | None = None
+    freeze: bool = False
+
+    @property
+    def hashed(self) -> bool:
+        """Whether the run makes binary codes."""
+        return self.estimator is not None or self.untrained is not None
+
+    @property
+    def trains(self) -> bool:
+        """Whether the run trains (untrained codes are made from another run's embeddings)."""
+        return self.untrained is None
+
+    @property
+    def scaled(self) -> bool:
+        """Whether codes are scored ``α_u α_i ⟨b_u, b_i⟩`` (BGCH, BiGeaR): popcount alone cannot rank them."""
+        from .estimators import ESTIMATORS
+
+        return self.estimator is not None and ESTIMATORS[self.estimator].scaled
+
+    @property
+    def popcount_searchable(self) -> bool:
+        """Whether Hamming distance alone ranks its codes (Faiss's binary indexes can serve them)."""
+        return self.hashed and not self.scaled
+
+    def components(self) -> dict[str, int]:
+        """``{component: version}`` of what this recipe trains with (see :mod:`hashrec_utils.training.identity`)."""
+        from ..models import ENCODERS
+        from .codes import UNTRAINED_VERSIONS
+        from .estimators import ESTIMATORS
+        from .model import HashLayer, HashModel, TableEncoder
+        from .objectives import OBJECTIVES
+
+        if self.untrained is not None:
+            return {f"untrained.{self.untrained}": UNTRAINED_VERSIONS[self.untrained]}
+        encoder = TableEncoder.version if self.encoder == "table" else ENCODERS[self.encoder].version
+        out = {f"encoder.{self.encoder}": encoder}
+        if self.estimator is not None:
+            out.update({f"estimator.{self.estimator}": ESTIMATORS[self.estimator].version,
+                        f"objective.{self.objective}": OBJECTIVES[self.objective].version,
+                        "hash_layer": HashLayer.version, "hash_model": HashModel.version})
+        return out
+
+
+def recipe_of(config) -> Recipe:
+    """The :class:`Recipe` a config names (one clear error for an unknown estimator, objective or encoder).
+
+    ``model == "hashgnn"``: HashGNN as published (GraphSAGE, its own objective, the estimator of
+    ``hash_method``, guided STE by default); a ``hash_method`` with ``hash_params["init"]``: a
+    table fine-tuned from that run (objective ``bpr`` unless ``hash_params`` names one); without
+    ``init``: ``model`` trained end to end with the hash layer; ``lsh``/``sign``: untrained codes;
+    no ``hash_method``: the continuous ``model``.
+    """
+    from ..models import ENCODERS
+    from .codes import UNTRAINED
+    from .estimators import ESTIMATORS, split_method
+    from .objectives import OBJECTIVES
+
+    hp = dict(config.hash_params or {})
+    if config.hash_method in UNTRAINED:
+        return Recipe("init", untrained=config.hash_method)
+    if config.hash_method is None and config.model != "hashgnn":
+        if config.model not in ENCODERS:
+            raise ValueError(f"unknown encoder {config.model!r}; choose one of {', '.join(ENCODERS)}")
+        return Recipe(config.model)
+    method, implied = split_method(config.hash_method or "guided_ste")
+    hp = {**implied, **hp}
+    if method not in ESTIMATORS:
+        raise ValueError(f"unknown estimator {method!r}; choose one of {', '.join(ESTIMATORS)}")
+    if config.model == "hashgnn":
+        encoder, objective = "graphsage", hp.get("objective", "hashgnn")
+    else:
+        encoder = "table" if hp.get("init") else config.model
+        objective = hp.get("objective", "bpr")
+        if encoder != "table" and encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+    return Recipe(encoder, method, objective, freeze=bool(hp.get("freeze", False)))
