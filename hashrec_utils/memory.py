@@ -52,21 +52,23 @@ def estimate_peak_bytes(config, shape: DataShape) -> dict:
     batch = int(getattr(config, "batch_size", 2048))
     parts = {"baseline": BASELINE_BYTES,
              "data": shape.n_train * 48 + 2 * shape.n_train * 40}
+    from .hashing import OBJECTIVES, recipe_of
+
     hp = _hash_params(config)
-    is_hash = getattr(config, "hash_method", None) is not None or getattr(config, "model", "") == "hashgnn"
-    table = is_hash and bool(hp.get("init")) and getattr(config, "model", "") != "hashgnn"
+    recipe = recipe_of(config)
+    is_hash, table = recipe.hashed, recipe.encoder == "table"
     copies = 4 + (1 if table else 0)
     if not table:  # an encoder trained end to end: each layer's output kept for backward
         copies += 2 * (int(getattr(config, "n_layers", 3)) + 1)
     parts["embeddings"] = n_nodes * dim * 4 * copies
     parts["scores"], parts["teacher"] = batch * dim * 4 * 8, 0
     if is_hash:
-        objective = hp.get("objective", "bpr")
+        objective = OBJECTIVES[recipe.objective]
         distill = bool(hp.get("distill", 0.0))
-        if objective in ("softmax", "recall") or distill:
-            pool = int(hp.get("n_negatives", {"softmax": 0, "recall": 256}.get(objective, 1)))
+        if objective.pool or distill:
+            pool = int(hp.get("n_negatives", objective.default_negatives))
             all_items = pool == 0 or pool >= shape.n_items
-            cache = all_items and distill and objective == "softmax" and hp.get("continuous", "encoder") == "init"
+            cache = all_items and distill and objective.fuses_distill and hp.get("continuous", "encoder") == "init"
             total = score_bytes(shape, batch, pool, distill=distill, teacher_cache=cache)
             teacher = score_bytes(shape, batch, 0, distill=True) - score_bytes(shape, batch, 0, distill=False) if cache else 0
             parts["scores"], parts["teacher"] = total - teacher, teacher

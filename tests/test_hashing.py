@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from hashrec_utils.evaluation import evaluate_model
 from hashrec_utils.graph import build_graph
 from hashrec_utils.hashing import (
     ESTIMATORS,
@@ -319,7 +320,7 @@ def test_codes_are_packed_sign_codes_and_evaluate_has_three_sections():
     np.testing.assert_array_equal(ci, np.packbits(si.detach().numpy() > 0, axis=1))
     test = sp.csr_matrix(np.eye(6, 5, k=2, dtype=np.float32))
     model.candidates = 3
-    out = model.evaluate(g, test, R, ks=(1, 3))
+    out = evaluate_model(model, g, test, R, ks=(1, 3))
     assert set(out) == {"continuous", "hamming", "hierarchical"}
     assert set(out["hamming"]) >= {"recall@1", "recall@3"}
 
@@ -610,7 +611,7 @@ def test_scaled_codes_are_ranked_by_alpha_times_inner_product(name):
     want = np.take_along_axis(order[:, :c], np.argsort(-cont, axis=1, kind="stable")[:, :k], 1)
     np.testing.assert_array_equal(hier, want)
     target = sp.csr_matrix((np.ones(n_users), (np.arange(n_users), order[:, 0])), shape=(n_users, n_items))
-    out = model.evaluate(None, target, exclude, ks=(1, k))
+    out = evaluate_model(model, None, target, exclude, ks=(1, k))
     assert out["hamming"] == evaluate_topk(order[:, :k], target, (1, k))
     assert out["hamming"]["recall@1"] == 1.0
     assert out["hierarchical"] == evaluate_topk(want, target, (1, k))

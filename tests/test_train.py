@@ -132,7 +132,7 @@ def test_same_seed_same_numbers_and_run_folder(tmp_path):
     assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
     assert {k: a[k] for k in keys} != {k: c[k] for k in keys}
     out = tmp_path / "a"
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "embeddings.npz", "history.csv", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "embeddings.npz", "history.csv", "metrics.json", "model.pt"]
     config = json.loads((out / "config.json").read_text())
     assert config["seed"] == 3 and config["lr"] == 0.01 and config["dataset"] == str(folder)
     history = pd.read_csv(out / "history.csv")
@@ -181,7 +181,7 @@ def test_kill_9_then_resume_ends_with_the_uninterrupted_metrics(tmp_path, capsys
     """
     folder = synthetic_folder(tmp_path)
     settings = {**SMALL, "epochs": 8, "batch_size": 256, "lr_schedule": "cosine"}  # the schedule resumes too
-    args = [sys.executable, "-m", "hashrec_utils", "train", "--dataset", str(folder}), "--profile", "quick",
+    args = [sys.executable, "-m", "hashrec_utils", "train", "--dataset", str(folder), "--profile", "quick",
             "--seed", "1", "--device", "cpu", "--out", str(tmp_path / "killed")]
     args += [f"--set={k}={json.dumps(v)}" for k, v in settings.items()]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

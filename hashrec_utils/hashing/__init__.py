@@ -33,11 +33,15 @@ Where each idea lives:
   :class:`Objective` value and the read-only registry :data:`OBJECTIVES` (bpr, softmax, recall,
   bgch, hashgnn);
 - :mod:`.model`: :class:`HashLayer`, :class:`HashModel` (the loss: continuous BPR + hash
-  objective + distillation; evaluation), :class:`TableEncoder`, :func:`build_hash_model`.
+  objective + distillation), :class:`TableEncoder`, :func:`build_hash_model`;
+- :mod:`.recipe`: a method as a value (:class:`Recipe`: encoder, estimator, objective and what it
+  can do), read once from a config by :func:`recipe_of`. Evaluation (every search mode of a hash
+  run) lives in :mod:`hashrec_utils.evaluation`.
 
 Every component that decides a run's numbers carries an integer ``version`` (each estimator
 class, each :class:`Objective`, :class:`HashLayer`, :class:`HashModel`, :class:`TableEncoder`,
-:data:`UNTRAINED_VERSIONS`): bump it when a change moves what the component computes.
+:data:`UNTRAINED_VERSIONS`): bump it when a change moves what the component computes
+(``tests/test_golden.py`` fails, naming the component, until it is bumped).
 ``from hashrec_utils.hashing import X`` keeps working for every name below.
 """
 from __future__ import annotations
@@ -50,6 +54,7 @@ from .estimators import (BGCH, ESTIMATORS, STE, BiGeaR, Estimator, GuidedSTE, Gu
 from .objectives import (OBJECTIVES, HashBatch, Objective, ObjectiveFn, bgch_objective, bpr_objective,
                          hashgnn_objective, recall_objective, softmax_objective)
 from .model import HASH_LAYERS, HashLayer, HashModel, TableEncoder, build_hash_model
+from .recipe import Recipe, recipe_of
 
 __all__ = [
     "sign",
@@ -72,4 +77,6 @@ __all__ = [
     "UNTRAINED",
     "UNTRAINED_VERSIONS",
     "HASH_LAYERS",
+    "Recipe",
+    "recipe_of",
 ]

@@ -18,7 +18,7 @@ from torch import nn
 from ..graph import Graph
 from ..losses import bpr_loss, distill_loss
 from .codes import pack_codes, scaled_code_topk
-from .estimators import Estimator, make_estimator, row_scales, split_method
+from .estimators import Estimator, make_estimator, row_scales
 from .objectives import OBJECTIVES, HashBatch, Objective
 
 HASH_LAYERS = ("linear", "linear_nobias", "identity")
@@ -296,35 +296,6 @@ class HashModel(nn.Module):
             cached = self._teacher_cache = (probs, entropy)
         return cached
 
-    def evaluate(self, graph: Graph | None, target, exclude, ks=(10, 20, 50)) -> dict:
-        """Continuous, Hamming and hierarchical (top-``candidates`` Hamming, re-ranked) search metrics.
-
-        Scaled codes (:meth:`code_scales`, BGCH / BiGeaR) are ranked as their official
-        ``get_scores`` scores them, ``α_u α_i ⟨b_u, b_i⟩``: ``α_u > 0`` does not change a user's
-        order, so items are ranked by ``α_i ⟨b_u, b_i⟩`` (an exact float product over the ±1
-        codes), in the "hamming" section and for the hierarchical candidates alike.
-        """
-        from ..metrics import evaluate_topk
-        from ..retrieval import continuous_topk, hamming_topk, hierarchical_topk
-
-        with torch.no_grad():
-            cu, ci = self.codes(graph)
-            users, items = (t.detach().float().cpu() for t in self.embeddings(graph))  # table slices are views that keep requires_grad
-        k = max(ks)
-        u, i = users.numpy(), items.numpy()
-        c = max(self.candidates, k)
-        scales = self.code_scales(graph)
-        if scales is None:
-            ham = hamming_topk(cu, ci, k, exclude)
-            hier = hierarchical_topk(cu, ci, u, i, k, c, exclude)
-        else:
-            ham, hier = scaled_code_topk(cu, ci, scales[1], k, exclude, candidates=c, user_emb=u, item_emb=i)
-        return {
-            "continuous": evaluate_topk(continuous_topk(u, i, k, exclude), target, ks),
-            "hamming": evaluate_topk(ham, target, ks),
-            "hierarchical": evaluate_topk(hier, target, ks),
-        }
-
 
 class TableEncoder(nn.Module):
     """User and item tables initialised from trained embeddings, with the encoder interface.
@@ -354,37 +325,31 @@ class TableEncoder(nn.Module):
 
 
 def build_hash_model(config, data) -> nn.Module:
-    """The hash model a :class:`~hashrec_utils.train.TrainConfig` names.
+    """The hash model a :class:`~hashrec_utils.training.TrainConfig` names, built from its
+    :class:`~.recipe.Recipe` (:func:`~.recipe.recipe_of`: encoder, estimator, objective).
 
-    ``config.hash_method``: an estimator name, optionally suffixed ``_sp``
-    (frozen encoder) or ``_nr`` (no ranking loss). ``config.hash_params``:
-    ``estimator`` (dict of estimator parameters), ``init`` (a run folder whose
-    ``embeddings.npz`` seeds a :class:`TableEncoder`), ``freeze``, and any
-    :class:`HashModel` keyword.
-
-    ``config.model == "hashgnn"``: HashGNN as published — a GraphSAGE encoder
-    trained end to end, cross-entropy + ranking loss, guided STE.
-    Otherwise the encoder is ``config.model`` (``lightgcn``) trained end to
+    ``config.hash_params``: ``estimator`` (dict of estimator parameters), ``init`` (a run folder
+    whose ``embeddings.npz`` seeds a :class:`TableEncoder`), ``freeze``, and any
+    :class:`HashModel` keyword (over the recipe's own defaults, :attr:`.recipe.Recipe.model_defaults`).
+    The encoder is the recipe's: ``graphsage`` (HashGNN as published), ``lightgcn`` trained end to
     end, or the ``init`` table (fine-tuned, or frozen with ``freeze``).
     """
     from ..models import make_encoder
+    from .recipe import recipe_of
 
-    method, implied = split_method(config.hash_method or "guided_ste")
-    hp = {**implied, **dict(config.hash_params)}
-    estimator = make_estimator(method, **hp.pop("estimator", {}))
+    recipe = recipe_of(config)
+    hp = {**dict(recipe.model_defaults), **dict(config.hash_params)}
+    estimator = make_estimator(recipe.estimator, **hp.pop("estimator", {}))
     init = hp.pop("init", None)
-    freeze = hp.pop("freeze", False)
-    if config.model == "hashgnn":
-        encoder = make_encoder("graphsage", data.n_users, data.n_items, dim=config.dim, reg=config.reg)
-        # as published: loss on the (guided) codes only; z = tanh(W u + b) is the continuous embedding
-        hp = {"objective": "hashgnn", "cont_weight": 0.0, "continuous": "hash", **hp}
-    elif init:
+    hp.pop("freeze", None)
+    hp["objective"] = recipe.objective
+    if recipe.encoder == "table":
         emb = np.load(f"{init}/embeddings.npz")
         if emb["user"].shape[0] != data.n_users or emb["item"].shape[0] != data.n_items:
             raise ValueError(f"{init}/embeddings.npz has {emb['user'].shape[0]} users, {emb['item'].shape[0]} items; "
                              f"the data has {data.n_users}, {data.n_items}")
         encoder = TableEncoder(emb["user"], emb["item"])
     else:
-        encoder = make_encoder(config.model, data.n_users, data.n_items, dim=config.dim,
-                               n_layers=config.n_layers, reg=config.reg)
-    return HashModel(encoder, config.bits, estimator, reg=config.reg, freeze_encoder=freeze, **hp)
+        encoder = make_encoder(recipe.encoder, data.n_users, data.n_items, dim=config.dim,
+                               n_layers=recipe.n_layers(config), reg=config.reg)
+    return HashModel(encoder, config.bits, estimator, reg=config.reg, freeze_encoder=recipe.freeze, **hp)

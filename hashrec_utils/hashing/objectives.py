@@ -63,8 +63,9 @@ class Objective:
     loader's; ``None``: no negatives); ``pool``: the batch scores every distinct user against an
     item pool (``model.n_negatives`` uniform items shared by the batch, ``0``: all items);
     ``default_negatives``: ``n_negatives`` when the model is not given one. ``extra`` may
-    hold ``"distill"``: the distillation KL when the objective computed it (``batch.fused_distill``).
-    ``version``: bump when a change moves what ``fn`` computes; part of every run's identity,
+    hold ``"distill"``: the distillation KL when the objective computed it (``batch.fused_distill``);
+    ``fuses_distill``: it does, from the teacher's cached all-items softmax (what the memory
+    estimate counts as the teacher cache). ``version``: bump when a change moves what ``fn`` computes; part of every run's identity,
     checked by the golden test.
     """
 
@@ -74,6 +75,7 @@ class Objective:
     pool: bool = False
     default_negatives: int = 1
     version: int = 1
+    fuses_distill: bool = False
 
 
 def _n_negatives(model: "HashModel") -> int:
@@ -145,7 +147,7 @@ def hashgnn_objective(model: "HashModel", b: HashBatch):
 # the registry, built once and read-only: a new objective is an Objective passed to HashModel(objective=...)
 OBJECTIVES: Mapping[str, Objective] = MappingProxyType({o.name: o for o in (
     Objective("bpr", bpr_objective, negatives=_n_negatives, default_negatives=1),
-    Objective("softmax", softmax_objective, pool=True, default_negatives=0),
+    Objective("softmax", softmax_objective, pool=True, default_negatives=0, fuses_distill=True),
     Objective("recall", recall_objective, pool=True, default_negatives=256),
     Objective("bgch", bgch_objective, negatives=_n_negatives, default_negatives=1),
     Objective("hashgnn", hashgnn_objective, negatives=_n_triplets, default_negatives=1),

@@ -23,7 +23,10 @@ class Recipe:
     and ``objective``: names in :data:`~.estimators.ESTIMATORS` and
     :data:`~.objectives.OBJECTIVES` (``None`` for a continuous model); ``untrained``: ``lsh`` or
     ``sign`` for codes made without training (:data:`~.codes.UNTRAINED_VERSIONS`); ``freeze``:
-    only the hash layer learns (two-stage ``_sp``).
+    only the hash layer learns (two-stage ``_sp``); ``model_defaults``: :class:`~.model.HashModel`
+    keywords the recipe implies, under the run's own ``hash_params`` (HashGNN as published: loss
+    on the codes only, ``z = tanh(W e + b)`` as its continuous embedding; ``_nr``: no ranking
+    loss); ``layers``: the encoder's depth where the recipe fixes it (else the config's ``n_layers``).
     """
 
     encoder: str
@@ -31,6 +34,12 @@ class Recipe:
     objective: str | None = None
     untrained: str | None = None
     freeze: bool = False
+    model_defaults: tuple = ()
+    layers: int | None = None
+
+    def n_layers(self, config) -> int:
+        """The encoder's number of layers for ``config``."""
+        return self.layers if self.layers is not None else config.n_layers
 
     @property
     def hashed(self) -> bool:
@@ -98,8 +107,10 @@ def recipe_of(config) -> Recipe:
     hp = {**implied, **hp}
     if method not in ESTIMATORS:
         raise ValueError(f"unknown estimator {method!r}; choose one of {', '.join(ESTIMATORS)}")
-    if config.model == "hashgnn":
-        encoder, objective = "graphsage", hp.get("objective", "hashgnn")
+    defaults, layers = {}, None
+    if config.model == "hashgnn":  # HashGNN as published: its GraphSAGE (2 layers), its objective, codes only
+        encoder, objective, layers = "graphsage", hp.get("objective", "hashgnn"), 2
+        defaults = {"cont_weight": 0.0, "continuous": "hash"}
     else:
         encoder = "table" if hp.get("init") else config.model
         objective = hp.get("objective", "bpr")
@@ -107,4 +118,6 @@ def recipe_of(config) -> Recipe:
             raise ValueError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
-    return Recipe(encoder, method, objective, freeze=bool(hp.get("freeze", False)))
+    defaults.update({k: v for k, v in implied.items() if k != "freeze"})
+    return Recipe(encoder, method, objective, freeze=bool(hp.get("freeze", False)),
+                  model_defaults=tuple(sorted(defaults.items())), layers=layers)

@@ -27,7 +27,7 @@ import torch
 
 from ..utils import default_device, read_json
 
-__all__ = ["LIBRARIES", "library_versions", "device_kind", "training_components", "run_identity",
+__all__ = ["where_versioned", "LIBRARIES", "library_versions", "device_kind", "training_components", "run_identity",
            "evaluation_identity", "identity_differences", "format_components", "parse_components"]
 
 LIBRARIES = ("torch", "numpy", "numba", "faiss")
@@ -109,3 +109,28 @@ def parse_components(text: str) -> dict[str, int]:
             raise ValueError(f"not a component version {part!r} (expected name=integer) in {text!r}")
         out[name] = int(version)
     return out
+
+
+# where each kind of component keeps its version (for the golden test's messages)
+_WHERE = (
+    ("estimator.", "the estimator class's `version` in hashrec_utils/hashing/estimators.py"),
+    ("objective.", "the Objective's `version=` in OBJECTIVES, hashrec_utils/hashing/objectives.py"),
+    ("encoder.table", "TableEncoder.version in hashrec_utils/hashing/model.py"),
+    ("encoder.", "the encoder class's `version` in hashrec_utils/models.py"),
+    ("hash_layer", "HashLayer.version in hashrec_utils/hashing/model.py"),
+    ("hash_model", "HashModel.version in hashrec_utils/hashing/model.py"),
+    ("untrained.", "UNTRAINED_VERSIONS in hashrec_utils/hashing/codes.py"),
+    ("split", "SPLIT_VERSION in hashrec_utils/data/core.py"),
+    ("loop", "LOOP_VERSION in hashrec_utils/training/loop.py"),
+    ("metrics", "METRICS_VERSION in hashrec_utils/evaluation.py"),
+    ("search.", "the SearchMode's `version=` in HASH_SEARCH_MODES, hashrec_utils/evaluation.py"),
+    ("kernel.", "VERSION in the kernel's module under hashrec_utils/retrieval/ (KERNEL_VERSIONS)"),
+)
+
+
+def where_versioned(component: str) -> str:
+    """``component`` and where its version lives, e.g. ``estimator.ste: the estimator class's `version` in …``."""
+    for prefix, where in _WHERE:
+        if component.startswith(prefix):
+            return f"{component}: {where}"
+    return f"{component}: (unknown component)"
