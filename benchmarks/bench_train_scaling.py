@@ -123,11 +123,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         import pandas as pd
 
         from hashrec_utils.experiments import write_table
+        from hashrec_utils.config import figures_dir
         from hashrec_utils.plotting import plot_train_scaling, savefig
 
         frame = pd.DataFrame(rows)
         print(write_table(frame, "train_scaling", args.profile))
-        savefig(plot_train_scaling(frame), "train_scaling", args.profile)
+        savefig(plot_train_scaling(frame), "train_scaling", figures_dir(args.profile))
     return rows
 
 

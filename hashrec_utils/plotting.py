@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .config import figures_dir
 from .utils import atomic_write
 
 __all__ = ["set_style", "savefig", "degree_ccdf", "plot_degree_distribution"]
@@ -26,9 +25,10 @@ def set_style() -> None:
     plt.rcParams.update({"figure.dpi": 110, "savefig.dpi": 200, "savefig.bbox": "tight"})
 
 
-def savefig(fig: plt.Figure, name: str, profile: str = "default", folder: str | Path | None = None) -> list[Path]:
-    """Save ``fig`` as ``figures/<profile>/<name>.png`` and ``.pdf``, atomically; return both paths."""
-    folder = Path(folder) if folder is not None else figures_dir(profile)
+def savefig(fig: plt.Figure, name: str, folder: str | Path) -> list[Path]:
+    """Save ``fig`` as ``<folder>/<name>.png`` and ``.pdf`` (the study's: ``figures/<profile>/``,
+    :func:`hashrec_utils.config.figures_dir`), atomically; return both paths."""
+    folder = Path(folder)
     paths = []
     for ext in ("png", "pdf"):
         path = folder / f"{name}.{ext}"

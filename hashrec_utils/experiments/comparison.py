@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import results_dir
+from ..config import figures_dir, results_dir
 from ..utils import read_json, write_json
 from .committed import CommittedRuns, checked_rows, identity_cells, read_comparison
 from .rows import GridPoint, popcount_searchable, row_family, tuned_point, tuned_winners, variant_plan, variant_run
@@ -267,7 +267,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
         tables.append(table)
         teacher = {k: float(runs[runs.row == "lightgcn (continuous)"][k].iloc[0]) for k in ("recall@20", "recall@50")}
         savefig(plot_comparison_bits(pd.DataFrame([r for r in bit_rows if r["dataset"] == dataset]), teacher,
-                                     _best_published(dataset)), f"comparison_bits_{dataset}", profile)
+                                     _best_published(dataset)), f"comparison_bits_{dataset}", figures_dir(profile))
         pick = table[(table.row == best) & (table.search == "hamming")].iloc[0]
         summaries[dataset] = {
             "best_row": best, "selected_on": "valid",

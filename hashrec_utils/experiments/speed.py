@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..config import get_profile, results_dir
+from ..config import figures_dir, get_profile, results_dir
 from ..data import InteractionData
 from ..utils import write_json
 from .rows import variant_run
@@ -184,8 +184,8 @@ def faiss_stage(profile: str) -> dict[str, pd.DataFrame]:
     scale = scaling_table(profile, catalogue_sweep(run, st.scaling_sizes, threads=st.threads, noise=SCALING_NOISE,
                                                    repeats=st.repeats))
     write_table(scale, "retrieval_scaling", profile)
-    savefig(plot_retrieval_curves(df), "retrieval_curves", profile)
-    savefig(plot_scaling(scale), "retrieval_scaling", profile)
+    savefig(plot_retrieval_curves(df), "retrieval_curves", figures_dir(profile))
+    savefig(plot_scaling(scale), "retrieval_scaling", figures_dir(profile))
     return {"sweep": df, "build": build, "scaling": scale}
 
 
@@ -265,6 +265,6 @@ def _tradeoff(profile: str, dataset: str, sweep_df: pd.DataFrame, best: str) -> 
         "exact_recall@20": exact_recall, "best_estimator": best,
         "pareto_methods": sorted(set(front["method"])),
     })
-    savefig(plot_tradeoff(points, title=f"{dataset}: accuracy against throughput (2 threads)"), f"tradeoff{suffix}", profile)
+    savefig(plot_tradeoff(points, title=f"{dataset}: accuracy against throughput (2 threads)"), f"tradeoff{suffix}", figures_dir(profile))
     return {"points": points, "fixed": fixed, "pareto": front}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import get_profile, results_dir
+from ..config import figures_dir, get_profile, results_dir
 from ..data import InteractionData, dataset_stats
 from ..utils import write_json
 from .rows import popcount_searchable, row_family, variant_run
@@ -30,7 +30,7 @@ def data_prep(profile: str) -> tuple[pd.DataFrame, list[InteractionData]]:
     write_table(stats, "data_stats", profile)
     write_json(results_dir(profile) / "environment.json", environment())
     fig = plot_degree_distribution(datasets)
-    savefig(fig, "degree_distribution", profile)
+    savefig(fig, "degree_distribution", figures_dir(profile))
     return stats, datasets
 
 
@@ -91,9 +91,9 @@ def lightgcn_stage(profile: str) -> dict[str, pd.DataFrame]:
     degree = pd.DataFrame(evaluate_by_group(top, data.test, bucket, labels, ks=(20,)))
     write_table(degree, "lightgcn_degree", profile)
 
-    savefig(plot_lightgcn_training(history), "lightgcn_training", profile)
-    savefig(plot_lightgcn_layers(layers), "lightgcn_layers", profile)
-    savefig(plot_lightgcn_degree(degree), "lightgcn_degree", profile)
+    savefig(plot_lightgcn_training(history), "lightgcn_training", figures_dir(profile))
+    savefig(plot_lightgcn_layers(layers), "lightgcn_layers", figures_dir(profile))
+    savefig(plot_lightgcn_degree(degree), "lightgcn_degree", figures_dir(profile))
     return {"metrics": table, "history": history, "layers": layers, "degree": degree}
 
 
@@ -239,10 +239,10 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
         "best_hamming_recall@20": float(table[(table.estimator == best) & (table.search == "hamming")]["recall@20_mean"].iloc[0]),
         "best_hierarchical_recall@20": float(table[(table.estimator == best) & (table.search == "hierarchical")]["recall@20_mean"].iloc[0]),
     })
-    savefig(plot_hashing_curves(curve), "hashing_curves", profile)
-    savefig(plot_published_curves(published), "hashing_published_curves", profile)
-    savefig(plot_hashing_table(table), "hashing_table", profile)
-    savefig(plot_hashing_params(param_table), "hashing_params", profile)
+    savefig(plot_hashing_curves(curve), "hashing_curves", figures_dir(profile))
+    savefig(plot_published_curves(published), "hashing_published_curves", figures_dir(profile))
+    savefig(plot_hashing_table(table), "hashing_table", figures_dir(profile))
+    savefig(plot_hashing_params(param_table), "hashing_params", figures_dir(profile))
     tuning_csv = results_dir(profile) / "tuning.csv"  # make tune's grid (committed), when the profile was tuned
     tuning = pd.read_csv(tuning_csv) if tuning_csv.exists() else pd.DataFrame()
     return {"table": table, "runs": runs, "curves": curve, "p": p_table, "params": param_table, "tuning": tuning}
