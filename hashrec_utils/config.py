@@ -1,66 +1,20 @@
-"""Profiles: the one switch that scales datasets, epochs and sweeps.
+"""Where a profile's files live: ``results/``, ``figures/``, ``runs/`` under the repository,
+and the profile a notebook opened in JupyterLab runs (``HASHREC_PROFILE``).
 
-``quick``   seconds to a few minutes on a slice of real data (what nbval runs in CI).
-``default`` the whole study on MovieLens-1M on a 2-core CPU (what ``make all`` runs).
-``full``    MovieLens-1M and Gowalla at paper scale (a GPU makes it minutes).
-
-Each stage derives its own settings from the profile name (for example
-``hashrec_utils.settings.train_config(profile, dataset)``); this module holds
-only what every stage shares.
+The profiles themselves (every number each one chooses) are :mod:`hashrec_utils.profiles`;
+their names are re-exported here.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+
+from .profiles import PROFILES, Profile, check_profile, get_profile
 
 __all__ = [
     "PROFILES", "Profile", "check_profile", "get_profile", "profile_from_env",
     "repo_root", "results_dir", "figures_dir", "runs_dir",
 ]
-
-PROFILES = ("quick", "default", "full")
-
-
-@dataclass(frozen=True)
-class Profile:
-    """Settings shared by every notebook of one profile.
-
-    ``datasets``: names passed to :func:`hashrec_utils.data.load_dataset`.
-    ``max_users``: when set, notebooks keep only the first ``max_users`` users
-    of each dataset (the ``quick`` slice of real data). ``tradeoff_datasets``:
-    the catalogues notebook 05 sweeps for accuracy against throughput (a
-    profile may sweep a dataset whose full study it does not run: ``default``
-    adds Gowalla's 40,981 items beside MovieLens-1M's 3,706, where hashing matters).
-    """
-
-    name: str
-    datasets: tuple[str, ...]
-    max_users: int | None
-    seeds: tuple[int, ...]
-    tradeoff_datasets: tuple[str, ...] = ()
-
-    def __post_init__(self):
-        if not self.tradeoff_datasets:
-            object.__setattr__(self, "tradeoff_datasets", self.datasets)
-
-
-_PROFILES = {
-    "quick": Profile("quick", ("ml-1m",), max_users=600, seeds=(0,)),
-    "default": Profile("default", ("ml-1m",), max_users=None, seeds=(0, 1, 2), tradeoff_datasets=("ml-1m", "gowalla")),
-    "full": Profile("full", ("ml-1m", "gowalla"), max_users=None, seeds=(0, 1, 2)),
-}
-
-
-def check_profile(name: str) -> str:
-    """Return ``name`` if it is a profile, else raise one clear ``ValueError``."""
-    if name not in PROFILES:
-        raise ValueError(f"profile must be one of {', '.join(PROFILES)}; got {name!r}")
-    return name
-
-
-def get_profile(name: str) -> Profile:
-    return _PROFILES[check_profile(name)]
 
 
 def profile_from_env(default: str = "quick") -> str:

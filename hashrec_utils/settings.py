@@ -220,9 +220,10 @@ def dataset_shape(dataset: str, valid_fraction: float = 0.1, max_users: int | No
 class LightGCNSettings:
     """LightGCN's training settings of a profile on data of a given shape (:func:`train_config`).
 
-    A step's cost is the propagation whatever the batch, so the batch follows a target number
-    of steps an epoch (:func:`batch_for_steps`): ``quick`` 16, ``default`` 22, ``full`` 175 (the
-    paper's small batches); a published split (no valid, a fixed budget, cosine decay) 22.
+    A step's cost is the propagation whatever the batch, so the batch follows the profile's target
+    number of steps an epoch (:func:`batch_for_steps`; :class:`hashrec_utils.profiles.LightGCNTargets`):
+    ``quick`` 16, ``default`` 22, ``full`` 175 (the paper's small batches); a published split (no
+    valid, a fixed budget, cosine decay) 22.
     """
 
     batch_size: int
@@ -237,24 +238,18 @@ class LightGCNSettings:
     @staticmethod
     def valid_fraction_for(profile: str, published: bool) -> float:
         """Valid share carved from train: none on a published split (outside ``quick``), else 10 %."""
-        return 0.0 if published and profile != "quick" else 0.1
+        from .profiles import get_profile
+
+        return get_profile(profile).valid_fraction(published)
 
     @classmethod
     def of(cls, profile: str, shape: DataShape, *, published: bool = False) -> "LightGCNSettings":
-        from .config import check_profile
+        from .profiles import get_profile
 
-        check_profile(profile)
-        valid = cls.valid_fraction_for(profile, published)
-        if published and profile != "quick":
-            # fixed budget: on 2 cores a Gowalla step costs ~0.43 s whatever the batch, so 2 h buy
-            # ~16 k steps: large batches, 10x the paper's learning rate, cosine to the last epoch
-            return cls(batch_for_steps(shape.n_train, 22), 0.01, 1e-4 if profile == "full" else 1e-3,
-                       450 if profile == "full" else 100, 25, 0, valid, "cosine")
-        if profile == "quick":
-            return cls(batch_for_steps(shape.n_train, 16), 0.01, 1e-4, 12, 4, 0, valid)
-        if profile == "default":
-            return cls(batch_for_steps(shape.n_train, 22), 0.02, 1e-3, 80, 5, 4, valid)
-        return cls(batch_for_steps(shape.n_train, 175), 0.002, 1e-4, 400, 10, 5, valid)
+        prof = get_profile(profile)
+        t = prof.lightgcn_published if published and prof.lightgcn_published is not None else prof.lightgcn
+        return cls(batch_for_steps(shape.n_train, t.steps), t.lr, t.reg, t.epochs, t.eval_every, t.patience,
+                   prof.valid_fraction(published), t.lr_schedule)
 
     def overrides(self) -> dict:
         return {k: getattr(self, k) for k in ("batch_size", "lr", "reg", "epochs", "eval_every", "patience",
@@ -284,10 +279,9 @@ class HashSettings:
     @classmethod
     def of(cls, profile: str, shape: DataShape, *, budget_bytes: float | None = None, distill: bool = True,
            max_scores: int | None = MAX_STEP_SCORES) -> "HashSettings":
-        from .config import check_profile
+        from .profiles import get_profile
 
-        check_profile(profile)
-        batch = batch_for_steps(shape.n_train, 1 if profile == "quick" else 11)
+        batch = batch_for_steps(shape.n_train, get_profile(profile).hash_steps)
         budget = memory_budget_bytes() if budget_bytes is None else budget_bytes
         return cls(batch, pool_size(shape, batch, budget, max_scores=max_scores, distill=distill))
 
@@ -318,12 +312,11 @@ def train_config(profile: str, dataset: str = "ml-1m", shape: DataShape | None =
     """
     from dataclasses import fields
 
-    from .config import check_profile, get_profile
+    from .profiles import get_profile
     from .training.config import TrainConfig
 
-    check_profile(profile)
     published = published_split(str(dataset))
-    max_users = get_profile("quick").max_users if profile == "quick" else None
+    max_users = get_profile(profile).max_users
     if shape is None:
         valid = overrides.get("valid_fraction")
         valid = LightGCNSettings.valid_fraction_for(profile, published) if valid is None else valid

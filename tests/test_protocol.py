@@ -20,12 +20,13 @@ def _selection_path(root: Path, monkeypatch, poison: bool) -> dict:
     """LightGCN, one row's tuning grid and its winner, two hash estimators, sign and LSH, the
     table and the best estimator, then the bits-sweep run of the chosen one: everything a run or a choice decides, per run folder."""
     import hashrec_utils.training.runs as train_module
-    from hashrec_utils import experiments
+    from hashrec_utils import experiments, profiles
     from hashrec_utils.experiments import rows as rows_module, tuning
 
     monkeypatch.setenv("HASHREC_ROOT", str(root))
-    monkeypatch.setitem(experiments.HASH_STAGE, "quick", replace(experiments.HASH_STAGE["quick"], estimators=ESTIMATORS,
-                                                                 variants=(), seeds=(0,), epochs=3, eval_every=1))
+    quick = profiles.get_profile("quick")
+    monkeypatch.setitem(profiles._BY_NAME, "quick", replace(quick, hash=replace(
+        quick.hash, estimators=ESTIMATORS, variants=(), seeds=(0,), epochs=3, eval_every=1)))
     load = train_module.load_run_data
 
     def relabelled(config):
@@ -44,7 +45,8 @@ def _selection_path(root: Path, monkeypatch, poison: bool) -> dict:
     lightgcn, _ = experiments.lightgcn_run("quick", "ml-1m", progress=False)
     # the hyper-parameters: the tuning grid of one row (lr × 2), its winner read by the table's run
     monkeypatch.setattr(rows_module, "TUNED_FILE", root / "tuned.json")
-    monkeypatch.setitem(tuning.TUNING_GRID, "quick", tuning.TuningGrid(lr_factors=(1.0, 0.3), length_factors=(1.0,)))
+    monkeypatch.setitem(profiles._BY_NAME, "quick", replace(profiles.get_profile("quick"), tuning=tuning.TuningGrid(
+        lr_factors=(1.0, 0.3), length_factors=(1.0,))))
     tuning.tune("quick", ("ste",), progress=False)
     runs, table, _ = experiments._estimator_table("quick", lightgcn)
     best = experiments.best_estimator(table)

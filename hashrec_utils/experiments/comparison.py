@@ -27,13 +27,14 @@ the ``full`` profile's committed results instead (:attr:`ComparisonStage.source`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..config import figures_dir, results_dir
+from ..profiles import ALL_ROWS, ComparisonStage, ProfileView
 from ..utils import read_json, write_json
 from .committed import CommittedRuns, checked_rows, identity_cells, read_comparison
 from .rows import GridPoint, popcount_searchable, row_family, tuned_point, tuned_winners, variant_plan, variant_run
@@ -44,48 +45,10 @@ __all__ = ["ComparisonStage", "COMPARISON", "UNTRAINED_ROWS", "comparison_stage"
 
 # The rows that train nothing: (label, method); post-hoc sign takes one bit per dimension.
 UNTRAINED_ROWS = (("lsh", "lsh"), ("sign (post-hoc)", "sign"))
-# Every trained row of the seed paper's table and of hashrec's, in the order they run (HashGNN, end to end
-# with its GraphSAGE encoder over the whole graph every step, last).
-_ALL_ROWS = ("signswish", "guided_ste", "ste", "hashnet", "luo_wu", "bgch_published", "bgch", "bigear", "gumbel",
-             "ste_pairwise", "guided_ste_pairwise", "hashnet_pairwise", "hashgnn")
-
-
-@dataclass(frozen=True)
-class ComparisonStage:
-    """What notebook 07 runs in one profile.
-
-    ``datasets``: the catalogues compared with published numbers (empty: show ``source``'s
-    committed results). ``rows``: trained table rows (labels of :func:`.rows.row_spec`), run in
-    this order; the top rows over every seed of ``seeds``: ``top_rows`` where given, else chosen on
-    validation by :func:`comparison_top_rows` (every published recipe and the ``top_hashrec`` best
-    rows of hashrec's objective). ``bits``: the code lengths of the bits
-    sweep of the best row, at its tuned settings with the schedule capped at ``sweep_length_factor``
-    (None: as tuned; one cap for every length, so the sweep is one recipe). ``valid_fraction``: carved from train where the source has no
-    validation split. ``ks``, ``candidates``: the cut-offs evaluated and hierarchical search's C.
-    """
-
-    datasets: tuple[str, ...] = ()
-    rows: tuple[str, ...] = _ALL_ROWS
-    top_rows: tuple[str, ...] | None = None  # None: chosen on validation (comparison_top_rows)
-    top_hashrec: int = 3
-    seeds: tuple[int, ...] = (0,)
-    bits: tuple[int, ...] = (32, 64, 128, 256, 768)
-    valid_fraction: float = 0.1
-    ks: tuple[int, ...] = (20, 50, 100)
-    candidates: int = 500
-    source: str | None = None
-    sweep_length_factor: float | None = None
-
-
-COMPARISON = {
-    # nbval: the code path on a 600-user slice, a few cheap rows, two code lengths
-    "quick": ComparisonStage(datasets=("gowalla",), rows=("signswish", "luo_wu", "bgch_published"),
-                             top_rows=(), bits=(32, 64)),
-    # make all (default) trains no Gowalla table: it shows the full profile's
-    "default": ComparisonStage(source="full"),
-    # full: the sweep at the grid's longest schedule (2×): 4× at 768 bits alone is ~25 min on two cores
-    "full": ComparisonStage(datasets=("gowalla",), seeds=(0, 1, 2), sweep_length_factor=2.0),
-}
+_ALL_ROWS = ALL_ROWS
+# Each profile's notebook-07 stage (:class:`hashrec_utils.profiles.ComparisonStage`; default shows
+# full's committed results), by profile name.
+COMPARISON = ProfileView("comparison")
 
 
 def comparison_metrics(out: Path, data, ks: tuple[int, ...], candidates: int) -> dict:

@@ -9,12 +9,12 @@ again). What each table row is and the settings it runs at: :mod:`.rows`. Result
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from ..config import get_profile, results_dir
+from ..config import results_dir
+from ..profiles import HashStage, ProfileView, get_profile
 from .. import settings as _settings
 from ..data import DATASETS, InteractionData, load_dataset, subset_users
 from ..utils import atomic_write, write_json
@@ -140,67 +140,8 @@ def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: 
 
 
 
-@dataclass(frozen=True)
-class HashStage:
-    """Sweep sizes of notebook 03 for one profile.
-
-    Hash models start from the profile's trained LightGCN: its final
-    embeddings seed a table that is fine-tuned for the codes alone, while the
-    LightGCN embeddings themselves stay frozen for continuous and hierarchical
-    search (no propagation per step, so a run costs seconds). ``hashgnn`` is
-    the exception, trained end to end from scratch with its GraphSAGE encoder,
-    as published, and so are the other published rows (:data:`.rows.EXTRA_VARIANTS`: Luo & Wu's
-    smooth recall + SignSwish and BGCH, each on a LightGCN encoder trained end to end for at
-    most ``published_epochs``, early-stopped on validation). ``variants``/``variant_seeds``: the
-    extra table rows and their seeds; ``sweep_epochs``: epochs of each run
-    of the parameter analysis (λ, triplets, K).
-
-    One protocol for every compared run (table rows, variants, fixed-p runs,
-    sweeps): validation every ``eval_every`` epochs and after the last, and the
-    weights ``keep`` chooses (``best_valid``: those of the best validation
-    epoch); every selection (best estimator, the bits/C sweeps' base) reads
-    validation numbers, the test split is read once per final model.
-    """
-
-    seeds: tuple[int, ...]
-    epochs: int
-    hashgnn_epochs: int
-    lambdas: tuple[float, ...]
-    triplets: tuple[int, ...]
-    bits: tuple[int, ...]
-    candidates: tuple[int, ...]
-    sweep_epochs: int
-    variants: tuple[str, ...] = ("guided_ste_sp", "hashgnn", "hashgnn_nr", "luo_wu", "bgch_published",
-                                 "ste_pairwise", "guided_ste_pairwise", "hashnet_pairwise", "gumbel_pairwise")
-    variant_seeds: tuple[int, ...] = (0, 1, 2)
-    published_epochs: int = 80
-    eval_every: int = 2
-    keep: str = "best_valid"
-    estimators: tuple[str, ...] = ("ste", "guided_ste", "hashnet", "gumbel", "signswish", "bgch", "bigear")
-
-    @property
-    def rows(self) -> tuple[str, ...]:
-        """Every trained row of the table: the estimators, then the variants."""
-        return (*self.estimators, *self.variants)
-
-
-_LAMBDAS = tuple(round(0.1 * i, 1) for i in range(11))
-HASH_STAGE = {
-    "quick": HashStage(seeds=(0,), epochs=4, hashgnn_epochs=2, lambdas=(0.0, 0.5, 1.0), triplets=(1, 5),
-                       bits=(32, 64), candidates=(20, 50, 100), sweep_epochs=2, variant_seeds=(0,),
-                       variants=("guided_ste_sp", "hashgnn", "hashgnn_nr", "luo_wu", "bgch_published",
-                                 "ste_pairwise", "guided_ste_pairwise", "hashnet_pairwise", "gumbel_pairwise"),
-                       published_epochs=2),
-    # sized for make all on two shared cores: one seed a row (the full profile runs three), the
-    # parameter analysis at a few points
-    "default": HashStage(seeds=(0,), epochs=10, hashgnn_epochs=16, lambdas=(0.0, 1.0), triplets=(1, 5),
-                         bits=(32, 64, 128), candidates=(20, 50, 100, 200, 400), sweep_epochs=5,
-                         variants=("guided_ste_sp", "hashgnn", "luo_wu", "bgch_published", "ste_pairwise",
-                                   "guided_ste_pairwise", "hashnet_pairwise", "gumbel_pairwise"), variant_seeds=(0,),
-                         published_epochs=30),
-    "full": HashStage(seeds=(0, 1, 2), epochs=20, hashgnn_epochs=40, lambdas=_LAMBDAS, triplets=(1, 2, 5, 10),
-                      bits=(16, 32, 64, 128, 256), candidates=(20, 50, 100, 200, 400), sweep_epochs=10),
-}
+# Each profile's notebook-03 grid (:class:`hashrec_utils.profiles.HashStage`), by profile name.
+HASH_STAGE = ProfileView("hash")
 
 # Hash training shared by every table run (tuned on ml-1m default, see the README): cosine decay
 # from a high learning rate; the batch (large, because a step's cost is the distinct users × items
@@ -230,10 +171,9 @@ SAMPLED_POOL = {name: pool for name, pool in (
     (name, _settings.pool_size(shape, _settings.HashSettings.of("full", shape, budget_bytes=float("inf")).batch_size,
                                float("inf")))
     for name, shape in ((n, _settings.dataset_shape(n, 0.1)) for n, src in DATASETS.items() if src.counts)) if pool}
-# Hash epochs when the pool is sampled (any profile but quick): 10 on gowalla cost 6 min on two
-# cores (13 steps of 65,536 pairs an epoch); without distillation 20 epochs overfit the train pairs
-# (Hamming recall@50 0.186 after 10, 0.182 after 20).
-SAMPLED_POOL_EPOCHS = 10
+# Hash epochs when the pool is sampled (any profile but quick; Profile.sampled_pool_epochs): 10 on
+# gowalla cost 6 min on two cores (13 steps of 65,536 pairs an epoch).
+SAMPLED_POOL_EPOCHS = get_profile("full").sampled_pool_epochs
 # Estimator schedules as fractions of training (settings.SCHEDULES), so one schedule serves any
 # data size and run length: guided STE p × 0.95 over 50 stages, HashNet β 1 → 10, Gumbel τ × 0.9
 # over 20 stages down to 0.05.
@@ -263,7 +203,7 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     :class:`~hashrec_utils.settings.DataShape` (default: :func:`~hashrec_utils.settings.dataset_shape`);
     when the all-items softmax (and its teacher cache) would not fit the score cap or
     ``budget_bytes`` (default :func:`~hashrec_utils.settings.memory_budget_bytes`), the softmax runs
-    over a sampled pool of items, and such runs train :data:`SAMPLED_POOL_EPOCHS` epochs (not ``quick``).
+    over a sampled pool of items, and such runs train the profile's ``sampled_pool_epochs`` (not ``quick``).
 
     ``end_to_end``: a published recipe on its own LightGCN encoder trained from scratch (no table,
     no init, no distillation): LightGCN's own training settings of the profile (batch, lr, L2,
@@ -295,13 +235,14 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
                         "eval_every": eval_every or stage.eval_every, "keep": stage.keep, "hash_params": params,
                         **carve}, lr_factor, length_factor)
 
-    stage = HASH_STAGE[profile]
+    prof = get_profile(profile)
+    stage = prof.hash
     params = dict(hash_params)
     distill = bool(params.get("distill", TABLE_OBJECTIVE["distill"]))
     chosen = _settings.HashSettings.of(profile, shape, budget_bytes=budget_bytes, distill=distill)
     pooled = model != "hashgnn" and "n_negatives" not in params and chosen.pooled
     epochs = epochs or (stage.hashgnn_epochs if model == "hashgnn" else
-                        SAMPLED_POOL_EPOCHS if pooled and profile != "quick" else stage.epochs)
+                        prof.sampled_pool_epochs if pooled and prof.sampled_pool_epochs else stage.epochs)
     estimator = split_method(method)[0]
     eval_every = eval_every or stage.eval_every
     params["estimator"] = {**_settings.HashSettings.schedule(estimator), **params.get("estimator", {})}

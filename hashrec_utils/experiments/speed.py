@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..config import figures_dir, get_profile, results_dir
+from ..config import figures_dir, results_dir
+from ..profiles import ProfileView, RetrievalStage, get_profile
 from ..data import InteractionData
 from ..utils import write_json
 from .rows import variant_run
@@ -23,31 +24,8 @@ from .runs import lightgcn_run, write_table
 # --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RetrievalStage:
-    """Search-parameter grids of notebook 04 and the scaling sizes."""
-
-    hnsw_ef: tuple[int, ...]
-    nsg_L: tuple[int, ...]
-    ivf_nprobe: tuple[int, ...]
-    pq_m: tuple[int, ...]
-    binary_ef: tuple[int, ...]
-    multihash_nflip: tuple[int, ...]
-    candidates: tuple[int, ...]
-    scaling_sizes: tuple[int, ...]
-    threads: int = 2
-    repeats: int = 3
-
-
-RETRIEVAL_STAGE = {
-    # Graph search depths (efSearch, search_L) start at k = 20: Faiss widens a beam below k to k anyway.
-    "quick": RetrievalStage((20, 64), (20, 64), (1, 8), (8,), (20, 64), (1,), (50, 100), (10**4,), repeats=1),
-    "default": RetrievalStage((20, 32, 64, 128, 256), (20, 32, 64, 128, 256), (1, 2, 4, 8, 16, 32, 64), (8, 16),
-                              (20, 32, 64, 128, 256), (0, 1, 2, 3), (20, 50, 100, 200, 400, 800), (10**4, 10**5, 10**6),
-                              repeats=2),
-    "full": RetrievalStage((20, 32, 64, 128, 256), (20, 32, 64, 128, 256), (1, 2, 4, 8, 16, 32, 64), (8, 16),
-                           (20, 32, 64, 128, 256), (0, 1, 2, 3), (20, 50, 100, 200, 400, 800), (10**4, 10**5, 10**6, 10**7)),
-}
+# Each profile's search grids (:class:`hashrec_utils.profiles.RetrievalStage`), by profile name.
+RETRIEVAL_STAGE = ProfileView("retrieval")
 
 
 @dataclass(frozen=True)

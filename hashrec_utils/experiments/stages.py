@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..config import figures_dir, get_profile, results_dir
+from ..config import figures_dir, results_dir
+from ..profiles import ProfileView, get_profile
 from ..data import InteractionData, dataset_stats
 from ..utils import write_json
 from .rows import popcount_searchable, row_family, variant_run
@@ -38,9 +39,10 @@ def data_prep(profile: str) -> tuple[pd.DataFrame, list[InteractionData]]:
 # 02 · LightGCN baseline
 # --------------------------------------------------------------------------
 
-LAYER_SWEEP = {"quick": (1, 2, 3), "default": (1, 2, 3, 4), "full": (1, 2, 3, 4)}
-# Epochs of each layer-sweep run (None: the profile's): default runs 20 of its 80, to fit make all's budget.
-LAYER_SWEEP_EPOCHS = {"quick": None, "default": 20, "full": None}
+# Each profile's layer sweep and the epochs of each of its runs (None: the profile's), by profile name
+# (:class:`hashrec_utils.profiles.Profile`: default runs 20 of its 80, to fit make all's budget).
+LAYER_SWEEP = ProfileView("layer_sweep")
+LAYER_SWEEP_EPOCHS = ProfileView("layer_sweep_epochs")
 
 
 def _valid_columns(metrics: dict, section: str | None = None) -> dict:

@@ -32,11 +32,12 @@ clone only the points the record lacks train.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import pandas as pd
 
-from ..config import get_profile, results_dir
+from ..config import results_dir
+from ..profiles import ProfileView, TuningGrid, get_profile
 from ..utils import read_json, write_json
 from . import rows as _rows
 from .committed import checked_rows, identity_cells, read_tuning, recorded_point
@@ -48,40 +49,9 @@ __all__ = ["TuningGrid", "TUNING_GRID", "OWN_SCHEDULE", "OBJECTIVE_LEVERS", "own
            "still_learning", "tune_row", "tune", "tuning_rows"]
 
 
-@dataclass(frozen=True)
-class TuningGrid:
-    """The grid every row gets: learning-rate and schedule-length factors (the base, 1.0, first)."""
-
-    lr_factors: tuple[float, ...] = (1.0, 0.3)
-    length_factors: tuple[float, ...] = (1.0, 2.0)
-    seed: int = 0
-    own: bool = True  # step 2, the row's own schedule parameter
-    max_length_factor: float | None = None  # step 3's cap (None: no step 3)
-    levers: bool = False  # step 4, the objective's levers
-
-    def __post_init__(self):
-        for name in ("lr_factors", "length_factors"):
-            values = getattr(self, name)
-            if not values or values[0] != 1.0 or any(v <= 0 for v in values):
-                raise ValueError(f"{name} must start with the base 1.0 and be positive; got {values}")
-        if self.max_length_factor is not None and self.max_length_factor < max(self.length_factors):
-            raise ValueError(f"max_length_factor ({self.max_length_factor:g}) must be at least the grid's longest "
-                             f"schedule ({max(self.length_factors):g})")
-
-    def extensions(self, length: float) -> tuple[float, ...]:
-        """Step 3's schedule lengths after a winner at ``length``: doublings up to the cap, only
-        where ``length`` is the grid's longest (a winner inside the grid has stopped improving)."""
-        if self.max_length_factor is None or length < max(self.length_factors):
-            return ()
-        out = []
-        while length * 2 <= self.max_length_factor:
-            length *= 2
-            out.append(length)
-        return tuple(out)
-
-
-# full: step 3 up to 4× the base schedule (a Gowalla 64-bit run at 4× is ~8 min on two cores)
-TUNING_GRID = {"quick": TuningGrid(), "default": TuningGrid(), "full": TuningGrid(max_length_factor=4.0, levers=True)}
+# Each profile's grid (:class:`hashrec_utils.profiles.TuningGrid`; full: step 3 up to 4× the base
+# schedule, a Gowalla 64-bit run at 4× is ~8 min on two cores), by profile name.
+TUNING_GRID = ProfileView("tuning")
 
 # Step 4's levers of a distilling objective, in the order tried: (hash parameter, value), the
 # distillation weight as a factor of the row's own, the temperature as the value itself.
