@@ -197,13 +197,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{dataset}: {len(summary['reused_committed'])} runs read from the committed record (no run folder)")
         return 0
     if args.command == "train":
+        from .hashing import UNTRAINED
         from .settings import train_config
         from .training.runs import run
 
         overrides = _overrides(args.set)
         if args.data_format is not None:
             overrides["data_format"] = args.data_format
-        if args.hash_method in ("lsh", "sign"):  # no training: codes of the --init LightGCN run's embeddings
+        if args.hash_method in UNTRAINED:  # no training: codes of the --init LightGCN run's embeddings
             from .experiments import lightgcn_run
 
             init = args.init or str(lightgcn_run(args.profile, args.dataset, progress=False)[1])

@@ -25,7 +25,7 @@ from .runs import (CURVE_ESTIMATORS, HASH_STAGE, HASH_TRAIN, HASHGNN_TRAIN, SAMP
                    hash_run, lightgcn_plan,
                    hash_run_name, lightgcn_run, lightgcn_run_name, load_profile_datasets, train_default_init, valid_tag,
                    write_table)
-from .rows import (EXTRA_VARIANTS, PAIRWISE_ESTIMATORS, PUBLISHED_ROWS, TUNED_FILE, GridPoint, popcount_searchable,
+from .rows import (EXTRA_VARIANTS, PAIRWISE_ESTIMATORS, PUBLISHED_ROWS, ROWS, TUNED_FILE, GridPoint, Row, popcount_searchable,
                    row_family, row_spec, tuned_point, variant_run, variant_run_name)
 from .speed import (RETRIEVAL_FAMILIES, RETRIEVAL_STAGE, SCALING_LARGE, SCALING_NOISE, THROUGHPUT_MULTIPLES,
                     RetrievalSetup, RetrievalStage, _tradeoff, faiss_stage, retrieval_setup, retrieval_sweeps,
@@ -47,7 +47,7 @@ __all__ = [
     "tradeoff_stage",
     "LAYER_SWEEP", "LAYER_SWEEP_EPOCHS", "best_estimator", "candidates_sweep", "data_prep", "hashing_stage",
     "lightgcn_stage", "summarize",
-    "GridPoint", "TUNED_FILE", "tuned_point", "row_spec", "PAIRWISE_ESTIMATORS",
+    "GridPoint", "TUNED_FILE", "tuned_point", "row_spec", "PAIRWISE_ESTIMATORS", "ROWS", "Row", "table_row",
     "OWN_SCHEDULE", "TUNING_GRID", "TuningGrid", "own_alternatives", "tune", "tune_row", "valid_tag",
     "COMPARISON", "ComparisonStage", "comparison_best_row", "comparison_metrics", "comparison_stage",
     "comparison_view", "published_rows",

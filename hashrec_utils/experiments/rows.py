@@ -9,8 +9,9 @@ settings are a :class:`GridPoint` of the validation grid (:mod:`.tuning`), the w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from . import runs as _runs
 
@@ -51,10 +52,67 @@ EXTRA_VARIANTS = {
 }
 
 
+@dataclass(frozen=True)
+class Row:
+    """A row of the study's tables, as a value: its ``label``, the run it makes (``method``, the
+    estimator or an untrained method; ``model``; ``params``, its hash parameters over the study's
+    defaults) and its ``family``: ``hashrec objective`` (an estimator under hashrec's table
+    objective), ``as published`` (a method under its own paper's objective and encoder),
+    ``pairwise objective`` (an estimator under HashGNN's published objective), ``untrained`` or
+    ``continuous``. What a row can do is its recipe's (:func:`hashrec_utils.hashing.recipe_of`)."""
+
+    label: str
+    method: str | None
+    model: str = "lightgcn"
+    params: dict = field(default_factory=dict)
+    family: str = "hashrec objective"
+
+    @property
+    def popcount_searchable(self) -> bool:
+        """Whether its codes are ranked by Hamming distance alone, so popcount indexes serve them: a
+        trained row whose estimator is not scaled (BGCH, BiGeaR: ``α_u α_i ⟨b_u, b_i⟩`` carry a float
+        per item that reorders items of equal distance)."""
+        from ..hashing import recipe_of
+        from ..training import TrainConfig
+
+        if self.family in ("untrained", "continuous"):
+            return False
+        recipe = recipe_of(TrainConfig(model=self.model, hash_method=self.method, hash_params=dict(self.params)))
+        return recipe.popcount_searchable
+
+
+# The methods the tables run as their papers publish them (family "as published").
+PUBLISHED_ROWS = ("hashgnn", "hashgnn_nr", "luo_wu", "bgch_published")
+
+
+def _rows() -> dict[str, Row]:
+    from ..hashing import ESTIMATORS
+
+    families = {**{label: "as published" for label in PUBLISHED_ROWS},
+                **{f"{est}_pairwise": "pairwise objective" for est in PAIRWISE_ESTIMATORS}}
+    rows = [Row(name, name) for name in ESTIMATORS]
+    rows += [Row(label, method, model, params, families.get(label, "hashrec objective"))
+             for label, (method, model, params) in EXTRA_VARIANTS.items()]
+    rows += [Row("lsh", "lsh", family="untrained"), Row("sign (post-hoc)", "sign", family="untrained"),
+             Row("lightgcn (continuous)", None, family="continuous")]
+    return {r.label: r for r in rows}
+
+
+# Every row of the study's tables by label (read-only).
+ROWS = MappingProxyType(_rows())
+
+
+def table_row(label: str) -> Row:
+    """The :class:`Row` called ``label`` (one clear error for a label that is no row)."""
+    if label not in ROWS:
+        raise ValueError(f"unknown table row {label!r}; the rows are {', '.join(ROWS)}")
+    return ROWS[label]
+
+
 def row_spec(label: str) -> tuple[str, str, dict]:
-    """A table row's ``(method, model, hash_params)``: :data:`EXTRA_VARIANTS`' entry, or a plain
-    estimator on the LightGCN table."""
-    return EXTRA_VARIANTS.get(label, (label, "lightgcn", {}))
+    """A table row's ``(method, model, hash_params)``."""
+    row = table_row(label)
+    return row.method, row.model, dict(row.params)
 
 
 def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, progress: bool = False,
@@ -154,31 +212,11 @@ def tuned_point(profile: str, label: str, dataset: str = "ml-1m") -> GridPoint:
     return GridPoint(**win) if win else GridPoint()
 
 
-PUBLISHED_ROWS = ("hashgnn", "hashgnn_nr", "luo_wu", "bgch_published")
-
-
 def row_family(label: str) -> str:
-    """Which family of notebook 03's table a row belongs to: ``as published`` (a method under its own
-    paper's objective and encoder: :data:`PUBLISHED_ROWS`), ``pairwise objective`` (an estimator
-    under HashGNN's published objective, ``<est>_pairwise``), ``hashrec objective`` (an estimator
-    under hashrec's table objective), ``untrained`` or ``continuous``."""
-    if label in ("sign (post-hoc)", "lsh"):
-        return "untrained"
-    if label.startswith("lightgcn"):
-        return "continuous"
-    if label.endswith("_pairwise"):
-        return "pairwise objective"
-    return "as published" if label in PUBLISHED_ROWS else "hashrec objective"
-
+    """Which family of the tables a row belongs to (:attr:`Row.family`)."""
+    return table_row(label).family
 
 
 def popcount_searchable(label: str) -> bool:
-    """Whether a row's codes are ranked by Hamming distance alone, so popcount indexes serve them.
-
-    Scaled codes (BGCH, BiGeaR: ``α_u α_i ⟨b_u, b_i⟩``, ``Estimator.scaled``) carry a float per item
-    that reorders items of equal distance; the table scores them that way, but the speed study's
-    binary indexes cannot, so they are not candidates for its codes."""
-    from ..hashing import ESTIMATORS, split_method
-
-    cls = ESTIMATORS.get(split_method(row_spec(label)[0])[0])
-    return cls is not None and not getattr(cls, "scaled", False)
+    """Whether a row's codes are ranked by Hamming distance alone (:attr:`Row.popcount_searchable`)."""
+    return table_row(label).popcount_searchable

@@ -216,8 +216,11 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     carve none (a published split, :mod:`.comparison`); the init is then the LightGCN run on the
     same carve-out (:func:`lightgcn_run` with it), so nothing a run selects on was trained on.
     """
-    from ..hashing import split_method
+    from ..hashing import recipe_of
     from ..settings import train_config
+    from ..training import TrainConfig
+
+    recipe = recipe_of(TrainConfig(model=model, hash_method=method, hash_params=dict(hash_params)))
 
     if shape is None:
         published = _settings.published_split(str(dataset))
@@ -227,9 +230,8 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     if end_to_end:
         stage = HASH_STAGE[profile]
         base = train_config(profile, str(dataset), shape=shape, **carve)
-        estimator = split_method(method)[0]
         params = dict(hash_params)
-        params["estimator"] = {**_settings.HashSettings.schedule(estimator), **params.get("estimator", {})}
+        params["estimator"] = {**_settings.HashSettings.schedule(recipe.estimator), **params.get("estimator", {})}
         return _scaled({"batch_size": base.batch_size, "lr": base.lr, "lr_schedule": base.lr_schedule, "reg": base.reg,
                         "patience": base.patience, "epochs": epochs or stage.published_epochs,
                         "eval_every": eval_every or stage.eval_every, "keep": stage.keep, "hash_params": params,
@@ -240,17 +242,17 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     params = dict(hash_params)
     distill = bool(params.get("distill", TABLE_OBJECTIVE["distill"]))
     chosen = _settings.HashSettings.of(profile, shape, budget_bytes=budget_bytes, distill=distill)
-    pooled = model != "hashgnn" and "n_negatives" not in params and chosen.pooled
-    epochs = epochs or (stage.hashgnn_epochs if model == "hashgnn" else
+    own = recipe.own_encoder  # HashGNN as published: its encoder from scratch, no table, no teacher
+    pooled = not own and "n_negatives" not in params and chosen.pooled
+    epochs = epochs or (stage.hashgnn_epochs if own else
                         prof.sampled_pool_epochs if pooled and prof.sampled_pool_epochs else stage.epochs)
-    estimator = split_method(method)[0]
     eval_every = eval_every or stage.eval_every
-    params["estimator"] = {**_settings.HashSettings.schedule(estimator), **params.get("estimator", {})}
-    if model != "hashgnn":
+    params["estimator"] = {**_settings.HashSettings.schedule(recipe.estimator), **params.get("estimator", {})}
+    if not own:
         if init is None:
             init = default_init(profile, dataset, valid_fraction)
         params = {**TABLE_OBJECTIVE, "n_negatives": chosen.n_negatives, "init": str(init), **params}
-    return _scaled({**HASH_TRAIN, "batch_size": chosen.batch_size, **(HASHGNN_TRAIN if model == "hashgnn" else {}),
+    return _scaled({**HASH_TRAIN, "batch_size": chosen.batch_size, **(HASHGNN_TRAIN if own else {}),
                     "epochs": epochs, "eval_every": eval_every, "keep": stage.keep, "hash_params": params, **carve},
                    lr_factor, length_factor)
 
@@ -314,10 +316,10 @@ def hash_plan(profile: str, method: str, *, seed: int = 0, bits: int = 64, model
     table run's ``init`` is named, :func:`default_init`, not trained)."""
     from ..config import runs_dir
     from ..settings import train_config
-    from ..training.runs import UNTRAINED_METHODS
+    from ..hashing import UNTRAINED
 
     stage = HASH_STAGE[profile]
-    if method in UNTRAINED_METHODS:
+    if method in UNTRAINED:
         init = default_init(profile, dataset, valid_fraction)
         overrides = {"epochs": 0, "hash_params": {"init": str(init), **hash_params}}
         if valid_fraction is not None:

@@ -26,7 +26,9 @@ class Recipe:
     only the hash layer learns (two-stage ``_sp``); ``model_defaults``: :class:`~.model.HashModel`
     keywords the recipe implies, under the run's own ``hash_params`` (HashGNN as published: loss
     on the codes only, ``z = tanh(W e + b)`` as its continuous embedding; ``_nr``: no ranking
-    loss); ``layers``: the encoder's depth where the recipe fixes it (else the config's ``n_layers``).
+    loss); ``layers``: the encoder's depth where the recipe fixes it (else the config's ``n_layers``);
+    ``own_encoder``: the recipe trains its own encoder end to end from scratch with the codes, as
+    HashGNN publishes it (no table, no teacher, its own training settings).
     """
 
     encoder: str
@@ -36,6 +38,7 @@ class Recipe:
     freeze: bool = False
     model_defaults: tuple = ()
     layers: int | None = None
+    own_encoder: bool = False
 
     def n_layers(self, config) -> int:
         """The encoder's number of layers for ``config``."""
@@ -120,4 +123,4 @@ def recipe_of(config) -> Recipe:
         raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
     defaults.update({k: v for k, v in implied.items() if k != "freeze"})
     return Recipe(encoder, method, objective, freeze=bool(hp.get("freeze", False)),
-                  model_defaults=tuple(sorted(defaults.items())), layers=layers)
+                  model_defaults=tuple(sorted(defaults.items())), layers=layers, own_encoder=config.model == "hashgnn")

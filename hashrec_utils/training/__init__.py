@@ -9,8 +9,8 @@
 from .config import KEEP_RULES, KS, TrainConfig
 from .identity import evaluation_identity, identity_differences, run_identity, training_components
 from .loop import LOOP_VERSION, FitResult, NegativeSampler, fit, learning_rate, make_optimizer
-from .runs import ACCEPT_UNVERSIONED, UNTRAINED_METHODS, build_model, load_run_data, rescore, run
+from .runs import ACCEPT_UNVERSIONED, build_model, load_run_data, rescore, run
 
 __all__ = ["TrainConfig", "KEEP_RULES", "KS", "fit", "FitResult", "NegativeSampler", "learning_rate", "make_optimizer",
-           "LOOP_VERSION", "run", "rescore", "load_run_data", "build_model", "ACCEPT_UNVERSIONED", "UNTRAINED_METHODS",
+           "LOOP_VERSION", "run", "rescore", "load_run_data", "build_model", "ACCEPT_UNVERSIONED",
            "run_identity", "evaluation_identity", "training_components", "identity_differences"]

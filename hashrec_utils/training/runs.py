@@ -27,6 +27,7 @@ from .. import distributed
 from ..data import InteractionData, load_dataset, subset_users
 from ..evaluation import evaluate_arrays, evaluate_model, model_arrays
 from ..graph import build_graph
+from ..hashing import recipe_of
 from ..memory import check_memory
 from ..settings import DataShape
 from ..utils import atomic_write, default_device, read_json, seed_everything, write_json
@@ -34,10 +35,8 @@ from .config import KS, TrainConfig
 from .identity import evaluation_identity, identity_differences, run_identity
 from .loop import fit
 
-__all__ = ["run", "rescore", "load_run_data", "build_model", "ACCEPT_UNVERSIONED", "UNTRAINED_METHODS"]
+__all__ = ["run", "rescore", "load_run_data", "build_model", "ACCEPT_UNVERSIONED"]
 
-# Hash methods that train nothing: codes made from the ``init`` LightGCN run's embeddings.
-UNTRAINED_METHODS = ("lsh", "sign")
 # Set to 1 to adopt run folders written before config.json carried an ``identity`` (see run()).
 ACCEPT_UNVERSIONED = "HASHREC_ACCEPT_UNVERSIONED"
 
@@ -54,7 +53,7 @@ def load_run_data(config: TrainConfig) -> InteractionData:
 def build_model(config: TrainConfig, data: InteractionData) -> torch.nn.Module:
     """The model a config names: an encoder, with a hash layer when ``hash_method`` is set."""
     seed_everything(config.seed)
-    if config.model == "hashgnn" or config.hash_method is not None:
+    if recipe_of(config).hashed:
         from ..hashing import build_hash_model
 
         return build_hash_model(config, data)
@@ -146,7 +145,7 @@ def rescore(config: TrainConfig, out: str | os.PathLike, *, progress: bool = Tru
 def _prepare(config: TrainConfig, data: InteractionData):
     """Everything that can refuse the run, done before anything is written: the memory check and
     the model (or an untrained method's codes)."""
-    if config.hash_method in UNTRAINED_METHODS:
+    if not recipe_of(config).trains:
         return _untrained_arrays(config, data)
     check_memory(config, DataShape.of(data))  # refuse before anything is written, not an OOM kill later
     return build_model(config, data)
