@@ -41,7 +41,7 @@ Where each idea lives:
 Every component that decides a run's numbers carries an integer ``version`` (each estimator
 class, each :class:`Objective`, :class:`HashLayer`, :class:`HashModel`, :class:`TableEncoder`,
 :data:`UNTRAINED_VERSIONS`): bump it when a change moves what the component computes
-(``tests/test_golden.py`` fails, naming the component, until it is bumped).
+(``tests/training/test_golden.py`` fails, naming the component, until it is bumped).
 ``from hashrec_utils.hashing import X`` keeps working for every name below.
 """
 from __future__ import annotations

@@ -35,7 +35,7 @@ layout), ``K/8`` bytes per row; the Hamming distance of codes ``x, y`` is
 
 Ties are broken by the smaller item id, exactly: items arrive in id order, and
 an item that only ties the k-th distance can never displace a smaller id.
-``tests/test_retrieval.py`` checks distances against Faiss and ids against a
+``tests/retrieval/test_retrieval.py`` checks distances against Faiss and ids against a
 brute-force reference; ``benchmarks/bench_retrieval.py`` times it against
 Faiss.
 """

@@ -45,7 +45,7 @@ The result is that of ``hierarchical_topk`` (same candidates, ties, order and
 padding); scores are float32 sums in vector lanes and may differ from
 NumPy's ``einsum`` in the last bits, so two scores closer than that may come
 out in the other order (1 query in 29,858 at Gowalla's shape, C = 50).
-``tests/test_fused.py`` checks ids and scores against it,
+``tests/retrieval/test_fused.py`` checks ids and scores against it,
 ``benchmarks/bench_hierarchical.py`` times both.
 """
 from __future__ import annotations

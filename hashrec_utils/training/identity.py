@@ -13,7 +13,7 @@ Each component carries its version beside its code (``Estimator.version``,
 :data:`.loop.LOOP_VERSION`, :data:`hashrec_utils.evaluation.METRICS_VERSION`, each kernel's
 ``VERSION``). A docstring edit, a rename, or code moved between modules changes none of them,
 so it retrains nothing; a change to what a component computes must bump its version, or the
-golden test (``tests/test_golden.py``) fails naming the component.
+golden test (``tests/training/test_golden.py``) fails naming the component.
 
 Evaluation is versioned apart (:func:`evaluation_identity`, written to ``metrics.json``): a new
 or changed search mode re-scores saved runs without retraining them.

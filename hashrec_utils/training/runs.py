@@ -8,7 +8,7 @@ A run folder holds ``config.json`` (the resolved :class:`~.config.TrainConfig` a
 Identity, not code bytes, decides whether a folder is this run: its settings, the versions of
 the components those settings use, the device and the major library versions. A docstring
 edit, a rename or a moved function retrains nothing; a component whose output changes bumps its
-version (the golden test, ``tests/test_golden.py``, fails until it does) and its runs train
+version (the golden test, ``tests/training/test_golden.py``, fails until it does) and its runs train
 again. Evaluation is versioned apart: a complete run whose ``metrics.json`` was scored by other
 evaluation versions is re-scored from its kept weights, not retrained.
 """

@@ -2,8 +2,8 @@
 
 Each case names the components it exercises (``{component: version}``, the same names a run's
 identity uses, :mod:`hashrec_utils.training.identity`) and returns a dict of numbers. The
-committed file ``tests/golden/expected.json`` holds each case's components and outputs; the golden
-test (``tests/test_golden.py``) recomputes every case and fails when an output moved while the
+committed file ``tests/training/golden/expected.json`` holds each case's components and outputs; the golden
+test (``tests/training/test_golden.py``) recomputes every case and fails when an output moved while the
 versions of its components did not, naming the component to bump and where it lives.
 
 Cases, smallest first, so a failure points at one component:
@@ -17,7 +17,7 @@ Cases, smallest first, so a failure points at one component:
 * ``run.<recipe>``: a whole tiny run (a few epochs on a small graph) of each encoder, estimator
   and objective, through :func:`hashrec_utils.training.run`: the loss history and the metrics.
 
-After bumping a version (or adding a case): ``python tests/golden_cases.py --update`` rewrites
+After bumping a version (or adding a case): ``python tests/training/golden_cases.py --update`` rewrites
 the expected file; commit it with the change.
 """
 from __future__ import annotations
@@ -251,7 +251,7 @@ def check(cases: dict[str, tuple[dict, dict]], expected: dict) -> list[str]:
     version lives), whose versions changed without the file being rewritten, or that is new."""
     from hashrec_utils.training.identity import where_versioned
 
-    update = "then run `python tests/golden_cases.py --update` and commit tests/golden/expected.json"
+    update = "then run `python tests/training/golden_cases.py --update` and commit tests/training/golden/expected.json"
     problems = []
     for name, (comps, out) in cases.items():
         if name not in expected:
@@ -271,7 +271,7 @@ def check(cases: dict[str, tuple[dict, dict]], expected: dict) -> list[str]:
 
 def main(argv: list[str]) -> int:
     if argv != ["--update"]:
-        print("usage: python tests/golden_cases.py --update   (rewrites tests/golden/expected.json)", file=sys.stderr)
+        print("usage: python tests/training/golden_cases.py --update   (rewrites tests/training/golden/expected.json)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         cases = all_cases(Path(tmp))
@@ -283,5 +283,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     sys.exit(main(sys.argv[1:]))

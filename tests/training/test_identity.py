@@ -22,7 +22,7 @@ from hashrec_utils.training.identity import identity_differences, parse_componen
 from hashrec_utils.utils import atomic_write
 
 SMALL = {"epochs": 4, "eval_every": 2, "batch_size": 512, "lr": 0.01, "patience": 0, "dim": 16}
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

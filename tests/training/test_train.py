@@ -22,7 +22,7 @@ from hashrec_utils.settings import train_config
 from hashrec_utils.training import NegativeSampler, TrainConfig, fit, learning_rate, run
 
 SMALL = {"epochs": 6, "eval_every": 2, "batch_size": 512, "lr": 0.01, "patience": 0, "dim": 16}
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def synthetic_folder(tmp_path: Path) -> Path:

@@ -22,7 +22,7 @@ from hashrec_utils.data import (
     synthetic_interactions,
 )
 
-from .conftest import requires_mirror
+from ..conftest import requires_mirror
 
 
 def write(path: Path, text: str) -> Path:
@@ -473,7 +473,7 @@ def _write_rating_lines(src: Path, dest: Path, seed: int = 0) -> None:
 
 @requires_mirror
 def test_mirror_ml1m_as_csv_rating_lines_loads_without_format(tmp_path, ml1m):
-    from .conftest import mirror_dir
+    from ..conftest import mirror_dir
 
     for part in ("train", "test"):
         _write_rating_lines(mirror_dir() / "ml-1m" / f"{part}.txt", tmp_path / f"{part}.csv")
@@ -521,7 +521,7 @@ def test_grouplens_zip_keeps_movies_dat_for_titles(tmp_path):
 
 def test_default_root_is_the_repository_data_folder(monkeypatch):
     monkeypatch.delenv("HASHREC_DATA_ROOT", raising=False)
-    assert D.default_root() == Path(__file__).resolve().parent.parent / "data"
+    assert D.default_root() == Path(__file__).resolve().parents[2] / "data"
     monkeypatch.setenv("HASHREC_DATA_ROOT", "/somewhere/else")
     assert D.default_root() == Path("/somewhere/else")
 

@@ -1,7 +1,7 @@
 """The golden test: every versioned component's tiny deterministic outputs against the committed ones.
 
 An output that moves while its component's version does not fails here, naming the component and
-where its version lives (``tests/golden_cases.py``); a refactor that moves no number passes.
+where its version lives (``tests/training/golden_cases.py``); a refactor that moves no number passes.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def one_thread():
 def test_every_component_reproduces_its_golden_outputs(tmp_path):
     expected = json.loads(golden_cases.EXPECTED.read_text())
     cases = golden_cases.all_cases(tmp_path)
-    assert set(cases) == set(expected), "cases and tests/golden/expected.json differ: run python tests/golden_cases.py --update"
+    assert set(cases) == set(expected), "cases and tests/training/golden/expected.json differ: run python tests/training/golden_cases.py --update"
     problems = golden_cases.check(cases, expected)
     assert not problems, "\n".join(problems)
 

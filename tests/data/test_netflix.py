@@ -310,7 +310,7 @@ def test_memory_estimate_by_hand():
 
 
 def load_bench():
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_netflix_load.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_netflix_load.py"
     spec = importlib.util.spec_from_file_location("bench_netflix_load", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
