@@ -5,14 +5,82 @@ called by the CLI and the stages); everything below takes the resolved config.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 
 from ..data import FORMATS
 
-__all__ = ["TrainConfig", "KEEP_RULES", "KS"]
+__all__ = ["TrainConfig", "HashParams", "KEEP_RULES", "KS"]
 
 KS = (10, 20, 50)
 KEEP_RULES = ("best_valid", "last")
+
+
+@dataclass(frozen=True)
+class HashParams(Mapping):
+    """The hash model's settings of a run, typed: what ``hash_params`` holds (``--set hash_params=…``).
+
+    Every field is optional (``None``: not set, so the recipe's or :class:`~hashrec_utils.hashing.HashModel`'s
+    default holds). ``init``: a run folder whose ``embeddings.npz`` seeds the code table;
+    ``freeze``: only the hash layer learns; ``estimator``: the estimator's parameters (checked by
+    :func:`~hashrec_utils.hashing.make_estimator`); the rest are :class:`~hashrec_utils.hashing.HashModel`
+    keywords. A name that is no field is refused, so a typo cannot fall back to a default. It reads
+    as the mapping of the fields that are set (``hp.get("init")``, ``dict(hp)``), which is also what
+    ``config.json`` holds.
+    """
+
+    objective: str | None = None
+    estimator: dict | None = None
+    init: str | None = None
+    freeze: bool | None = None
+    hash_layer: str | None = None
+    continuous: str | None = None
+    n_negatives: int | None = None
+    cont_weight: float | None = None
+    hash_weight: float | None = None
+    distill: float | None = None
+    distill_tau: float | None = None
+    scale: float | None = None
+    lambda_rank: float | None = None
+    margin: float | None = None
+    n_triplets: int | None = None
+    top_n: int | None = None
+    tau_rank: float | None = None
+    tau_recall: float | None = None
+    candidates: int | None = None
+
+    @classmethod
+    def of(cls, value) -> "HashParams":
+        """``value`` (a mapping, or already ``HashParams``) as ``HashParams``; one clear error for an unknown name."""
+        if isinstance(value, HashParams):
+            return value
+        value = dict(value or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise ValueError(f"unknown hash_params {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**value)
+
+    def _set(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+    def __getitem__(self, key):
+        value = getattr(self, key, None) if key in self.__dataclass_fields__ else None
+        if value is None:
+            raise KeyError(key)
+        return value
+
+    def __iter__(self):
+        return iter(self._set())
+
+    def __len__(self) -> int:
+        return len(self._set())
+
+    def __hash__(self) -> int:
+        return hash(repr(self._set()))
+
+    def to_json(self) -> dict:
+        return self._set()
 
 
 @dataclass(frozen=True)
@@ -26,7 +94,7 @@ class TrainConfig:
     ``cosine``: ``lr · ½(1 + cos(π t / T))`` at step ``t`` of the
     ``T = epochs × steps per epoch`` (a function of the step count, so a
     resumed run follows the same schedule). ``max_users``: keep only the first users
-    (the ``quick`` slice). ``hash_*``: settings of the hash layer when
+    (the ``quick`` slice). ``bits``, ``hash_params`` (:class:`HashParams`): settings of the hash layer when
     ``hash_method`` is set (see :mod:`hashrec_utils.hashing`). ``data_format``: the
     format of a folder dataset's split files, ``auto`` or one of
     :data:`hashrec_utils.data.FORMATS` (``--format``).
@@ -50,10 +118,11 @@ class TrainConfig:
     device: str | None = None
     hash_method: str | None = None
     bits: int = 64
-    hash_params: dict = field(default_factory=dict)
+    hash_params: HashParams = field(default_factory=HashParams)
     data_format: str = "auto"
 
     def __post_init__(self):
+        object.__setattr__(self, "hash_params", HashParams.of(self.hash_params))
         if self.data_format not in ("auto", *FORMATS):
             raise ValueError(f"data_format must be 'auto' or one of {', '.join(FORMATS)}; got {self.data_format!r}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -67,5 +136,7 @@ class TrainConfig:
             raise ValueError(f"keep must be best_valid or last; got {self.keep!r}")
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The settings as ``config.json`` holds them (``hash_params``: the fields that are set)."""
+        return {f.name: getattr(self, f.name).to_json() if f.name == "hash_params" else getattr(self, f.name)
+                for f in fields(self)}
 

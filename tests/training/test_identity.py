@@ -187,3 +187,22 @@ def test_a_comment_in_every_module_retrains_nothing(folder, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "run complete (metrics.json exists); nothing to do" in done.stdout
     assert len(modules) > 30
+
+
+def test_hash_params_are_typed_and_refuse_unknown_names(folder, tmp_path):
+    from hashrec_utils.__main__ import main
+    from hashrec_utils.training import HashParams, TrainConfig
+
+    config = TrainConfig(hash_method="ste", bits=16, hash_params={"objective": "softmax", "distill": 1.0,
+                                                                   "estimator": {"beta": 2.0}})
+    hp = config.hash_params
+    assert isinstance(hp, HashParams) and hp.distill == 1.0 and hp.init is None
+    assert dict(hp) == {"objective": "softmax", "estimator": {"beta": 2.0}, "distill": 1.0}
+    assert hp.get("freeze", False) is False and "init" not in hp and hp["objective"] == "softmax"
+    assert config.to_json()["hash_params"] == dict(hp) and TrainConfig(**config.to_json()) == config
+    with pytest.raises(ValueError, match="unknown hash_params distil; known: .*distill"):
+        TrainConfig(hash_params={"distil": 3.0})
+    with pytest.raises(ValueError, match="unknown hash_params distil"):  # a typo on the command line too
+        main(["train", "--dataset", str(folder), "--hash", "ste", "--bits", "16", "--init", str(tmp_path),
+              "--profile", "quick", "--out", str(tmp_path / "x"), "--set", 'hash_params={"distil": 3.0}'])
+    assert not (tmp_path / "x").exists()
