@@ -25,7 +25,6 @@ returns changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Callable
 
 import numpy as np

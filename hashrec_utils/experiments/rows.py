@@ -73,12 +73,13 @@ class Row:
         trained row whose estimator is not scaled (BGCH, BiGeaR: ``α_u α_i ⟨b_u, b_i⟩`` carry a float
         per item that reorders items of equal distance)."""
         from ..hashing import recipe_of
-        from ..training import TrainConfig
+        from ..training import HashParams, TrainConfig
 
         if self.family in ("untrained", "continuous"):
             return False
-        recipe = recipe_of(TrainConfig(model=self.model, hash_method=self.method, hash_params=dict(self.params)))
-        return recipe.popcount_searchable
+        # params may hold run options of hash_overrides (end_to_end) beside the hash parameters
+        hp = {k: v for k, v in self.params.items() if k in HashParams.__dataclass_fields__}
+        return recipe_of(TrainConfig(model=self.model, hash_method=self.method, hash_params=hp)).popcount_searchable
 
 
 # The methods the tables run as their papers publish them (family "as published").

@@ -33,9 +33,10 @@ Where each idea lives:
   :class:`Objective` value and the read-only registry :data:`OBJECTIVES` (bpr, softmax, recall,
   bgch, hashgnn);
 - :mod:`.model`: :class:`HashLayer`, :class:`HashModel` (the loss: continuous BPR + hash
-  objective + distillation), :class:`TableEncoder`, :func:`build_hash_model`;
+  objective + distillation), :class:`TableEncoder`;
 - :mod:`.recipe`: a method as a value (:class:`Recipe`: encoder, estimator, objective and what it
-  can do), read once from a config by :func:`recipe_of`. Evaluation (every search mode of a hash
+  can do), read once from a config by :func:`recipe_of`, and the model it names
+  (:func:`build_hash_model`). Evaluation (every search mode of a hash
   run) lives in :mod:`hashrec_utils.evaluation`.
 
 Every component that decides a run's numbers carries an integer ``version`` (each estimator
@@ -53,8 +54,8 @@ from .estimators import (BGCH, ESTIMATORS, STE, BiGeaR, Estimator, GuidedSTE, Gu
                          make_estimator, row_scales, signswish_grad, split_method, stage)
 from .objectives import (OBJECTIVES, HashBatch, Objective, ObjectiveFn, bgch_objective, bpr_objective,
                          hashgnn_objective, recall_objective, softmax_objective)
-from .model import HASH_LAYERS, HashLayer, HashModel, TableEncoder, build_hash_model
-from .recipe import Recipe, recipe_of
+from .model import HASH_LAYERS, HashLayer, HashModel, TableEncoder
+from .recipe import Recipe, build_hash_model, recipe_of
 
 __all__ = [
     "sign",

@@ -17,8 +17,8 @@ from torch import nn
 
 from ..graph import Graph
 from ..losses import bpr_loss, distill_loss
-from .codes import pack_codes, scaled_code_topk
-from .estimators import Estimator, make_estimator, row_scales
+from .codes import pack_codes
+from .estimators import Estimator, row_scales
 from .objectives import OBJECTIVES, HashBatch, Objective
 
 HASH_LAYERS = ("linear", "linear_nobias", "identity")
@@ -322,34 +322,3 @@ class TableEncoder(nn.Module):
     def embeddings(self, graph: Graph | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         w = self.embedding.weight
         return w[: self.n_users], w[self.n_users :]
-
-
-def build_hash_model(config, data) -> nn.Module:
-    """The hash model a :class:`~hashrec_utils.training.TrainConfig` names, built from its
-    :class:`~.recipe.Recipe` (:func:`~.recipe.recipe_of`: encoder, estimator, objective).
-
-    ``config.hash_params``: ``estimator`` (dict of estimator parameters), ``init`` (a run folder
-    whose ``embeddings.npz`` seeds a :class:`TableEncoder`), ``freeze``, and any
-    :class:`HashModel` keyword (over the recipe's own defaults, :attr:`.recipe.Recipe.model_defaults`).
-    The encoder is the recipe's: ``graphsage`` (HashGNN as published), ``lightgcn`` trained end to
-    end, or the ``init`` table (fine-tuned, or frozen with ``freeze``).
-    """
-    from ..models import make_encoder
-    from .recipe import recipe_of
-
-    recipe = recipe_of(config)
-    hp = {**dict(recipe.model_defaults), **dict(config.hash_params)}
-    estimator = make_estimator(recipe.estimator, **hp.pop("estimator", {}))
-    init = hp.pop("init", None)
-    hp.pop("freeze", None)
-    hp["objective"] = recipe.objective
-    if recipe.encoder == "table":
-        emb = np.load(f"{init}/embeddings.npz")
-        if emb["user"].shape[0] != data.n_users or emb["item"].shape[0] != data.n_items:
-            raise ValueError(f"{init}/embeddings.npz has {emb['user'].shape[0]} users, {emb['item'].shape[0]} items; "
-                             f"the data has {data.n_users}, {data.n_items}")
-        encoder = TableEncoder(emb["user"], emb["item"])
-    else:
-        encoder = make_encoder(recipe.encoder, data.n_users, data.n_items, dim=config.dim,
-                               n_layers=recipe.n_layers(config), reg=config.reg)
-    return HashModel(encoder, config.bits, estimator, reg=config.reg, freeze_encoder=recipe.freeze, **hp)

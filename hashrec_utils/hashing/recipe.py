@@ -1,17 +1,20 @@
 """A method as a value: the frozen recipe a run's settings name, and what it can do.
 
 :func:`recipe_of` reads a :class:`~hashrec_utils.training.TrainConfig` once and says which
-encoder, estimator and objective the run uses (the same decisions :func:`.model.build_hash_model`
-builds from), so nothing downstream tests a method's name, prefix or suffix:
+encoder, estimator and objective the run uses, and :func:`build_hash_model` builds that model, so nothing downstream tests a method's name, prefix or suffix:
 :func:`hashrec_utils.memory.estimate_peak_bytes` reads the objective's pool from it, the run's
 identity (:mod:`hashrec_utils.training.identity`) the versions of its components.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import MappingProxyType
 
-__all__ = ["Recipe", "recipe_of"]
+import numpy as np
+
+from .estimators import make_estimator
+from .model import HashLayer, HashModel, TableEncoder
+
+__all__ = ["Recipe", "recipe_of", "build_hash_model"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,6 @@ class Recipe:
         from ..models import ENCODERS
         from .codes import UNTRAINED_VERSIONS
         from .estimators import ESTIMATORS
-        from .model import HashLayer, HashModel, TableEncoder
         from .objectives import OBJECTIVES
 
         if self.untrained is not None:
@@ -124,3 +126,33 @@ def recipe_of(config) -> Recipe:
     defaults.update({k: v for k, v in implied.items() if k != "freeze"})
     return Recipe(encoder, method, objective, freeze=bool(hp.get("freeze", False)),
                   model_defaults=tuple(sorted(defaults.items())), layers=layers, own_encoder=config.model == "hashgnn")
+
+
+def build_hash_model(config, data) -> HashModel:
+    """The hash model a :class:`~hashrec_utils.training.TrainConfig` names, built from its
+    :class:`Recipe` (:func:`recipe_of`: encoder, estimator, objective).
+
+    ``config.hash_params``: ``estimator`` (dict of estimator parameters), ``init`` (a run folder
+    whose ``embeddings.npz`` seeds a :class:`~.model.TableEncoder`), ``freeze``, and any
+    :class:`~.model.HashModel` keyword (over the recipe's own defaults, :attr:`Recipe.model_defaults`).
+    The encoder is the recipe's: ``graphsage`` (HashGNN as published), ``lightgcn`` trained end to
+    end, or the ``init`` table (fine-tuned, or frozen with ``freeze``).
+    """
+    from ..models import make_encoder
+
+    recipe = recipe_of(config)
+    hp = {**dict(recipe.model_defaults), **dict(config.hash_params)}
+    estimator = make_estimator(recipe.estimator, **hp.pop("estimator", {}))
+    init = hp.pop("init", None)
+    hp.pop("freeze", None)
+    hp["objective"] = recipe.objective
+    if recipe.encoder == "table":
+        emb = np.load(f"{init}/embeddings.npz")
+        if emb["user"].shape[0] != data.n_users or emb["item"].shape[0] != data.n_items:
+            raise ValueError(f"{init}/embeddings.npz has {emb['user'].shape[0]} users, {emb['item'].shape[0]} items; "
+                             f"the data has {data.n_users}, {data.n_items}")
+        encoder = TableEncoder(emb["user"], emb["item"])
+    else:
+        encoder = make_encoder(recipe.encoder, data.n_users, data.n_items, dim=config.dim,
+                               n_layers=recipe.n_layers(config), reg=config.reg)
+    return HashModel(encoder, config.bits, estimator, reg=config.reg, freeze_encoder=recipe.freeze, **hp)

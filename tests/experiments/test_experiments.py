@@ -97,3 +97,27 @@ def test_retrieval_sweeps_rejects_unknown_families():
         retrieval_sweeps("quick", None, families=("float", "graph"))
     with pytest.raises(ValueError, match="non-empty subset"):
         retrieval_sweeps("quick", None, families=())
+
+
+def test_every_row_is_a_value_whose_run_resolves_without_training(monkeypatch, tmp_path):
+    """Every table row says its family and whether popcount serves it (from its recipe, not its
+    label), and its run's config and folder resolve without training anything (its teacher named,
+    not trained)."""
+    from hashrec_utils.experiments.rows import ROWS, table_row, variant_plan
+
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    families = {}
+    for label, row in ROWS.items():
+        families.setdefault(row.family, set()).add(label)
+        searchable = row.popcount_searchable
+        assert searchable == (row.family not in ("untrained", "continuous") and row.method not in ("bgch", "bigear"))
+        if row.family in ("untrained", "continuous"):
+            continue
+        config, out = variant_plan("default", label)
+        assert config.hash_method == row.method and config.model == row.model and not out.exists()
+        assert "end_to_end" not in config.hash_params
+    assert families["as published"] == {"hashgnn", "hashgnn_nr", "luo_wu", "bgch_published"}
+    assert families["pairwise objective"] == {f"{e}_pairwise" for e in ("ste", "guided_ste", "hashnet", "gumbel")}
+    assert not (tmp_path / "runs").exists()  # nothing trained, no folder made
+    with pytest.raises(ValueError, match="unknown table row 'nope'"):
+        table_row("nope")

@@ -6,21 +6,8 @@ where its version lives (``tests/training/golden_cases.py``); a refactor that mo
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-import pytest
-import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import golden_cases  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+from . import golden_cases
 
 
 def test_every_component_reproduces_its_golden_outputs(tmp_path):

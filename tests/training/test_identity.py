@@ -25,13 +25,6 @@ SMALL = {"epochs": 4, "eval_every": 2, "batch_size": 512, "lr": 0.01, "patience"
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def folder(tmp_path) -> Path:

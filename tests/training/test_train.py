@@ -35,14 +35,6 @@ def synthetic_folder(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny graphs train fastest, and steadiest on a shared machine, on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # ---- negatives ---------------------------------------------------------------
 
