@@ -25,7 +25,7 @@ import torch
 
 from .. import distributed
 from ..data import InteractionData, load_dataset, subset_users
-from ..evaluation import evaluate_arrays, evaluate_model, model_arrays
+from ..evaluation import evaluate_arrays, model_arrays
 from ..graph import build_graph
 from ..hashing import recipe_of
 from ..memory import check_memory
@@ -80,7 +80,6 @@ def _untrained_arrays(config: TrainConfig, data: InteractionData) -> dict:
         raise ValueError(f"{path} has {user.shape[0]} users, {item.shape[0]} items; the data has {data.n_users}, {data.n_items}")
     user_codes, item_codes = untrained_codes(config.hash_method, user, item, config.bits, config.seed)
     return {"user": user, "item": item, "user_codes": user_codes, "item_codes": item_codes}
-
 
 
 def _check_same_run(out: Path, saved: dict, config: TrainConfig) -> None:
@@ -227,13 +226,12 @@ def run(config: TrainConfig, out: str | os.PathLike = "runs/train", *, progress:
     net = result.model
     with atomic_write(out / "model.pt", "wb") as fh:
         torch.save(net.state_dict(), fh)
-    valid = evaluate_model(net, result.graph, data.valid, data.train, ks=KS) if data.valid.nnz else None
-    metrics = evaluate_model(net, result.graph, data.test, data.train_full, ks=KS)  # the one read of the test split
+    net.eval()
+    arrays = model_arrays(net, result.graph)  # what evaluation and any later re-score search
+    metrics, valid = _score(arrays, data, getattr(net, "candidates", (config.hash_params or {}).get("candidates", 100)))
     meta = {"best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch, "kept": result.kept,
             "train_seconds": float(result.history["seconds"].iloc[-1]) if len(result.history) else 0.0,
             "epochs_run": int(result.history["epoch"].iloc[-1]) if len(result.history) else 0}
-    net.eval()
-    arrays = model_arrays(net, result.graph)
     with atomic_write(out / "embeddings.npz", "wb") as fh:
         np.savez(fh, **arrays)
     write_json(out / "metrics.json", {**metrics, "valid": valid, **meta, "evaluation": evaluation_identity()})
