@@ -51,7 +51,7 @@ def identity_cells(config, out: str | os.PathLike | None = None) -> dict:
     ident = ident or run_identity(config)
     comps = {k: v for k, v in ident["components"].items() if not k.startswith("init.")}
     return {"components": format_components({**comps, **evaluation_components()}),
-            "libraries": " ".join(f"{k}={v}" for k, v in sorted(ident["libraries"].items())), "device": ident["device"]}
+            "libraries": format_components(ident["libraries"]), "device": ident["device"]}
 
 
 def checked_rows(rows: list[dict], config, where: str) -> list[dict]:
@@ -72,7 +72,7 @@ def checked_rows(rows: list[dict], config, where: str) -> list[dict]:
 
     def ident(cells: dict) -> dict:
         return {"components": parse_components(cells["components"]), "device": cells["device"],
-                "libraries": dict(p.split("=", 1) for p in str(cells["libraries"]).split())}
+                "libraries": parse_components(cells["libraries"], versions=False)}
 
     diffs = identity_differences(ident(have), ident(want))
     if diffs:

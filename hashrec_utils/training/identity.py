@@ -95,19 +95,22 @@ def identity_differences(old: dict, new: dict) -> list[str]:
     return out
 
 
-def format_components(components: dict[str, int]) -> str:
-    """``{"loop": 1, "split": 1}`` → ``"loop=1 split=1"``: one cell of a committed record."""
+def format_components(components: dict) -> str:
+    """``{"loop": 1, "split": 1}`` → ``"loop=1 split=1"`` (libraries likewise, ``torch=2.13``):
+    one cell of a committed record."""
     return " ".join(f"{k}={v}" for k, v in sorted(components.items()))
 
 
-def parse_components(text: str) -> dict[str, int]:
-    """The inverse of :func:`format_components`; a clear error on a malformed cell."""
+def parse_components(text: str, *, versions: bool = True) -> dict:
+    """The inverse of :func:`format_components` (``versions``: integer component versions, else
+    library version strings); a clear error on a malformed cell."""
     out = {}
     for part in str(text).split():
         name, sep, version = part.partition("=")
-        if not sep or not version.isdigit():
-            raise ValueError(f"not a component version {part!r} (expected name=integer) in {text!r}")
-        out[name] = int(version)
+        if not sep or not version or (versions and not version.isdigit()):
+            raise ValueError(f"not a component version {part!r} (expected name={'integer' if versions else 'version'}) "
+                             f"in {text!r}")
+        out[name] = int(version) if versions else version
     return out
 
 

@@ -375,3 +375,30 @@ def test_reuse_committed_without_a_record_says_which_file_is_missing(monkeypatch
     (tmp_path / "results" / "full" / "comparison_summary.json").write_text("{}")
     with pytest.raises(ValueError, match=r"comparison_runs.csv: no column dataset, run, search; not a comparison record"):
         CommittedRuns.read("full")
+
+
+def test_a_recorded_run_is_reused_only_with_this_codes_identity(monkeypatch):
+    """``checked_rows``: a record row whose identity is the planned run's passes; one written by
+    another version of a component is refused naming it; one written before identities is refused
+    unless HASHREC_ACCEPT_UNVERSIONED=1 adopts it (stamped with this code's identity)."""
+    from hashrec_utils.experiments.committed import IDENTITY_COLUMNS, checked_rows, identity_cells
+    from hashrec_utils.experiments.rows import variant_plan
+
+    config, _ = variant_plan("full", "signswish", dataset="gowalla", valid_fraction=0.1)
+    cells = identity_cells(config)
+    assert "estimator.signswish=1" in cells["components"] and "search.hamming=1" in cells["components"]
+    assert "init.encoder.lightgcn" not in cells["components"]  # the teacher's own row carries its identity
+    row = {"row": "signswish", "recall@50": 0.2, **cells}
+    assert checked_rows([row], config, "here") == [row]
+    older = {**row, "components": cells["components"].replace("estimator.signswish=1", "estimator.signswish=0")}
+    with pytest.raises(ValueError, match=r"here: recorded by other versions \(estimator.signswish 0 → 1\)"):
+        checked_rows([older], config, "here")
+    other_torch = {**row, "libraries": cells["libraries"].replace("torch=", "torch=1.")}
+    with pytest.raises(ValueError, match="recorded by other versions \\(torch 1\\."):
+        checked_rows([other_torch], config, "here")
+    legacy = {k: v for k, v in row.items() if k not in IDENTITY_COLUMNS}
+    monkeypatch.delenv("HASHREC_ACCEPT_UNVERSIONED", raising=False)
+    with pytest.raises(ValueError, match="before recorded rows carried an identity.*HASHREC_ACCEPT_UNVERSIONED=1"):
+        checked_rows([legacy], config, "here")
+    monkeypatch.setenv("HASHREC_ACCEPT_UNVERSIONED", "1")
+    assert checked_rows([legacy], config, "here") == [{**legacy, **cells}]
