@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from hashrec_utils.hashing import objectives as hashing  # the module whose catalogue_softmax_loss the softmax objective calls
-from hashrec_utils.experiments import hash_overrides
+from hashrec_utils.experiments import hash_overrides, train_default_init
 from hashrec_utils.settings import train_config
 from hashrec_utils.training import build_model, load_run_data, make_optimizer
 from hashrec_utils.utils import keep_freed_memory
@@ -50,6 +50,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     overrides = hash_overrides("default", "signswish", distill=0.0)
+    train_default_init("default", "ml-1m", overrides)  # the LightGCN table it starts from (trained if absent)
     config = train_config("default", "ml-1m", hash_method="signswish", bits=64, seed=0, **overrides)
     data = load_run_data(config)
     model = build_model(config, data)
