@@ -11,8 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .estimators import make_estimator
+from ..models import ENCODERS, make_encoder
+from .codes import UNTRAINED, UNTRAINED_VERSIONS
+from .estimators import ESTIMATORS, make_estimator, split_method
 from .model import HashLayer, HashModel, TableEncoder
+from .objectives import OBJECTIVES
 
 __all__ = ["Recipe", "recipe_of", "build_hash_model"]
 
@@ -60,8 +63,6 @@ class Recipe:
     @property
     def scaled(self) -> bool:
         """Whether codes are scored ``α_u α_i ⟨b_u, b_i⟩`` (BGCH, BiGeaR): popcount alone cannot rank them."""
-        from .estimators import ESTIMATORS
-
         return self.estimator is not None and ESTIMATORS[self.estimator].scaled
 
     @property
@@ -71,11 +72,6 @@ class Recipe:
 
     def components(self) -> dict[str, int]:
         """``{component: version}`` of what this recipe trains with (see :mod:`hashrec_utils.training.identity`)."""
-        from ..models import ENCODERS
-        from .codes import UNTRAINED_VERSIONS
-        from .estimators import ESTIMATORS
-        from .objectives import OBJECTIVES
-
         if self.untrained is not None:
             return {f"untrained.{self.untrained}": UNTRAINED_VERSIONS[self.untrained]}
         encoder = TableEncoder.version if self.encoder == "table" else ENCODERS[self.encoder].version
@@ -96,11 +92,6 @@ def recipe_of(config) -> Recipe:
     ``init``: ``model`` trained end to end with the hash layer; ``lsh``/``sign``: untrained codes;
     no ``hash_method``: the continuous ``model``.
     """
-    from ..models import ENCODERS
-    from .codes import UNTRAINED
-    from .estimators import ESTIMATORS, split_method
-    from .objectives import OBJECTIVES
-
     hp = dict(config.hash_params or {})
     if config.hash_method in UNTRAINED:
         return Recipe("init", untrained=config.hash_method)
@@ -138,8 +129,6 @@ def build_hash_model(config, data) -> HashModel:
     The encoder is the recipe's: ``graphsage`` (HashGNN as published), ``lightgcn`` trained end to
     end, or the ``init`` table (fine-tuned, or frozen with ``freeze``).
     """
-    from ..models import make_encoder
-
     recipe = recipe_of(config)
     hp = {**dict(recipe.model_defaults), **dict(config.hash_params)}
     estimator = make_estimator(recipe.estimator, **hp.pop("estimator", {}))

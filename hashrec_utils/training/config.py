@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 from ..data import FORMATS
+from ..evaluation import KS  # the cut-offs every run is scored at
 
 __all__ = ["TrainConfig", "HashParams", "KEEP_RULES", "KS"]
 
-KS = (10, 20, 50)
 KEEP_RULES = ("best_valid", "last")
 
 

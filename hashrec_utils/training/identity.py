@@ -61,9 +61,9 @@ def training_components(config) -> dict[str, int]:
     out = {"split": SPLIT_VERSION, **recipe.components()}
     if recipe.trains:
         out["loop"] = LOOP_VERSION
-    init = Path(str((config.hash_params or {}).get("init") or "")) / "config.json"
-    if (config.hash_params or {}).get("init") and init.exists():
-        teacher = (read_json(init).get("identity") or {}).get("components") or {}
+    init = config.hash_params.get("init")
+    if init and (Path(init) / "config.json").exists():
+        teacher = (read_json(Path(init) / "config.json").get("identity") or {}).get("components") or {}
         out.update({f"init.{k}": v for k, v in teacher.items() if not k.startswith("init.")})
     return dict(sorted(out.items()))
 

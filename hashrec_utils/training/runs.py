@@ -67,7 +67,7 @@ def _untrained_arrays(config: TrainConfig, data: InteractionData) -> dict:
     """``embeddings.npz`` of an ``lsh``/``sign`` run: the ``init`` run's embeddings and codes made from them."""
     from ..hashing import untrained_codes
 
-    init = (config.hash_params or {}).get("init")
+    init = config.hash_params.get("init")
     if not init:
         raise ValueError(f"hash_method {config.hash_method!r} makes codes from a trained run: "
                          "set hash_params['init'] to a LightGCN run folder (train --init DIR)")
@@ -104,23 +104,23 @@ def _stale_message(out: Path, differences: list[str] | None) -> str:
             f"and train again" + (f", or set {ACCEPT_UNVERSIONED}=1 to adopt it" if differences is None else ""))
 
 
-def _arrays_of_run(config: TrainConfig, out: Path, data: InteractionData) -> tuple[dict, int]:
-    """A complete run's search arrays and hierarchical C: from its kept weights (``model.pt``)
-    where it has them, else from its ``embeddings.npz`` (untrained methods; runs saved before
-    ``model.pt`` existed)."""
-    candidates = (config.hash_params or {}).get("candidates", 100)
+def _arrays_of_run(config: TrainConfig, out: Path, data: InteractionData) -> dict:
+    """A complete run's search arrays: from its kept weights (``model.pt``) where it has them, else
+    from its ``embeddings.npz`` (untrained methods; runs saved before ``model.pt`` existed)."""
     weights = out / "model.pt"
     if not weights.exists():
-        return dict(np.load(out / "embeddings.npz")), candidates
+        return dict(np.load(out / "embeddings.npz"))
     device = torch.device(config.device or default_device())
     net = build_model(config, data).to(device)
     net.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
     net.eval()
-    return model_arrays(net, build_graph(data.train, device)), getattr(net, "candidates", candidates)
+    return model_arrays(net, build_graph(data.train, device))
 
 
-def _score(arrays: dict, data: InteractionData, candidates: int) -> tuple[dict, dict | None]:
-    """Test metrics (the one read of the test split) and validation metrics of a run's arrays."""
+def _score(arrays: dict, data: InteractionData, config: TrainConfig) -> tuple[dict, dict | None]:
+    """Test metrics (the one read of the test split) and validation metrics of a run's arrays
+    (hierarchical search's C: the run's ``candidates``, as its hash model's, default 100)."""
+    candidates = config.hash_params.get("candidates", 100)
     valid = evaluate_arrays(arrays, data.valid, data.train, KS, candidates) if data.valid.nnz else None
     return evaluate_arrays(arrays, data.test, data.train_full, KS, candidates), valid
 
@@ -132,8 +132,7 @@ def rescore(config: TrainConfig, out: str | os.PathLike, *, progress: bool = Tru
     out = Path(out)
     old = read_json(out / "metrics.json")
     data = load_run_data(config)
-    arrays, candidates = _arrays_of_run(config, out, data)
-    metrics, valid = _score(arrays, data, candidates)
+    metrics, valid = _score(_arrays_of_run(config, out, data), data, config)
     meta = {k: old[k] for k in ("best_epoch", "kept_epoch", "kept", "train_seconds", "epochs_run") if k in old}
     write_json(out / "metrics.json", {**metrics, "valid": valid, **meta, "evaluation": evaluation_identity()})
     if progress:
@@ -211,7 +210,7 @@ def run(config: TrainConfig, out: str | os.PathLike = "runs/train", *, progress:
     if distributed.is_main():
         write_json(saved_config, {**config.to_json(), "identity": ident})
     if isinstance(prepared, dict):  # an untrained method's arrays
-        metrics, valid = _score(prepared, data, (config.hash_params or {}).get("candidates", 100))
+        metrics, valid = _score(prepared, data, config)
         meta = {"best_epoch": 0, "kept_epoch": 0, "kept": "untrained", "train_seconds": 0.0, "epochs_run": 0}
         with atomic_write(out / "embeddings.npz", "wb") as fh:
             np.savez(fh, **prepared)
@@ -228,7 +227,7 @@ def run(config: TrainConfig, out: str | os.PathLike = "runs/train", *, progress:
         torch.save(net.state_dict(), fh)
     net.eval()
     arrays = model_arrays(net, result.graph)  # what evaluation and any later re-score search
-    metrics, valid = _score(arrays, data, getattr(net, "candidates", (config.hash_params or {}).get("candidates", 100)))
+    metrics, valid = _score(arrays, data, config)
     meta = {"best_epoch": result.best_epoch, "kept_epoch": result.kept_epoch, "kept": result.kept,
             "train_seconds": float(result.history["seconds"].iloc[-1]) if len(result.history) else 0.0,
             "epochs_run": int(result.history["epoch"].iloc[-1]) if len(result.history) else 0}
