@@ -46,11 +46,16 @@ class SearchMode:
     """One way of searching a hash run's arrays: ``topk(arrays, k, exclude, candidates) -> ids (n_users, k)``.
 
     ``version``: bump it when what ``topk`` returns changes; saved runs are then re-scored.
+    ``kernels``: the retrieval kernels it calls (:data:`~hashrec_utils.retrieval.KERNEL_VERSIONS`), whose
+    versions join the evaluation's identity. ``needs``: the arrays it reads; a run without them
+    (say, codes made without a hash layer) has no section for this mode.
     """
 
     name: str
     topk: Callable[[dict, int, sp.csr_matrix | None, int], np.ndarray]
     version: int = 1
+    kernels: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ("user_codes", "item_codes")
 
 
 def _continuous(a: dict, k: int, exclude, candidates: int) -> np.ndarray:
@@ -79,8 +84,9 @@ def _hierarchical(a: dict, k: int, exclude, candidates: int) -> np.ndarray:
     return hierarchical_topk(a["user_codes"], a["item_codes"], a["user"], a["item"], k, c, exclude)
 
 
-HASH_SEARCH_MODES = (SearchMode("continuous", _continuous), SearchMode("hamming", _hamming),
-                     SearchMode("hierarchical", _hierarchical))
+HASH_SEARCH_MODES = (SearchMode("continuous", _continuous, kernels=("exact",), needs=("user", "item")),
+                     SearchMode("hamming", _hamming, kernels=("exact", "hamming")),
+                     SearchMode("hierarchical", _hierarchical, kernels=("exact", "hamming", "hierarchical", "fused")))
 
 
 def evaluation_components(modes=None) -> dict[str, int]:
@@ -90,7 +96,8 @@ def evaluation_components(modes=None) -> dict[str, int]:
     from .retrieval import KERNEL_VERSIONS
 
     modes = HASH_SEARCH_MODES if modes is None else modes
-    out = {"metrics": METRICS_VERSION, **{f"kernel.{name}": v for name, v in KERNEL_VERSIONS.items()}}
+    out = {"metrics": METRICS_VERSION}
+    out.update({f"kernel.{name}": KERNEL_VERSIONS[name] for m in modes for name in m.kernels})
     out.update({f"search.{m.name}": m.version for m in modes})
     return dict(sorted(out.items()))
 
@@ -127,7 +134,8 @@ def evaluate_arrays(arrays: dict, target: sp.csr_matrix, exclude: sp.csr_matrix,
     if "user_codes" not in arrays:
         return evaluate_topk(rank_topk(arrays["user"], arrays["item"], k, exclude=exclude), target, ks)
     a = {key: np.ascontiguousarray(v, dtype=np.float32) if key in ("user", "item") else v for key, v in arrays.items()}
-    return {mode.name: evaluate_topk(mode.topk(a, k, exclude, candidates), target, ks) for mode in modes}
+    return {mode.name: evaluate_topk(mode.topk(a, k, exclude, candidates), target, ks) for mode in modes
+            if all(key in a for key in mode.needs)}
 
 
 def evaluate_model(model, graph, target: sp.csr_matrix, exclude: sp.csr_matrix, ks=KS) -> dict:

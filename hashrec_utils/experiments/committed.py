@@ -16,7 +16,8 @@ Each recorded row carries the identity of the run behind it (:data:`IDENTITY_COL
 versions of its training components and of the evaluation that scored it, the major library
 versions, the device; :mod:`hashrec_utils.training.identity`), and a recorded run is reused only
 when that identity is the one this code would train it with (:func:`checked_rows`): a record
-written by other versions is refused, naming the component. A record written before rows carried
+written by other versions is refused, naming the component. A search mode added since (a
+``search.*``/``kernel.*`` component the record lacks) refuses nothing: those rows lack its section. A record written before rows carried
 an identity is refused too, unless ``HASHREC_ACCEPT_UNVERSIONED=1`` adopts it (its rows are then
 stamped with this code's identity).
 """
@@ -74,7 +75,11 @@ def checked_rows(rows: list[dict], config, where: str) -> list[dict]:
         return {"components": parse_components(cells["components"]), "device": cells["device"],
                 "libraries": parse_components(cells["libraries"], versions=False)}
 
-    diffs = identity_differences(ident(have), ident(want))
+    have_id, want_id = ident(have), ident(want)
+    # a search mode added since the record was written: its rows lack that section, the rest still holds
+    want_id["components"] = {k: v for k, v in want_id["components"].items()
+                             if k in have_id["components"] or not k.startswith(("search.", "kernel."))}
+    diffs = identity_differences(have_id, want_id)
     if diffs:
         raise ValueError(f"{where}: recorded by other versions ({'; '.join(diffs)}): run without --reuse-committed "
                          f"(or delete its rows from the record) to train it with this code")

@@ -43,7 +43,8 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from . import exact, fused, indexes, kernel
+from . import asymmetric, exact, fused, indexes, kernel
+from .asymmetric import AsymmetricIndex, asymmetric_scores, asymmetric_topk
 from .exact import ExactIndex, exact_topk
 from .faiss import (FAISS_INDEXES, FaissIndex, IndexBinaryFlat, IndexBinaryHNSW, IndexBinaryIVF,
                     IndexBinaryMultiHash, IndexFlatIP, IndexHNSWFlat, IndexIVFFlat, IndexIVFPQ, IndexNSGFlat)
@@ -60,6 +61,9 @@ __all__ = [
     "continuous_topk",
     "HammingIndex",
     "HierarchicalIndex",
+    "AsymmetricIndex",
+    "asymmetric_topk",
+    "asymmetric_scores",
     "FaissIndex",
     "IndexFlatIP",
     "IndexHNSWFlat",
@@ -79,16 +83,18 @@ __all__ = [
 # The version of each kernel that evaluation's search modes call (part of a run's evaluation
 # identity, :func:`hashrec_utils.evaluation.evaluation_components`); each lives beside its code.
 KERNEL_VERSIONS = MappingProxyType({"exact": exact.VERSION, "hamming": kernel.VERSION,
-                                    "hierarchical": indexes.VERSION, "fused": fused.VERSION})
+                                    "hierarchical": indexes.VERSION, "fused": fused.VERSION,
+                                    "asymmetric": asymmetric.VERSION})
 
-INDEXES = ("exact", "hamming", "hierarchical", *FAISS_INDEXES)
+INDEXES = ("exact", "hamming", "asymmetric", "hierarchical", *FAISS_INDEXES)
 
 
 def make_index(name: str, *, bits: int = 64, threads: int | None = None, **params):
     """An index by name.
 
     ``exact`` -> :class:`ExactIndex` (exact float search by GEMM, ``memory_mb``);
-    ``hamming`` -> :class:`HammingIndex` (``bits``); ``hierarchical`` ->
+    ``hamming`` -> :class:`HammingIndex` (``bits``); ``asymmetric`` -> :class:`AsymmetricIndex`
+    (``bits``; float queries against packed codes); ``hierarchical`` ->
     :class:`HierarchicalIndex` (``bits``, ``candidates``); ``flat_ip``,
     ``hnsw``, ``nsg``, ``ivf_flat``, ``ivf_pq``, ``binary_flat``,
     ``binary_hnsw``, ``binary_ivf``, ``binary_multihash`` -> the Faiss wrapper
@@ -103,6 +109,10 @@ def make_index(name: str, *, bits: int = 64, threads: int | None = None, **param
         if params:
             raise ValueError(f"hamming takes no parameters besides bits and threads; got {', '.join(params)}")
         return HammingIndex(bits, threads)
+    if name == "asymmetric":
+        if params:
+            raise ValueError(f"asymmetric takes no parameters besides bits and threads; got {', '.join(params)}")
+        return AsymmetricIndex(bits, threads)
     if name == "hierarchical":
         extra = set(params) - {"candidates"}
         if extra:
