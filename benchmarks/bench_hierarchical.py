@@ -23,26 +23,15 @@ fused time and ``R`` = fused q/s / Hamming-scan q/s.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 import numpy as np
-import scipy.sparse as sp
 
+from hashrec_utils.bench import gowalla_exclusion
 from hashrec_utils.retrieval.fused import fused_hierarchical_topk
 from hashrec_utils.retrieval import hamming_topk, hierarchical_topk
 from hashrec_utils.retrieval.kernel import hamming_candidates
-
-
-def _random_exclusion(rng, n_queries: int, n_items: int, mean: float) -> sp.csr_matrix:
-    """A CSR ``(n_queries, n_items)`` with geometric per-row counts of mean ``mean``, items uniform (deduplicated)."""
-    counts = np.minimum(rng.geometric(1.0 / mean, n_queries), n_items)
-    rows = np.repeat(np.arange(n_queries), counts)
-    cols = rng.integers(0, n_items, len(rows))
-    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_queries, n_items))
-    m.data[:] = 1.0
-    return m
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -61,15 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--candidates must include 100 (the case of the last line)")
 
     rng = np.random.default_rng(args.seed)
-    exclude, source = None, "random CSR, mean 27 a user"
-    if os.environ.get("HASHREC_DATA_DIR") and (args.queries, args.items) == (29_858, 40_981):
-        from hashrec_utils.data import load_dataset
-
-        data = load_dataset("gowalla", valid_fraction=0)
-        if data.train.shape == (args.queries, args.items):
-            exclude, source = sp.csr_matrix(data.train), "Gowalla train"
-    if exclude is None:
-        exclude = _random_exclusion(rng, args.queries, args.items, 27.0)
+    exclude, source = gowalla_exclusion(rng, args.queries, args.items)
     user = rng.standard_normal((args.queries, args.dim), dtype=np.float32)
     item = rng.standard_normal((args.items, args.dim), dtype=np.float32)
     proj = np.eye(args.dim, args.bits, dtype=np.float32) if args.bits <= args.dim else \

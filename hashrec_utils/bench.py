@@ -54,6 +54,35 @@ def torch_reference_topk(queries, items, k: int, exclude=None, *, block: int = 2
         torch.set_num_threads(old)
 
 
+def random_exclusion(rng, n_queries: int, n_items: int, mean: float) -> sp.csr_matrix:
+    """A CSR ``(n_queries, n_items)`` with geometric per-row counts of mean ``mean``, items uniform (deduplicated)."""
+    counts = np.minimum(rng.geometric(1.0 / mean, n_queries), n_items)
+    rows = np.repeat(np.arange(n_queries), counts)
+    cols = rng.integers(0, n_items, len(rows))
+    m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n_queries, n_items))
+    m.data[:] = 1.0
+    return m
+
+
+GOWALLA_SHAPE = (29_858, 40_981)
+
+
+def gowalla_exclusion(rng, n_queries: int, n_items: int) -> tuple[sp.csr_matrix, str]:
+    """The benchmarks' exclusion at Gowalla's shape: the real Gowalla train matrix when
+    ``HASHREC_DATA_DIR`` holds it (``load_dataset("gowalla", valid_fraction=0)``), else a random CSR
+    with geometric per-user counts of mean 27 (Gowalla's 810,128 train interactions over 29,858
+    users). Returns the matrix and where it came from."""
+    import os
+
+    if os.environ.get("HASHREC_DATA_DIR") and (n_queries, n_items) == GOWALLA_SHAPE:
+        from .data import load_dataset
+
+        data = load_dataset("gowalla", valid_fraction=0)
+        if data.train.shape == (n_queries, n_items):
+            return sp.csr_matrix(data.train), "Gowalla train"
+    return random_exclusion(rng, n_queries, n_items, 27.0), "random CSR, mean 27 a user"
+
+
 def search_ids(index, queries, k: int, exclude=None) -> np.ndarray:
     """The ids ``(n_queries, k)`` of any index (a hierarchical one takes ``(codes, embeddings)`` pairs)."""
     return index.search(queries, k, exclude)[1]

@@ -2,8 +2,8 @@
 
 One code path for every model and every saved run: :func:`model_arrays` takes what search
 needs from a model (``user``, ``item`` embeddings; a hash model adds packed ``user_codes``,
-``item_codes`` and its ``extra_arrays``, e.g. BGCH's per-row code scales) — the same arrays
-``embeddings.npz`` holds — and :func:`evaluate_arrays` searches them in each
+``item_codes``, the users' real-valued hash-layer outputs ``user_query`` and its
+``extra_arrays``, e.g. BGCH's per-row code scales) — the same arrays ``embeddings.npz`` holds — and :func:`evaluate_arrays` searches them in each
 :class:`SearchMode` and scores the top-k against held-out interactions
 (:func:`hashrec_utils.metrics.evaluate_topk`, excluded items never recommended).
 
@@ -12,7 +12,10 @@ Search modes of a hash run (:data:`HASH_SEARCH_MODES`, each a section of ``metri
 ``continuous``    exact inner product ``⟨e_u, e_i⟩`` of the continuous embeddings;
 ``hamming``       the codes, ``⟨b_u, b_i⟩`` by popcount (scaled codes, BGCH/BiGeaR:
                   ``α_i ⟨b_u, b_i⟩``, as their official ``get_scores`` ranks);
-``hierarchical``  the top-``C`` of the ``hamming`` ranking re-ranked by ``⟨e_u, e_i⟩``.
+``hierarchical``  the top-``C`` of the ``hamming`` ranking re-ranked by ``⟨e_u, e_i⟩``;
+``asymmetric``    the user's real-valued hash-layer output ``a_u`` against the item codes,
+                  ``⟨a_u, b_i⟩`` (:class:`~hashrec_utils.retrieval.AsymmetricIndex`; scaled codes
+                  ``α_i ⟨a_u, b_i⟩``): binary items, real-valued users, the items' bytes unchanged.
 
 A model without codes is ranked by the inner product alone (flat metrics, no sections).
 
@@ -84,9 +87,20 @@ def _hierarchical(a: dict, k: int, exclude, candidates: int) -> np.ndarray:
     return hierarchical_topk(a["user_codes"], a["item_codes"], a["user"], a["item"], k, c, exclude)
 
 
+def _asymmetric(a: dict, k: int, exclude, candidates: int) -> np.ndarray:
+    from .hashing import unpack_codes
+    from .retrieval import asymmetric_topk, continuous_topk
+
+    if "item_scales" in a:  # scaled codes: <a_u, α_i b_i>, exactly, by float search
+        return continuous_topk(a["user_query"], unpack_codes(a["item_codes"]) * a["item_scales"][:, None], k, exclude)
+    return asymmetric_topk(a["user_query"], a["item_codes"], k, exclude)
+
+
 HASH_SEARCH_MODES = (SearchMode("continuous", _continuous, kernels=("exact",), needs=("user", "item")),
                      SearchMode("hamming", _hamming, kernels=("exact", "hamming")),
-                     SearchMode("hierarchical", _hierarchical, kernels=("exact", "hamming", "hierarchical", "fused")))
+                     SearchMode("hierarchical", _hierarchical, kernels=("exact", "hamming", "hierarchical", "fused")),
+                     SearchMode("asymmetric", _asymmetric, kernels=("exact", "asymmetric"),
+                                needs=("user_query", "item_codes")))
 
 
 def evaluation_components(modes=None) -> dict[str, int]:
@@ -105,12 +119,14 @@ def evaluation_components(modes=None) -> dict[str, int]:
 def model_arrays(model: torch.nn.Module, graph) -> dict[str, np.ndarray]:
     """What search needs of ``model`` (and ``embeddings.npz`` holds): float32 ``user``, ``item``
     from ``model.embeddings(graph)``; with ``packed_codes(graph)`` the packed ``user_codes``,
-    ``item_codes``; with ``extra_arrays(graph)`` those too (they may not overwrite the others)."""
+    ``item_codes``; with ``query_vectors(graph)`` the float32 ``user_query``; with ``extra_arrays(graph)`` those too (they may not overwrite the others)."""
     with torch.no_grad():
         users, items = model.embeddings(graph)
         arrays = {"user": users.detach().float().cpu().numpy(), "item": items.detach().float().cpu().numpy()}
         if hasattr(model, "packed_codes"):
             arrays["user_codes"], arrays["item_codes"] = model.packed_codes(graph)
+        if hasattr(model, "query_vectors"):
+            arrays["user_query"] = np.asarray(model.query_vectors(graph), np.float32)
         if hasattr(model, "extra_arrays"):
             extra = {k: np.asarray(v.detach().cpu() if isinstance(v, torch.Tensor) else v)
                      for k, v in model.extra_arrays(graph).items()}
@@ -133,7 +149,8 @@ def evaluate_arrays(arrays: dict, target: sp.csr_matrix, exclude: sp.csr_matrix,
     k = max(ks)
     if "user_codes" not in arrays:
         return evaluate_topk(rank_topk(arrays["user"], arrays["item"], k, exclude=exclude), target, ks)
-    a = {key: np.ascontiguousarray(v, dtype=np.float32) if key in ("user", "item") else v for key, v in arrays.items()}
+    a = {key: np.ascontiguousarray(v, dtype=np.float32) if key in ("user", "item", "user_query") else v
+         for key, v in arrays.items()}
     return {mode.name: evaluate_topk(mode.topk(a, k, exclude, candidates), target, ks) for mode in modes
             if all(key in a for key in mode.needs)}
 

@@ -73,11 +73,22 @@ def scaled_code_topk(user_codes: np.ndarray, item_codes: np.ndarray, item_scales
     return ids, _rerank(cand, np.asarray(user_emb, np.float32), np.asarray(item_emb, np.float32), k)[1]
 
 
+def _lsh_planes(dim: int, bits: int, seed: int) -> np.ndarray:
+    """LSH's random hyperplanes ``R ~ N(0, 1)^{d×K}`` (float32) for ``seed``."""
+    return np.random.default_rng(seed).standard_normal((dim, bits)).astype(np.float32)
+
+
 def lsh_codes(user_emb: np.ndarray, item_emb: np.ndarray, bits: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Random-hyperplane LSH (Charikar 2002): ``sign(e R)``, ``R ~ N(0, 1)^{d×K}``; packed codes."""
-    rng = np.random.default_rng(seed)
-    planes = rng.standard_normal((user_emb.shape[1], bits)).astype(np.float32)
+    planes = _lsh_planes(user_emb.shape[1], bits, seed)
     return pack_codes(user_emb @ planes), pack_codes(item_emb @ planes)
+
+
+def untrained_queries(method: str, user_emb: np.ndarray, bits: int, seed: int = 0) -> np.ndarray:
+    """The users' real-valued vectors whose signs are :func:`untrained_codes`' user codes (asymmetric
+    search's queries): ``e R`` for ``lsh``, the embeddings themselves for ``sign``; float32 ``(n, bits)``."""
+    user_emb = np.asarray(user_emb, np.float32)
+    return user_emb @ _lsh_planes(user_emb.shape[1], int(bits), seed) if method == "lsh" else user_emb.copy()
 
 
 def untrained_codes(method: str, user_emb: np.ndarray, item_emb: np.ndarray, bits: int,

@@ -188,6 +188,13 @@ class HashModel(nn.Module):
 
     packed_codes = codes
 
+    def query_vectors(self, graph: Graph | None) -> np.ndarray:
+        """The users' real-valued hash-layer outputs ``a_u = W e_u + b``, float32 ``(n_users, K)``: the
+        queries of asymmetric search, ``⟨a_u, sign a_i⟩`` (their signs are the user codes)."""
+        with torch.no_grad():
+            users, _ = self.encoder.embeddings(graph)
+            return self.hash.linear(users).float().cpu().numpy()
+
     def code_scales(self, graph: Graph | None) -> tuple[np.ndarray, np.ndarray] | None:
         """Per-row code scales ``α = mean|a|`` (float32 ``(n_users,)``, ``(n_items,)``) of a scaled
         estimator (BGCH, BiGeaR: score ``α_u α_i ⟨b_u, b_i⟩``); ``None`` for unscaled codes."""

@@ -48,6 +48,8 @@ from .asymmetric import AsymmetricIndex, asymmetric_scores, asymmetric_topk
 from .exact import ExactIndex, exact_topk
 from .faiss import (FAISS_INDEXES, FaissIndex, IndexBinaryFlat, IndexBinaryHNSW, IndexBinaryIVF,
                     IndexBinaryMultiHash, IndexFlatIP, IndexHNSWFlat, IndexIVFFlat, IndexIVFPQ, IndexNSGFlat)
+from .rabitq import (RABITQ_INDEXES, IndexHNSWRaBitQ, IndexIVFRaBitQ, IndexIVFRaBitQFastScan, IndexRaBitQ,
+                     IndexRaBitQFastScan)
 from .indexes import HammingIndex, HierarchicalIndex, continuous_topk, hierarchical_topk
 from .kernel import hamming_candidates, hamming_distances, hamming_topk
 
@@ -77,6 +79,12 @@ __all__ = [
     "make_index",
     "INDEXES",
     "FAISS_INDEXES",
+    "RABITQ_INDEXES",
+    "IndexRaBitQ",
+    "IndexRaBitQFastScan",
+    "IndexIVFRaBitQ",
+    "IndexIVFRaBitQFastScan",
+    "IndexHNSWRaBitQ",
     "KERNEL_VERSIONS",
 ]
 
@@ -86,7 +94,7 @@ KERNEL_VERSIONS = MappingProxyType({"exact": exact.VERSION, "hamming": kernel.VE
                                     "hierarchical": indexes.VERSION, "fused": fused.VERSION,
                                     "asymmetric": asymmetric.VERSION})
 
-INDEXES = ("exact", "hamming", "asymmetric", "hierarchical", *FAISS_INDEXES)
+INDEXES = ("exact", "hamming", "asymmetric", "hierarchical", *FAISS_INDEXES, *RABITQ_INDEXES)
 
 
 def make_index(name: str, *, bits: int = 64, threads: int | None = None, **params):
@@ -98,7 +106,9 @@ def make_index(name: str, *, bits: int = 64, threads: int | None = None, **param
     :class:`HierarchicalIndex` (``bits``, ``candidates``); ``flat_ip``,
     ``hnsw``, ``nsg``, ``ivf_flat``, ``ivf_pq``, ``binary_flat``,
     ``binary_hnsw``, ``binary_ivf``, ``binary_multihash`` -> the Faiss wrapper
-    of that name (``bits`` is taken from the codes at build time).
+    of that name (``bits`` is taken from the codes at build time); ``rabitq``, ``rabitq_fastscan``,
+    ``ivf_rabitq``, ``ivf_rabitq_fastscan``, ``hnsw_rabitq`` -> Faiss's RaBitQ family
+    (:mod:`hashrec_utils.retrieval.rabitq`).
     """
     if name == "exact":
         extra = set(params) - {"memory_mb"}
@@ -120,4 +130,6 @@ def make_index(name: str, *, bits: int = 64, threads: int | None = None, **param
         return HierarchicalIndex(bits, params.get("candidates", 100), threads)
     if name in FAISS_INDEXES:
         return FAISS_INDEXES[name](threads=threads, **params)
+    if name in RABITQ_INDEXES:
+        return RABITQ_INDEXES[name](threads=threads, **params)
     raise ValueError(f"unknown index {name!r}; choose one of {', '.join(INDEXES)}")

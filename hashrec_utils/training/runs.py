@@ -65,7 +65,7 @@ def build_model(config: TrainConfig, data: InteractionData) -> torch.nn.Module:
 
 def _untrained_arrays(config: TrainConfig, data: InteractionData) -> dict:
     """``embeddings.npz`` of an ``lsh``/``sign`` run: the ``init`` run's embeddings and codes made from them."""
-    from ..hashing import untrained_codes
+    from ..hashing import untrained_codes, untrained_queries
 
     init = config.hash_params.get("init")
     if not init:
@@ -79,7 +79,8 @@ def _untrained_arrays(config: TrainConfig, data: InteractionData) -> dict:
     if user.shape[0] != data.n_users or item.shape[0] != data.n_items:
         raise ValueError(f"{path} has {user.shape[0]} users, {item.shape[0]} items; the data has {data.n_users}, {data.n_items}")
     user_codes, item_codes = untrained_codes(config.hash_method, user, item, config.bits, config.seed)
-    return {"user": user, "item": item, "user_codes": user_codes, "item_codes": item_codes}
+    return {"user": user, "item": item, "user_codes": user_codes, "item_codes": item_codes,
+            "user_query": untrained_queries(config.hash_method, user, config.bits, config.seed)}
 
 
 def _check_same_run(out: Path, saved: dict, config: TrainConfig) -> None:

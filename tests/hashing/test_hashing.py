@@ -309,7 +309,7 @@ def test_code_scores_by_hand():
     np.testing.assert_array_equal(ci, [[0b11111100], [0b00000011]])
 
 
-def test_codes_are_packed_sign_codes_and_evaluate_has_three_sections():
+def test_codes_are_packed_sign_codes_and_evaluate_has_a_section_per_mode():
     torch.manual_seed(0)
     model = HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("guided_ste"))
     g = build_graph(R)
@@ -321,8 +321,11 @@ def test_codes_are_packed_sign_codes_and_evaluate_has_three_sections():
     test = sp.csr_matrix(np.eye(6, 5, k=2, dtype=np.float32))
     model.candidates = 3
     out = evaluate_model(model, g, test, R, ks=(1, 3))
-    assert set(out) == {"continuous", "hamming", "hierarchical"}
+    assert set(out) == {"continuous", "hamming", "hierarchical", "asymmetric"}
     assert set(out["hamming"]) >= {"recall@1", "recall@3"}
+    # asymmetric search's queries are the hash layer's real outputs, whose signs are the user codes
+    query = model.query_vectors(g)
+    np.testing.assert_array_equal(np.packbits(query >= 0, axis=1), cu)
 
 
 def test_two_stage_freezes_the_encoder():
