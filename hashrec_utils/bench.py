@@ -1,6 +1,7 @@
 """Measuring retrieval: throughput, build time, memory, and accuracy at a fixed throughput.
 
-Timings are wall-clock (``time.perf_counter``), best of ``repeats``; every
+Timings are wall-clock (``time.perf_counter``): a sweep repeats each search and reports the median
+with its spread (:func:`sweep`), a one-off figure takes the best of ``repeats``; every
 index pins its own thread pool (numba's for hashrec's kernels, OpenMP's for
 Faiss) to the ``threads`` it was made with, so comparisons are like for like.
 Speed claims live in ``benchmarks/`` as ratios against a peer timed in the
@@ -18,7 +19,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["torch_reference_topk", "search_ids", "time_search", "recall_vs_exact", "recall_at", "sweep", "at_fixed_throughput",
+__all__ = ["torch_reference_topk", "TorchExactIndex", "search_ids", "time_search", "time_searches", "latency_ms",
+           "random_exclusion", "gowalla_exclusion", "recall_vs_exact", "recall_at", "sweep", "at_fixed_throughput",
            "scaling_params", "scaling_measure", "scaling", "SCALING_BINARY", "SCALING_FLOAT"]
 
 
@@ -94,12 +96,60 @@ def time_search(index, queries, k: int, repeats: int = 3, *, exclude=None) -> tu
     Best-of-n rather than the mean: the minimum is the run least disturbed by
     the rest of the machine, the figure closest to what the code costs.
     """
-    best, ids = float("inf"), None
+    times, ids = time_searches(index, queries, k, repeats, exclude=exclude)
+    return min(times), ids
+
+
+def time_searches(index, queries, k: int, repeats: int = 5, *, exclude=None) -> tuple[list[float], np.ndarray]:
+    """Wall-clock seconds of each of ``repeats`` searches of all ``queries`` (the spread an ANN
+    benchmark reports: median, min, max), and the ids the last one returned."""
+    times, ids = [], None
     for _ in range(max(1, int(repeats))):
         start = time.perf_counter()
         ids = search_ids(index, queries, k, exclude)
-        best = min(best, time.perf_counter() - start)
-    return best, ids
+        times.append(time.perf_counter() - start)
+    return times, ids
+
+
+def _take(queries, rows):
+    """Rows of a query array, or of both halves of a ``(codes, embeddings)`` pair."""
+    return tuple(q[rows] for q in queries) if isinstance(queries, tuple) else queries[rows]
+
+
+def latency_ms(index, queries, k: int, n: int = 200, *, exclude=None) -> tuple[float, float]:
+    """Batch-1 latency: p50 and p99 milliseconds of ``n`` single-query searches (the first ``n``
+    queries, each with its own exclusion row), after one warm-up search."""
+    n = min(int(n), len(queries[0]) if isinstance(queries, tuple) else len(queries))
+    search_ids(index, _take(queries, slice(0, 1)), k, None if exclude is None else exclude[:1])
+    times = []
+    for r in range(n):
+        start = time.perf_counter()
+        search_ids(index, _take(queries, slice(r, r + 1)), k, None if exclude is None else exclude[r : r + 1])
+        times.append(time.perf_counter() - start)
+    return float(np.percentile(times, 50) * 1e3), float(np.percentile(times, 99) * 1e3)
+
+
+class TorchExactIndex:
+    """The torch formula (:func:`torch_reference_topk`) behind the index interface, so a sweep times it
+    beside hashrec's exact search on the same data: the peer whose throughput the fixed multiples
+    take when it is the faster. Padding is none (``k`` is capped at the catalogue size)."""
+
+    name = "exact_torch"
+    kind = "float"
+
+    def __init__(self, threads: int | None = None):
+        self.threads, self.items = threads, None
+
+    def build(self, items: np.ndarray) -> "TorchExactIndex":
+        self.items = np.ascontiguousarray(items, dtype=np.float32)
+        return self
+
+    def search(self, queries, k: int, exclude=None):
+        return torch_reference_topk(np.ascontiguousarray(queries, dtype=np.float32), self.items, k, exclude,
+                                    threads=self.threads)
+
+    def memory_bytes(self) -> int:
+        return int(self.items.nbytes)
 
 
 def recall_vs_exact(ids: np.ndarray, truth: np.ndarray) -> float:
@@ -158,8 +208,10 @@ def sweep(
     test: sp.csr_matrix | None = None,
     rec_k: int = 20,
     exclude: sp.csr_matrix | None = None,
-    repeats: int = 3,
+    repeats: int = 5,
     method: str | None = None,
+    truth_plain: np.ndarray | None = None,
+    latency_queries: int = 0,
 ) -> pd.DataFrame:
     """Build and search one index family over a grid of settings; one row per setting.
 
@@ -179,6 +231,12 @@ def sweep(
     depth without exclusion: the ANN-benchmarks convention), both best of
     ``repeats``, ``build_s`` (seconds; 0 when the index was reused),
     ``bytes_per_item`` (``memory_bytes() / n_items``).
+
+    Timings: each search runs ``repeats`` times; ``qps`` and ``qps_plain`` are the medians,
+    ``qps_min``/``qps_max`` the spread of ``qps``, ``repeats`` the count. ``truth_plain``: the exact
+    top-K without exclusion, for ``recall_vs_exact_plain`` of the plain search (the ANN protocol
+    side by side with the recommender's). ``latency_queries``: batch-1 ``latency_p50_ms`` and
+    ``latency_p99_ms`` over that many single-query searches (:func:`latency_ms`; 0: not measured).
     """
     truth = np.asarray(truth)
     k = int(k or truth.shape[1])
@@ -197,14 +255,20 @@ def sweep(
         elif changed:
             index.set_search_params(**{key: p[key] for key in changed})
         built_with = p
-        seconds, ids = time_search(index, queries, depth, repeats, exclude=exclude)
-        plain = time_search(index, queries, depth, repeats)[0] if exclude is not None else seconds
+        times, ids = time_searches(index, queries, depth, repeats, exclude=exclude)
+        plain, plain_ids = time_searches(index, queries, depth, repeats) if exclude is not None else (times, ids)
         row = {"method": method or getattr(index, "name", None) or type(index).__name__, **p,
                "recall_vs_exact": recall_vs_exact(ids[:, :k], truth[:, :k]),
-               "qps": len(ids) / seconds, "qps_plain": len(ids) / plain, "build_s": build_s,
-               "bytes_per_item": index.memory_bytes() / n_items}
+               "qps": len(ids) / float(np.median(times)), "qps_min": len(ids) / max(times),
+               "qps_max": len(ids) / min(times), "qps_plain": len(ids) / float(np.median(plain)),
+               "repeats": len(times), "build_s": build_s, "bytes_per_item": index.memory_bytes() / n_items}
+        if truth_plain is not None:
+            row["recall_vs_exact_plain"] = recall_vs_exact(plain_ids[:, :k], np.asarray(truth_plain)[:, :k])
         if test is not None:
             row[f"recall@{rec_k}"] = recall_at(ids, test, rec_k)
+        if latency_queries:
+            row["latency_p50_ms"], row["latency_p99_ms"] = latency_ms(index, queries, depth, latency_queries,
+                                                                      exclude=exclude)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -36,7 +36,7 @@ import torch
 
 from .metrics import evaluate_topk, rank_topk
 
-__all__ = ["METRICS_VERSION", "SearchMode", "HASH_SEARCH_MODES", "model_arrays", "evaluate_arrays", "evaluate_model",
+__all__ = ["METRICS_VERSION", "SearchMode", "HASH_SEARCH_MODES", "SEARCH_NAMES", "model_arrays", "evaluate_arrays", "evaluate_model",
            "evaluation_components"]
 
 KS = (10, 20, 50)
@@ -101,6 +101,10 @@ HASH_SEARCH_MODES = (SearchMode("continuous", _continuous, kernels=("exact",), n
                      SearchMode("hierarchical", _hierarchical, kernels=("exact", "hamming", "hierarchical", "fused")),
                      SearchMode("asymmetric", _asymmetric, kernels=("exact", "asymmetric"),
                                 needs=("user_query", "item_codes")))
+
+
+# the modes' names in the order tables and figures show them
+SEARCH_NAMES = tuple(m.name for m in HASH_SEARCH_MODES)
 
 
 def evaluation_components(modes=None) -> dict[str, int]:

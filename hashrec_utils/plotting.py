@@ -90,49 +90,68 @@ def pareto_frontier(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20") -
     return frame.loc[keep].sort_values(x)
 
 
-def _panel_family(method: str, family: str | None) -> str:
-    """The legend panel of a method: ``float`` (continuous indexes), ``hashrec`` (hashrec's own), ``binary`` (Faiss binary)."""
-    if family == "float":
-        return "float"
-    return "hashrec" if str(method).startswith("hashrec") else "binary"
+# the tradeoff figures' families, in legend order, each one colour (Okabe-Ito, told apart without hue vision)
+TRADEOFF_FAMILIES = ("float", "rabitq", "binary", "asymmetric", "hierarchical")
+_FAMILY_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#882255")
+_FAMILY_NAMES = {"float": "float (teacher's embeddings)", "rabitq": "RaBitQ (Faiss, on the embeddings)",
+                 "binary": "binary codes (Hamming)", "asymmetric": "asymmetric (real query, binary items)",
+                 "hierarchical": "hierarchical (candidates re-ranked)"}
+
+
+def _family(method: str, family: str | None) -> str:
+    """A method's family: the sweep's ``family`` column where it names one, else read from the method."""
+    if family in TRADEOFF_FAMILIES:
+        return family
+    m = str(method)
+    return ("hierarchical" if "hierarchical" in m else "asymmetric" if "asymmetric" in m else
+            "binary" if m.startswith(("hashrec", "Faiss Binary")) else "float")
 
 
 def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue: str = "method",
-                  title: str | None = None, max_entries: int = 8) -> plt.Figure:
-    """Accuracy against throughput, one panel per family (float, binary, hashrec), the Pareto frontier dashed.
+                  title: str | None = None) -> plt.Figure:
+    """Accuracy against throughput on one axes: one colour per family, a distinct marker per method,
+    every operating point marked and the method's own frontier joined, hierarchical points labelled by their
+    ``C``, the Pareto frontier over all methods dashed, the legend (grouped by family) outside.
 
-    ``frame``: one row per (method, setting) with throughput ``x`` in queries
-    per second and accuracy ``y``; an optional ``family`` column (``float``
-    for continuous indexes) sorts methods into panels, hashrec's own methods
-    (names starting ``hashrec``) get theirs. Each panel shows at most
-    ``max_entries`` methods (those reaching the highest ``y``), its legend
-    below it; the frontier over all methods is drawn in every panel, on shared axes.
+    ``frame``: one row per (method, setting) with throughput ``x`` (queries/s) and accuracy ``y``; an
+    optional ``family`` column (:data:`TRADEOFF_FAMILIES`) groups the methods, else their names do.
     """
     set_style()
-    panels = ("float", "binary", "hashrec")
     fam = frame["family"] if "family" in frame.columns else pd.Series(None, index=frame.index)
-    panel_of = pd.Series([_panel_family(m, f) for m, f in zip(frame[hue], fam)], index=frame.index)
-    present = [p for p in panels if (panel_of == p).any()] or ["float"]
-    fig, axes = plt.subplots(1, len(present), figsize=(4.6 * len(present), 5.2), sharex=True, sharey=True, squeeze=False)
+    family_of = pd.Series([_family(m, f) for m, f in zip(frame[hue], fam)], index=frame.index)
+    palette = dict(zip(TRADEOFF_FAMILIES, _FAMILY_COLOURS))
+    markers = "osD^vP*XhpH<>d8"
+    fig, ax = plt.subplots(figsize=(11.5, 5.6))
+    handles = []
+    for family in TRADEOFF_FAMILIES:
+        sub = frame[family_of == family]
+        if sub.empty:
+            continue
+        handles.append(plt.Line2D([], [], ls="none", label=f"— {_FAMILY_NAMES[family]} —"))
+        for j, name in enumerate(dict.fromkeys(sub[hue])):
+            group = sub[sub[hue] == name]
+            style = dict(marker=markers[j % len(markers)], ms=5, color=palette[family],
+                         mfc="white" if j % 2 else palette[family])
+            ax.plot(group[x], group[y], ls="none", alpha=0.9, **style)  # every operating point
+            own = pareto_frontier(group, x, y)  # joined along the method's own frontier
+            (line,) = ax.plot(own[x], own[y], lw=1.2, alpha=0.9, label=name, **style)
+            handles.append(line)
+            if family == "hierarchical" and "candidates" in group:
+                for _, r in group.iterrows():
+                    ax.annotate(f"C={int(r['candidates'])}", (r[x], r[y]), xytext=(3, -9), textcoords="offset points",
+                                fontsize=6.5, color=palette[family])
     front = pareto_frontier(frame, x, y)
-    markers = "osD^vP*X"
-    for ax, panel in zip(axes[0], present):
-        sub = frame[panel_of == panel]
-        best = sub.groupby(hue)[y].max().sort_values(ascending=False)
-        names = sorted(best.index[:max_entries])
-        colors = sns.color_palette("tab10", max(len(names), 1))
-        for k, name in enumerate(names):
-            group = sub[sub[hue] == name].sort_values(x)
-            ax.plot(group[x], group[y], marker=markers[k % len(markers)], ms=4.5, lw=1.4, color=colors[k], label=name)
-        ax.plot(front[x], front[y], ls="--", lw=1.0, color="black", label="Pareto frontier (all)")
-        ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(mticker.NullFormatter())  # decades only: minor labels collide on shared axes
-        ax.set_xlabel("throughput (queries/s, log scale)")
-        ax.set_title(f"{panel} ({len(names)} of {len(best)} methods)" if len(best) > len(names) else panel)
-        ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False, ncol=1)
-    axes[0, 0].set_ylabel(y.replace("@", " @ "))
+    (line,) = ax.plot(front[x], front[y], ls="--", lw=1.0, color="black", label="Pareto frontier (all methods)")
+    handles.append(line)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+    ax.set_xlabel("throughput (queries per second, log scale)")
+    ax.set_ylabel(y.replace("@", " @ ").replace("recall", "test recall"))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              ncol=1 if len(handles) <= 26 else 2, handlelength=2.2)
     if title:
-        fig.suptitle(title)
+        ax.set_title(title)
     fig.tight_layout()
     return fig
 
@@ -211,7 +230,9 @@ def plot_hashing_table(table: pd.DataFrame) -> plt.Figure:
     order = table[table.search == "hamming"].sort_values("recall@20_mean")["estimator"].tolist()
     order += [e for e in table["estimator"].unique() if e not in order]
     fig, ax = plt.subplots(figsize=(max(10.0, 0.62 * len(order)), 4.2))  # room for every row's label
-    searches = [s for s in ("continuous", "hamming", "hierarchical") if s in set(table.search)]
+    from .evaluation import SEARCH_NAMES
+
+    searches = [s for s in SEARCH_NAMES if s in set(table.search)]
     width = 0.8 / len(searches)
     for j, search in enumerate(searches):
         t = table[table.search == search].set_index("estimator").reindex(order)

@@ -97,7 +97,12 @@ class RetrievalStage:
     candidates: tuple[int, ...]
     scaling_sizes: tuple[int, ...]
     threads: int = 2
-    repeats: int = 3
+    repeats: int = 5                                     # each search timed this often: median, min, max
+    hnsw_M: tuple[int, ...] = (16, 32)                   # HNSW's links (build)
+    hnsw_efc: tuple[int, ...] = (40, 200)                # HNSW's build depth
+    rabitq_qb: tuple[int, ...] = (1, 2, 4, 8)            # RaBitQ's query bits
+    latency_queries: int = 200                           # batch-1 latency over this many single queries
+    multiples: tuple[float, ...] = (1, 1.5, 2, 3, 5, 10, 20, 50)  # of the fastest exact search's throughput
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,8 @@ QUICK = Profile(
                    bits=(32, 64), candidates=(20, 50, 100), sweep_epochs=2, variant_seeds=(0,),
                    variants=("guided_ste_sp", "hashgnn", "hashgnn_nr", "luo_wu", "bgch_published", *_PAIRWISE),
                    published_epochs=2),
-    retrieval=RetrievalStage((20, 64), (20, 64), (1, 8), (8,), (20, 64), (1,), (50, 100), (10**4,), repeats=1),
+    retrieval=RetrievalStage((20, 64), (20, 64), (1, 8), (8,), (20, 64), (1,), (20, 100), (10**4,), repeats=1,
+                             hnsw_M=(16,), hnsw_efc=(40,), rabitq_qb=(1, 4), latency_queries=10),
     tuning=TuningGrid(),
     # nbval: the code path on a 600-user slice, a few cheap rows, two code lengths
     comparison=ComparisonStage(datasets=("gowalla",), rows=("signswish", "luo_wu", "bgch_published"), top_rows=(),
@@ -237,7 +243,7 @@ QUICK = Profile(
 )
 
 DEFAULT = Profile(
-    name="default", datasets=("ml-1m",), max_users=None, seeds=(0, 1, 2), tradeoff_datasets=("ml-1m", "gowalla"),
+    name="default", datasets=("ml-1m",), max_users=None, seeds=(0, 1, 2), tradeoff_datasets=("ml-1m",),
     lightgcn=LightGCNTargets(steps=22, lr=0.02, reg=1e-3, epochs=80, eval_every=5, patience=4),
     # fixed budget: on 2 cores a Gowalla step costs ~0.43 s whatever the batch, so 2 h buy ~16 k
     # steps: large batches, 10x the paper's learning rate, cosine to the last epoch
@@ -255,7 +261,7 @@ DEFAULT = Profile(
                    variants=("guided_ste_sp", "hashgnn", "luo_wu", "bgch_published", *_PAIRWISE), variant_seeds=(0,),
                    published_epochs=30),
     retrieval=RetrievalStage(_DEPTHS, _DEPTHS, (1, 2, 4, 8, 16, 32, 64), (8, 16), _DEPTHS, (0, 1, 2, 3),
-                             (20, 50, 100, 200, 400, 800), (10**4, 10**5, 10**6), repeats=2),
+                             (20, 50, 100, 200, 400, 800), (10**4, 10**5, 10**6)),
     tuning=TuningGrid(),
     comparison=ComparisonStage(source="full"),  # make all (default) trains no Gowalla table: it shows full's
 )

@@ -8,8 +8,9 @@
   (:func:`variant_run`);
 - :mod:`.stages`: notebooks 01-03 (data, the LightGCN baseline, the hashing table and sweeps);
 - :mod:`.tuning`: the equal validation grid of every table row (``make tune``);
-- :mod:`.speed`: notebooks 04-05 (every index's accuracy against throughput, the scaled
-  catalogue, the fixed-throughput tables);
+- :mod:`.speed`: notebook 04 (every index's accuracy against throughput, the scaled catalogue);
+- :mod:`.tradeoff`: notebook 05 (accuracy at a fixed throughput: one model per dataset, full
+  frontiers, both protocols, latency);
 - :mod:`.comparison`: notebook 07 (the seed paper's table on a published split, every row run by
   hashrec under the one protocol, beside the published numbers; the bits sweep), and
   :mod:`.committed`, its committed record read in place of absent run folders.
@@ -27,9 +28,9 @@ from .runs import (CURVE_ESTIMATORS, HASH_STAGE, HASH_TRAIN, HASHGNN_TRAIN, SAMP
                    write_table)
 from .rows import (EXTRA_VARIANTS, PAIRWISE_ESTIMATORS, PUBLISHED_ROWS, ROWS, TUNED_FILE, GridPoint, Row, popcount_searchable,
                    row_family, row_spec, tuned_point, variant_run, variant_run_name)
-from .speed import (RETRIEVAL_FAMILIES, RETRIEVAL_STAGE, SCALING_LARGE, SCALING_NOISE, THROUGHPUT_MULTIPLES,
-                    RetrievalSetup, RetrievalStage, _tradeoff, faiss_stage, retrieval_setup, retrieval_sweeps,
-                    scaling_table, tradeoff_stage)
+from .speed import (RETRIEVAL_FAMILIES, RETRIEVAL_STAGE, SCALING_LARGE, SCALING_NOISE, RetrievalSetup, RetrievalStage,
+                    faiss_stage, ivf_nlist, pq_nbits, retrieval_setup, retrieval_sweeps, scaling_table)
+from .tradeoff import EXACT_METHODS, fixed_throughput, headline, latency_table, tradeoff_models, tradeoff_stage
 from .tuning import OWN_SCHEDULE, TUNING_GRID, TuningGrid, own_alternatives, tune, tune_row
 from .comparison import (COMPARISON, ComparisonStage, comparison_best_row, comparison_metrics, comparison_stage,
                          comparison_view, published_rows)
@@ -42,8 +43,9 @@ __all__ = [
     "SAMPLED_POOL", "SAMPLED_POOL_EPOCHS", "SCHEDULES", "TABLE_OBJECTIVE", "HashStage", "collect_runs",
     "default_init", "train_default_init", "hash_plan", "lightgcn_plan", "environment", "hash_overrides", "hash_run", "lightgcn_run", "load_profile_datasets", "popcount_searchable",
     "row_family", "variant_run", "write_table", "hash_run_name", "lightgcn_run_name", "variant_run_name",
-    "RETRIEVAL_FAMILIES", "RETRIEVAL_STAGE", "SCALING_LARGE", "SCALING_NOISE", "THROUGHPUT_MULTIPLES",
+    "RETRIEVAL_FAMILIES", "RETRIEVAL_STAGE", "SCALING_LARGE", "SCALING_NOISE",
     "RetrievalSetup", "RetrievalStage", "faiss_stage", "retrieval_setup", "retrieval_sweeps", "scaling_table",
+    "ivf_nlist", "pq_nbits", "EXACT_METHODS", "fixed_throughput", "headline", "latency_table", "tradeoff_models",
     "tradeoff_stage",
     "LAYER_SWEEP", "LAYER_SWEEP_EPOCHS", "best_estimator", "candidates_sweep", "data_prep", "hashing_stage",
     "lightgcn_stage", "summarize",

@@ -1,5 +1,5 @@
-"""Stages of notebooks 04-05: every index's accuracy against throughput, build cost, the scaled
-catalogue, and recall at fixed multiples of exact float search's throughput.
+"""Notebook 04's stage: every index's accuracy against throughput, build cost and the scaled
+catalogue; the setup and sweeps notebook 05 (:mod:`.tradeoff`) reads too.
 
 Every search runs on the same users, embeddings and exclusion of train items
 (:class:`RetrievalSetup`); the grids are one frozen :class:`RetrievalStage` per profile.
@@ -30,8 +30,11 @@ RETRIEVAL_STAGE = ProfileView("retrieval")
 
 @dataclass(frozen=True)
 class RetrievalSetup:
-    """What every search of notebooks 04-06 runs on: the test users of ml-1m with their train items
-    excluded, LightGCN's embeddings, and the codes (and fine-tuned embeddings) of a hash model."""
+    """What every search of notebooks 04-06 runs on: the test users of a dataset with their train items
+    excluded, the teacher's (LightGCN's) embeddings, and the codes, the users' real-valued hash-layer
+    outputs (``user_query``, asymmetric search's queries) and the fine-tuned embeddings of one hash model.
+    ``teacher_run``, ``codes_run``: the run folders' names (the study's one model per dataset);
+    ``truth``: the exact top-k with exclusion, ``truth_plain`` without (the ANN protocol)."""
 
     data: InteractionData
     users: np.ndarray
@@ -44,75 +47,145 @@ class RetrievalSetup:
     hash_item_emb: np.ndarray
     exclude: object
     truth: np.ndarray
+    user_query: np.ndarray | None = None
+    truth_plain: np.ndarray | None = None
+    teacher_run: str = ""
+    codes_run: str = ""
 
 
-def retrieval_setup(profile: str, label: str | None = None, k: int = 20, dataset: str = "ml-1m") -> RetrievalSetup:
+def retrieval_setup(profile: str, label: str | None = None, k: int = 20, dataset: str = "ml-1m",
+                    valid_fraction: float | None = None) -> RetrievalSetup:
     """Load the trained LightGCN and hash model ``label`` (default: the best of notebook 03) of
-    ``dataset``; either is trained first when absent."""
+    ``dataset`` (on that validation carve-out, as the comparison trains them); either is trained
+    first when absent. The hash run's arrays are read from its ``embeddings.npz`` (a run scored
+    before asymmetric search existed is re-scored first, which writes ``user_query`` there)."""
     from ..metrics import rank_topk
     from ..settings import train_config
     from ..training.runs import load_run_data
     from ..utils import read_json
 
     label = label or read_json(results_dir(profile) / "hashing_summary.json")["best_estimator"]
-    _, base = lightgcn_run(profile, dataset, progress=False)
-    _, hashed = variant_run(profile, label, dataset=dataset)
-    data = load_run_data(train_config(profile, dataset))
+    _, base = lightgcn_run(profile, dataset, progress=False, valid_fraction=valid_fraction)
+    _, hashed = variant_run(profile, label, dataset=dataset, valid_fraction=valid_fraction)
+    carve = {} if valid_fraction is None else {"valid_fraction": valid_fraction}
+    data = load_run_data(train_config(profile, dataset, **carve))
     users = np.flatnonzero(np.diff(data.test.indptr) > 0)
     emb, hemb = np.load(base / "embeddings.npz"), np.load(hashed / "embeddings.npz")
     exclude = data.train_full[users]
     truth = rank_topk(emb["user"][users], emb["item"], k, exclude=exclude)
+    truth_plain = rank_topk(emb["user"][users], emb["item"], k)
+    query = hemb["user_query"][users] if "user_query" in hemb else None
     return RetrievalSetup(data, users, emb["user"][users], emb["item"], label, hemb["user_codes"][users],
-                          hemb["item_codes"], hemb["user"][users], hemb["item"], exclude, truth)
+                          hemb["item_codes"], hemb["user"][users], hemb["item"], exclude, truth, query, truth_plain,
+                          base.name, hashed.name)
 
 
-RETRIEVAL_FAMILIES = ("float", "binary", "hierarchical")
+RETRIEVAL_FAMILIES = ("float", "rabitq", "binary", "asymmetric", "hierarchical")
+
+# Faiss's k-means asks for 39 training points per centroid and warns below that.
+MIN_POINTS_PER_CENTROID = 39
+
+
+def ivf_nlist(n_items: int) -> int:
+    """IVF cells from the catalogue's size: about ``2 sqrt(n)``, at most 256, and never more than
+    ``n / 39`` (every centroid of Faiss's k-means gets its 39 training points)."""
+    return int(max(1, min(256, 2 * np.sqrt(n_items), n_items // MIN_POINTS_PER_CENTROID)))
+
+
+def pq_nbits(n_items: int) -> int:
+    """Bits of each PQ sub-quantiser: 8 (256 centroids) where the catalogue trains them with 39 points
+    each, else the most that does (``2^nbits * 39 <= n``)."""
+    return int(max(1, min(8, np.floor(np.log2(max(n_items // MIN_POINTS_PER_CENTROID, 2))))))
 
 
 def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = "",
                      families: tuple[str, ...] = RETRIEVAL_FAMILIES) -> pd.DataFrame:
-    """Recall-throughput sweep of every index of ``families`` on one setup: ``float`` (continuous
-    LightGCN embeddings: exact, HNSW, NSG, IVF), ``binary`` (the codes: hashrec and Faiss binary
-    indexes), ``hierarchical`` (Hamming candidates re-ranked, C swept)."""
+    """Recall-throughput sweep of every index of ``families`` on one setup, each from its fastest to its
+    most accurate setting (the parameters each sweeps are columns of its rows):
+
+    * ``float``: the teacher's embeddings — exact search (hashrec's GEMM and the torch formula, both
+      timed: the fixed multiples take the faster), Faiss Flat, HNSW (``M``, ``efConstruction``,
+      ``efSearch``), NSG (``search_L``), IVF-Flat and IVF-PQ (``nprobe``; ``nlist`` and PQ's bits from
+      the catalogue's size, :func:`ivf_nlist`, :func:`pq_nbits`);
+    * ``rabitq``: Faiss's RaBitQ family on the same embeddings (``qb``; IVF ``nprobe``; HNSW
+      ``efSearch``; IVF and HNSW also with float re-ranking, ``refine``);
+    * ``binary``: the codes — hashrec's Hamming scan and Faiss's binary indexes;
+    * ``asymmetric``: the users' real-valued hash-layer outputs against the item codes;
+    * ``hierarchical``: Hamming candidates (and asymmetric ones) re-ranked, ``C`` from ``k`` up.
+    """
     unknown = set(families) - set(RETRIEVAL_FAMILIES)
     if unknown or not families:
         raise ValueError(f"families must be a non-empty subset of {RETRIEVAL_FAMILIES}; got {tuple(families)}")
-    from ..bench import sweep
+    from ..bench import TorchExactIndex, sweep
     from ..retrieval import make_index
 
     st = RETRIEVAL_STAGE[profile]
     test = setup.data.test[setup.users]
-    common = dict(truth=setup.truth, k=20, test=test, exclude=setup.exclude, repeats=st.repeats)
+    k = setup.truth.shape[1]
+    common = dict(truth=setup.truth, k=k, test=test, exclude=setup.exclude, repeats=st.repeats,
+                  truth_plain=setup.truth_plain, latency_queries=st.latency_queries)
     n = setup.item_emb.shape[0]
-    nlist = int(max(8, min(256, 2 * np.sqrt(n))))
+    nlist = ivf_nlist(n)
+    probes = [p for p in st.ivf_nprobe if p <= nlist]
     bits = setup.item_codes.shape[1] * 8
-    float_runs = [
-        ("Exact float (GEMM)", "exact", [{}]),
-        ("Faiss Flat", "flat_ip", [{}]),
-        ("HNSW", "hnsw", [{"M": 32, "efSearch": ef} for ef in st.hnsw_ef]),
-        ("NSG", "nsg", [{"R": 32, "search_L": L} for L in st.nsg_L]),
-        ("IVF-Flat", "ivf_flat", [{"nlist": nlist, "nprobe": p} for p in st.ivf_nprobe if p <= nlist]),
-        *[(f"IVF-PQ m={m}", "ivf_pq", [{"nlist": nlist, "m": m, "nprobe": p} for p in st.ivf_nprobe if p <= nlist]) for m in st.pq_m],
-    ]
-    binary_runs = [
-        ("hashrec Hamming", "hamming", [{}]),
-        ("Faiss BinaryFlat", "binary_flat", [{}]),
-        ("Faiss BinaryHNSW", "binary_hnsw", [{"M": 16, "efSearch": ef} for ef in st.binary_ef]),
-        ("Faiss BinaryIVF", "binary_ivf", [{"nlist": nlist, "nprobe": p} for p in st.ivf_nprobe if p <= nlist]),
-        ("Faiss BinaryMultiHash", "binary_multihash", [{"nhash": 2, "b": min(24, bits // 2), "nflip": f} for f in st.multihash_nflip]),
-    ]
+    runs = {
+        "float": [
+            ("Exact float (GEMM)", "exact", [{}]),
+            ("Exact float (torch)", "exact_torch", [{}]),
+            ("Faiss Flat", "flat_ip", [{}]),
+            ("HNSW", "hnsw", [{"M": m, "efConstruction": c, "efSearch": ef}
+                              for m in st.hnsw_M for c in st.hnsw_efc for ef in st.hnsw_ef]),
+            ("NSG", "nsg", [{"R": 32, "search_L": L} for L in st.nsg_L]),
+            ("IVF-Flat", "ivf_flat", [{"nlist": nlist, "nprobe": p} for p in probes]),
+            *[(f"IVF-PQ m={m}", "ivf_pq", [{"nlist": nlist, "m": m, "nbits": pq_nbits(n), "nprobe": p} for p in probes])
+              for m in st.pq_m],
+        ],
+        "rabitq": [
+            ("RaBitQ", "rabitq", [{"qb": qb} for qb in st.rabitq_qb]),
+            ("RaBitQ FastScan", "rabitq_fastscan", [{"qb": qb} for qb in st.rabitq_qb]),
+            ("IVF-RaBitQ", "ivf_rabitq", [{"nlist": nlist, "nprobe": p} for p in probes]),
+            ("IVF-RaBitQ FastScan", "ivf_rabitq_fastscan", [{"nlist": nlist, "nprobe": p} for p in probes]),
+            ("IVF-RaBitQ + refine", "ivf_rabitq", [{"nlist": nlist, "refine": True, "nprobe": p} for p in probes]),
+            ("HNSW-RaBitQ + refine", "hnsw_rabitq", [{"refine": True, "efSearch": ef} for ef in st.hnsw_ef]),
+        ],
+        "binary": [
+            ("hashrec Hamming", "hamming", [{}]),
+            ("Faiss BinaryFlat", "binary_flat", [{}]),
+            ("Faiss BinaryHNSW", "binary_hnsw", [{"M": 16, "efSearch": ef} for ef in st.binary_ef]),
+            ("Faiss BinaryIVF", "binary_ivf", [{"nlist": nlist, "nprobe": p} for p in probes]),
+            ("Faiss BinaryMultiHash", "binary_multihash",
+             [{"nhash": 2, "b": min(24, bits // 2), "nflip": f} for f in st.multihash_nflip]),
+        ],
+    }
     frames = []
-    for method, name, grid in float_runs if "float" in families else ():
-        factory = lambda name=name, **p: make_index(name, threads=st.threads, **p)  # noqa: E731
-        frames.append(sweep(factory, grid, setup.user_emb, items=setup.item_emb, method=method, **common).assign(family="float"))
-    for method, name, grid in binary_runs if "binary" in families else ():
-        factory = lambda name=name, **p: make_index(name, bits=bits, threads=st.threads, **p)  # noqa: E731
-        frames.append(sweep(factory, grid, setup.user_codes, items=setup.item_codes, method=method + label_suffix, **common).assign(family="binary"))
+    for family in ("float", "rabitq", "binary"):
+        if family not in families:
+            continue
+        codes = family == "binary"
+        queries, items = (setup.user_codes, setup.item_codes) if codes else (setup.user_emb, setup.item_emb)
+        for method, name, grid in runs[family]:
+            if name == "exact_torch":
+                factory = lambda **p: TorchExactIndex(st.threads)  # noqa: E731
+            else:
+                factory = lambda name=name, **p: make_index(name, **({"bits": bits} if codes else {}),  # noqa: E731
+                                                            threads=st.threads, **p)
+            label = method + (label_suffix if codes else "")
+            frames.append(sweep(factory, grid, queries, items=items, method=label, **common).assign(family=family))
+    if "asymmetric" in families and setup.user_query is not None:
+        factory = lambda **p: make_index("asymmetric", bits=bits, threads=st.threads)  # noqa: E731
+        frames.append(sweep(factory, [{}], setup.user_query, items=setup.item_codes,
+                            method="hashrec asymmetric" + label_suffix, **common).assign(family="asymmetric"))
     if "hierarchical" in families:
-        factory = lambda **p: make_index("hierarchical", bits=bits, threads=st.threads, **p)  # noqa: E731
-        frames.append(sweep(factory, [{"candidates": c} for c in st.candidates], (setup.user_codes, setup.hash_user_emb),
-                            items=(setup.item_codes, setup.hash_item_emb),
-                            method="hashrec hierarchical" + label_suffix, **common).assign(family="hierarchical"))
+        cs = [c for c in st.candidates if c >= k]
+        sources = [("hashrec hierarchical", "hamming", setup.user_codes)]
+        if setup.user_query is not None:
+            sources.append(("hashrec hierarchical (asymmetric candidates)", "asymmetric", setup.user_query))
+        for method, source, first in sources:
+            factory = lambda source=source, **p: make_index("hierarchical", bits=bits, threads=st.threads,  # noqa: E731
+                                                            source=source, **p)
+            frames.append(sweep(factory, [{"candidates": c} for c in cs], (first, setup.hash_user_emb),
+                                items=(setup.item_codes, setup.hash_item_emb), method=method + label_suffix,
+                                **common).assign(family="hierarchical"))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -159,90 +232,10 @@ def faiss_stage(profile: str) -> dict[str, pd.DataFrame]:
                                                  best_recall=("recall@20", "max"), max_qps=("qps", "max")).reset_index()
     write_table(build, "retrieval_build", profile)
     run = load_hash_run(variant_run(profile, setup.hash_label)[1])
+    # two timings a point at catalogue scale (10^6 items: a minute a method); the tradeoffs repeat st.repeats times
     scale = scaling_table(profile, catalogue_sweep(run, st.scaling_sizes, threads=st.threads, noise=SCALING_NOISE,
-                                                   repeats=st.repeats))
+                                                   repeats=min(st.repeats, 2)))
     write_table(scale, "retrieval_scaling", profile)
     savefig(plot_retrieval_curves(df), "retrieval_curves", figures_dir(profile))
     savefig(plot_scaling(scale), "retrieval_scaling", figures_dir(profile))
     return {"sweep": df, "build": build, "scaling": scale}
-
-
-# --------------------------------------------------------------------------
-# 05 · Efficiency against effectiveness
-# --------------------------------------------------------------------------
-
-THROUGHPUT_MULTIPLES = (1, 5, 20)
-
-
-def tradeoff_stage(profile: str) -> dict:
-    """Notebook 05: recall@20 against queries per second for every method, Pareto frontier marked,
-    recall at fixed multiples of exact float search's throughput, memory per item.
-
-    ml-1m reads notebook 04's sweep (best estimator's codes) and adds the guided-STE codes; it writes
-    ``results/<profile>/tradeoff_{points,fixed}`` and ``tradeoff_summary.json``, figure ``tradeoff``.
-    Every other catalogue of the profile's ``tradeoff_datasets`` (Gowalla in ``default`` and ``full``)
-    is swept here from its LightGCN and hash runs (trained first when absent), with the estimator
-    chosen on MovieLens-1M's validation split (Gowalla's published split has none): the same files
-    with the suffix ``_<dataset>``, returned under ``"datasets"``.
-    """
-    from ..utils import read_json
-
-    best = read_json(results_dir(profile) / "hashing_summary.json")["best_estimator"]
-    result = _tradeoff(profile, "ml-1m", pd.read_csv(results_dir(profile) / "retrieval_sweep.csv"), best)
-    result["datasets"] = {
-        dataset: _tradeoff(profile, dataset, retrieval_sweeps(profile, retrieval_setup(profile, best, dataset=dataset)), best)
-        for dataset in get_profile(profile).tradeoff_datasets if dataset != "ml-1m"}
-    return result
-
-
-def _tradeoff(profile: str, dataset: str, sweep_df: pd.DataFrame, best: str) -> dict[str, pd.DataFrame]:
-    """Frontier, fixed-throughput table and figure of one dataset's sweep (best estimator's codes),
-    with the guided-STE codes' binary and hierarchical sweeps added. Throughput multiples are of
-    ``exact_qps``, the exact GEMM index's queries/s with exclusion (row "Exact float (GEMM)"); the
-    summary also holds ``torch_reference_qps``, the torch formula
-    (:func:`hashrec_utils.bench.torch_reference_topk`) timed in this run on the same data."""
-    import time
-
-    exact_method = "Exact float (GEMM)"  # the exact baseline row of retrieval_sweeps
-
-    from ..bench import at_fixed_throughput
-    from ..plotting import pareto_frontier, plot_tradeoff, savefig
-
-    suffix = "" if dataset == "ml-1m" else f"_{dataset}"
-    sweep_df = sweep_df.copy()
-    sweep_df["method"] = sweep_df["method"].where(sweep_df["family"] == "float", sweep_df["method"] + f" [{best}]")
-    frames = [sweep_df]
-    if best != "guided_ste" and dataset == "ml-1m":  # the second estimator's codes: on the study's own dataset
-        frames.append(retrieval_sweeps(profile, retrieval_setup(profile, "guided_ste", dataset=dataset),
-                                       label_suffix=" [guided_ste]", families=("binary", "hierarchical")))
-    points = pd.concat(frames, ignore_index=True)
-    front = pareto_frontier(points, "qps", "recall@20")
-    points["pareto"] = points.index.isin(front.index)
-    write_table(points, f"tradeoff_points{suffix}", profile)
-    exact_qps = float(points.loc[points.method == exact_method, "qps"].max())
-    fixed = at_fixed_throughput(points, [m * exact_qps for m in THROUGHPUT_MULTIPLES])
-    fixed.insert(1, "multiple_of_exact", fixed["target_qps"] / exact_qps)
-    fixed["multiple_of_exact"] = fixed["multiple_of_exact"].round().astype(int)
-    memory = points.groupby("method", sort=False)["bytes_per_item"].first()
-    fixed["bytes_per_item"] = fixed["method"].map(memory)
-    write_table(fixed, f"tradeoff_fixed{suffix}", profile)
-    exact_recall = float(points.loc[points.method == exact_method, "recall@20"].max())
-    # The peer of exact float search, timed in this run on the same users, embeddings and exclusion.
-    from ..bench import torch_reference_topk
-
-    st = RETRIEVAL_STAGE[profile]
-    setup = retrieval_setup(profile, best, dataset=dataset)
-    seconds = float("inf")
-    for _ in range(max(1, st.repeats)):
-        start = time.perf_counter()
-        torch_reference_topk(setup.user_emb, setup.item_emb, 20, setup.exclude, threads=st.threads)
-        seconds = min(seconds, time.perf_counter() - start)
-    torch_qps = len(setup.users) / seconds
-    write_json(results_dir(profile) / f"tradeoff_summary{suffix}.json", {
-        "dataset": dataset, "exact_qps": exact_qps, "torch_reference_qps": torch_qps,
-        "exact_recall@20": exact_recall, "best_estimator": best,
-        "pareto_methods": sorted(set(front["method"])),
-    })
-    savefig(plot_tradeoff(points, title=f"{dataset}: accuracy against throughput (2 threads)"), f"tradeoff{suffix}", figures_dir(profile))
-    return {"points": points, "fixed": fixed, "pareto": front}
-

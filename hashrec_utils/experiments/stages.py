@@ -138,9 +138,11 @@ def _untrained_rows(profile: str, bits: int = 64) -> list[dict]:
 def _sections(metrics: dict) -> list[dict]:
     """One row per search mode of a hash run: its test metrics, ``valid_recall@20``/``valid_ndcg@20``
     of the same mode on the validation split (what selections read) and the run's ``best_epoch``."""
+    from ..evaluation import SEARCH_NAMES
+
     return [{"search": s, **{k: v for k, v in metrics[s].items() if "@" in k}, **_valid_columns(metrics, s),
              "best_epoch": metrics.get("best_epoch")}
-            for s in ("continuous", "hamming", "hierarchical")]
+            for s in SEARCH_NAMES if s in metrics]
 
 
 def summarize(frame: pd.DataFrame, by: list[str], metrics: tuple[str, ...] = ("recall@20", "ndcg@20")) -> pd.DataFrame:
@@ -240,6 +242,7 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
         "lightgcn_recall@20": cont,
         "best_hamming_recall@20": float(table[(table.estimator == best) & (table.search == "hamming")]["recall@20_mean"].iloc[0]),
         "best_hierarchical_recall@20": float(table[(table.estimator == best) & (table.search == "hierarchical")]["recall@20_mean"].iloc[0]),
+        **_mode_of_best(table, best, "asymmetric"),
     })
     savefig(plot_hashing_curves(curve), "hashing_curves", figures_dir(profile))
     savefig(plot_published_curves(published), "hashing_published_curves", figures_dir(profile))
@@ -248,6 +251,12 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
     tuning_csv = results_dir(profile) / "tuning.csv"  # make tune's grid (committed), when the profile was tuned
     tuning = pd.read_csv(tuning_csv) if tuning_csv.exists() else pd.DataFrame()
     return {"table": table, "runs": runs, "curves": curve, "p": p_table, "params": param_table, "tuning": tuning}
+
+
+def _mode_of_best(table: pd.DataFrame, best: str, search: str) -> dict:
+    """``best_<search>_recall@20`` of the chosen row, where its runs were scored in that mode."""
+    row = table[(table.estimator == best) & (table.search == search)]
+    return {f"best_{search}_recall@20": float(row["recall@20_mean"].iloc[0])} if len(row) else {}
 
 
 def best_estimator(table: pd.DataFrame) -> str:

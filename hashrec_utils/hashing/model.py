@@ -95,7 +95,9 @@ class HashModel(nn.Module):
     ``z = tanh(W e + b)`` (``"hash"``), or (``"init"``, a :class:`TableEncoder`
     only) the trained embeddings the table started from, kept frozen: the
     table then serves the codes alone and the continuous model stays intact. ``candidates``: C of hierarchical search.
-    ``hash_layer``: see :class:`HashLayer`. Schedules: :meth:`set_total_steps` once before
+    ``hash_layer``: see :class:`HashLayer`. ``asymmetric``: train for asymmetric search — the
+    users' side of every code score is their real-valued hash-layer output (:meth:`_user_side`),
+    the items' side their codes through the estimator, as asymmetric search scores them. Schedules: :meth:`set_total_steps` once before
     training; the estimator then sees ``t = step / total_steps`` (clamped to [0, 1]; ``t = 0``
     until it is called).
     The encoder is any module with ``embeddings(graph)``, ``dim`` and ``n_users``.
@@ -110,7 +112,7 @@ class HashModel(nn.Module):
                  margin: float = 0.2, n_triplets: int = 5, n_negatives: int | None = None, reg: float = 1e-4,
                  distill: float = 0.0, distill_tau: float = 1.0, tau_rank: float = 1.0, tau_recall: float = 1.0,
                  top_n: int = 20, freeze_encoder: bool = False, candidates: int = 100, continuous: str = "encoder",
-                 hash_layer: str = "linear"):
+                 hash_layer: str = "linear", asymmetric: bool = False):
         super().__init__()
         if not isinstance(objective, Objective):
             if objective not in OBJECTIVES:
@@ -130,6 +132,7 @@ class HashModel(nn.Module):
         self.reg, self.distill, self.distill_tau = reg, distill, distill_tau
         self.tau_rank, self.tau_recall, self.top_n = tau_rank, tau_recall, int(top_n)
         self.freeze_encoder, self.candidates = freeze_encoder, candidates
+        self.asymmetric = bool(asymmetric)
         self.total_steps: int | None = None
         if continuous not in ("encoder", "hash", "init"):
             raise ValueError(f"continuous must be 'encoder', 'hash' or 'init'; got {continuous!r}")
@@ -247,7 +250,7 @@ class HashModel(nn.Module):
         # node and step), then gathered: hashing every gathered row would cost (1 + negatives) × batch.
         n_items, batch = item_emb.shape[0], len(users)
         uniq, inv = torch.unique(users, return_inverse=True)
-        h_uniq = self.hash(user_emb[uniq], t)
+        h_uniq = self._user_side(user_emb[uniq], t)
         hu = h_uniq[inv]
         needs_pool = objective.pool or bool(self.distill)
         pool = self._pool(n_items, device) if needs_pool else None
@@ -289,6 +292,16 @@ class HashModel(nn.Module):
             total = total + self.distill * kd
             logs["loss_distill"] = float(kd.detach())
         return total, logs
+
+    def _user_side(self, e: torch.Tensor, t: float) -> torch.Tensor:
+        """The users' side of the code scores: their training codes, or (``asymmetric``: trained for
+        asymmetric search) the real-valued ``a_u = W e_u + b`` scaled to mean magnitude 1 per row, so
+        that ``⟨a_u, h_i⟩`` is on the scale of a code inner product (a positive scale per user moves no
+        ranking of items)."""
+        if not self.asymmetric:
+            return self.hash(e, t)
+        a = self.hash.linear(e)
+        return a / a.detach().abs().mean(-1, keepdim=True).clamp_min(1e-8)
 
     def _teacher_probs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``softmax(⟨e_u, e_i⟩ / τ_d)`` over all items for every user, and each row's entropy, of

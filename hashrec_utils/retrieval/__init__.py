@@ -103,7 +103,7 @@ def make_index(name: str, *, bits: int = 64, threads: int | None = None, **param
     ``exact`` -> :class:`ExactIndex` (exact float search by GEMM, ``memory_mb``);
     ``hamming`` -> :class:`HammingIndex` (``bits``); ``asymmetric`` -> :class:`AsymmetricIndex`
     (``bits``; float queries against packed codes); ``hierarchical`` ->
-    :class:`HierarchicalIndex` (``bits``, ``candidates``); ``flat_ip``,
+    :class:`HierarchicalIndex` (``bits``, ``candidates``, ``source``: ``hamming`` or ``asymmetric``); ``flat_ip``,
     ``hnsw``, ``nsg``, ``ivf_flat``, ``ivf_pq``, ``binary_flat``,
     ``binary_hnsw``, ``binary_ivf``, ``binary_multihash`` -> the Faiss wrapper
     of that name (``bits`` is taken from the codes at build time); ``rabitq``, ``rabitq_fastscan``,
@@ -124,10 +124,11 @@ def make_index(name: str, *, bits: int = 64, threads: int | None = None, **param
             raise ValueError(f"asymmetric takes no parameters besides bits and threads; got {', '.join(params)}")
         return AsymmetricIndex(bits, threads)
     if name == "hierarchical":
-        extra = set(params) - {"candidates"}
+        extra = set(params) - {"candidates", "source"}
         if extra:
-            raise ValueError(f"hierarchical takes candidates (besides bits and threads); got {', '.join(sorted(extra))}")
-        return HierarchicalIndex(bits, params.get("candidates", 100), threads)
+            raise ValueError(f"hierarchical takes candidates and source (besides bits and threads); got "
+                             f"{', '.join(sorted(extra))}")
+        return HierarchicalIndex(bits, params.get("candidates", 100), threads, source=params.get("source", "hamming"))
     if name in FAISS_INDEXES:
         return FAISS_INDEXES[name](threads=threads, **params)
     if name in RABITQ_INDEXES:

@@ -116,6 +116,11 @@ class HierarchicalIndex:
     ``D`` = those inner products, descending (ties by smaller id), padding
     ``-inf`` / ``-1``. Memory: the codes plus the float32 embeddings.
 
+    ``source="asymmetric"``: the candidates are the asymmetric scan's instead
+    (:class:`~hashrec_utils.retrieval.AsymmetricIndex`, ``<q, b_i>``); the queries' first half is then
+    their real-valued ``(nq, bits)`` vectors, not codes. Fewer candidates suffice, as that scan ranks
+    closer to the float one; the re-rank is the two-step one.
+
     ``fused=True`` (the default) re-ranks in numba, per query, straight from the Hamming kernel's
     candidates (:func:`hashrec_utils.retrieval.fused.fused_hierarchical_topk`: no gathered ``(q, C, d)``
     array); ``fused=False`` is the two-step reference (Hamming top-C, then a NumPy re-rank), which
@@ -127,11 +132,21 @@ class HierarchicalIndex:
     name = "hierarchical"
     SEARCH = ("candidates",)
 
-    def __init__(self, bits: int, candidates: int = 100, threads: int | None = None, fused: bool = True):
+    def __init__(self, bits: int, candidates: int = 100, threads: int | None = None, fused: bool = True,
+                 source: str = "hamming"):
+        if source not in ("hamming", "asymmetric"):
+            raise ValueError(f"source must be 'hamming' or 'asymmetric'; got {source!r}")
         self.hamming = HammingIndex(bits, threads)
         self.candidates = _check_k(candidates, "candidates")
         self.item_emb: np.ndarray | None = None
-        self.fused = bool(fused)
+        self.source = source
+        self.fused = bool(fused) and source == "hamming"
+        if source == "asymmetric":
+            from .asymmetric import AsymmetricIndex
+
+            self.first = AsymmetricIndex(bits, threads)
+        else:
+            self.first = self.hamming
 
     @property
     def bits(self) -> int:
@@ -143,7 +158,7 @@ class HierarchicalIndex:
         item_emb = _check_float(item_emb, "item_emb")
         if len(item_emb) != len(item_codes):
             raise ValueError(f"item_codes has {len(item_codes)} rows but item_emb has {len(item_emb)}")
-        self.hamming.build(item_codes)
+        self.first.build(item_codes)
         self.item_codes = np.ascontiguousarray(item_codes)
         self.item_emb = np.ascontiguousarray(item_emb, dtype=np.float32)
         return self
@@ -156,7 +171,7 @@ class HierarchicalIndex:
     def search(self, queries, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
         """``queries``: the pair ``(codes (nq, bits/8) uint8, embeddings (nq, d) float)``."""
         query_codes, query_emb = _pair(queries, "queries")
-        self.hamming._built()
+        self.first._built()
         k = _check_k(k)
         query_emb = _check_float(query_emb, "query_emb", self.item_emb.shape[1])
         if len(query_emb) != len(query_codes):
@@ -167,7 +182,7 @@ class HierarchicalIndex:
             return fused_hierarchical_topk(np.ascontiguousarray(query_codes), self.item_codes,
                                            np.ascontiguousarray(query_emb, dtype=np.float32), self.item_emb, k,
                                            max(self.candidates, k), exclude, threads=self.hamming.threads)
-        _, cand = self.hamming.search(query_codes, max(self.candidates, k), exclude)
+        _, cand = self.first.search(query_codes, max(self.candidates, k), exclude)
         scores = np.empty((len(cand), k), np.float32)
         ids = np.empty((len(cand), k), np.int64)
         step = max(1, 2**24 // (cand.shape[1] * self.item_emb.shape[1]))  # bound the gathered (q, C, d) block
@@ -176,5 +191,5 @@ class HierarchicalIndex:
         return scores, ids
 
     def memory_bytes(self) -> int:
-        return self.hamming.memory_bytes() + int(self.item_emb.nbytes)
+        return self.first.memory_bytes() + int(self.item_emb.nbytes)
 

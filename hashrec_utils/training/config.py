@@ -48,6 +48,7 @@ class HashParams(Mapping):
     tau_rank: float | None = None
     tau_recall: float | None = None
     candidates: int | None = None
+    asymmetric: bool | None = None
 
     @classmethod
     def of(cls, value) -> "HashParams":

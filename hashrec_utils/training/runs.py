@@ -108,6 +108,8 @@ def _stale_message(out: Path, differences: list[str] | None) -> str:
 def _arrays_of_run(config: TrainConfig, out: Path, data: InteractionData) -> dict:
     """A complete run's search arrays: from its kept weights (``model.pt``) where it has them, else
     from its ``embeddings.npz`` (untrained methods; runs saved before ``model.pt`` existed)."""
+    if not recipe_of(config).trains:
+        return _untrained_arrays(config, data)
     weights = out / "model.pt"
     if not weights.exists():
         return dict(np.load(out / "embeddings.npz"))
@@ -129,12 +131,16 @@ def _score(arrays: dict, data: InteractionData, config: TrainConfig) -> tuple[di
 def rescore(config: TrainConfig, out: str | os.PathLike, *, progress: bool = True) -> dict:
     """Score a complete run folder again with this code's evaluation (a new or changed search
     mode), from its kept weights, training nothing; ``metrics.json`` keeps its training fields
-    and gets the new sections and ``evaluation`` identity."""
+    and gets the new sections and ``evaluation`` identity, ``embeddings.npz`` the arrays this
+    code's search reads (e.g. ``user_query``, which asymmetric search added)."""
     out = Path(out)
     old = read_json(out / "metrics.json")
     data = load_run_data(config)
-    metrics, valid = _score(_arrays_of_run(config, out, data), data, config)
+    arrays = _arrays_of_run(config, out, data)
+    metrics, valid = _score(arrays, data, config)
     meta = {k: old[k] for k in ("best_epoch", "kept_epoch", "kept", "train_seconds", "epochs_run") if k in old}
+    with atomic_write(out / "embeddings.npz", "wb") as fh:  # what search needs, as this code takes it (a new key)
+        np.savez(fh, **arrays)
     write_json(out / "metrics.json", {**metrics, "valid": valid, **meta, "evaluation": evaluation_identity()})
     if progress:
         print(f"{out}: re-scored with this code's evaluation (no training)", file=sys.stderr)

@@ -328,6 +328,29 @@ def test_codes_are_packed_sign_codes_and_evaluate_has_a_section_per_mode():
     np.testing.assert_array_equal(np.packbits(query >= 0, axis=1), cu)
 
 
+def test_training_for_asymmetric_search_scores_real_users_against_item_codes():
+    """``asymmetric=True``: the users' side of every code score is ``a_u = W e_u + b`` scaled to mean
+    magnitude 1 (no estimator), the items' side their codes; the loss differs from the symmetric one
+    and the hash layer gets gradients from both sides."""
+    torch.manual_seed(0)
+    enc = TableEncoder(np.random.default_rng(0).standard_normal((6, 8)).astype(np.float32),
+                       np.random.default_rng(1).standard_normal((5, 8)).astype(np.float32))
+    sym = HashModel(enc, 16, make_estimator("signswish"), objective="softmax", n_negatives=0)
+    asym = HashModel(enc, 16, make_estimator("signswish"), objective="softmax", n_negatives=0, asymmetric=True)
+    asym.load_state_dict(sym.state_dict())
+    e = enc.embeddings()[0]
+    a = asym.hash.linear(e)
+    np.testing.assert_allclose(asym._user_side(e, 0.5).detach().numpy(),
+                               (a / a.abs().mean(-1, keepdim=True)).detach().numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(sym._user_side(e, 0.5).detach().numpy(), sym.hash(e, 0.5).detach().numpy())
+    users, pos, neg = torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]), torch.tensor([3, 4, 0])
+    loss_sym, _ = sym.loss(None, users, pos, neg)
+    loss_asym, _ = asym.loss(None, users, pos, neg)
+    assert not torch.isclose(loss_sym, loss_asym)
+    loss_asym.backward()
+    assert asym.hash.linear.weight.grad is not None and asym.hash.linear.weight.grad.abs().sum() > 0
+
+
 def test_two_stage_freezes_the_encoder():
     enc = TableEncoder(np.ones((3, 8), np.float32), np.ones((4, 8), np.float32))
     model = HashModel(enc, 8, make_estimator("ste"), freeze_encoder=True)

@@ -139,3 +139,21 @@ def test_bad_input():
         index.search(np.zeros((2, 64)), 3, sp.csr_matrix((3, 10)))
     with pytest.raises(TypeError, match="packed np.uint8"):
         AsymmetricIndex(64).build(np.zeros((3, 8), np.int32))
+
+
+def test_hierarchical_over_asymmetric_candidates_reranks_the_asymmetric_top_c():
+    rng = np.random.default_rng(11)
+    codes = codes_of(1500, 64, 12)
+    item_emb = rng.standard_normal((1500, 16)).astype(np.float32)
+    q = grid_queries(30, 64, 13)
+    user_emb = rng.standard_normal((30, 16)).astype(np.float32)
+    exclude = sp.random(30, 1500, density=0.02, format="csr", random_state=14)
+    index = make_index("hierarchical", bits=64, candidates=60, source="asymmetric").build((codes, item_emb))
+    scores, ids = index.search((q, user_emb), 10, exclude)
+    cand, _ = reference(q, codes, 60, exclude)
+    for r in range(30):
+        s = item_emb[cand[r]] @ user_emb[r]
+        want = cand[r][np.lexsort((cand[r], -s))][:10]
+        np.testing.assert_array_equal(ids[r], want)
+    with pytest.raises(ValueError, match="source must be"):
+        make_index("hierarchical", bits=64, source="faiss")

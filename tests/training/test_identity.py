@@ -140,6 +140,30 @@ def test_a_new_search_mode_rescores_a_saved_run_without_training(folder, tmp_pat
     assert run(config, out, progress=False) == again  # scored by this evaluation now: nothing to do
 
 
+def test_a_run_scored_before_asymmetric_search_gains_it_by_a_rescore(folder, tmp_path, monkeypatch):
+    """A hash run saved before the asymmetric mode existed (no ``user_query`` in ``embeddings.npz``, no
+    ``asymmetric`` section) is re-scored from its kept weights: it gains both, and the users' real-valued
+    queries are what their codes are the signs of."""
+    config = train_config("quick", str(folder), hash_method="ste", bits=16, **SMALL)
+    out = tmp_path / "h"
+    first = run(config, out, progress=False)
+    arrays = dict(np.load(out / "embeddings.npz"))
+    old = {k: v for k, v in arrays.items() if k != "user_query"}
+    np.savez(out / "embeddings.npz", **old)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics.pop("asymmetric")
+    metrics["valid"].pop("asymmetric")
+    metrics["evaluation"]["components"] = {k: v for k, v in metrics["evaluation"]["components"].items()
+                                           if "asymmetric" not in k}
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    monkeypatch.setattr(runs_module, "fit", lambda *a, **kw: pytest.fail("a saved run was retrained"))
+    again = run(config, out, progress=False)
+    assert again["asymmetric"] == first["asymmetric"] and again["hamming"] == first["hamming"]
+    saved = np.load(out / "embeddings.npz")
+    np.testing.assert_array_equal(saved["user_query"], arrays["user_query"])
+    np.testing.assert_array_equal(np.packbits(saved["user_query"] >= 0, axis=1), saved["user_codes"])
+
+
 @pytest.mark.parametrize("bad", [{"hash_method": "ste", "bits": 63}, {"hash_method": "lsh", "bits": 16}])
 def test_a_refused_run_leaves_nothing_behind(folder, tmp_path, bad):
     """``train --bits 63`` or an untrained method without ``--init`` is refused before ``--out``

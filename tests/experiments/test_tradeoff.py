@@ -1,0 +1,76 @@
+"""The fixed-throughput study's pieces on hand-made tables: float multiples of the fastest exact
+search, the latency points, the headline sentence, IVF/PQ sizes from the catalogue, the sweep's
+repeated timings and both protocols."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from hashrec_utils.bench import TorchExactIndex, sweep
+from hashrec_utils.experiments import fixed_throughput, headline, ivf_nlist, latency_table, pq_nbits
+from hashrec_utils.retrieval import make_index
+
+
+def points():
+    return pd.DataFrame({
+        "method": ["Exact float (GEMM)", "HNSW", "HNSW", "HNSW", "hashrec Hamming", "hashrec hierarchical",
+                   "hashrec hierarchical"],
+        "efSearch": [None, 128, 64, 16, None, None, None],
+        "candidates": [None, None, None, None, None, 20, 200],
+        "qps": [1000.0, 900.0, 1600.0, 5000.0, 20000.0, 3100.0, 1400.0],
+        "recall@20": [0.20, 0.199, 0.19, 0.15, 0.17, 0.17, 0.1996],
+        "latency_p50_ms": [1.0, 0.5, 0.4, 0.2, 0.1, 0.3, 0.6],
+    }).assign(recall_ratio=lambda d: d["recall@20"] / 0.20)
+
+
+def test_fixed_throughput_keeps_fractional_multiples():
+    fixed = fixed_throughput(points(), 1000.0, (1, 1.5, 3, 50)).set_index(["multiple_of_exact", "method"])
+    assert fixed.loc[(1.5, "HNSW"), "recall@20"] == 0.19  # efSearch 64 at 1,600 q/s: >= 1,500
+    assert fixed.loc[(1.5, "hashrec hierarchical"), "recall@20"] == 0.17  # C=200 (1,400 q/s) is too slow
+    assert fixed.loc[(1.0, "hashrec hierarchical"), "candidates"] == 200
+    assert fixed.loc[(3.0, "hashrec Hamming"), "recall@20"] == 0.17
+    assert np.isnan(fixed.loc[(50.0, "HNSW"), "recall@20"])
+    assert fixed.index.get_level_values(0).dtype == float
+
+
+def test_latency_table_picks_the_points_nearest_each_target():
+    lat = latency_table(points()).set_index(["method", "target_recall_ratio"])
+    assert lat.loc[("HNSW", 0.95), "efSearch"] == 64  # ratio 0.95 exactly
+    assert lat.loc[("HNSW", 0.99), "efSearch"] == 128  # 0.995 is nearer 0.99 than 0.95
+    assert lat.loc[("hashrec hierarchical", 0.99), "candidates"] == 200
+
+
+def test_headline_names_the_largest_multiple_where_hashrec_keeps_097():
+    fixed = fixed_throughput(points(), 1000.0, (1, 1.5, 3)).assign(recall_ratio=lambda d: d["recall@20"] / 0.20)
+    text = headline("ml-1m", fixed, 1000.0, "Exact float (GEMM)")
+    assert "at 1×" in text and "hashrec hierarchical" in text and "0.998×" in text and "HNSW" in text
+    worse = fixed.assign(recall_ratio=fixed["recall_ratio"] * 0.5)
+    assert "below 0.97× at every multiple" in headline("ml-1m", worse, 1000.0, "Exact float (GEMM)")
+
+
+@pytest.mark.parametrize("n", [500, 3706, 40981, 10**6])
+def test_ivf_and_pq_sizes_give_every_centroid_39_training_points(n):
+    assert 1 <= ivf_nlist(n) <= 256 and ivf_nlist(n) * 39 <= n
+    assert 1 <= pq_nbits(n) <= 8 and 2 ** pq_nbits(n) * 39 <= n
+    assert pq_nbits(10**6) == 8 and ivf_nlist(3706) == 95 and pq_nbits(3706) == 6
+
+
+def test_sweep_repeats_timings_and_measures_both_protocols():
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((300, 8)).astype(np.float32)
+    q = rng.standard_normal((30, 8)).astype(np.float32)
+    exclude = sp.random(30, 300, density=0.05, format="csr", random_state=1)
+    plain = np.argsort(-(q @ items.T), axis=1, kind="stable")[:, :10]
+    masked = np.where(exclude.toarray() != 0, -np.inf, q @ items.T)
+    truth = np.argsort(-masked, axis=1, kind="stable")[:, :10]
+    df = sweep(lambda **p: TorchExactIndex(1), [{}], q, truth, items=items, exclude=exclude, repeats=4,
+               truth_plain=plain, latency_queries=5, method="torch")
+    row = df.iloc[0]
+    assert row["repeats"] == 4 and row["qps_min"] <= row["qps"] <= row["qps_max"]
+    assert row["recall_vs_exact"] == 1.0 and row["recall_vs_exact_plain"] == 1.0
+    assert 0 < row["latency_p50_ms"] <= row["latency_p99_ms"]
+    ivf = sweep(lambda **p: make_index("ivf_flat", threads=1, **p), [{"nlist": 4, "nprobe": 1}], q, truth,
+                items=items, exclude=exclude, repeats=2, truth_plain=plain)
+    assert ivf.iloc[0]["recall_vs_exact_plain"] < 1.0  # one of four cells misses neighbours
