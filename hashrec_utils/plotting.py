@@ -108,20 +108,22 @@ def _family(method: str, family: str | None) -> str:
 
 
 def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue: str = "method",
-                  title: str | None = None) -> plt.Figure:
+                  title: str | None = None, exact_qps: float | None = None,
+                  multiples: tuple[float, ...] = (1, 2, 5, 10, 50)) -> plt.Figure:
     """Accuracy against throughput on one axes: one colour per family, a distinct marker per method,
     every operating point marked and the method's own frontier joined, hierarchical points labelled by their
-    ``C``, the Pareto frontier over all methods dashed, the legend (grouped by family) outside.
+    ``C``, the Pareto frontier over all methods dashed, the legend (grouped by family) below the axes.
 
     ``frame``: one row per (method, setting) with throughput ``x`` (queries/s) and accuracy ``y``; an
     optional ``family`` column (:data:`TRADEOFF_FAMILIES`) groups the methods, else their names do.
+    ``exact_qps``: the fastest exact search's throughput; thin vertical lines mark ``multiples`` of it.
     """
     set_style()
     fam = frame["family"] if "family" in frame.columns else pd.Series(None, index=frame.index)
     family_of = pd.Series([_family(m, f) for m, f in zip(frame[hue], fam)], index=frame.index)
     palette = dict(zip(TRADEOFF_FAMILIES, _FAMILY_COLOURS))
     markers = "osD^vP*XhpH<>d8"
-    fig, ax = plt.subplots(figsize=(11.5, 5.6))
+    fig, ax = plt.subplots(figsize=(10.0, 8.2))
     handles = []
     for family in TRADEOFF_FAMILIES:
         sub = frame[family_of == family]
@@ -140,6 +142,11 @@ def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue
                 for _, r in group.iterrows():
                     ax.annotate(f"C={int(r['candidates'])}", (r[x], r[y]), xytext=(3, -9), textcoords="offset points",
                                 fontsize=6.5, color=palette[family])
+    if exact_qps:
+        for m in multiples:
+            ax.axvline(m * exact_qps, color="grey", lw=0.7, ls=":", zorder=0)
+            ax.annotate(f"{m:g}× exact", (m * exact_qps, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10),
+                        textcoords="offset points", fontsize=7, color="grey")
     front = pareto_frontier(frame, x, y)
     (line,) = ax.plot(front[x], front[y], ls="--", lw=1.0, color="black", label="Pareto frontier (all methods)")
     handles.append(line)
@@ -148,8 +155,8 @@ def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue
     ax.xaxis.set_minor_formatter(mticker.NullFormatter())
     ax.set_xlabel("throughput (queries per second, log scale)")
     ax.set_ylabel(y.replace("@", " @ ").replace("recall", "test recall"))
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
-              ncol=1 if len(handles) <= 26 else 2, handlelength=2.2)
+    ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.11), frameon=False,
+              ncol=3, handlelength=2.2)  # below the axes: the plot keeps the page's width
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -60,6 +60,7 @@ def write_manifest(profile: str) -> dict:
         "figures": sorted(p.stem for p in figures.glob("*.png")) if figures.is_dir() else [],
         "full_runs": "/results/full/runs.json" if full_runs.exists() else None,
         "comparison": comparison_files(profile),
+        "tradeoff": tradeoff_files(profile),
     }
     write_json(folder / "manifest.json", manifest)
     return manifest
@@ -80,6 +81,34 @@ def comparison_files(profile: str) -> dict | None:
                     "figures": {p.stem.removeprefix("comparison_bits_"): f"/figures/{source}/{p.name}"
                                 for p in sorted(figs.glob("comparison_bits_*.png"))}}
     return None
+
+
+TRADEOFF_DATASETS = (("ml-1m", ""), ("gowalla", "_gowalla"))
+
+
+def tradeoff_files(profile: str) -> dict:
+    """Per dataset, where the report reads notebook 05's tradeoff: this profile's results for a dataset
+    it sweeps (``tradeoff_datasets``), else the ``full`` profile's committed ones (Gowalla in
+    ``default``, which trains no Gowalla model: the tradeoff searches the comparison's). Only
+    records of this protocol count (a summary naming its ``multiples``); paths relative to the
+    repository: ``summary``, ``fixed``, ``fixed_plain``, ``latency`` (those present), ``figure``."""
+    from .profiles import get_profile
+
+    out = {}
+    for dataset, suffix in TRADEOFF_DATASETS:
+        sources = (profile,) if dataset in get_profile(profile).tradeoff_datasets else ("full",)
+        for source in sources:
+            folder = results_dir(source)
+            summary = folder / f"tradeoff_summary{suffix}.json"
+            if not summary.exists() or "multiples" not in summary.read_text():
+                continue
+            files = {name: f"/results/{source}/tradeoff_{name}{suffix}.json"
+                     for name in ("summary", "fixed", "fixed_plain", "latency")
+                     if (folder / f"tradeoff_{name}{suffix}.json").exists()}
+            figure = repo_root() / "figures" / source / f"tradeoff{suffix}.png"
+            out[dataset] = {"profile": source, **files,
+                            "figure": f"/figures/{source}/{figure.name}" if figure.exists() else None}
+    return out
 
 
 def build_report(profile: str = "default", output: str | Path | None = None) -> Path:

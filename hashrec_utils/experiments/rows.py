@@ -52,6 +52,10 @@ EXTRA_VARIANTS = {
 }
 
 
+# Faiss's RaBitQ on the teacher's embeddings: the training-free quantizer beside the learned codes
+RABITQ_ROW = "rabitq (Faiss, teacher)"
+
+
 @dataclass(frozen=True)
 class Row:
     """A row of the study's tables, as a value: its ``label``, the run it makes (``method``, the
@@ -95,7 +99,7 @@ def _rows() -> dict[str, Row]:
     rows += [Row(label, method, model, params, families.get(label, "hashrec objective"))
              for label, (method, model, params) in EXTRA_VARIANTS.items()]
     rows += [Row("lsh", "lsh", family="untrained"), Row("sign (post-hoc)", "sign", family="untrained"),
-             Row("lightgcn (continuous)", None, family="continuous")]
+             Row(RABITQ_ROW, None, family="untrained"), Row("lightgcn (continuous)", None, family="continuous")]
     return {r.label: r for r in rows}
 
 

@@ -13,7 +13,7 @@ from ..config import figures_dir, results_dir
 from ..profiles import ProfileView, get_profile
 from ..data import InteractionData, dataset_stats
 from ..utils import write_json
-from .rows import popcount_searchable, row_family, variant_run
+from .rows import RABITQ_ROW, popcount_searchable, row_family, variant_run
 from .runs import (CURVE_ESTIMATORS, HASH_STAGE, SCHEDULES, environment, hash_run, lightgcn_run,
                    load_profile_datasets, write_table)
 
@@ -135,6 +135,28 @@ def _untrained_rows(profile: str, bits: int = 64) -> list[dict]:
     return rows
 
 
+def _rabitq_rows(profile: str, qb: int = 8) -> list[dict]:
+    """Faiss's ``IndexRaBitQ`` (1 bit a dimension + its factors, ``qb``-bit queries: its most accurate
+    setting) built on the teacher's item embeddings and searched with its user embeddings, train items
+    excluded: the training-free competitor of the learned codes, at its bytes per item. Its query is
+    real-valued against binary items, so its row is of search mode ``asymmetric``."""
+    from ..evaluation import KS
+    from ..metrics import evaluate_topk
+    from ..retrieval import make_index
+    from ..settings import train_config
+    from ..training.runs import load_run_data
+
+    _, base = lightgcn_run(profile, "ml-1m", progress=False)
+    emb = np.load(base / "embeddings.npz")
+    data = load_run_data(train_config(profile, "ml-1m"))
+    index = make_index("rabitq", qb=qb).build(emb["item"])
+    test = evaluate_topk(index.search(emb["user"], max(KS), data.train_full)[1], data.test, KS)
+    valid = evaluate_topk(index.search(emb["user"], max(KS), data.train)[1], data.valid, KS) if data.valid.nnz else {}
+    return [{"estimator": RABITQ_ROW, "seed": 0, "search": "asymmetric", **{k: v for k, v in test.items() if "@" in k},
+             **_valid_columns({"valid": valid}), "best_epoch": None,
+             "bytes_per_item": index.memory_bytes() / emb["item"].shape[0]}]
+
+
 def _sections(metrics: dict) -> list[dict]:
     """One row per search mode of a hash run: its test metrics, ``valid_recall@20``/``valid_ndcg@20``
     of the same mode on the validation split (what selections read) and the run's ``best_epoch``."""
@@ -178,6 +200,7 @@ def _estimator_table(profile: str, lightgcn: dict) -> tuple[pd.DataFrame, pd.Dat
               **{k: v for k, v in lightgcn.items() if "@" in k}, **_valid_columns(lightgcn),
               "best_epoch": lightgcn.get("best_epoch")}]
     rows += _untrained_rows(profile)
+    rows += _rabitq_rows(profile)
     runs = pd.DataFrame(rows)
     table = summarize(runs, ["estimator", "search"], ("recall@20", "ndcg@20", "recall@50", "valid_recall@20"))
     table["recall@20_vs_lightgcn"] = table["recall@20_mean"] / lightgcn["recall@20"]
@@ -243,6 +266,9 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
         "best_hamming_recall@20": float(table[(table.estimator == best) & (table.search == "hamming")]["recall@20_mean"].iloc[0]),
         "best_hierarchical_recall@20": float(table[(table.estimator == best) & (table.search == "hierarchical")]["recall@20_mean"].iloc[0]),
         **_mode_of_best(table, best, "asymmetric"),
+        **_mode_of_best(table, RABITQ_ROW, "asymmetric", key="rabitq"),
+        "rabitq_bytes_per_item": float(runs.loc[runs.estimator == RABITQ_ROW, "bytes_per_item"].iloc[0]),
+        "code_bytes_per_item": 64 / 8,
     })
     savefig(plot_hashing_curves(curve), "hashing_curves", figures_dir(profile))
     savefig(plot_published_curves(published), "hashing_published_curves", figures_dir(profile))
@@ -253,10 +279,10 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
     return {"table": table, "runs": runs, "curves": curve, "p": p_table, "params": param_table, "tuning": tuning}
 
 
-def _mode_of_best(table: pd.DataFrame, best: str, search: str) -> dict:
-    """``best_<search>_recall@20`` of the chosen row, where its runs were scored in that mode."""
+def _mode_of_best(table: pd.DataFrame, best: str, search: str, key: str | None = None) -> dict:
+    """``<key>_recall@20`` (default ``best_<search>``) of row ``best`` in mode ``search``, where it was scored so."""
     row = table[(table.estimator == best) & (table.search == search)]
-    return {f"best_{search}_recall@20": float(row["recall@20_mean"].iloc[0])} if len(row) else {}
+    return {f"{key or f'best_{search}'}_recall@20": float(row["recall@20_mean"].iloc[0])} if len(row) else {}
 
 
 def best_estimator(table: pd.DataFrame) -> str:

@@ -183,6 +183,7 @@ def _tradeoff(profile: str, dataset: str, points: pd.DataFrame, setup: Retrieval
         "load_average": list(os.getloadavg()), "users": int(len(setup.users)),
         "headline": headline(dataset, fixed, exact_qps, exact_method),
     })
-    savefig(plot_tradeoff(points, title=f"{dataset}: accuracy against throughput ({st.threads} threads, with exclusion)"),
+    savefig(plot_tradeoff(points, title=f"{dataset}: accuracy against throughput ({st.threads} threads, with exclusion)",
+                          exact_qps=exact_qps),
             f"tradeoff{suffix}", figures_dir(profile))
     return {"points": points, "fixed": fixed, "fixed_plain": plain, "latency": latency, "pareto": front}
