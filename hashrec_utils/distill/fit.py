@@ -64,7 +64,7 @@ class DistillSettings:
     epochs: int = 40
     lr: float = 0.01
     lr_schedule: str = "cosine"
-    temperature: float = 0.1
+    temperature: float = 0.5
     distill: float = 1.0
     targets: int = 20
     estimator: str = "signswish"
