@@ -8,6 +8,8 @@
 ``compare``     notebook 07's table on a published split (``--rows``/``--seeds``/``--bits``: a part
                 of it; what is left is reported as pending; ``--reuse-committed``: runs without a
                 folder here are read from the committed results where they hold them).
+``distill ...`` a model's own user/item embeddings -> K-bit item codes, a saved searcher and a report
+                (held-out users: share of the model's top-20 found, throughput against exact search).
 ``train ...``   train LightGCN / a hash model into an output folder; the same
                 folder again resumes, or says the run is complete.
 """
@@ -91,6 +93,23 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--retrain", action="store_true",
                        help="--out was trained by other component versions (its config.json's identity differs): "
                             "move it aside to <out>.stale and train again")
+
+    distill = sub.add_parser("distill", help="your model's embeddings -> K-bit item codes and a saved searcher")
+    distill.add_argument("--embeddings", required=True, metavar="FILE.npz",
+                         help="an .npz holding user (n_users x d) and item (n_items x d): inner product = score")
+    distill.add_argument("--bits", type=int, default=64)
+    distill.add_argument("--out", required=True, metavar="DIR", help="folder for the searcher and report.json")
+    distill.add_argument("--interactions", default=None, metavar="PATH",
+                         help="edge list 'user item ...' of seen items (0-based rows of the matrices): excluded "
+                              "from search and from the distillation targets")
+    distill.add_argument("--test", default=None, metavar="PATH",
+                         help="edge list of held-out items (same ids): the report's recall@20 beside the model's own")
+    distill.add_argument("--keep-float", action="store_true",
+                         help="store the item embeddings too (hierarchical search re-ranks with them)")
+    distill.add_argument("--profile", default="default", choices=PROFILES)
+    distill.add_argument("--seed", type=int, default=0)
+    distill.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a distillation setting (DistillSettings), e.g. --set epochs=10")
 
     study = sub.add_parser("study", help="LightGCN + the best hash recipe on your folder: tables, figures, PDF report")
     study.add_argument("--dataset", required=True, metavar="FOLDER", help="folder holding train and test files")
@@ -222,6 +241,21 @@ def main(argv: list[str] | None = None) -> int:
                               bits=args.bits, seed=args.seed, device=args.device, **overrides)
         metrics = run(config, args.out, retrain=args.retrain)
         print(json.dumps(metrics, indent=2, sort_keys=True))
+        return 0
+    if args.command == "distill":
+        from .distill import distill, read_embeddings, read_interactions
+        from .distill.inputs import check_out
+        from .distill.report import format_report
+
+        overrides = _overrides(args.set)
+        user, item = read_embeddings(args.embeddings, int(overrides.get("k", 20)))
+        check_out(args.out)
+        seen = None if args.interactions is None else read_interactions(args.interactions, len(user), len(item))
+        test = None if args.test is None else read_interactions(args.test, len(user), len(item), "--test")
+        searcher = distill(user, item, args.bits, interactions=seen, test=test, out=args.out,
+                           keep_float=args.keep_float, profile=args.profile, seed=args.seed, **overrides)
+        print(format_report(searcher.report))
+        print(f"searcher: {args.out} (hashrec_utils.distill.load(DIR).search(user_emb, k)); report: {args.out}/report.json")
         return 0
     if args.command == "study":
         from .study import StudySettings, study

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .settings import DataShape, available_bytes, distinct_users, memory_budget_bytes, score_bytes
 
-__all__ = ["MemoryBudgetError", "estimate_peak_bytes", "check_memory", "format_bytes"]
+__all__ = ["MemoryBudgetError", "estimate_peak_bytes", "check_memory", "format_bytes", "fixed_bytes"]
 
 # The interpreter with torch, NumPy, SciPy and pandas loaded (measured RSS of a fresh process: ~0.39 GB).
 BASELINE_BYTES = 400 << 20
@@ -30,6 +30,18 @@ def _hash_params(config) -> dict:
     return dict(getattr(config, "hash_params", None) or {})
 
 
+def fixed_bytes(shape: DataShape, dim: int = 64, *, table: bool = True, n_layers: int = 3) -> dict:
+    """The parts of :func:`estimate_peak_bytes` that neither the batch nor the pool moves, by part:
+    ``baseline``, ``data``, ``embeddings`` (a table: 5 copies; an encoder end to end: ``4 + 2 (n_layers + 1)``)
+    and ``evaluation``. :meth:`hashrec_utils.settings.HashSettings.of` sizes the batch and the pool
+    within what they leave of the budget, so one memory model chooses settings and checks them."""
+    copies = 4 + (1 if table else 2 * (int(n_layers) + 1))
+    return {"baseline": BASELINE_BYTES,
+            "data": shape.n_train * 48 + 2 * shape.n_train * 40,
+            "embeddings": (shape.n_users + shape.n_items) * int(dim) * 4 * copies,
+            "evaluation": min(EVAL_BLOCK_BYTES, 3 * shape.n_users * shape.n_items * 4)}
+
+
 def estimate_peak_bytes(config, shape: DataShape) -> dict:
     """Peak bytes of training ``config`` on data of ``shape``, by part, and their ``total``.
 
@@ -47,20 +59,14 @@ def estimate_peak_bytes(config, shape: DataShape) -> dict:
     * ``evaluation``: the score blocks of top-k ranking;
     * ``baseline``: the interpreter and libraries.
     """
-    n_nodes = shape.n_users + shape.n_items
     dim = int(getattr(config, "dim", 64))
     batch = int(getattr(config, "batch_size", 2048))
-    parts = {"baseline": BASELINE_BYTES,
-             "data": shape.n_train * 48 + 2 * shape.n_train * 40}
     from .hashing import OBJECTIVES, recipe_of
 
     hp = _hash_params(config)
     recipe = recipe_of(config)
     is_hash, table = recipe.hashed, recipe.encoder == "table"
-    copies = 4 + (1 if table else 0)
-    if not table:  # an encoder trained end to end: each layer's output kept for backward
-        copies += 2 * (int(getattr(config, "n_layers", 3)) + 1)
-    parts["embeddings"] = n_nodes * dim * 4 * copies
+    parts = fixed_bytes(shape, dim, table=table, n_layers=int(getattr(config, "n_layers", 3)))
     parts["scores"], parts["teacher"] = batch * dim * 4 * 8, 0
     if is_hash:
         objective = OBJECTIVES[recipe.objective]
@@ -74,7 +80,6 @@ def estimate_peak_bytes(config, shape: DataShape) -> dict:
             parts["scores"], parts["teacher"] = total - teacher, teacher
         else:
             parts["scores"] = batch * (dim + int(getattr(config, "bits", 64))) * 4 * 8
-    parts["evaluation"] = min(EVAL_BLOCK_BYTES, 3 * shape.n_users * shape.n_items * 4)
     parts["distinct_users"] = distinct_users(shape, batch)  # not bytes: the U_b the scores assumed
     parts["total"] = sum(v for k, v in parts.items() if k not in ("total", "distinct_users"))
     return parts

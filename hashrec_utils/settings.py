@@ -27,7 +27,8 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
 
 __all__ = [
     "DataShape", "LightGCNSettings", "HashSettings", "SCHEDULES", "MAX_STEP_SCORES", "MIN_POOL",
@@ -271,6 +272,7 @@ class HashSettings:
     lr: float = 0.01
     lr_schedule: str = "cosine"
     patience: int = 0
+    note: str = field(default="", compare=False)
 
     @property
     def pooled(self) -> bool:
@@ -278,12 +280,42 @@ class HashSettings:
 
     @classmethod
     def of(cls, profile: str, shape: DataShape, *, budget_bytes: float | None = None, distill: bool = True,
-           max_scores: int | None = MAX_STEP_SCORES) -> "HashSettings":
+           max_scores: int | None = MAX_STEP_SCORES, dim: int = 64, log: bool = True) -> "HashSettings":
+        """The profile's batch (:func:`batch_for_steps`) and the pool that fits, both within what the
+        run's fixed memory (:func:`hashrec_utils.memory.fixed_bytes`: interpreter, data, embeddings,
+        evaluation) leaves of the budget: the same memory model :func:`hashrec_utils.memory.check_memory`
+        applies, so derived settings are never refused. The pool shrinks first (:func:`pool_size`); if
+        even :data:`MIN_POOL` items do not fit, the batch halves (down to 1,024) until they do. If nothing
+        fits, the profile's batch and the smallest pool (the check then refuses, naming what to change).
+        A choice the budget forced is said on stderr (``log``) and kept in ``note``."""
+        from .memory import fixed_bytes, format_bytes
         from .profiles import get_profile
 
         batch = batch_for_steps(shape.n_train, get_profile(profile).hash_steps)
         budget = memory_budget_bytes() if budget_bytes is None else budget_bytes
-        return cls(batch, pool_size(shape, batch, budget, max_scores=max_scores, distill=distill))
+        fixed = sum(fixed_bytes(shape, dim).values())
+        left = budget - fixed
+        scores_only = pool_size(shape, batch, budget, max_scores=max_scores, distill=distill)
+
+        def fits(b: int, pool: int) -> bool:
+            cache = distill and (pool == 0 or pool >= shape.n_items)
+            return score_bytes(shape, b, pool, distill=distill, teacher_cache=cache) <= left
+
+        chosen = batch
+        pool = pool_size(shape, chosen, left, max_scores=max_scores, distill=distill)
+        while not fits(chosen, pool) and chosen > 1024:
+            chosen //= 2
+            pool = pool_size(shape, chosen, left, max_scores=max_scores, distill=distill)
+        if not fits(chosen, pool):  # nothing fits: leave the refusal to check_memory, with its advice
+            return cls(batch, pool_size(shape, batch, budget, max_scores=max_scores, distill=distill))
+        note = ""
+        if (chosen, pool) != (batch, scores_only):
+            note = (f"batch_size {chosen:,} and pool {pool:,} {'(all items)' if pool == 0 else 'items'} chosen to fit the "
+                    f"memory budget {format_bytes(budget)} ({format_bytes(fixed)} of it fixed: interpreter, data, "
+                    f"embeddings, evaluation; the profile's batch is {batch:,})")
+            if log:
+                print(f"hashrec: {note}", file=sys.stderr)
+        return cls(chosen, pool, note=note)
 
     @staticmethod
     def schedule(estimator: str) -> dict:

@@ -100,3 +100,43 @@ def test_memory_budget_from_the_environment(monkeypatch):
 def test_shape_rejects_nonsense():
     with pytest.raises(ValueError, match="DataShape.n_items must be a positive int; got 0"):
         DataShape(5, 0, 10)
+
+
+def test_derived_hash_settings_fit_the_budget_the_guard_checks(capsys):
+    """Issue 32, item 6: a 52,204 x 57,289 catalogue (the public dataset a new user tried) on an 8 GiB-class
+    budget. Sizing the pool from the score matrices alone chose 8,192 items, which check_memory (embeddings,
+    data and evaluation added) refused at 9.06 GiB; the derived settings now fit the guard's own estimate,
+    and the log names the batch and pool the budget chose."""
+    from hashrec_utils.memory import check_memory, estimate_peak_bytes
+    from hashrec_utils.training import TrainConfig
+
+    shape, budget = DataShape(52_204, 57_289, 280_000), int(7.86 * GiB)
+
+    def config(chosen):
+        hp = {"objective": "softmax", "n_negatives": chosen.n_negatives, "cont_weight": 0.0, "continuous": "init",
+              "distill": 1.0, "init": "lgcn"}
+        return TrainConfig(dataset="synthetic", hash_method="signswish", batch_size=chosen.batch_size, hash_params=hp)
+
+    old_pool = pool_size(shape, 32768, budget)
+    assert old_pool == 8192  # what the score matrices alone allowed
+    assert estimate_peak_bytes(config(HashSettings(32768, old_pool)), shape)["total"] > budget  # refused before
+    chosen = HashSettings.of("default", shape, budget_bytes=budget)
+    assert (chosen.batch_size, chosen.n_negatives) == (32768, 4096)
+    assert check_memory(config(chosen), shape, budget=budget)["total"] <= budget
+    err = capsys.readouterr().err
+    assert "batch_size 32,768 and pool 4,096 items chosen to fit the memory budget 7.86 GiB" in err
+    # a small budget: the pool cannot shrink below 1,024, so the batch halves until it fits
+    small = HashSettings.of("default", shape, budget_bytes=2 * GiB)
+    assert small.n_negatives == MIN_POOL and small.batch_size < 32768
+    assert check_memory(config(small), shape, budget=2 * GiB)["total"] <= 2 * GiB
+    assert f"batch_size {small.batch_size:,} and pool 1,024 items" in capsys.readouterr().err
+
+
+def test_settings_that_fit_are_unchanged_and_say_nothing(capsys):
+    """Runs the guard accepted keep their settings (and so their numbers): no note, no log line."""
+    for shape, profile in ((ML1M, "default"), (GOWALLA, "full"), (SYNTH_60K, "default")):
+        chosen = HashSettings.of(profile, shape, budget_bytes=6 * GiB)
+        batch = batch_for_steps(shape.n_train, 11)
+        assert (chosen.batch_size, chosen.n_negatives) == (batch, pool_size(shape, batch, 6 * GiB))
+        assert chosen.note == ""
+    assert capsys.readouterr().err == ""
