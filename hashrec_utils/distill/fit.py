@@ -7,6 +7,9 @@ user's embedding, so that users who took no part in distillation are served too:
     h_u = est(a_u),  h_i = est(c_i)      (training codes, :mod:`hashrec_utils.hashing.estimators`)
     s(u, i) = γ ⟨h_u, h_i⟩ / K           (the code score; γ learnt)
 
+``asymmetric``: the users' side of the code score is the real query ``a_u`` itself (scaled to mean
+magnitude 1), as asymmetric search scores it, instead of its training codes.
+
 Item side (``item_side``): ``table`` (default: free item pre-activations ``c_i``, started at
 ``W₀ e_i``; the catalogue is known when distilling), ``layer`` (a second hash layer,
 ``c_i = W' e_i + b'``) or ``shared`` (``c_i = W e_i + b``). The loss is the study's table objective
@@ -70,6 +73,7 @@ class DistillSettings:
     estimator: str = "signswish"
     estimator_params: tuple = (("beta", 10.0),)
     item_side: str = "table"
+    asymmetric: bool = False
     scale: float = 8.0
     eval_every: int = 2
     k: int = 20
@@ -187,7 +191,11 @@ class DistillStudent(nn.Module):
         """The table objective (module docstring) on a batch of ``(user, target)`` pairs."""
         t = min(step / max(self.total_steps, 1), 1.0)
         uniq, inv = torch.unique(users, return_inverse=True)
-        h_u = self.hash(self.user[uniq], t)
+        if self.settings.asymmetric:  # trained as asymmetric search scores: the real query against the codes
+            a = self.hash.linear(self.user[uniq])
+            h_u = a / a.detach().abs().mean(-1, keepdim=True).clamp_min(1e-8)
+        else:
+            h_u = self.hash(self.user[uniq], t)
         n_items, pool = self.item.shape[0], self.settings.pool
         pooled = 0 < pool < n_items
         ids = torch.randint(0, n_items, (pool,), generator=generator) if pooled else None

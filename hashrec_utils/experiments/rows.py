@@ -49,6 +49,10 @@ EXTRA_VARIANTS = {
     # estimator does.
     **{f"{est}_pairwise": (est, "lightgcn", {"objective": "hashgnn", "distill": 0.0})
        for est in PAIRWISE_ESTIMATORS},
+    # hashrec's objective trained for asymmetric search: every code score is the user's real-valued
+    # hash-layer output against the items' codes through the estimator (HashModel's `asymmetric`), as
+    # AsymmetricIndex scores them; its settings and kept epoch are chosen on validation asymmetric recall
+    "signswish_asym": ("signswish", "lightgcn", {"asymmetric": True}),
 }
 
 
@@ -70,6 +74,12 @@ class Row:
     model: str = "lightgcn"
     params: dict = field(default_factory=dict)
     family: str = "hashrec objective"
+
+    @property
+    def search(self) -> str:
+        """The search mode the row is trained for, whose validation recall selects its settings:
+        ``asymmetric`` for a row trained for asymmetric search, else ``hamming``."""
+        return "asymmetric" if self.params.get("asymmetric") else "hamming"
 
     @property
     def popcount_searchable(self) -> bool:

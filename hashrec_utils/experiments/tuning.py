@@ -41,7 +41,7 @@ from ..profiles import ProfileView, TuningGrid, get_profile
 from ..utils import read_json, write_json
 from . import rows as _rows
 from .committed import checked_rows, identity_cells, read_tuning, recorded_point
-from .rows import GridPoint, popcount_searchable, row_family, row_spec, variant_plan, variant_run
+from .rows import GridPoint, popcount_searchable, row_family, row_spec, table_row, variant_plan, variant_run
 from .runs import HASH_STAGE, write_table
 from .stages import _valid_columns
 
@@ -111,11 +111,12 @@ def still_learning(row: dict) -> bool:
     return best is None or not epochs or best > epochs / 2
 
 
-def _score(metrics: dict) -> float:
-    """What the grid maximises: validation Hamming recall@20 of the kept weights."""
-    valid = (metrics.get("valid") or {}).get("hamming") or {}
+def _score(metrics: dict, search: str = "hamming") -> float:
+    """What the grid maximises: validation recall@20 of the kept weights in the row's own search mode
+    (:attr:`.rows.Row.search`: Hamming, or asymmetric for a row trained for it)."""
+    valid = (metrics.get("valid") or {}).get(search) or {}
     if "recall@20" not in valid:
-        raise ValueError("tuning needs a validation split: the run's metrics.json has no valid.hamming block")
+        raise ValueError(f"tuning needs a validation split: the run's metrics.json has no valid.{search} block")
     return float(valid["recall@20"])
 
 
@@ -134,7 +135,7 @@ def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress:
     def trained(point: GridPoint, config) -> dict:
         metrics, out = variant_run(profile, label, seed=grid.seed, point=point, progress=progress, dataset=dataset,
                                    valid_fraction=valid_fraction)
-        return {"valid_recall@20": _score(metrics),
+        return {"valid_recall@20": _score(metrics, table_row(label).search),
                 "valid_hierarchical_recall@20": _valid_columns(metrics, "hierarchical")["valid_recall@20"],
                 "epochs": read_json(out / "config.json")["epochs"], "best_epoch": metrics.get("best_epoch"),
                 "train_seconds": metrics.get("train_seconds"), "run": out.name, **identity_cells(config, out)}

@@ -153,6 +153,11 @@ class HashModel(nn.Module):
         return self.hash.bits
 
     @property
+    def watched_search(self) -> str:
+        """The search mode whose validation recall picks the kept epoch: the one the model is trained for."""
+        return "asymmetric" if self.asymmetric else "hamming"
+
+    @property
     def n_users(self) -> int:
         return self.encoder.n_users
 

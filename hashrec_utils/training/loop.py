@@ -107,11 +107,12 @@ def _epoch_generators(seed: int, epoch: int) -> np.random.Generator:
 
 
 
-def _valid_recall(metrics: dict) -> float:
-    """recall@20 of the section that early stopping watches (hash models: ``hamming``)."""
+def _valid_recall(metrics: dict, watched: str = "hamming") -> float:
+    """recall@20 of the section that early stopping and the kept epoch watch: a hash model's
+    ``watched_search`` (``hamming``; ``asymmetric`` for a model trained for asymmetric search)."""
     if "recall@20" in metrics:
         return metrics["recall@20"]
-    return metrics.get("hamming", next(iter(metrics.values())))["recall@20"]
+    return metrics.get(watched, metrics.get("hamming", next(iter(metrics.values()))))["recall@20"]
 
 
 def _flat(metrics: dict, prefix: str) -> dict:
@@ -212,7 +213,7 @@ def fit(
         if has_valid and distributed.is_main() and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
             metrics = evaluate_model(model, graph, data.valid, data.train, ks=(20,))
             row.update(_flat(metrics, "valid_"))
-            recall = _valid_recall(metrics)
+            recall = _valid_recall(metrics, getattr(model, "watched_search", "hamming"))
             last_recall = recall
             if recall > state["best_metric"]:
                 state.update(best_metric=recall, best_epoch=epoch + 1, bad_evals=0,
