@@ -1,17 +1,14 @@
-"""A scaled catalogue with a trained model's geometry (10^5 ... 10^7 items), and reading a hash run.
+"""Large catalogues with a trained model's geometry, reading a hash run, and the speed sweep over them.
 
-:func:`resample_catalogue` grows (or shrinks) a trained item set to ``n_items``
-items for speed studies at catalogue sizes no dataset has: item ``j`` is a
-noisy copy of a trained item ``r_j ~ U{0..n0-1}`` (with replacement),
+:func:`catalogue_sweep` (notebook 04) measures every index on catalogues of 10^4 ... 10^6 items
+sampled from a Gaussian mixture of a trained model's items (:mod:`hashrec_utils.catalogue_mixture`:
+distinct items, near-duplicates measured), queried by real users; :func:`operating_points` reads
+where each method stands at equal accuracy.
 
-    e'_j = e_{r_j} + eps_j,    t'_j = t_{r_j} + eps_j,    eps_j ~ N(0, diag(noise * sigma)^2),
-
-with ``sigma_c`` the standard deviation of dimension ``c`` of ``item_emb``, the
-same ``eps_j`` added to the continuous LightGCN embedding ``e`` (what
-re-ranking and exact search use) and to the hash-table row ``t`` (what the hash
-layer reads); its code is ``sign(W t'_j + b)`` (``sign(0) = +1``), packed like
-``np.packbits(x >= 0, axis=1)``. So the neighbourhoods of the trained model
-are replicated, blurred by ``noise``.
+:func:`resample_catalogue`, the earlier catalogue, makes noisy copies of trained items
+(``e'_j = e_{r_j} + eps_j``, ``t'_j = t_{r_j} + eps_j``, ``eps_j ~ N(0, diag(noise * sigma)^2)``,
+code ``sign(W t'_j + b)``); at small noise its items are clumps of near-duplicates whose exact
+top-20 is a coin toss, so it is kept for ``benchmarks/`` and tests only.
 
 :func:`load_hash_run` reads the parts it needs from a hash run folder
 written by :func:`hashrec_utils.training.run`.
@@ -22,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["resample_catalogue", "load_hash_run", "catalogue_sweep", "CATALOGUE_METHODS"]
+__all__ = ["resample_catalogue", "load_hash_run", "catalogue_sweep", "catalogue_methods", "operating_points"]
 
 def _float2d(x, name: str) -> np.ndarray:
     x = np.asarray(x)
@@ -140,57 +137,120 @@ def load_hash_run(folder) -> dict:
     return out
 
 
-# Index families of the scaled-catalogue panel (notebook 04), by make_index name and its label.
-CATALOGUE_METHODS = (
-    ("hamming", "hashrec Hamming"), ("hierarchical", "hashrec hierarchical"), ("exact", "Exact float (GEMM)"),
-    ("hnsw", "Faiss HNSW"), ("ivf_pq", "Faiss IVF-PQ"), ("binary_flat", "Faiss BinaryFlat"),
-    ("binary_ivf", "Faiss BinaryIVF"), ("binary_multihash", "Faiss BinaryMultiHash"),
-)
 # Graph indexes build in O(n log n) with a large constant: on two cores HNSW over 10^7 items takes hours.
 GRAPH_MAX_ITEMS = 1_000_000
 
 
-def catalogue_sweep(run: dict, sizes, *, n_queries: int = 1000, k: int = 20, candidates=(100, 400), threads: int = 2,
-                    noise: float = 0.05, seed: int = 0, repeats: int = 2, verbose: bool = False):
-    """Throughput and accuracy of every index on catalogues of ``sizes`` items with a trained model's geometry.
+def catalogue_methods(n_items: int, candidates=(100, 400, 1600)) -> list[tuple[str, str, list[dict]]]:
+    """The sampled catalogues' sweeps: ``(label, make_index name, settings)``, every parameterised method
+    at three or more operating points; IVF cells from the catalogue's size (~sqrt(n), 39 points a centroid)."""
+    from .bench import scaling_params
 
-    ``run``: :func:`load_hash_run` of a trained hash model. For each size the items are resampled
-    (:func:`resample_catalogue`); the queries are the first ``n_queries`` real users (their
-    LightGCN embeddings and their codes). ``recall_vs_exact`` is the share of the exact float top-``k``
-    (inner product over the resampled embeddings) each search finds; ``qps`` is queries per second at
-    plain ``k`` (the resampled items carry no train interactions, so nothing is excluded), best of
-    ``repeats``; ``bytes_per_item`` the index's memory. Settings follow
-    :func:`hashrec_utils.bench.scaling_params`; hierarchical search sweeps ``candidates``; HNSW runs
-    up to :data:`GRAPH_MAX_ITEMS`. Returns one row per (size, method, setting).
+    base = scaling_params("ivf_flat", n_items)
+    nlist = min(base["nlist"], max(1, n_items // 39))
+    probes = sorted({max(1, nlist // 64), max(1, nlist // 16), max(1, nlist // 4)})
+    methods = [
+        ("Exact float (GEMM)", "exact", [{}]),
+        ("hashrec Hamming", "hamming", [{}]),
+        ("hashrec asymmetric", "asymmetric", [{}]),
+        ("hashrec hierarchical", "hierarchical", [{"candidates": c} for c in candidates]),
+        ("hashrec hierarchical (asymmetric candidates)", "hierarchical_asymmetric",
+         [{"candidates": c // 4} for c in candidates]),
+        ("Faiss IVF-PQ m=16", "ivf_pq", [{"nlist": nlist, "m": 16, "nprobe": p} for p in probes]),
+        ("RaBitQ FastScan", "rabitq_fastscan", [{"qb": qb} for qb in (1, 4, 8)]),
+        ("IVF-RaBitQ + refine", "ivf_rabitq", [{"nlist": nlist, "refine": True, "nprobe": p} for p in probes]),
+        ("Faiss BinaryIVF", "binary_ivf", [{"nlist": nlist, "nprobe": p} for p in probes]),
+    ]
+    if n_items <= GRAPH_MAX_ITEMS:
+        methods.insert(3, ("Faiss HNSW", "hnsw", [{"M": 32, "efSearch": ef} for ef in (32, 128, 512)]))
+    return methods
+
+
+_FAMILIES = {"exact": "float", "hnsw": "float", "ivf_pq": "float", "rabitq_fastscan": "rabitq", "ivf_rabitq": "rabitq",
+             "hamming": "binary", "binary_ivf": "binary", "asymmetric": "asymmetric", "hierarchical": "hierarchical",
+             "hierarchical_asymmetric": "hierarchical"}
+
+
+def catalogue_sweep(run: dict, sizes, *, n_queries: int = 1000, k: int = 20, threads: int = 2, seed: int = 0,
+                    repeats: int = 2, items_per_component: int = 50, verbose: bool = False):
+    """Throughput and accuracy of every index on sampled catalogues of ``sizes`` items (a trained model's
+    geometry, no duplicates: :mod:`hashrec_utils.catalogue_mixture`).
+
+    ``run``: :func:`load_hash_run` of a trained hash model; the mixture is fitted once to its items and
+    sampled at each size. Queries: the first ``n_queries`` real users — their LightGCN embeddings, codes
+    and real-valued hash-layer outputs (asymmetric search). ``recall_vs_exact``: the share of the exact
+    float top-``k`` (inner product over the sampled embeddings) each search finds; ``qps``: queries per
+    second at plain ``k`` (sampled items carry no interactions), the median of ``repeats``; every
+    parameterised method at three or more settings (:func:`catalogue_methods`). Returns ``(rows,
+    summary)``: one row per (size, method, setting), and per size the mixture's size and
+    ``near_duplicate_share`` (:func:`~hashrec_utils.catalogue_mixture.near_duplicate_share`), with the
+    ``fidelity`` of the sampled geometry (the codes' share of the exact top-k, real and sampled items).
     """
     import pandas as pd
 
-    from .bench import scaling_params, sweep
+    from .bench import sweep
+    from .catalogue_mixture import fit_item_mixture, near_duplicate_share
     from .retrieval import exact_topk, make_index
 
     q_emb = np.ascontiguousarray(run["user"][:n_queries], dtype=np.float32)
     q_codes = np.ascontiguousarray(run["user_codes"][:n_queries])
+    q_real = np.ascontiguousarray(run["user_table"][:n_queries] @ run["weight"].T + run["bias"], dtype=np.float32)
     bits = q_codes.shape[1] * 8
-    frames = []
+    mixture = fit_item_mixture(run["item"], run["item_table"], run["weight"], run["bias"],
+                               items_per_component=items_per_component, seed=seed)
+    frames, summary = [], {"components": mixture.components, "items_per_component": items_per_component,
+                           "queries": int(len(q_emb)), "k": k, "sizes": {},
+                           "fidelity": _fidelity(run, mixture, q_emb, q_codes, q_real, k, threads, seed)}
     for n in sizes:
-        emb, codes = resample_catalogue(run["item"], run["item_table"], run["weight"], run["bias"], int(n),
-                                        noise=noise, seed=seed)
+        emb, codes = mixture.sample(int(n), seed=seed)
+        summary["sizes"][str(int(n))] = {"near_duplicate_share": near_duplicate_share(run["item"], emb, seed=seed)}
         truth = exact_topk(q_emb, emb, k, threads=threads)[1]
-        for name, label in CATALOGUE_METHODS:
-            if name == "hnsw" and n > GRAPH_MAX_ITEMS:
-                continue
-            binary = name in ("hamming", "hierarchical") or name.startswith("binary")
-            factory = (lambda name=name, **p: make_index(name, bits=bits, threads=threads, **p)) if binary else \
-                      (lambda name=name, **p: make_index(name, threads=threads, **p))
-            items = (codes, emb) if name == "hierarchical" else codes if binary else emb
-            queries = (q_codes, q_emb) if name == "hierarchical" else q_codes if binary else q_emb
-            runs = ([(f"{label} C={c}", {"candidates": c}) for c in candidates] if name == "hierarchical"
-                    else [(label, scaling_params(name, int(n)))])
-            for method, params in runs:
-                frame = sweep(factory, [params], queries, truth, items=items, k=k, repeats=repeats, method=method)
-                frames.append(frame.assign(items=int(n), source="notebook 04 (trained geometry)"))
-                if verbose:
-                    print(f"{n:>10,} {method:<28} qps {frame['qps'].max():>12,.0f}  "
-                          f"recall {frame['recall_vs_exact'].max():.3f}", flush=True)
+        for label, name, grid in catalogue_methods(int(n)):
+            source = "asymmetric" if name == "hierarchical_asymmetric" else "hamming"
+            if name.startswith("hierarchical"):
+                factory = lambda source=source, **p: make_index("hierarchical", bits=bits, threads=threads,  # noqa: E731
+                                                                source=source, **p)
+                items, queries = (codes, emb), (q_real if source == "asymmetric" else q_codes, q_emb)
+            elif name in ("hamming", "asymmetric", "binary_ivf"):
+                factory = lambda name=name, **p: make_index(name, bits=bits, threads=threads, **p)  # noqa: E731
+                items, queries = codes, (q_real if name == "asymmetric" else q_codes)
+            else:
+                factory = lambda name=name, **p: make_index(name, threads=threads, **p)  # noqa: E731
+                items, queries = emb, q_emb
+            frame = sweep(factory, grid, queries, truth, items=items, k=k, repeats=repeats, method=label)
+            frames.append(frame.assign(items=int(n), k=k, family=_FAMILIES[name], source="sampled catalogue"))
+            if verbose:
+                print(f"{n:>10,} {label:<44} qps {frame['qps'].max():>12,.0f}  "
+                      f"recall {frame['recall_vs_exact'].max():.3f}", flush=True)
         del emb, codes
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True), summary
+
+
+def _fidelity(run: dict, mixture, q_emb, q_codes, q_real, k: int, threads: int, seed: int) -> dict:
+    """How faithful the sampled geometry is to the codes: the share of the exact float top-``k`` that the
+    Hamming and asymmetric scans find on the real items, and on a catalogue sampled at the real size."""
+    from .bench import recall_vs_exact
+    from .retrieval import asymmetric_topk, exact_topk, hamming_topk
+
+    out = {}
+    emb, codes = mixture.sample(len(run["item"]), seed=seed + 1)
+    for name, (e, c) in {"real": (run["item"], run["item_codes"]), "sampled": (emb, codes)}.items():
+        truth = exact_topk(q_emb, np.ascontiguousarray(e, dtype=np.float32), k, threads=threads)[1]
+        out[name] = {"hamming": recall_vs_exact(hamming_topk(q_codes, c, k, threads=threads), truth),
+                     "asymmetric": recall_vs_exact(asymmetric_topk(q_real, c, k, threads=threads), truth)}
+    out["items"] = int(len(run["item"]))
+    return out
+
+
+def operating_points(rows, targets=(0.9, 0.95)) -> list[dict]:
+    """Per size, method and target share of the exact top-k: the fastest setting that reaches it (``qps``
+    NaN where none does) — where each method stands at equal accuracy."""
+    out = []
+    for (n, method), group in rows.groupby(["items", "method"], sort=False):
+        for target in targets:
+            ok = group[group["recall_vs_exact"] >= target]
+            best = ok.loc[ok["qps"].idxmax()] if len(ok) else None
+            out.append({"items": int(n), "method": method, "target": target,
+                        "qps": float(best["qps"]) if best is not None else float("nan"),
+                        "recall_vs_exact": float(best["recall_vs_exact"]) if best is not None else float("nan")})
+    return out

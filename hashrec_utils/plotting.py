@@ -107,23 +107,13 @@ def _family(method: str, family: str | None) -> str:
             "binary" if m.startswith(("hashrec", "Faiss Binary")) else "float")
 
 
-def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue: str = "method",
-                  title: str | None = None, exact_qps: float | None = None,
-                  multiples: tuple[float, ...] = (1, 2, 5, 10, 50)) -> plt.Figure:
-    """Accuracy against throughput on one axes: one colour per family, a distinct marker per method,
-    every operating point marked and the method's own frontier joined, hierarchical points labelled by their
-    ``C``, the Pareto frontier over all methods dashed, the legend (grouped by family) below the axes.
-
-    ``frame``: one row per (method, setting) with throughput ``x`` (queries/s) and accuracy ``y``; an
-    optional ``family`` column (:data:`TRADEOFF_FAMILIES`) groups the methods, else their names do.
-    ``exact_qps``: the fastest exact search's throughput; thin vertical lines mark ``multiples`` of it.
-    """
-    set_style()
+def _draw_tradeoff(ax, frame: pd.DataFrame, x: str, y: str, hue: str, exact_qps: float | None = None,
+                   multiples: tuple[float, ...] = ()) -> list:
+    """One axes of :func:`plot_tradeoff`; returns the legend handles (grouped by family)."""
     fam = frame["family"] if "family" in frame.columns else pd.Series(None, index=frame.index)
     family_of = pd.Series([_family(m, f) for m, f in zip(frame[hue], fam)], index=frame.index)
     palette = dict(zip(TRADEOFF_FAMILIES, _FAMILY_COLOURS))
     markers = "osD^vP*XhpH<>d8"
-    fig, ax = plt.subplots(figsize=(10.0, 8.2))
     handles = []
     for family in TRADEOFF_FAMILIES:
         sub = frame[family_of == family]
@@ -154,6 +144,23 @@ def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue
     ax.xaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
     ax.xaxis.set_minor_formatter(mticker.NullFormatter())
     ax.set_xlabel("throughput (queries per second, log scale)")
+    return handles
+
+
+def plot_tradeoff(frame: pd.DataFrame, x: str = "qps", y: str = "recall@20", hue: str = "method",
+                  title: str | None = None, exact_qps: float | None = None,
+                  multiples: tuple[float, ...] = (1, 2, 5, 10, 50)) -> plt.Figure:
+    """Accuracy against throughput on one axes: one colour per family, a distinct marker per method,
+    every operating point marked and the method's own frontier joined, hierarchical points labelled by
+    their ``C``, the Pareto frontier over all methods dashed, the legend (grouped by family) below the axes.
+
+    ``frame``: one row per (method, setting) with throughput ``x`` (queries/s) and accuracy ``y``; an
+    optional ``family`` column (:data:`TRADEOFF_FAMILIES`) groups the methods, else their names do.
+    ``exact_qps``: the fastest exact search's throughput; thin vertical lines mark ``multiples`` of it.
+    """
+    set_style()
+    fig, ax = plt.subplots(figsize=(10.0, 8.2))
+    handles = _draw_tradeoff(ax, frame, x, y, hue, exact_qps, multiples if exact_qps else ())
     ax.set_ylabel(y.replace("@", " @ ").replace("recall", "test recall"))
     ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.11), frameon=False,
               ncol=3, handlelength=2.2)  # below the axes: the plot keeps the page's width
@@ -270,43 +277,38 @@ def plot_hashing_params(params: pd.DataFrame) -> plt.Figure:
 
 
 def plot_retrieval_curves(df: pd.DataFrame) -> plt.Figure:
-    """Recommendation recall@20 and recall of the exact continuous top-20 against throughput, every index."""
+    """Recommendation recall@20 and the share of the exact continuous top-20 against throughput, every
+    index (styled as :func:`plot_tradeoff`: a colour per family, a marker per method, legend below)."""
     set_style()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
-    markers = {"float": "o", "binary": "s", "hierarchical": "D"}
-    for method, g in df.groupby("method", sort=False):
-        g = g.sort_values("qps")
-        m = markers.get(g["family"].iloc[0], "o")
-        for ax, y in zip(axes, ("recall@20", "recall_vs_exact")):
-            ax.plot(g["qps"], g[y], marker=m, ms=4, lw=1.2, label=method)
-    axes[0].set(xscale="log", xlabel="throughput (queries/s, log scale)", ylabel="test recall@20",
-                title="Recommendation accuracy")
-    axes[1].set(xscale="log", xlabel="throughput (queries/s, log scale)",
-                ylabel="share of exact float top-20 found", title="Search accuracy vs exact inner product")
-    axes[1].legend(fontsize=7, ncol=2, title="index")
+    fig, axes = plt.subplots(1, 2, figsize=(13, 6.6))
+    handles = []
+    for ax, (y, label, title) in zip(axes, (("recall@20", "test recall @ 20", "Recommendation accuracy"),
+                                            ("recall_vs_exact", "share of the exact float top-20 found",
+                                             "Search accuracy against exact inner product"))):
+        handles = _draw_tradeoff(ax, df, "qps", y, "method")
+        ax.set(ylabel=label, title=title)
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
 
 def plot_scaling(scale: pd.DataFrame) -> plt.Figure:
-    """Throughput, share of the exact float top-k found, and memory per item against the number of items."""
+    """The sampled catalogues: per size, the share of the exact float top-k found against throughput
+    (every method's operating points, styled as :func:`plot_tradeoff`), and memory per item against size."""
     set_style()
-    has_recall = "recall_vs_exact" in scale
-    fig, axes = plt.subplots(1, 3 if has_recall else 2, figsize=(14 if has_recall else 10, 4))
-    k = int(scale["k"].iloc[0]) if "k" in scale else 20
+    sizes = sorted(scale["items"].unique())
+    k = int(scale["k"].iloc[0]) if "k" in scale and scale["k"].notna().any() else 20
+    fig, axes = plt.subplots(1, len(sizes) + 1, figsize=(4.6 * (len(sizes) + 1), 5.4), squeeze=False)
+    handles = []
+    for ax, n in zip(axes[0], sizes):
+        handles = _draw_tradeoff(ax, scale[scale["items"] == n], "qps", "recall_vs_exact", "method")
+        ax.set(title=f"{int(n):,} items", ylabel=f"share of the exact float top-{k} found", ylim=(0, 1.02))
+    mem = axes[0, -1]
     for method, g in scale.groupby("method", sort=False):
-        g = g.sort_values("items")
-        axes[0].loglog(g["items"], g["qps"], marker="o", label=method)
-        if has_recall:
-            axes[1].semilogx(g["items"], g["recall_vs_exact"], marker="o", label=method)
-        axes[-1].loglog(g["items"], g["bytes_per_item"], marker="o", label=method)
-    axes[0].set(xlabel="items in the catalogue", ylabel=f"queries per second (k = {k}, log)", title="Throughput")
-    if has_recall:
-        axes[1].set(xlabel="items in the catalogue", ylabel=f"share of the exact float top-{k} found",
-                    title="Accuracy", ylim=(0, 1.02))
-    axes[-1].set(xlabel="items in the catalogue", ylabel="index bytes per item (log)", title="Memory")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="index")
+        g = g.groupby("items")["bytes_per_item"].first()
+        mem.loglog(g.index, g.values, marker="o", ms=4, label=method)
+    mem.set(xlabel="items in the catalogue", ylabel="index bytes per item (log)", title="Memory")
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 

@@ -28,7 +28,7 @@ from .runs import (CURVE_ESTIMATORS, HASH_STAGE, HASH_TRAIN, HASHGNN_TRAIN, SAMP
                    write_table)
 from .rows import (EXTRA_VARIANTS, PAIRWISE_ESTIMATORS, PUBLISHED_ROWS, ROWS, TUNED_FILE, GridPoint, Row, popcount_searchable,
                    row_family, row_spec, tuned_point, variant_run, variant_run_name)
-from .speed import (RETRIEVAL_FAMILIES, RETRIEVAL_STAGE, SCALING_LARGE, SCALING_NOISE, RetrievalSetup, RetrievalStage,
+from .speed import (RETRIEVAL_FAMILIES, RETRIEVAL_STAGE, SCALING_LARGE, RetrievalSetup, RetrievalStage,
                     faiss_stage, ivf_nlist, pq_nbits, retrieval_setup, retrieval_sweeps, scaling_table)
 from .tradeoff import EXACT_METHODS, fixed_throughput, headline, latency_table, tradeoff_models, tradeoff_stage
 from .tuning import OWN_SCHEDULE, TUNING_GRID, TuningGrid, own_alternatives, tune, tune_row
@@ -43,7 +43,7 @@ __all__ = [
     "SAMPLED_POOL", "SAMPLED_POOL_EPOCHS", "SCHEDULES", "TABLE_OBJECTIVE", "HashStage", "collect_runs",
     "default_init", "train_default_init", "hash_plan", "lightgcn_plan", "environment", "hash_overrides", "hash_run", "lightgcn_run", "load_profile_datasets", "popcount_searchable",
     "row_family", "variant_run", "write_table", "hash_run_name", "lightgcn_run_name", "variant_run_name",
-    "RETRIEVAL_FAMILIES", "RETRIEVAL_STAGE", "SCALING_LARGE", "SCALING_NOISE",
+    "RETRIEVAL_FAMILIES", "RETRIEVAL_STAGE", "SCALING_LARGE",
     "RetrievalSetup", "RetrievalStage", "faiss_stage", "retrieval_setup", "retrieval_sweeps", "scaling_table",
     "ivf_nlist", "pq_nbits", "EXACT_METHODS", "fixed_throughput", "headline", "latency_table", "tradeoff_models",
     "tradeoff_stage",

@@ -194,12 +194,6 @@ def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = ""
 SCALING_LARGE = "retrieval_scaling_large"
 
 
-# Noise of the resampled catalogue, in units of each embedding dimension's std: copies of trained items
-# with small noise (0.05) are near-duplicates, and the exact top-20 among ~30 copies of each item is a
-# coin toss no code can call; 0.5 keeps the trained clusters but makes the items distinct.
-SCALING_NOISE = 0.5
-
-
 def scaling_table(profile: str, measured: pd.DataFrame) -> pd.DataFrame:
     """Notebook 04's scaling rows plus the benchmark's rows at larger sizes (column ``source``)."""
     table = measured if "source" in measured else measured.assign(source="notebook 04")
@@ -212,16 +206,18 @@ def scaling_table(profile: str, measured: pd.DataFrame) -> pd.DataFrame:
 
 
 def faiss_stage(profile: str) -> dict[str, pd.DataFrame]:
-    """Notebook 04: recall-throughput curves of every index on ml-1m, build time and memory, scaling.
+    """Notebook 04: recall-throughput curves of every index on ml-1m, build time and memory, and the
+    sampled catalogues.
 
-    Writes ``results/<profile>/retrieval_{sweep,build,scaling}`` and the figures
-    ``retrieval_curves`` and ``retrieval_scaling``. The scaling panel keeps the trained model's
-    geometry (:func:`hashrec_utils.catalogue.catalogue_sweep`): the best estimator's items resampled
-    to ``scaling_sizes`` with noise ``SCALING_NOISE`` × each dimension's std, their codes through the
-    trained hash layer, queried by real users; the table also holds larger sizes measured the same
-    way by ``benchmarks/bench_scaling.py --profile`` (:func:`scaling_table`).
+    Writes ``results/<profile>/retrieval_{sweep,build,scaling}`` and ``retrieval_scaling_summary.json``
+    and the figures ``retrieval_curves`` and ``retrieval_scaling``. The catalogues keep the trained
+    model's geometry without duplicates (:func:`hashrec_utils.catalogue.catalogue_sweep`): a Gaussian
+    mixture of the best estimator's items ``[embedding, table row]``, sampled to ``scaling_sizes``,
+    coded through the trained hash layer, queried by real users; the summary holds each size's
+    ``near_duplicate_share`` and, per method, the fastest setting reaching 0.9 and 0.95 of the exact
+    top-20 (:func:`hashrec_utils.catalogue.operating_points`).
     """
-    from ..catalogue import catalogue_sweep, load_hash_run
+    from ..catalogue import catalogue_sweep, load_hash_run, operating_points
     from ..plotting import plot_retrieval_curves, plot_scaling, savefig
 
     st = RETRIEVAL_STAGE[profile]
@@ -233,9 +229,12 @@ def faiss_stage(profile: str) -> dict[str, pd.DataFrame]:
     write_table(build, "retrieval_build", profile)
     run = load_hash_run(variant_run(profile, setup.hash_label)[1])
     # two timings a point at catalogue scale (10^6 items: a minute a method); the tradeoffs repeat st.repeats times
-    scale = scaling_table(profile, catalogue_sweep(run, st.scaling_sizes, threads=st.threads, noise=SCALING_NOISE,
-                                                   repeats=min(st.repeats, 2)))
+    rows, summary = catalogue_sweep(run, st.scaling_sizes, threads=st.threads, repeats=min(st.repeats, 2))
+    scale = scaling_table(profile, rows)
     write_table(scale, "retrieval_scaling", profile)
+    write_json(results_dir(profile) / "retrieval_scaling_summary.json",
+               {**summary, "codes_run": variant_run(profile, setup.hash_label)[1].name,
+                "operating_points": operating_points(rows)})
     savefig(plot_retrieval_curves(df), "retrieval_curves", figures_dir(profile))
-    savefig(plot_scaling(scale), "retrieval_scaling", figures_dir(profile))
-    return {"sweep": df, "build": build, "scaling": scale}
+    savefig(plot_scaling(rows), "retrieval_scaling", figures_dir(profile))
+    return {"sweep": df, "build": build, "scaling": scale, "scaling_summary": summary}
