@@ -7,8 +7,9 @@ user's embedding, so that users who took no part in distillation are served too:
     h_u = est(a_u),  h_i = est(c_i)      (training codes, :mod:`hashrec_utils.hashing.estimators`)
     s(u, i) = γ ⟨h_u, h_i⟩ / K           (the code score; γ learnt)
 
-``asymmetric``: the users' side of the code score is the real query ``a_u`` itself (scaled to mean
-magnitude 1), as asymmetric search scores it, instead of its training codes.
+``asymmetric`` (default): the users' side of the code score is the real query ``a_u`` itself (scaled
+to mean magnitude 1), as asymmetric search scores it, instead of its training codes (chosen on
+validation: on MovieLens-1M's PureSVD it finds 0.56 of the teacher's top-20 against 0.535).
 
 Item side (``item_side``): ``table`` (default: free item pre-activations ``c_i``, started at
 ``W₀ e_i``; the catalogue is known when distilling), ``layer`` (a second hash layer,
@@ -73,7 +74,7 @@ class DistillSettings:
     estimator: str = "signswish"
     estimator_params: tuple = (("beta", 10.0),)
     item_side: str = "table"
-    asymmetric: bool = False
+    asymmetric: bool = True
     scale: float = 8.0
     eval_every: int = 2
     k: int = 20

@@ -166,7 +166,7 @@ def _tradeoff(profile: str, dataset: str, points: pd.DataFrame, setup: Retrieval
     run_metrics = read_json(runs_dir(profile) / setup.codes_run / "metrics.json")
     teacher_metrics = read_json(runs_dir(profile) / setup.teacher_run / "metrics.json")
     hamming = points[points.method.str.startswith("hashrec Hamming")]
-    write_json(results_dir(profile) / f"tradeoff_summary{suffix}.json", {
+    summary = {
         "dataset": dataset, "teacher_run": setup.teacher_run, "codes_run": setup.codes_run,
         "best_estimator": setup.hash_label, "exact_method": exact_method, "exact_qps": exact_qps,
         "exact_qps_plain": exact_plain,
@@ -182,8 +182,10 @@ def _tradeoff(profile: str, dataset: str, points: pd.DataFrame, setup: Retrieval
         "pareto_methods": sorted(set(front["method"])), "threads": st.threads, "repeats": st.repeats,
         "load_average": list(os.getloadavg()), "users": int(len(setup.users)),
         "headline": headline(dataset, fixed, exact_qps, exact_method),
-    })
+    }
+    write_json(results_dir(profile) / f"tradeoff_summary{suffix}.json", summary)
     savefig(plot_tradeoff(points, title=f"{dataset}: accuracy against throughput ({st.threads} threads, with exclusion)",
                           exact_qps=exact_qps),
             f"tradeoff{suffix}", figures_dir(profile))
-    return {"points": points, "fixed": fixed, "fixed_plain": plain, "latency": latency, "pareto": front}
+    return {"points": points, "fixed": fixed, "fixed_plain": plain, "latency": latency, "pareto": front,
+            "summary": summary}
