@@ -43,9 +43,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from ._checks import _check_codes, _check_exclude, _check_float, _check_k, _check_threads
-from .kernel import (_BLOCK, _TILE_BYTES, _compact, _has_pshufb, _is_bytes, _numba_threads, _planes, _splat,
-                     _trailing_zeros, _vector_ptr)
+from ._checks import _check_codes, _check_exclude, _check_float, _check_k
+from .indexes import CodeIndex
+from .kernel import (_BLOCK, _TILE_BYTES, _compact, _drop_excluded, _has_pshufb, _is_bytes, _numba_threads,
+                     _splat, _trailing_zeros, _vector_ptr)
 
 # the asymmetric kernel (query quantisation, exclusion, ties by smaller id): bump when its ids can change
 VERSION = 1
@@ -255,13 +256,7 @@ def _asym_topk_block(tables, planes, n, nbytes, q0, q1, k, tile, dmax, out_d, ou
                     if g == n_blocks - 1:
                         mask &= last_mask
                     if has_ex:
-                        p, end = ptr[row], ex_ptr[g0 + r + 1]
-                        while p < end and ex_idx[p] < base:
-                            p += 1
-                        while p < end and ex_idx[p] < base + _BLOCK:
-                            mask &= ~(np.uint64(1) << np.uint64(ex_idx[p] - base))
-                            p += 1
-                        ptr[row] = p
+                        mask = _drop_excluded(mask, row, g0 + r, base, ptr, ex_ptr, ex_idx)
                     if mask == 0:
                         continue
                     if count[row] + _BLOCK > cap:
@@ -355,7 +350,7 @@ def asymmetric_topk(queries: np.ndarray, item_codes: np.ndarray, k: int, exclude
     return (ids, scores) if return_scores else ids
 
 
-class AsymmetricIndex:
+class AsymmetricIndex(CodeIndex):
     """Real-valued queries against packed ±1 item codes, ``<q, b_i>`` by table lookups (module docstring).
 
     ``AsymmetricIndex(bits, threads=None)``; ``build(codes (n, bits/8) uint8)``;
@@ -366,25 +361,7 @@ class AsymmetricIndex:
 
     kind = "asymmetric"
     name = "asymmetric"
-
-    def __init__(self, bits: int, threads: int | None = None):
-        if not isinstance(bits, (int, np.integer)) or bits <= 0 or bits % 8:
-            raise ValueError(f"bits must be a positive multiple of 8; got {bits!r}")
-        if bits > MAX_BITS:
-            raise ValueError(f"bits must be at most {MAX_BITS} (16-bit accumulators); got {bits}")
-        self.bits, self.threads = int(bits), _check_threads(threads)
-        self.planes: np.ndarray | None = None
-        self.n_items = 0
-
-    def build(self, items: np.ndarray) -> "AsymmetricIndex":
-        items = _check_codes(items, "items", self.bits)
-        self.planes, self.n_items = _planes(items), len(items)
-        return self
-
-    def _built(self) -> np.ndarray:
-        if self.planes is None:
-            raise RuntimeError("search before build: call build(items) first")
-        return self.planes
+    MAX_BITS = MAX_BITS
 
     def search(self, queries: np.ndarray, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
         planes = self._built()
@@ -407,5 +384,3 @@ class AsymmetricIndex:
         return {"max_abs": float(err.max()), "mean_abs": float(err.mean()), "bound": float(bound.max()),
                 "relative": float((err.max(axis=1) / np.where(spread > 0, spread, 1)).max())}
 
-    def memory_bytes(self) -> int:
-        return int(self._built().nbytes)

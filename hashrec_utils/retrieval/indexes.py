@@ -59,7 +59,37 @@ def hierarchical_topk(query_codes, item_codes, user_emb, item_emb, k: int, candi
     return index.build((item_codes, item_emb)).search((query_codes, user_emb), k, exclude)[1]
 
 
-class HammingIndex:
+class CodeIndex:
+    """What an index over packed item codes shares: ``bits`` (a multiple of 8, at most ``MAX_BITS``),
+    ``threads`` (numba's pool during a search; results do not depend on it), the codes held
+    byte-sliced in blocks of 32 items (the kernels' layout), ``build``, ``memory_bytes``."""
+
+    MAX_BITS: int | None = None
+
+    def __init__(self, bits: int, threads: int | None = None):
+        if not isinstance(bits, (int, np.integer)) or bits <= 0 or bits % 8:
+            raise ValueError(f"bits must be a positive multiple of 8; got {bits!r}")
+        if self.MAX_BITS is not None and bits > self.MAX_BITS:
+            raise ValueError(f"bits must be at most {self.MAX_BITS} (16-bit accumulators); got {bits}")
+        self.bits, self.threads = int(bits), _check_threads(threads)
+        self.planes: np.ndarray | None = None  # byte-sliced item codes, see the kernel's notes
+        self.n_items = 0
+
+    def build(self, items: np.ndarray):
+        items = _check_codes(items, "items", self.bits)
+        self.planes, self.n_items = _planes(items), len(items)
+        return self
+
+    def _built(self) -> np.ndarray:
+        if self.planes is None:
+            raise RuntimeError("search before build: call build(items) first")
+        return self.planes
+
+    def memory_bytes(self) -> int:
+        return int(self._built().nbytes)
+
+
+class HammingIndex(CodeIndex):
     """Exact Hamming top-k over packed codes with hashrec's numba kernel.
 
     ``HammingIndex(bits, threads=None)``; ``build(codes (n, bits/8) uint8)``;
@@ -75,32 +105,12 @@ class HammingIndex:
     kind = "binary"
     name = "hamming"
 
-    def __init__(self, bits: int, threads: int | None = None):
-        if not isinstance(bits, (int, np.integer)) or bits <= 0 or bits % 8:
-            raise ValueError(f"bits must be a positive multiple of 8; got {bits!r}")
-        self.bits, self.threads = int(bits), _check_threads(threads)
-        self.planes: np.ndarray | None = None  # byte-sliced item codes, see the kernel's notes
-        self.n_items = 0
-
-    def build(self, items: np.ndarray) -> "HammingIndex":
-        items = _check_codes(items, "items", self.bits)
-        self.planes, self.n_items = _planes(items), len(items)
-        return self
-
-    def _built(self) -> np.ndarray:
-        if self.planes is None:
-            raise RuntimeError("search before build: call build(items) first")
-        return self.planes
-
     def search(self, queries: np.ndarray, k: int, exclude=None) -> tuple[np.ndarray, np.ndarray]:
         planes = self._built()
         q = _check_codes(queries, "queries", self.bits)
         k = _check_k(k)
         exclude = _check_exclude(exclude, len(q), self.n_items)
         return _hamming_search(q, planes, self.n_items, k, exclude, self.threads)
-
-    def memory_bytes(self) -> int:
-        return int(self._built().nbytes)
 
 
 class HierarchicalIndex:

@@ -262,6 +262,20 @@ def _compact(row, k, t, below, cand_d, cand_i, hist, count):
         hist[row, cand_d[row, s]] += 1
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _drop_excluded(mask, row, q, base, ptr, ex_ptr, ex_idx):
+    """``mask`` (bit ``i``: item ``base + i``) without the items query ``q`` excludes; a merge along its sorted
+    CSR row, whose position ``ptr[row]`` advances (blocks arrive in id order). Shared by both scans."""
+    p, end = ptr[row], ex_ptr[q + 1]
+    while p < end and ex_idx[p] < base:
+        p += 1
+    while p < end and ex_idx[p] < base + _BLOCK:
+        mask &= ~(np.uint64(1) << np.uint64(ex_idx[p] - base))
+        p += 1
+    ptr[row] = p
+    return mask
+
+
 @numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
 def _scan(qcodes, planes, n, q0, nq, k, tile, groups, n_blocks, nbytes, saturates, last_mask, cap, attempt,
           active, tables, qbytes, admit, cutoff, count, below, ptr, hist, cand_d, cand_i, sums, masks,
@@ -300,13 +314,7 @@ def _scan(qcodes, planes, n, q0, nq, k, tile, groups, n_blocks, nbytes, saturate
                         mask &= last_mask
                     q = q0 + row
                     if has_ex:
-                        p, end = ptr[row], ex_ptr[q + 1]
-                        while p < end and ex_idx[p] < base:
-                            p += 1
-                        while p < end and ex_idx[p] < base + _BLOCK:
-                            mask &= ~(np.uint64(1) << np.uint64(ex_idx[p] - base))
-                            p += 1
-                        ptr[row] = p
+                        mask = _drop_excluded(mask, row, q, base, ptr, ex_ptr, ex_idx)
                     if mask == 0:
                         continue
                     if count[row] + _BLOCK > cap:
