@@ -61,12 +61,32 @@ def test_estimator_table(text):
             assert typst_str(row["recall@20_vs_lightgcn"], 3) in text, (row["estimator"], row["search"])
 
 
+def fixed_str(x: float, digits: int = 3) -> str:
+    """What the report's ``fixed`` prints: exactly ``digits`` decimals."""
+    return f"{round(float(x), digits):.{digits}f}"
+
+
 def test_fixed_throughput_and_faiss_tables(text):
+    summary = load("tradeoff_summary.json")
+    assert summary["headline"].split(",")[0] in text and summary["teacher_run"] in text and summary["codes_run"] in text
     for row in load("tradeoff_fixed.json"):
         if row["recall@20"] is not None:
-            assert typst_str(row["recall@20"]) in text, (row["method"], row["multiple_of_exact"])
+            assert fixed_str(row["recall_ratio"]) in text, (row["method"], row["multiple_of_exact"])
+    for row in load("tradeoff_fixed_plain.json"):
+        if row["recall_vs_exact_plain"] is not None:
+            assert fixed_str(row["recall_vs_exact_plain"]) in text, (row["method"], row["multiple_of_exact"])
+    for row in load("tradeoff_latency.json"):
+        assert typst_str(row["latency_p50_ms"], 2) in text, row["method"]
     for row in load("retrieval_build.json"):
         assert typst_str(row["best_recall"]) in text, row["method"]
+
+
+def test_sampled_catalogue_section(text):
+    summary = load("retrieval_scaling_summary.json")
+    top = max(int(n) for n in summary["sizes"])
+    assert f"{top:,}" in text
+    assert typst_str(summary["sizes"][str(top)]["near_duplicate_share"]["share"]) in text
+    assert summary["sizes"][str(top)]["near_duplicate_share"]["share"] <= 0.05
 
 
 def test_comparison_section_reads_the_committed_gowalla_table(text):
