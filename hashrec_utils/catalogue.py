@@ -141,28 +141,28 @@ def load_hash_run(folder) -> dict:
 GRAPH_MAX_ITEMS = 1_000_000
 
 
-def catalogue_methods(n_items: int, candidates=(100, 400, 1600)) -> list[tuple[str, str, list[dict]]]:
+def catalogue_methods(n_items: int, candidates=(100, 400, 1600, 6400, 25600)) -> list[tuple[str, str, list[dict]]]:
     """The sampled catalogues' sweeps: ``(label, make_index name, settings)``, every parameterised method
     at three or more operating points; IVF cells from the catalogue's size (~sqrt(n), 39 points a centroid)."""
     from .bench import scaling_params
 
     base = scaling_params("ivf_flat", n_items)
     nlist = min(base["nlist"], max(1, n_items // 39))
-    probes = sorted({max(1, nlist // 64), max(1, nlist // 16), max(1, nlist // 4)})
+    probes = sorted({max(1, nlist // 64), max(1, nlist // 16), max(1, nlist // 4), max(1, nlist // 2)})
     methods = [
         ("Exact float (GEMM)", "exact", [{}]),
         ("hashrec Hamming", "hamming", [{}]),
         ("hashrec asymmetric", "asymmetric", [{}]),
-        ("hashrec hierarchical", "hierarchical", [{"candidates": c} for c in candidates]),
+        ("hashrec hierarchical", "hierarchical", [{"candidates": c} for c in candidates if c < n_items]),
         ("hashrec hierarchical (asymmetric candidates)", "hierarchical_asymmetric",
-         [{"candidates": c // 4} for c in candidates]),
+         [{"candidates": c // 4} for c in candidates if c < n_items]),
         ("Faiss IVF-PQ m=16", "ivf_pq", [{"nlist": nlist, "m": 16, "nprobe": p} for p in probes]),
         ("RaBitQ FastScan", "rabitq_fastscan", [{"qb": qb} for qb in (1, 4, 8)]),
         ("IVF-RaBitQ + refine", "ivf_rabitq", [{"nlist": nlist, "refine": True, "nprobe": p} for p in probes]),
         ("Faiss BinaryIVF", "binary_ivf", [{"nlist": nlist, "nprobe": p} for p in probes]),
     ]
     if n_items <= GRAPH_MAX_ITEMS:
-        methods.insert(3, ("Faiss HNSW", "hnsw", [{"M": 32, "efSearch": ef} for ef in (32, 128, 512)]))
+        methods.insert(3, ("Faiss HNSW", "hnsw", [{"M": 32, "efSearch": ef} for ef in (32, 128, 512, 2048)]))
     return methods
 
 

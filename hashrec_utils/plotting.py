@@ -298,15 +298,24 @@ def plot_scaling(scale: pd.DataFrame) -> plt.Figure:
     set_style()
     sizes = sorted(scale["items"].unique())
     k = int(scale["k"].iloc[0]) if "k" in scale and scale["k"].notna().any() else 20
-    fig, axes = plt.subplots(1, len(sizes) + 1, figsize=(4.6 * (len(sizes) + 1), 5.4), squeeze=False)
+    cols = 2
+    rows = -(-(len(sizes) + 1) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(12, 5.0 * rows), squeeze=False)
+    flat = axes.ravel()
     handles = []
-    for ax, n in zip(axes[0], sizes):
+    for ax, n in zip(flat, sizes):
         handles = _draw_tradeoff(ax, scale[scale["items"] == n], "qps", "recall_vs_exact", "method")
         ax.set(title=f"{int(n):,} items", ylabel=f"share of the exact float top-{k} found", ylim=(0, 1.02))
-    mem = axes[0, -1]
+    for ax in flat[len(sizes) + 1:]:
+        ax.set_visible(False)
+    mem = flat[len(sizes)]
+    palette = dict(zip(TRADEOFF_FAMILIES, _FAMILY_COLOURS))
     for method, g in scale.groupby("method", sort=False):
+        family = _family(method, g["family"].iloc[0] if "family" in g else None)
         g = g.groupby("items")["bytes_per_item"].first()
-        mem.loglog(g.index, g.values, marker="o", ms=4, label=method)
+        mem.loglog(g.index, g.values, marker="o", ms=4, color=palette[family], label=method)
+        mem.annotate(method, (g.index[-1], g.values[-1]), xytext=(-4, 3), textcoords="offset points", fontsize=6.5,
+                     ha="right", color=palette[family])
     mem.set(xlabel="items in the catalogue", ylabel="index bytes per item (log)", title="Memory")
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
