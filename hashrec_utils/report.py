@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import check_profile, repo_root, results_dir
-from .utils import atomic_write, write_json
+from .utils import atomic_write, read_json, write_json
 
 __all__ = ["report_path", "write_manifest", "build_report", "PUBLISHED"]
 
@@ -100,7 +100,7 @@ def tradeoff_files(profile: str) -> dict:
         for source in sources:
             folder = results_dir(source)
             summary = folder / f"tradeoff_summary{suffix}.json"
-            if not summary.exists() or "multiples" not in summary.read_text():
+            if not summary.exists() or "multiples" not in read_json(summary):
                 continue
             files = {name: f"/results/{source}/tradeoff_{name}{suffix}.json"
                      for name in ("summary", "fixed", "fixed_plain", "latency")

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..config import figures_dir, results_dir
-from ..profiles import ProfileView, RetrievalStage, get_profile
+from ..config import figures_dir, results_dir, runs_dir
+from ..profiles import ProfileView, RetrievalStage
 from ..data import InteractionData
 from ..utils import write_json
 from .rows import variant_run
@@ -227,13 +227,13 @@ def faiss_stage(profile: str) -> dict[str, pd.DataFrame]:
     build = df.groupby("method", sort=False).agg(build_s=("build_s", "max"), bytes_per_item=("bytes_per_item", "first"),
                                                  best_recall=("recall@20", "max"), max_qps=("qps", "max")).reset_index()
     write_table(build, "retrieval_build", profile)
-    run = load_hash_run(variant_run(profile, setup.hash_label)[1])
+    run = load_hash_run(runs_dir(profile) / setup.codes_run)  # the run retrieval_setup trained or reused
     # two timings a point at catalogue scale (10^6 items: a minute a method); the tradeoffs repeat st.repeats times
     rows, summary = catalogue_sweep(run, st.scaling_sizes, threads=st.threads, repeats=min(st.repeats, 2))
     scale = scaling_table(profile, rows)
     write_table(scale, "retrieval_scaling", profile)
     write_json(results_dir(profile) / "retrieval_scaling_summary.json",
-               {**summary, "codes_run": variant_run(profile, setup.hash_label)[1].name,
+               {**summary, "codes_run": setup.codes_run,
                 "operating_points": operating_points(rows)})
     savefig(plot_retrieval_curves(df), "retrieval_curves", figures_dir(profile))
     savefig(plot_scaling(rows), "retrieval_scaling", figures_dir(profile))

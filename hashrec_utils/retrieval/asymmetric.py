@@ -45,8 +45,8 @@ from numba.extending import intrinsic
 
 from ._checks import _check_codes, _check_exclude, _check_float, _check_k
 from .indexes import CodeIndex
-from .kernel import (_BLOCK, _TILE_BYTES, _compact, _drop_excluded, _has_pshufb, _is_bytes, _numba_threads,
-                     _splat, _trailing_zeros, _vector_ptr)
+from .kernel import (_BLOCK, _TILE_BYTES, _compact, _drop_excluded, _has_pshufb, _is_bytes, _lower_cutoff,
+                     _numba_threads, _splat, _trailing_zeros, _vector_ptr, _warm_histogram, _write_ranked)
 
 # the asymmetric kernel (query quantisation, exclusion, ties by smaller id): bump when its ids can change
 VERSION = 1
@@ -222,15 +222,7 @@ def _asym_topk_block(tables, planes, n, nbytes, q0, q1, k, tile, dmax, out_d, ou
             if r >= nq - grp * _AQ:
                 admit[row] = 0
                 continue
-            whist[:] = 0
-            for j in range(n0):
-                whist[wsum[r, j]] += 1
-            if has_ex:
-                p, end = ex_ptr[q], ex_ptr[q + 1]
-                while p < end and ex_idx[p] < n0:
-                    whist[wsum[r, ex_idx[p]]] -= 1
-                    p += 1
-                ptr[row] = ex_ptr[q]
+            _warm_histogram(whist, wsum, r, n0, q, row, ptr, ex_ptr, ex_idx, has_ex)
             t, acc = 0, whist[0]
             while acc < k and t <= dmax:
                 t += 1
@@ -277,26 +269,14 @@ def _asym_topk_block(tables, planes, n, nbytes, q0, q1, k, tile, dmax, out_d, ou
                         bl += 1
                     count[row] = m
                     if bl >= k:
-                        while bl >= k:
-                            t -= 1
-                            bl -= hist[row, t]
+                        t, bl = _lower_cutoff(hist, row, t, bl, k)
                         cutoff[row] = t
                         gadmit[r] = max(t - 1, 0)
                     below[row] = bl
 
     start = np.empty(dmax + 2, np.int64)
     for row in range(nq):
-        acc = 0
-        for d in range(dmax + 2):
-            start[d] = acc
-            acc += hist[row, d]
-        for s in range(count[row]):
-            d = cand_d[row, s]
-            pos = start[d]
-            start[d] = pos + 1
-            if pos < k:
-                out_d[q0 + row, pos] = d
-                out_i[q0 + row, pos] = cand_i[row, s]
+        _write_ranked(row, q0 + row, k, dmax + 2, hist, count, cand_d, cand_i, start, out_d, out_i)
 
 
 @numba.njit(parallel=True, cache=True, fastmath=True, nogil=True)

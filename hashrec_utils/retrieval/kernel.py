@@ -276,6 +276,47 @@ def _drop_excluded(mask, row, q, base, ptr, ex_ptr, ex_idx):
     return mask
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _warm_histogram(whist, wsum, r, n0, q, row, ptr, ex_ptr, ex_idx, has_ex):
+    """``whist``: the histogram of query ``q``'s distances ``wsum[r, :n0]`` over the first ``n0`` items, its
+    excluded items left out; the query's CSR position ``ptr[row]`` starts at its row. Shared by both scans."""
+    whist[:] = 0
+    for j in range(n0):
+        whist[wsum[r, j]] += 1
+    if has_ex:
+        p, end = ex_ptr[q], ex_ptr[q + 1]
+        while p < end and ex_idx[p] < n0:
+            whist[wsum[r, ex_idx[p]]] -= 1
+            p += 1
+        ptr[row] = ex_ptr[q]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lower_cutoff(hist, row, t, below, k):
+    """Drop the cut-off ``t`` while ``k`` or more candidates lie below it; returns ``(t, below)``."""
+    while below >= k:
+        t -= 1
+        below -= hist[row, t]
+    return t, below
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _write_ranked(row, out_row, k, nbins, hist, count, cand_d, cand_i, start, out_d, out_i):
+    """A query's kept candidates into ``out_*[out_row]`` by a stable counting sort over ``nbins`` distances
+    (equal distances stay in id order); only the first ``k`` positions are written. Shared by both scans."""
+    acc = 0
+    for d in range(nbins):
+        start[d] = acc
+        acc += hist[row, d]
+    for s in range(count[row]):
+        d = cand_d[row, s]
+        pos = start[d]
+        start[d] = pos + 1
+        if pos < k:
+            out_d[out_row, pos] = d
+            out_i[out_row, pos] = cand_i[row, s]
+
+
 @numba.njit(cache=True, fastmath=True, nogil=True, inline="always")
 def _scan(qcodes, planes, n, q0, nq, k, tile, groups, n_blocks, nbytes, saturates, last_mask, cap, attempt,
           active, tables, qbytes, admit, cutoff, count, below, ptr, hist, cand_d, cand_i, sums, masks,
@@ -336,9 +377,7 @@ def _scan(qcodes, planes, n, q0, nq, k, tile, groups, n_blocks, nbytes, saturate
                         b += 1
                     count[row] = m
                     if b >= k:
-                        while b >= k:
-                            t -= 1
-                            b -= hist[row, t]
+                        t, b = _lower_cutoff(hist, row, t, b, k)
                         cutoff[row] = t
                         gadmit[r] = min(max(t - 1, 0), 255)
                     below[row] = b
@@ -412,15 +451,7 @@ def _topk_block(qcodes, planes, n, q0, q1, k, tile, ranked, out_d, out_i, ex_ptr
             if r >= nq - grp * _Q:
                 admit[row] = 0
                 continue
-            whist[:] = 0
-            for j in range(n0):
-                whist[wsum[r, j]] += 1
-            if has_ex:
-                p, end = ex_ptr[q], ex_ptr[q + 1]
-                while p < end and ex_idx[p] < n0:
-                    whist[wsum[r, ex_idx[p]]] -= 1
-                    p += 1
-                ptr[row] = ex_ptr[q]
+            _warm_histogram(whist, wsum, r, n0, q, row, ptr, ex_ptr, ex_idx, has_ex)
             # a sum of 255 only says d >= 255: such items bound nothing
             t, acc = 0, whist[0]
             guess = bits + 1
@@ -467,17 +498,7 @@ def _topk_block(qcodes, planes, n, q0, q1, k, tile, ranked, out_d, out_i, ex_ptr
     for row in range(nq):
         t = cutoff[row]
         if ranked:
-            acc = 0
-            for d in range(bits + 2):
-                start[d] = acc
-                acc += hist[row, d]
-            for s in range(count[row]):
-                d = cand_d[row, s]
-                pos = start[d]
-                start[d] = pos + 1
-                if pos < k:
-                    out_d[q0 + row, pos] = d
-                    out_i[q0 + row, pos] = cand_i[row, s]
+            _write_ranked(row, q0 + row, k, bits + 2, hist, count, cand_d, cand_i, start, out_d, out_i)
         else:
             ties = k - below[row]
             pos = 0
