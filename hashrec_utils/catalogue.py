@@ -156,6 +156,9 @@ def catalogue_methods(n_items: int, candidates=(100, 400, 1600, 6400, 25600)) ->
         ("hashrec hierarchical", "hierarchical", [{"candidates": c} for c in candidates if c < n_items]),
         ("hashrec hierarchical (asymmetric candidates)", "hierarchical_asymmetric",
          [{"candidates": c // 4} for c in candidates if c < n_items]),
+        ("hashrec IVF-asymmetric", "ivf_asymmetric", [{"nlist": nlist, "nprobe": p, "candidates": None} for p in probes]),
+        ("hashrec IVF-asymmetric + re-rank", "ivf_asymmetric",
+         [{"nlist": nlist, "nprobe": p, "candidates": c} for c in (200, 1000) for p in probes]),
         ("Faiss IVF-PQ m=16", "ivf_pq", [{"nlist": nlist, "m": 16, "nprobe": p} for p in probes]),
         ("RaBitQ FastScan", "rabitq_fastscan", [{"qb": qb} for qb in (1, 4, 8)]),
         ("IVF-RaBitQ + refine", "ivf_rabitq", [{"nlist": nlist, "refine": True, "nprobe": p} for p in probes]),
@@ -168,7 +171,7 @@ def catalogue_methods(n_items: int, candidates=(100, 400, 1600, 6400, 25600)) ->
 
 _FAMILIES = {"exact": "float", "hnsw": "float", "ivf_pq": "float", "rabitq_fastscan": "rabitq", "ivf_rabitq": "rabitq",
              "hamming": "binary", "binary_ivf": "binary", "asymmetric": "asymmetric", "hierarchical": "hierarchical",
-             "hierarchical_asymmetric": "hierarchical"}
+             "hierarchical_asymmetric": "hierarchical", "ivf_asymmetric": "asymmetric"}
 
 
 def catalogue_sweep(run: dict, sizes, *, n_queries: int = 1000, k: int = 20, threads: int = 2, seed: int = 0,
@@ -211,6 +214,9 @@ def catalogue_sweep(run: dict, sizes, *, n_queries: int = 1000, k: int = 20, thr
                 factory = lambda source=source, **p: make_index("hierarchical", bits=bits, threads=threads,  # noqa: E731
                                                                 source=source, **p)
                 items, queries = (codes, emb), (q_real if source == "asymmetric" else q_codes, q_emb)
+            elif name == "ivf_asymmetric":
+                factory = lambda **p: make_index("ivf_asymmetric", bits=bits, threads=threads, **p)  # noqa: E731
+                items, queries = (codes, emb), (q_real, q_emb)
             elif name in ("hamming", "asymmetric", "binary_ivf"):
                 factory = lambda name=name, **p: make_index(name, bits=bits, threads=threads, **p)  # noqa: E731
                 items, queries = codes, (q_real if name == "asymmetric" else q_codes)

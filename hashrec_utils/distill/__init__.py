@@ -26,7 +26,7 @@ from .report import format_report, make_report
 from .searcher import MODES, Searcher, load
 
 __all__ = ["distill", "settings_for", "load", "Searcher", "DistillSettings", "MODES", "read_embeddings",
-           "read_interactions", "make_report", "DISTILL_EPOCHS"]
+           "read_interactions", "make_report", "format_report", "DISTILL_EPOCHS"]
 
 # epochs of distillation per profile (a step is a user batch's scores over the catalogue or its pool);
 # on MovieLens-1M PureSVD (4.8 k users) 30 epochs take about 3 min on two cores

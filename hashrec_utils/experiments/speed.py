@@ -110,7 +110,9 @@ def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = ""
     * ``rabitq``: Faiss's RaBitQ family on the same embeddings (``qb``; IVF ``nprobe``; HNSW
       ``efSearch``; IVF and HNSW also with float re-ranking, ``refine``);
     * ``binary``: the codes — hashrec's Hamming scan and Faiss's binary indexes;
-    * ``asymmetric``: the users' real-valued hash-layer outputs against the item codes;
+    * ``asymmetric``: the users' real-valued hash-layer outputs against the item codes — a full scan,
+      and behind an inverted file over the embeddings (``nprobe``; code-only, and re-ranked by the
+      float inner product, ``candidates``: :class:`~hashrec_utils.retrieval.IVFAsymmetricIndex`);
     * ``hierarchical``: Hamming candidates (and asymmetric ones) re-ranked, ``C`` from ``k`` up.
     """
     unknown = set(families) - set(RETRIEVAL_FAMILIES)
@@ -175,6 +177,14 @@ def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = ""
         factory = lambda **p: make_index("asymmetric", bits=bits, threads=st.threads)  # noqa: E731
         frames.append(sweep(factory, [{}], setup.user_query, items=setup.item_codes,
                             method="hashrec asymmetric" + label_suffix, **common).assign(family="asymmetric"))
+        # the coarse stage: an inverted file over the embeddings whose lists hold the codes (code-only, re-ranked)
+        factory = lambda **p: make_index("ivf_asymmetric", bits=bits, threads=st.threads, **p)  # noqa: E731
+        pairs = dict(queries=(setup.user_query, setup.hash_user_emb), items=(setup.item_codes, setup.hash_item_emb))
+        for method, depths in (("hashrec IVF-asymmetric", [None]),
+                               ("hashrec IVF-asymmetric + re-rank", [c for c in st.candidates if c > k][1::2])):
+            grid = [{"nlist": nlist, "nprobe": p, "candidates": c} for c in depths for p in probes]
+            frames.append(sweep(factory, grid, method=method + label_suffix, **pairs, **common)
+                          .assign(family="asymmetric"))
     if "hierarchical" in families:
         cs = [c for c in st.candidates if c >= k]
         sources = [("hashrec hierarchical", "hamming", setup.user_codes)]

@@ -51,6 +51,7 @@ from .faiss import (FAISS_INDEXES, FaissIndex, IndexBinaryFlat, IndexBinaryHNSW,
 from .rabitq import (RABITQ_INDEXES, IndexHNSWRaBitQ, IndexIVFRaBitQ, IndexIVFRaBitQFastScan, IndexRaBitQ,
                      IndexRaBitQFastScan)
 from .indexes import HammingIndex, HierarchicalIndex, continuous_topk, hierarchical_topk
+from .ivf_asymmetric import IVFAsymmetricIndex
 from .kernel import hamming_candidates, hamming_distances, hamming_topk
 
 __all__ = [
@@ -65,6 +66,7 @@ __all__ = [
     "HierarchicalIndex",
     "AsymmetricIndex",
     "asymmetric_topk",
+    "IVFAsymmetricIndex",
     "asymmetric_scores",
     "FaissIndex",
     "IndexFlatIP",
@@ -94,7 +96,7 @@ KERNEL_VERSIONS = MappingProxyType({"exact": exact.VERSION, "hamming": kernel.VE
                                     "hierarchical": indexes.VERSION, "fused": fused.VERSION,
                                     "asymmetric": asymmetric.VERSION})
 
-INDEXES = ("exact", "hamming", "asymmetric", "hierarchical", *FAISS_INDEXES, *RABITQ_INDEXES)
+INDEXES = ("exact", "hamming", "asymmetric", "ivf_asymmetric", "hierarchical", *FAISS_INDEXES, *RABITQ_INDEXES)
 
 
 def make_index(name: str, *, bits: int = 64, threads: int | None = None, **params):
@@ -102,7 +104,9 @@ def make_index(name: str, *, bits: int = 64, threads: int | None = None, **param
 
     ``exact`` -> :class:`ExactIndex` (exact float search by GEMM, ``memory_mb``);
     ``hamming`` -> :class:`HammingIndex` (``bits``); ``asymmetric`` -> :class:`AsymmetricIndex`
-    (``bits``; float queries against packed codes); ``hierarchical`` ->
+    (``bits``; float queries against packed codes); ``ivf_asymmetric`` -> :class:`IVFAsymmetricIndex`
+    (``bits``, ``nlist``, ``nprobe``, ``candidates``: an inverted file over the embeddings whose lists
+    are scanned asymmetrically, re-ranked by the float inner product when ``candidates`` is set); ``hierarchical`` ->
     :class:`HierarchicalIndex` (``bits``, ``candidates``, ``source``: ``hamming`` or ``asymmetric``); ``flat_ip``,
     ``hnsw``, ``nsg``, ``ivf_flat``, ``ivf_pq``, ``binary_flat``,
     ``binary_hnsw``, ``binary_ivf``, ``binary_multihash`` -> the Faiss wrapper
@@ -123,6 +127,12 @@ def make_index(name: str, *, bits: int = 64, threads: int | None = None, **param
         if params:
             raise ValueError(f"asymmetric takes no parameters besides bits and threads; got {', '.join(params)}")
         return AsymmetricIndex(bits, threads)
+    if name == "ivf_asymmetric":
+        extra = set(params) - {"nlist", "nprobe", "candidates"}
+        if extra or "nlist" not in params:
+            raise ValueError(f"ivf_asymmetric takes nlist (required), nprobe and candidates (besides bits and threads); "
+                             f"got {', '.join(sorted(params)) or 'none'}")
+        return IVFAsymmetricIndex(bits, threads=threads, **params)
     if name == "hierarchical":
         extra = set(params) - {"candidates", "source"}
         if extra:
