@@ -61,6 +61,7 @@ def write_manifest(profile: str) -> dict:
         "full_runs": "/results/full/runs.json" if full_runs.exists() else None,
         "comparison": comparison_files(profile),
         "tradeoff": tradeoff_files(profile),
+        "scaling": scaling_files(profile),
     }
     write_json(folder / "manifest.json", manifest)
     return manifest
@@ -109,6 +110,21 @@ def tradeoff_files(profile: str) -> dict:
             out[dataset] = {"profile": source, **files,
                             "figure": f"/figures/{source}/{figure.name}" if figure.exists() else None}
     return out
+
+
+def scaling_files(profile: str) -> dict | None:
+    """Where the report reads the sampled catalogues: those fitted to Gowalla's trained items (the largest
+    real catalogue; this profile's, else the ``full`` profile's committed ones), else this profile's
+    ml-1m ones (notebook 04); ``None`` where none ran. Paths relative to the repository."""
+    for source, suffix in dict.fromkeys(((profile, "_gowalla"), ("full", "_gowalla"), (profile, ""))):
+        folder = results_dir(source)
+        summary, table = folder / f"retrieval_scaling_summary{suffix}.json", folder / f"retrieval_scaling{suffix}.json"
+        if summary.exists() and table.exists() and "operating_points" in read_json(summary):
+            figure = repo_root() / "figures" / source / f"retrieval_scaling{suffix}.png"
+            return {"profile": source, "dataset": read_json(summary).get("dataset", "ml-1m"),
+                    "summary": f"/results/{source}/{summary.name}", "table": f"/results/{source}/{table.name}",
+                    "figure": f"/figures/{source}/{figure.name}" if figure.exists() else None}
+    return None
 
 
 def build_report(profile: str = "default", output: str | Path | None = None) -> Path:

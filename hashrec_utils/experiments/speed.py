@@ -227,8 +227,7 @@ def faiss_stage(profile: str) -> dict[str, pd.DataFrame]:
     ``near_duplicate_share`` and, per method, the fastest setting reaching 0.9 and 0.95 of the exact
     top-20 (:func:`hashrec_utils.catalogue.operating_points`).
     """
-    from ..catalogue import catalogue_sweep, load_hash_run, operating_points
-    from ..plotting import plot_retrieval_curves, plot_scaling, savefig
+    from ..plotting import plot_retrieval_curves, savefig
 
     st = RETRIEVAL_STAGE[profile]
     setup = retrieval_setup(profile)
@@ -237,14 +236,31 @@ def faiss_stage(profile: str) -> dict[str, pd.DataFrame]:
     build = df.groupby("method", sort=False).agg(build_s=("build_s", "max"), bytes_per_item=("bytes_per_item", "first"),
                                                  best_recall=("recall@20", "max"), max_qps=("qps", "max")).reset_index()
     write_table(build, "retrieval_build", profile)
+    savefig(plot_retrieval_curves(df), "retrieval_curves", figures_dir(profile))
+    scale, summary = catalogue_stage(profile, setup)
+    return {"sweep": df, "build": build, "scaling": scale, "scaling_summary": summary}
+
+
+def catalogue_stage(profile: str, setup: RetrievalSetup, dataset: str = "ml-1m",
+                    max_items: int | None = None) -> tuple[pd.DataFrame, dict]:
+    """The sampled catalogues of one setup's codes run (:func:`hashrec_utils.catalogue.catalogue_sweep`,
+    sizes ``scaling_sizes`` up to ``max_items``): writes ``results/<profile>/retrieval_scaling<suffix>``,
+    ``retrieval_scaling_summary<suffix>.json`` (naming the run, the real catalogue it was fitted to and,
+    per method, the fastest setting reaching 0.9 and 0.95 of the exact top-20) and the figure
+    ``retrieval_scaling<suffix>`` (suffix ``_<dataset>`` beyond ml-1m)."""
+    from ..catalogue import catalogue_sweep, load_hash_run, operating_points
+    from ..plotting import plot_scaling, savefig
+
+    st = RETRIEVAL_STAGE[profile]
+    suffix = "" if dataset == "ml-1m" else f"_{dataset}"
+    sizes = [n for n in st.scaling_sizes if max_items is None or n <= max_items]
     run = load_hash_run(runs_dir(profile) / setup.codes_run)  # the run retrieval_setup trained or reused
     # two timings a point at catalogue scale (10^6 items: a minute a method); the tradeoffs repeat st.repeats times
-    rows, summary = catalogue_sweep(run, st.scaling_sizes, threads=st.threads, repeats=min(st.repeats, 2))
-    scale = scaling_table(profile, rows)
-    write_table(scale, "retrieval_scaling", profile)
-    write_json(results_dir(profile) / "retrieval_scaling_summary.json",
-               {**summary, "codes_run": setup.codes_run,
-                "operating_points": operating_points(rows)})
-    savefig(plot_retrieval_curves(df), "retrieval_curves", figures_dir(profile))
-    savefig(plot_scaling(rows), "retrieval_scaling", figures_dir(profile))
-    return {"sweep": df, "build": build, "scaling": scale, "scaling_summary": summary}
+    rows, summary = catalogue_sweep(run, sizes, threads=st.threads, repeats=min(st.repeats, 2))
+    scale = scaling_table(profile, rows) if dataset == "ml-1m" else rows
+    write_table(scale, f"retrieval_scaling{suffix}", profile)
+    write_json(results_dir(profile) / f"retrieval_scaling_summary{suffix}.json",
+               {**summary, "dataset": dataset, "codes_run": setup.codes_run, "teacher_run": setup.teacher_run,
+                "fitted_items": int(len(run["item"])), "operating_points": operating_points(rows)})
+    savefig(plot_scaling(rows), f"retrieval_scaling{suffix}", figures_dir(profile))
+    return scale, summary

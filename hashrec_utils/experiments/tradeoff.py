@@ -26,11 +26,13 @@ from ..config import figures_dir, results_dir, runs_dir
 from ..profiles import get_profile
 from ..utils import read_json, write_json
 from .runs import write_table
-from .speed import RETRIEVAL_STAGE, RetrievalSetup, retrieval_setup, retrieval_sweeps
+from .speed import RETRIEVAL_STAGE, RetrievalSetup, catalogue_stage, retrieval_setup, retrieval_sweeps
 
 __all__ = ["EXACT_METHODS", "tradeoff_models", "tradeoff_stage", "fixed_throughput", "latency_table", "headline"]
 
 EXACT_METHODS = ("Exact float (GEMM)", "Exact float (torch)")
+# a comparison dataset's sampled catalogues stop at 10^6 items: at 10^7 every method costs minutes on two cores
+CATALOGUE_MAX_ITEMS = 10**6
 LATENCY_TARGETS = (0.95, 0.99)  # batch-1 latency at each method's points nearest these recall ratios
 
 
@@ -56,7 +58,8 @@ def tradeoff_stage(profile: str) -> dict:
 
     Writes ``results/<profile>/tradeoff_{points,fixed,fixed_plain,latency}<suffix>`` and
     ``tradeoff_summary<suffix>.json``, figure ``tradeoff<suffix>`` (suffix ``_<dataset>`` beyond
-    ml-1m). ml-1m reuses notebook 04's sweep. Returns ml-1m's tables, the others under ``datasets``.
+    ml-1m); beyond ml-1m also the sampled catalogues fitted to that dataset's items
+    (:func:`.speed.catalogue_stage`, ``retrieval_scaling<suffix>``). ml-1m reuses notebook 04's sweep. Returns ml-1m's tables, the others under ``datasets``.
     """
     result = {}
     for dataset in get_profile(profile).tradeoff_datasets:
@@ -68,6 +71,8 @@ def tradeoff_stage(profile: str) -> dict:
         if dataset == "ml-1m":
             result.update(tables)
         else:
+            # the sampled catalogues fitted to this (larger) real catalogue's trained items
+            tables["scaling"], tables["scaling_summary"] = catalogue_stage(profile, setup, dataset, CATALOGUE_MAX_ITEMS)
             result.setdefault("datasets", {})[dataset] = tables
     result.setdefault("datasets", {})
     return result
@@ -76,14 +81,17 @@ def tradeoff_stage(profile: str) -> dict:
 def fixed_throughput(points: pd.DataFrame, exact_qps: float, multiples, *, qps: str = "qps",
                      metric: str = "recall@20") -> pd.DataFrame:
     """At each multiple of ``exact_qps``, the best ``metric`` each method reaches at ``qps`` at least
-    that (NaN: never that fast), with the winning point's settings; ``multiple_of_exact`` as given."""
+    that (NaN: never that fast), with the winning point's settings; ``multiple_of_exact`` as given.
+    Methods in the sweep's order (family by family), not alphabetically."""
     from ..bench import at_fixed_throughput
 
     frame = points.assign(qps=points[qps]) if qps != "qps" else points
     targets = {float(m) * exact_qps: float(m) for m in multiples}
     fixed = at_fixed_throughput(frame, list(targets), metric=metric)
     fixed.insert(1, "multiple_of_exact", fixed["target_qps"].map(targets))
-    return fixed
+    order = {m: i for i, m in enumerate(dict.fromkeys(points["method"]))}  # the sweep's order: by family
+    fixed = fixed.assign(_order=fixed["method"].map(order)).sort_values(["_order", "multiple_of_exact"], kind="stable")
+    return fixed.drop(columns="_order").reset_index(drop=True)
 
 
 def latency_table(points: pd.DataFrame, targets=LATENCY_TARGETS) -> pd.DataFrame:

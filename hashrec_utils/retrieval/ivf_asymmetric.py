@@ -9,18 +9,20 @@ coarse stage, as Faiss's ``IndexIVFRaBitQ`` does for training-free codes:
    assigned to the centroid of largest inner product); a query visits the ``nprobe`` cells whose
    centroids have the largest inner product with its continuous embedding;
 2. **scan**: the visited cells' items are scored by ``<h_u, b_i>`` — the query's real-valued
-   hash-layer output against the item's packed ±1 code — through a per-byte float table
-   (``T_b[v] = sum_t h_{8b+t} (2 bit_t(v) - 1)``, 256 entries per code byte, so an item costs
-   ``K/8`` lookups; the score is the float32 sum of those entries), keeping the best
-   ``max(candidates, k)`` (ties by smaller id, ``exclude`` never kept);
+   hash-layer output against the item's packed ±1 code — with the full scan's quantised 4-bit tables
+   and byte shuffles (:mod:`hashrec_utils.retrieval.asymmetric`; each list is stored byte-sliced in
+   blocks of 32 items, as that scan's catalogue is). Within a task's chunk of queries the scan runs
+   list by list, the chunk's queries that probe a list sharing its passes eight at a time; each
+   query keeps a heap of its best ``max(candidates, k)`` (ties by smaller id, ``exclude`` never
+   kept) whose worst entry is its cut-off in the scan;
 3. **re-rank** (``candidates`` set): those candidates re-ordered by the float inner product of the
    continuous embeddings (hierarchical search restricted to the visited cells). Without it the
    search is code-only: the items' memory stays ``K/8`` bytes plus a 4-byte id.
 
-With ``nprobe = nlist`` the scan visits every item and returns what a full asymmetric scan with
-float tables returns (the tests hold it to :func:`~hashrec_utils.retrieval.asymmetric_scores`; the
-float32 sums are exact for integer-valued queries, otherwise they differ from float64 only by
-rounding), and with ``candidates = n`` as well, the exact float top-k.
+With ``nprobe = nlist`` the scan visits every item and returns what the full asymmetric scan
+returns: the float reference :func:`~hashrec_utils.retrieval.asymmetric_scores`' ranking wherever
+the query quantisation is exact (the tests), within its stated bound otherwise; with
+``candidates = n`` as well, the exact float top-k.
 """
 from __future__ import annotations
 
@@ -28,22 +30,16 @@ import numba
 import numpy as np
 
 from ._checks import _check_codes, _check_exclude, _check_float, _check_k, _check_threads
+from .asymmetric import _AQ, LEVELS, MAX_BITS, _asym_block, _kernel_tables, quantise_queries
 from .indexes import _pair
-from .kernel import _numba_threads
+from .kernel import _BLOCK, _numba_threads, _planes, _trailing_zeros
 
-# the coarse assignment, the scan's float tables, ties and the re-rank: bump when ids can change
+# the coarse assignment, the scan's quantised tables, ties and the re-rank: bump when ids can change
 VERSION = 1
 
-# _BYTE_SIGNS[v, t] = +1 if bit (7 - t) of byte v is set (np.packbits writes dimension 8b + t there), else -1
-_BYTE_SIGNS = np.where((np.arange(256)[:, None] >> (7 - np.arange(8))[None, :]) & 1, 1.0, -1.0).astype(np.float32)
 _KEEP = object()  # set_search_params: a setting not passed stays
-_QUERY_CHUNK = 1024  # queries whose tables (chunk x K/8 x 256 float32) are built at once
-
-
-def byte_tables(queries: np.ndarray) -> np.ndarray:
-    """``T[q, b, v]``: query ``q``'s score contribution of code byte ``b`` when that byte is ``v`` (float32)."""
-    nq, bits = queries.shape
-    return (queries.reshape(nq, bits // 8, 8) @ _BYTE_SIGNS.T).astype(np.float32)
+_CHUNK = 128      # queries a parallel task holds heaps for (its queries are grouped by list inside it)
+_BATCH = 4096     # queries a kernel call holds heaps for (bounds the heaps' memory, 16 bytes x depth each)
 
 
 @numba.njit(cache=True, inline="always")
@@ -70,7 +66,7 @@ def _sift_down(hs, hi, size, pos):
 
 @numba.njit(cache=True)
 def _push(hs, hi, size, cap, s, i):
-    """Offer ``(s, i)`` to a heap of at most ``cap`` entries; returns the new size."""
+    """Offer ``(s, i)`` to a heap of at most ``cap`` entries (scores: larger is better); returns the new size."""
     if size < cap:
         pos = size
         hs[pos], hi[pos] = s, i
@@ -111,34 +107,102 @@ def _drain(hs, hi, size, out_s, out_i, row):
         _sift_down(hs, hi, size, 0)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
-def _ivf_kernel(tables, probes, list_ptr, list_codes, list_ids, q_emb, item_emb, depth, rerank, k,
-                ex_ptr, ex_idx, has_ex, out_s, out_i):
-    nq, nbytes = tables.shape[0], tables.shape[1]
-    for q in numba.prange(nq):
-        hs = np.empty(depth, np.float32)
-        hi = np.empty(depth, np.int64)
-        size = 0
-        for p in range(probes.shape[1]):
-            cell = probes[q, p]
-            for j in range(list_ptr[cell], list_ptr[cell + 1]):
-                s = np.float32(0.0)
-                for b in range(nbytes):
-                    s += tables[q, b, list_codes[j, b]]
-                item = np.int64(list_ids[j])
-                if size == depth and not _worse(hs[0], hi[0], s, item):
+@numba.njit(cache=True, nogil=True)
+def _scan_chunk(q0, q1, tables, probes, blk_ptr, list_n, planes, list_ids, nbytes, depth, ex_ptr, ex_idx, has_ex,
+                heap_s, heap_i, heap_n):
+    """The asymmetric scan of queries ``q0..q1`` over their probed lists, list by list: the chunk's queries
+    probing a list share its passes in groups of ``_AQ`` (:func:`~.asymmetric._asym_block`, the tables
+    gathered per group); each query keeps a heap of its best ``depth`` by ``-D`` (D: the quantised
+    distance, smaller is better), whose worst entry is the lane's cut-off."""
+    nq = q1 - q0
+    nprobe = probes.shape[1]
+    nlist = len(list_n)
+    # the chunk's (list, query) pairs grouped by list: a counting sort
+    count = np.zeros(nlist + 1, np.int64)
+    for r in range(nq):
+        for p in range(nprobe):
+            count[probes[q0 + r, p] + 1] += 1
+    for c in range(nlist):
+        count[c + 1] += count[c]
+    fill = count[:-1].copy()
+    by_list = np.empty(nq * nprobe, np.int64)
+    for r in range(nq):
+        for p in range(nprobe):
+            c = probes[q0 + r, p]
+            by_list[fill[c]] = r
+            fill[c] += 1
+    row_bytes = nbytes * 64
+    gathered = np.empty(_AQ * row_bytes, np.uint8)
+    admit = np.zeros(_AQ, np.uint16)
+    sums = np.empty(_AQ * _BLOCK, np.uint16)
+    masks = np.empty(_AQ, np.int64)
+    lanes = np.empty(_AQ, np.int64)
+    for c in range(nlist):
+        start, stop = count[c], count[c + 1]
+        if start == stop or list_n[c] == 0:
+            continue
+        n_blocks = blk_ptr[c + 1] - blk_ptr[c]
+        tail = list_n[c] - (n_blocks - 1) * _BLOCK
+        last_mask = np.uint64((1 << tail) - 1)
+        for g in range(start, stop, _AQ):
+            nr = min(_AQ, stop - g)
+            for r in range(_AQ):
+                if r < nr:
+                    lanes[r] = q0 + by_list[g + r]  # the query's row in the batch (heaps, tables)
+                    src = lanes[r] * row_bytes
+                    gathered[r * row_bytes : (r + 1) * row_bytes] = tables[src : src + row_bytes]
+                    admit[r] = -heap_s[lanes[r], 0] if heap_n[lanes[r]] == depth else 65535
+                else:
+                    gathered[r * row_bytes : (r + 1) * row_bytes] = LEVELS  # a padding lane: never admitted
+                    admit[r] = 0
+            for blk in range(n_blocks):
+                gb = blk_ptr[c] + blk
+                if _asym_block(planes, gb * nbytes * _BLOCK, nbytes, gathered, 0, admit, sums, masks) == 0:
                     continue
-                if has_ex and _excluded(item, q, ex_ptr, ex_idx):
-                    continue
-                size = _push(hs, hi, size, depth, s, item)
+                for r in range(nr):
+                    mask = np.uint64(masks[r])
+                    if blk == n_blocks - 1:
+                        mask &= last_mask
+                    lane = lanes[r]
+                    while mask:
+                        i = _trailing_zeros(mask)
+                        mask &= mask - np.uint64(1)
+                        item = np.int64(list_ids[gb * _BLOCK + i])
+                        d = np.int64(sums[r * _BLOCK + i])
+                        size = heap_n[lane]
+                        if size == depth and not _worse(heap_s[lane, 0], heap_i[lane, 0], -d, item):
+                            continue
+                        if has_ex and _excluded(item, lane, ex_ptr, ex_idx):
+                            continue
+                        heap_n[lane] = _push(heap_s[lane], heap_i[lane], size, depth, -d, item)
+                        if heap_n[lane] == depth:
+                            admit[r] = -heap_s[lane, 0]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _ivf_kernel(tables, probes, blk_ptr, list_n, planes, list_ids, nbytes, depth, ex_ptr, ex_idx, has_ex,
+                heap_s, heap_i, heap_n):
+    nq = probes.shape[0]
+    n_tasks = (nq + _CHUNK - 1) // _CHUNK
+    for t in numba.prange(n_tasks):
+        q0 = t * _CHUNK
+        _scan_chunk(q0, min(q0 + _CHUNK, nq), tables, probes, blk_ptr, list_n, planes, list_ids, nbytes, depth,
+                    ex_ptr, ex_idx, has_ex, heap_s, heap_i, heap_n)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _finish(heap_s, heap_i, heap_n, q_emb, item_emb, rerank, k, out_d, out_i, out_s):
+    """Per query: its heap drained best first into ``out_d`` (``-D``) and ``out_i`` (code-only), or its
+    heap's items re-ranked by the float inner product into ``out_s``, ``out_i`` (ties by smaller id)."""
+    for q in numba.prange(heap_s.shape[0]):
         if not rerank:
-            _drain(hs, hi, size, out_s, out_i, q)
+            _drain(heap_s[q], heap_i[q], heap_n[q], out_d, out_i, q)
             continue
         ks = np.empty(k, np.float32)
         ki = np.empty(k, np.int64)
         kept = 0
-        for c in range(size):
-            item = hi[c]
+        for c in range(heap_n[q]):
+            item = heap_i[q, c]
             s = np.float32(0.0)
             for t in range(q_emb.shape[1]):
                 s += q_emb[q, t] * item_emb[item, t]
@@ -165,8 +229,8 @@ class IVFAsymmetricIndex:
 
     def __init__(self, bits: int, nlist: int, nprobe: int = 1, candidates: int | None = None,
                  threads: int | None = None):
-        if not isinstance(bits, (int, np.integer)) or bits <= 0 or bits % 8:
-            raise ValueError(f"bits must be a positive multiple of 8; got {bits!r}")
+        if not isinstance(bits, (int, np.integer)) or bits <= 0 or bits % 8 or bits > MAX_BITS:
+            raise ValueError(f"bits must be a positive multiple of 8, at most {MAX_BITS}; got {bits!r}")
         self.bits, self.nlist = int(bits), _check_k(nlist, "nlist")
         self.threads = _check_threads(threads)
         self.candidates = None
@@ -198,9 +262,18 @@ class IVFAsymmetricIndex:
         self.centroids = coarse.quantizer.reconstruct_n(0, self.nlist)
         cell = coarse.quantizer.search(emb, 1)[1][:, 0]
         order = np.argsort(cell, kind="stable")
-        self.list_ptr = np.concatenate([[0], np.cumsum(np.bincount(cell, minlength=self.nlist))]).astype(np.int64)
-        self.list_codes = np.ascontiguousarray(codes[order])
-        self.list_ids = order.astype(np.int32)
+        self.cells = cell.astype(np.int32)  # each item's list
+        self.list_n = np.bincount(cell, minlength=self.nlist).astype(np.int64)
+        self.list_ptr = np.concatenate([[0], np.cumsum(self.list_n)]).astype(np.int64)
+        blocks = -(-self.list_n // _BLOCK)
+        self.blk_ptr = np.concatenate([[0], np.cumsum(blocks)]).astype(np.int64)
+        # each list byte-sliced in blocks of 32 (the scan's layout), padded to whole blocks; ids alike (-1 padding)
+        self.planes = np.concatenate([_planes(codes[order[a:b]]) for a, b in zip(self.list_ptr[:-1], self.list_ptr[1:])
+                                      if b > a]) if len(order) else np.zeros(0, np.uint8)
+        self.list_ids = np.full(int(self.blk_ptr[-1]) * _BLOCK, -1, np.int32)
+        for c in range(self.nlist):
+            a, b = self.list_ptr[c], self.list_ptr[c + 1]
+            self.list_ids[self.blk_ptr[c] * _BLOCK : self.blk_ptr[c] * _BLOCK + (b - a)] = order[a:b]
         self.item_emb = emb
         self.n_items = len(emb)
         return self
@@ -219,27 +292,37 @@ class IVFAsymmetricIndex:
         nprobe = min(self.nprobe, self.nlist)
         rerank = self.candidates is not None
         depth = max(self.candidates or 0, k)
-        scores = np.full((len(real), k), -np.inf, np.float32)
-        ids = np.full((len(real), k), -1, np.int64)
+        nq, nbytes = len(real), self.bits // 8
         if exclude is not None:
             ex_ptr, ex_idx = exclude.indptr.astype(np.int64), exclude.indices.astype(np.int64)
         else:
             ex_ptr = ex_idx = np.zeros(1, np.int64)
+        out_d = np.zeros((nq, k), np.int64)
+        ids = np.full((nq, k), -1, np.int64)
+        scores = np.full((nq, k), -np.inf, np.float32)
         with _numba_threads(self.threads):
-            for s in range(0, len(real), _QUERY_CHUNK):
-                e = min(s + _QUERY_CHUNK, len(real))
-                coarse = q_emb[s:e] @ self.centroids.T
-                probes = np.argsort(-coarse, axis=1, kind="stable")[:, :nprobe].astype(np.int64)
-                rows = slice(s, e)
-                sub_ptr = ex_ptr[s : e + 1] if exclude is not None else ex_ptr
-                _ivf_kernel(byte_tables(real[s:e]), probes, self.list_ptr, self.list_codes, self.list_ids,
-                            q_emb[s:e], self.item_emb, depth, rerank, k, sub_ptr, ex_idx, exclude is not None,
-                            scores[rows], ids[rows])
+            for s in range(0, nq, _BATCH):
+                e = min(s + _BATCH, nq)
+                tables, step, offset, _ = quantise_queries(real[s:e])
+                probes = np.argsort(-(q_emb[s:e] @ self.centroids.T), axis=1, kind="stable")[:, :nprobe]
+                heap_s = np.empty((e - s, depth), np.int64)
+                heap_i = np.empty((e - s, depth), np.int64)
+                heap_n = np.zeros(e - s, np.int64)
+                _ivf_kernel(_kernel_tables(tables, e - s), probes.astype(np.int64), self.blk_ptr, self.list_n,
+                            self.planes, self.list_ids, nbytes, depth, ex_ptr[s : e + 1] if exclude is not None
+                            else ex_ptr, ex_idx, exclude is not None, heap_s, heap_i, heap_n)
+                _finish(heap_s, heap_i, heap_n, q_emb[s:e], self.item_emb, rerank, k, out_d[s:e], ids[s:e],
+                        scores[s:e])
+                if not rerank:
+                    found = ids[s:e] >= 0
+                    total = LEVELS * (self.bits // 4)
+                    part = step[:, None] * (total + out_d[s:e]) + offset[:, None]  # out_d holds -D
+                    scores[s:e][found] = part[found]
         return scores, ids
 
     def memory_bytes(self) -> int:
         """Codes and ids of the lists, the centroids, and the float embeddings when re-ranking."""
         if self.centroids is None:
             raise RuntimeError("search before build: call build((codes, embeddings)) first")
-        base = self.list_codes.nbytes + self.list_ids.nbytes + self.centroids.nbytes
+        base = self.planes.nbytes + self.list_ids.nbytes + self.centroids.nbytes
         return int(base + (self.item_emb.nbytes if self.candidates is not None else 0))

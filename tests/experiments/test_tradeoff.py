@@ -35,6 +35,15 @@ def test_fixed_throughput_keeps_fractional_multiples():
     assert fixed.index.get_level_values(0).dtype == float
 
 
+def test_fixed_throughput_lists_methods_in_the_sweeps_order():
+    frame = points()
+    frame.loc[frame.method == "HNSW", "method"] = "Z-HNSW"  # alphabetically last, second in the sweep
+    fixed = fixed_throughput(frame, 1000.0, (1, 2))
+    assert list(dict.fromkeys(fixed["method"])) == ["Exact float (GEMM)", "Z-HNSW", "hashrec Hamming",
+                                                   "hashrec hierarchical"]
+    assert list(fixed["multiple_of_exact"][:2]) == [1.0, 2.0]
+
+
 def test_latency_table_picks_the_points_nearest_each_target():
     lat = latency_table(points()).set_index(["method", "target_recall_ratio"])
     assert lat.loc[("HNSW", 0.95), "efSearch"] == 64  # ratio 0.95 exactly

@@ -1,4 +1,5 @@
-"""The inverted-file asymmetric index: a full probe equals the float reference scan, a partial probe
+"""The inverted-file asymmetric index (queries on which the scan's quantisation is exact, as for the
+full scan's tests): a full probe equals the float reference scan, a partial probe
 returns the reference restricted to the visited cells, the re-rank equals exact float search when it
 sees every item, exclusion, ties, padding, bad input."""
 from __future__ import annotations
@@ -8,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from hashrec_utils.retrieval import IVFAsymmetricIndex, asymmetric_scores, exact_topk, make_index
-from hashrec_utils.retrieval.ivf_asymmetric import byte_tables
+from .test_asymmetric import grid_queries
 
 
 def clustered(n, d, bits, seed, dup_every=0):
@@ -20,11 +21,6 @@ def clustered(n, d, bits, seed, dup_every=0):
     if dup_every:
         codes[::dup_every] = codes[0]  # equal codes: ties at the same score
     return codes, emb
-
-
-def int_queries(nq, bits, seed):
-    """Integer-valued queries: every float32 table sum is exact, so rankings must equal the reference."""
-    return np.random.default_rng(seed).integers(-20, 21, (nq, bits)).astype(np.float32)
 
 
 def reference(scores, k, allowed=None, exclude=None):
@@ -39,48 +35,41 @@ def reference(scores, k, allowed=None, exclude=None):
     return np.where(np.isneginf(np.take_along_axis(s, order, 1)), -1, order)
 
 
-def test_byte_tables_sum_to_the_inner_product_with_signs():
-    codes, _ = clustered(50, 8, 64, 0)
-    q = np.random.default_rng(1).normal(size=(3, 64)).astype(np.float32)
-    t = byte_tables(q)
-    via_tables = np.stack([t[j, np.arange(8), codes].sum(axis=1) for j in range(3)])  # (3, 50)
-    np.testing.assert_allclose(via_tables, asymmetric_scores(q, codes), rtol=1e-5, atol=1e-4)
-
-
 @pytest.mark.parametrize("bits", [8, 64, 128])
 def test_full_probe_equals_the_reference_scan(bits):
     codes, emb = clustered(700, 16, bits, bits, dup_every=7)
-    q = int_queries(40, bits, 2)
-    q_emb = np.random.default_rng(3).normal(size=(40, 16)).astype(np.float32)
+    q = grid_queries(300, bits, 2)  # more queries than a parallel task holds (_CHUNK): several tasks
+    q_emb = np.random.default_rng(3).normal(size=(300, 16)).astype(np.float32)
     index = IVFAsymmetricIndex(bits, nlist=10, nprobe=10).build((codes, emb))
     scores, ids = index.search((q, q_emb), 25)
     np.testing.assert_array_equal(ids, reference(asymmetric_scores(q, codes), 25))
-    np.testing.assert_array_equal(scores, np.take_along_axis(asymmetric_scores(q, codes), ids, 1).astype(np.float32))
+    np.testing.assert_allclose(scores, np.take_along_axis(asymmetric_scores(q, codes), ids, 1), rtol=1e-6, atol=1e-4)
 
 
 def test_partial_probe_is_the_reference_over_the_visited_cells():
     codes, emb = clustered(900, 16, 64, 4)
-    q = int_queries(30, 64, 5)
+    q = grid_queries(30, 64, 5)
     q_emb = np.random.default_rng(6).normal(size=(30, 16)).astype(np.float32)
     index = IVFAsymmetricIndex(64, nlist=12, nprobe=3).build((codes, emb))
     _, ids = index.search((q, q_emb), 20)
-    cell = np.empty(len(emb), np.int64)
-    for c in range(12):
-        cell[index.list_ids[index.list_ptr[c] : index.list_ptr[c + 1]]] = c
+    cell = index.cells
+    for c in range(12):  # each list's block-padded slots hold exactly its items
+        slots = index.list_ids[index.blk_ptr[c] * 32 : index.blk_ptr[c + 1] * 32]
+        assert sorted(slots[slots >= 0].tolist()) == np.flatnonzero(cell == c).tolist()
     visited = np.argsort(-(q_emb @ index.centroids.T), axis=1, kind="stable")[:, :3]
     allowed = (cell[None, :, None] == visited[:, None, :]).any(axis=2)
     np.testing.assert_array_equal(ids, reference(asymmetric_scores(q, codes), 20, allowed))
     # every item sits in exactly one list, each list holds the items nearest (inner product) its centroid
-    assert sorted(index.list_ids.tolist()) == list(range(len(emb)))
+    assert sorted(index.list_ids[index.list_ids >= 0].tolist()) == list(range(len(emb)))
     np.testing.assert_array_equal(cell, np.argmax(emb @ index.centroids.T, axis=1))
 
 
 def test_rerank_over_every_item_is_exact_float_search_and_excludes():
     codes, emb = clustered(600, 16, 64, 7)
-    q = int_queries(25, 64, 8)
-    q_emb = np.random.default_rng(9).normal(size=(25, 16)).astype(np.float32)
+    q = grid_queries(260, 64, 8)
+    q_emb = np.random.default_rng(9).normal(size=(260, 16)).astype(np.float32)
     rng = np.random.default_rng(10)
-    exclude = sp.random(25, 600, density=0.05, format="csr", random_state=rng)
+    exclude = sp.random(260, 600, density=0.05, format="csr", random_state=rng)
     index = make_index("ivf_asymmetric", bits=64, nlist=8, nprobe=8, candidates=600).build((codes, emb))
     scores, ids = index.search((q, q_emb), 20, exclude)
     ref_scores, ref_ids = exact_topk(q_emb, emb, 20, exclude)
@@ -90,7 +79,7 @@ def test_rerank_over_every_item_is_exact_float_search_and_excludes():
     index.set_search_params(candidates=None)
     _, ids = index.search((q, q_emb), 20, exclude)
     np.testing.assert_array_equal(ids, reference(asymmetric_scores(q, codes), 20, exclude=exclude))
-    assert not any(exclude[r, i] for r in range(25) for i in ids[r] if i >= 0)
+    assert not any(exclude[r, i] for r in range(260) for i in ids[r] if i >= 0)
 
 
 def test_more_probes_and_candidates_never_lose_recall_and_padding():
