@@ -74,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
                          help="read a run whose folder is absent from results/<profile>/comparison_* where they hold it "
                               "(a fresh clone: only runs whose settings changed train)")
 
+    trade = sub.add_parser("tradeoff", help="notebook 05's speed study of some of a profile's datasets "
+                                            "(results/<profile>/tradeoff_*, the sampled catalogues beyond ml-1m)")
+    trade.add_argument("--profile", default="full", choices=PROFILES)
+    trade.add_argument("--dataset", nargs="+", default=None, metavar="NAME",
+                       help="datasets of the profile's tradeoff_datasets (default: all of them)")
+
     train = sub.add_parser("train", help="train a model into --out (resumes if --out has a checkpoint)")
     train.add_argument("--dataset", required=True, help="dataset name or folder")
     train.add_argument("--model", default="lightgcn", help="lightgcn, graphsage or hashgnn")
@@ -214,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
                   f"{summary['best_hamming_recall@50']:.4f}, hierarchical {summary['best_hierarchical_recall@50']:.4f}")
             if summary.get("reused_committed"):
                 print(f"{dataset}: {len(summary['reused_committed'])} runs read from the committed record (no run folder)")
+        return 0
+    if args.command == "tradeoff":
+        from .experiments.tradeoff import tradeoff_stage
+
+        out = tradeoff_stage(args.profile, tuple(args.dataset) if args.dataset else None)
+        for dataset, tables in {**({"ml-1m": out} if "summary" in out else {}), **out["datasets"]}.items():
+            print(tables["summary"]["headline"])
         return 0
     if args.command == "train":
         from .hashing import UNTRAINED

@@ -40,3 +40,9 @@ def test_unknown_dataset_is_one_clear_error():
     out = run_cli("data", "no-such-set")
     assert out.returncode != 0
     assert "unknown dataset 'no-such-set'" in out.stderr
+
+
+def test_tradeoff_refuses_a_dataset_the_profile_does_not_sweep():
+    out = run_cli("tradeoff", "--profile", "default", "--dataset", "gowalla")
+    assert out.returncode != 0
+    assert "not swept by the default profile: gowalla" in out.stderr

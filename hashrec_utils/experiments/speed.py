@@ -125,7 +125,7 @@ def retrieval_sweeps(profile: str, setup: RetrievalSetup, label_suffix: str = ""
     test = setup.data.test[setup.users]
     k = setup.truth.shape[1]
     common = dict(truth=setup.truth, k=k, test=test, exclude=setup.exclude, repeats=st.repeats,
-                  truth_plain=setup.truth_plain, latency_queries=st.latency_queries)
+                  truth_plain=setup.truth_plain, latency_queries=st.latency_queries, timing_queries=st.timing_queries)
     n = setup.item_emb.shape[0]
     nlist = ivf_nlist(n)
     probes = [p for p in st.ivf_nprobe if p <= nlist]

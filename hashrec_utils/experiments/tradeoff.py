@@ -53,16 +53,21 @@ def tradeoff_models(profile: str, dataset: str) -> tuple[str, float | None]:
     return record["best_row"], COMPARISON[profile].valid_fraction
 
 
-def tradeoff_stage(profile: str) -> dict:
-    """Notebook 05: every dataset of the profile's ``tradeoff_datasets``.
+def tradeoff_stage(profile: str, datasets: tuple[str, ...] | None = None) -> dict:
+    """Notebook 05: every dataset of the profile's ``tradeoff_datasets`` (or those of ``datasets``, e.g.
+    ``python -m hashrec_utils tradeoff --profile full --dataset gowalla``).
 
     Writes ``results/<profile>/tradeoff_{points,fixed,fixed_plain,latency}<suffix>`` and
     ``tradeoff_summary<suffix>.json``, figure ``tradeoff<suffix>`` (suffix ``_<dataset>`` beyond
     ml-1m); beyond ml-1m also the sampled catalogues fitted to that dataset's items
     (:func:`.speed.catalogue_stage`, ``retrieval_scaling<suffix>``). ml-1m reuses notebook 04's sweep. Returns ml-1m's tables, the others under ``datasets``.
     """
+    planned = get_profile(profile).tradeoff_datasets
+    unknown = sorted(set(datasets or ()) - set(planned))
+    if unknown:
+        raise ValueError(f"datasets: not swept by the {profile} profile: {', '.join(unknown)} (its: {', '.join(planned)})")
     result = {}
-    for dataset in get_profile(profile).tradeoff_datasets:
+    for dataset in datasets or planned:
         label, carve = tradeoff_models(profile, dataset)
         setup = retrieval_setup(profile, label, dataset=dataset, valid_fraction=carve)
         sweep_csv = results_dir(profile) / "retrieval_sweep.csv"

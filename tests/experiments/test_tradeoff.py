@@ -83,3 +83,22 @@ def test_sweep_repeats_timings_and_measures_both_protocols():
     ivf = sweep(lambda **p: make_index("ivf_flat", threads=1, **p), [{"nlist": 4, "nprobe": 1}], q, truth,
                 items=items, exclude=exclude, repeats=2, truth_plain=plain)
     assert ivf.iloc[0]["recall_vs_exact_plain"] < 1.0  # one of four cells misses neighbours
+
+
+def test_sweep_times_a_subset_but_scores_every_query():
+    rng = np.random.default_rng(2)
+    items = rng.standard_normal((400, 8)).astype(np.float32)
+    q = rng.standard_normal((50, 8)).astype(np.float32)
+    exclude = sp.random(50, 400, density=0.05, format="csr", random_state=3)
+    masked = np.where(exclude.toarray() != 0, -np.inf, q @ items.T)
+    truth = np.argsort(-masked, axis=1, kind="stable")[:, :10]
+    plain = np.argsort(-(q @ items.T), axis=1, kind="stable")[:, :10]
+    truth[40:] = plain[40:]  # queries past the timed ones: only a search with their own exclusion rows matches
+    args = dict(items=items, exclude=exclude, repeats=3, truth_plain=plain, method="ivf")
+    factory = lambda **p: make_index("ivf_flat", threads=1, **p)  # noqa: E731
+    whole = sweep(factory, [{"nlist": 4, "nprobe": 4}], q, truth, **args).iloc[0]
+    part = sweep(factory, [{"nlist": 4, "nprobe": 4}], q, truth, timing_queries=10, **args).iloc[0]
+    assert part["timed_queries"] == 10 and whole["timed_queries"] == 50 and part["repeats"] == 3
+    # accuracy from every query in both: rows 40-49 miss their excluded-item neighbours alike
+    assert part["recall_vs_exact"] == whole["recall_vs_exact"] < 1.0
+    assert part["recall_vs_exact_plain"] == whole["recall_vs_exact_plain"] == 1.0
