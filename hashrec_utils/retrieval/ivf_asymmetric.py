@@ -32,6 +32,7 @@ import numpy as np
 from ._checks import _check_codes, _check_exclude, _check_float, _check_k, _check_threads
 from .asymmetric import _AQ, LEVELS, MAX_BITS, _asym_block, _kernel_tables, quantise_queries
 from .indexes import _pair
+from .exact import _heap_push, _heap_replace, _worse
 from .kernel import _BLOCK, _numba_threads, _planes, _trailing_zeros
 
 # the coarse assignment, the scan's quantised tables, ties and the re-rank: bump when ids can change
@@ -42,45 +43,15 @@ _CHUNK = 128      # queries a parallel task holds heaps for (its queries are gro
 _BATCH = 4096     # queries a kernel call holds heaps for (bounds the heaps' memory, 16 bytes x depth each)
 
 
-@numba.njit(cache=True, inline="always")
-def _worse(s1, i1, s2, i2):
-    """Entry 1 ranks below entry 2: a smaller score, or the same score and a larger id."""
-    return s1 < s2 or (s1 == s2 and i1 > i2)
-
-
-@numba.njit(cache=True)
-def _sift_down(hs, hi, size, pos):
-    """Restore the min-heap (worst entry at the root) below ``pos``."""
-    while True:
-        child = 2 * pos + 1
-        if child >= size:
-            return
-        if child + 1 < size and _worse(hs[child + 1], hi[child + 1], hs[child], hi[child]):
-            child += 1
-        if not _worse(hs[child], hi[child], hs[pos], hi[pos]):
-            return
-        hs[pos], hs[child] = hs[child], hs[pos]
-        hi[pos], hi[child] = hi[child], hi[pos]
-        pos = child
-
-
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True, inline="always")
 def _push(hs, hi, size, cap, s, i):
-    """Offer ``(s, i)`` to a heap of at most ``cap`` entries (scores: larger is better); returns the new size."""
+    """Offer ``(s, i)`` to a heap of at most ``cap`` entries (the exact scan's heaps: worst at the root,
+    larger scores better, ties by smaller id); returns the new size."""
     if size < cap:
-        pos = size
-        hs[pos], hi[pos] = s, i
-        while pos > 0:
-            parent = (pos - 1) // 2
-            if not _worse(hs[pos], hi[pos], hs[parent], hi[parent]):
-                break
-            hs[pos], hs[parent] = hs[parent], hs[pos]
-            hi[pos], hi[parent] = hi[parent], hi[pos]
-            pos = parent
+        _heap_push(hs, hi, size, s, i)
         return size + 1
     if _worse(hs[0], hi[0], s, i):
-        hs[0], hi[0] = s, i
-        _sift_down(hs, hi, size, 0)
+        _heap_replace(hs, hi, size, s, i)
     return size
 
 
@@ -97,14 +68,13 @@ def _excluded(item, q, ex_ptr, ex_idx):
     return lo < ex_ptr[q + 1] and ex_idx[lo] == item
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _drain(hs, hi, size, out_s, out_i, row):
     """Write a heap's entries into ``out[row]``, best first (score descending, ties by smaller id)."""
     for r in range(size - 1, -1, -1):
         out_s[row, r], out_i[row, r] = hs[0], hi[0]
-        size -= 1
-        hs[0], hi[0] = hs[size], hi[size]
-        _sift_down(hs, hi, size, 0)
+        if r:
+            _heap_replace(hs, hi, r, hs[r], hi[r])  # the last entry to the root, the heap one shorter
 
 
 @numba.njit(cache=True, nogil=True)
