@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--reuse-committed", action="store_true",
                          help="read a run whose folder is absent from results/<profile>/comparison_* where they hold it "
                               "(a fresh clone: only runs whose settings changed train)")
+    compare.add_argument("--asymmetric", action="store_true",
+                         help="only the asymmetric rows: the best row's runs scored asymmetrically and signswish_asym "
+                              "at its settings, every seed (results/<profile>/comparison_asymmetric*)")
 
     trade = sub.add_parser("tradeoff", help="notebook 05's speed study of some of a profile's datasets "
                                             "(results/<profile>/tradeoff_*, the sampled catalogues beyond ml-1m)")
@@ -206,6 +209,15 @@ def main(argv: list[str] | None = None) -> int:
         planned = COMPARISON[args.profile]
         if not planned.datasets:
             raise ValueError(f"the {args.profile} profile trains no comparison (it shows the {planned.source} profile's)")
+        if args.asymmetric:
+            from .experiments.asymmetric_rows import asymmetric_rows
+
+            for dataset in planned.datasets:
+                table = asymmetric_rows(args.profile, dataset, tuple(args.seeds) if args.seeds else None)["table"]
+                for _, r in table.iterrows():
+                    print(f"{dataset}: {r['row']} [{r['search']}] recall@50 {r['recall@50_mean']:.4f} "
+                          f"± {r['recall@50_std']:.4f} (n = {int(r['seeds'])})")
+            return 0
         unknown = sorted(set(args.rows or ()) - set(planned.rows))
         if unknown:
             raise ValueError(f"--rows: not rows of the {args.profile} comparison: {', '.join(unknown)} "

@@ -79,6 +79,8 @@ def comparison_files(profile: str) -> dict | None:
             tuning = folder / "tuning.json"
             return {"profile": source, **{name: f"/results/{source}/comparison_{name}.json" for name in ("table", "summary", "bits")},
                     "tuning": f"/results/{source}/tuning.json" if tuning.exists() else None,
+                    "asymmetric": f"/results/{source}/comparison_asymmetric.json"
+                    if (folder / "comparison_asymmetric.json").exists() else None,
                     "figures": {p.stem.removeprefix("comparison_bits_"): f"/figures/{source}/{p.name}"
                                 for p in sorted(figs.glob("comparison_bits_*.png"))}}
     return None

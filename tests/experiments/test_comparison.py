@@ -402,3 +402,49 @@ def test_a_recorded_run_is_reused_only_with_this_codes_identity(monkeypatch):
         checked_rows([legacy], config, "here")
     monkeypatch.setenv("HASHREC_ACCEPT_UNVERSIONED", "1")
     assert checked_rows([legacy], config, "here") == [{**legacy, **cells}]
+
+
+def test_asymmetric_rows_score_the_best_rows_runs_and_the_trained_row_every_seed(monkeypatch, tmp_path):
+    """The comparison's asymmetric rows: each run's saved arrays scored by Hamming and asymmetric search
+    (held to the plain float reference ``<user_query, b_i>``), a row per (label, search) with n seeds."""
+    from hashrec_utils.experiments import asymmetric_rows as asym
+    from hashrec_utils.retrieval import asymmetric_scores
+    from hashrec_utils.training import runs as training_runs
+
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    data = _toy_data()
+    with pytest.raises(ValueError, match="best row"):
+        asym.asymmetric_rows("full", "gowalla")
+    (tmp_path / "results" / "full").mkdir(parents=True)
+    (tmp_path / "results" / "full" / "comparison_summary.json").write_text(json.dumps({"gowalla": {"best_row": "signswish"}}))
+    made = {}
+
+    def fake_variant_run(profile, label, *, seed=0, dataset="ml-1m", valid_fraction=None, point=None, **kw):
+        rng = np.random.default_rng(100 * seed + len(label))
+        out = tmp_path / "runs" / f"{label}_s{seed}"
+        out.mkdir(parents=True, exist_ok=True)
+        q = rng.normal(size=(data.n_users, 64)).astype(np.float32)
+        i = rng.normal(size=(data.n_items, 64)).astype(np.float32)
+        np.savez(out / "embeddings.npz", user=q, item=i, user_codes=pack_codes(q), item_codes=pack_codes(i), user_query=q)
+        (out / "metrics.json").write_text("{}")
+        made[(label, seed)] = (q, pack_codes(i), point)
+        return {}, out
+
+    monkeypatch.setattr(asym, "variant_run", fake_variant_run)
+    monkeypatch.setattr(asym, "tuned_point", lambda profile, label, dataset: "the best row's point")
+    monkeypatch.setattr(training_runs, "load_run_data", lambda config: data)
+    out = asym.asymmetric_rows("full", "gowalla", seeds=(0, 1))
+    table = out["table"].set_index(["row", "search"])
+    assert set(table.index) == {(r, s) for r in ("signswish", "signswish_asym") for s in ("hamming", "asymmetric")}
+    assert (table["seeds"] == 2).all()
+    # the trained row runs at the best row's tuned point; the best row at its own (None: its winner)
+    assert made[("signswish_asym", 0)][2] == "the best row's point" and made[("signswish", 1)][2] is None
+    # seed 0's asymmetric recall@50 against the float reference ranking, every train item excluded
+    q, codes, _ = made[("signswish", 0)]
+    s = asymmetric_scores(q, codes)
+    s[data.train_full.toarray() > 0] = -np.inf
+    ref = evaluate_topk(np.argsort(-s, axis=1, kind="stable")[:, :100], data.test, ks=(50,))["recall@50"]
+    runs_ = out["runs"]
+    got = runs_[(runs_.row == "signswish") & (runs_.search == "asymmetric") & (runs_.seed == 0)]
+    assert got["recall@50"].iloc[0] == pytest.approx(ref, abs=0.02)  # the scan's 4-bit tables: near ties may swap
+    assert (tmp_path / "results" / "full" / "comparison_asymmetric.csv").exists()
