@@ -158,7 +158,7 @@ def catalogue_methods(n_items: int, candidates=(100, 400, 1600, 6400, 25600)) ->
          [{"candidates": c // 4} for c in candidates if c < n_items]),
         ("hashrec IVF-asymmetric", "ivf_asymmetric", [{"nlist": nlist, "nprobe": p, "candidates": None} for p in probes]),
         ("hashrec IVF-asymmetric + re-rank", "ivf_asymmetric",
-         [{"nlist": nlist, "nprobe": p, "candidates": c} for c in (200, 1000) for p in probes]),
+         [{"nlist": nlist, "nprobe": p, "candidates": c} for c in (400, 1600, 6400) if c < n_items for p in probes]),
         ("Faiss IVF-PQ m=16", "ivf_pq", [{"nlist": nlist, "m": 16, "nprobe": p} for p in probes]),
         ("RaBitQ FastScan", "rabitq_fastscan", [{"qb": qb} for qb in (1, 4, 8)]),
         ("IVF-RaBitQ + refine", "ivf_rabitq", [{"nlist": nlist, "refine": True, "nprobe": p} for p in probes]),
