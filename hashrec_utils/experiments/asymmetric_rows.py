@@ -30,8 +30,10 @@ SEARCHES = ("hamming", "asymmetric")
 
 
 def asymmetric_rows(profile: str, dataset: str = "gowalla", seeds: tuple[int, ...] | None = None,
-                    trained: tuple[str, ...] = TRAINED_ROWS) -> dict[str, pd.DataFrame]:
-    """Train (or reuse) and score the asymmetric rows of ``dataset``'s comparison (module docstring);
+                    trained: tuple[str, ...] = TRAINED_ROWS,
+                    trained_seeds: tuple[int, ...] | None = None) -> dict[str, pd.DataFrame]:
+    """Train (or reuse) and score the asymmetric rows of ``dataset``'s comparison (module docstring) over
+    ``seeds`` (default: the comparison's), the ``trained`` rows over ``trained_seeds`` (default: ``seeds``);
     returns ``runs`` (a row per run and search mode) and ``table`` (means, spreads and seeds), the rows
     named as the comparison names them (``signswish``: the best row's runs, here also in asymmetric search;
     ``signswish_asym``: trained for it)."""
@@ -48,8 +50,9 @@ def asymmetric_rows(profile: str, dataset: str = "gowalla", seeds: tuple[int, ..
     data = load_run_data(train_config(profile, dataset, valid_fraction=vf))
     point = tuned_point(profile, best, dataset)
     rows = []
-    for label, at in [(best, None), *[(t, point) for t in trained]]:
-        for seed in seeds or stage.seeds:
+    seeds = tuple(seeds or stage.seeds)
+    for label, at, its_seeds in [(best, None, seeds), *[(t, point, tuple(trained_seeds or seeds)) for t in trained]]:
+        for seed in its_seeds:
             _, out = variant_run(profile, label, seed=seed, dataset=dataset, valid_fraction=vf, point=at)
             metrics = comparison_metrics(out, data, stage.ks, stage.candidates)
             scored = {split: {s: m[s] for s in SEARCHES if s in m} if m else None for split, m in metrics.items()
