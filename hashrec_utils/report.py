@@ -121,9 +121,10 @@ def scaling_files(profile: str) -> dict | None:
     for source, suffix in dict.fromkeys(((profile, "_gowalla"), ("full", "_gowalla"), (profile, ""))):
         folder = results_dir(source)
         summary, table = folder / f"retrieval_scaling_summary{suffix}.json", folder / f"retrieval_scaling{suffix}.json"
-        if summary.exists() and table.exists() and "operating_points" in read_json(summary):
+        record = read_json(summary) if summary.exists() and table.exists() else {}
+        if "operating_points" in record:
             figure = repo_root() / "figures" / source / f"retrieval_scaling{suffix}.png"
-            return {"profile": source, "dataset": read_json(summary).get("dataset", "ml-1m"),
+            return {"profile": source, "dataset": record.get("dataset", "ml-1m"),
                     "summary": f"/results/{source}/{summary.name}", "table": f"/results/{source}/{table.name}",
                     "figure": f"/figures/{source}/{figure.name}" if figure.exists() else None}
     return None

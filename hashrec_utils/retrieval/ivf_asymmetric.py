@@ -33,6 +33,7 @@ from ._checks import _check_codes, _check_exclude, _check_float, _check_k, _chec
 from .asymmetric import _AQ, LEVELS, MAX_BITS, _asym_block, _kernel_tables, quantise_queries
 from .indexes import _pair
 from .exact import _heap_push, _heap_replace, _worse
+from .fused import _rerank_kernel
 from .kernel import _BLOCK, _numba_threads, _planes, _trailing_zeros
 
 # the coarse assignment, the scan's quantised tables, ties and the re-rank: bump when ids can change
@@ -165,23 +166,10 @@ def _ivf_kernel(tables, probes, blk_ptr, list_n, planes, list_ids, nbytes, depth
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _finish(heap_s, heap_i, heap_n, q_emb, item_emb, rerank, k, out_d, out_i, out_s):
-    """Per query: its heap drained best first into ``out_d`` (``-D``) and ``out_i`` (code-only), or its
-    heap's items re-ranked by the float inner product into ``out_s``, ``out_i`` (ties by smaller id)."""
+def _drain_all(heap_s, heap_i, heap_n, out_d, out_i):
+    """Code-only: each query's heap drained best first into ``out_d`` (``-D``) and ``out_i``."""
     for q in numba.prange(heap_s.shape[0]):
-        if not rerank:
-            _drain(heap_s[q], heap_i[q], heap_n[q], out_d, out_i, q)
-            continue
-        ks = np.empty(k, np.float32)
-        ki = np.empty(k, np.int64)
-        kept = 0
-        for c in range(heap_n[q]):
-            item = heap_i[q, c]
-            s = np.float32(0.0)
-            for t in range(q_emb.shape[1]):
-                s += q_emb[q, t] * item_emb[item, t]
-            kept = _push(ks, ki, kept, k, s, item)
-        _drain(ks, ki, kept, out_s, out_i, q)
+        _drain(heap_s[q], heap_i[q], heap_n[q], out_d, out_i, q)
 
 
 def _probes(coarse: np.ndarray, nprobe: int) -> np.ndarray:
@@ -249,16 +237,18 @@ class IVFAsymmetricIndex:
         order = np.argsort(cell, kind="stable")
         self.cells = cell.astype(np.int32)  # each item's list
         self.list_n = np.bincount(cell, minlength=self.nlist).astype(np.int64)
-        self.list_ptr = np.concatenate([[0], np.cumsum(self.list_n)]).astype(np.int64)
         blocks = -(-self.list_n // _BLOCK)
         self.blk_ptr = np.concatenate([[0], np.cumsum(blocks)]).astype(np.int64)
-        # each list byte-sliced in blocks of 32 (the scan's layout), padded to whole blocks; ids alike (-1 padding)
-        self.planes = np.concatenate([_planes(codes[order[a:b]]) for a, b in zip(self.list_ptr[:-1], self.list_ptr[1:])
-                                      if b > a]) if len(order) else np.zeros(0, np.uint8)
+        # each list starts a block of 32 (the scan's layout) and is padded to whole blocks: the slot of the
+        # r-th item of list c is 32 blk_ptr[c] + r; ids -1 and zero codes in the padding
+        first = np.concatenate([[0], np.cumsum(self.list_n)[:-1]])
+        sorted_cells = cell[order]
+        slots = self.blk_ptr[sorted_cells] * _BLOCK + np.arange(len(order)) - first[sorted_cells]
         self.list_ids = np.full(int(self.blk_ptr[-1]) * _BLOCK, -1, np.int32)
-        for c in range(self.nlist):
-            a, b = self.list_ptr[c], self.list_ptr[c + 1]
-            self.list_ids[self.blk_ptr[c] * _BLOCK : self.blk_ptr[c] * _BLOCK + (b - a)] = order[a:b]
+        self.list_ids[slots] = order
+        padded = np.zeros((len(self.list_ids), codes.shape[1]), np.uint8)
+        padded[slots] = codes[order]
+        self.planes = _planes(padded)
         self.item_emb = emb
         self.n_items = len(emb)
         return self
@@ -291,15 +281,16 @@ class IVFAsymmetricIndex:
                 tables, step, offset, _ = quantise_queries(real[s:e])
                 probes = _probes(q_emb[s:e] @ self.centroids.T, nprobe)
                 heap_s = np.empty((e - s, depth), np.int64)
-                heap_i = np.empty((e - s, depth), np.int64)
+                heap_i = np.full((e - s, depth), -1, np.int64)  # -1 past a heap's size: the re-rank stops there
                 heap_n = np.zeros(e - s, np.int64)
                 _ivf_kernel(_kernel_tables(tables, e - s), probes.astype(np.int64), self.blk_ptr, self.list_n,
                             self.planes, self.list_ids, nbytes, depth, ex_ptr[s : e + 1] if exclude is not None
                             else ex_ptr, ex_idx, exclude is not None, heap_s, heap_i, heap_n,
                             max(_CHUNK, -(-(e - s) // n_threads)))  # a task a thread: more queries share a list
-                _finish(heap_s, heap_i, heap_n, q_emb[s:e], self.item_emb, rerank, k, out_d[s:e], ids[s:e],
-                        scores[s:e])
-                if not rerank:
+                if rerank:  # hierarchical search's re-rank of the candidates (the heaps' ids)
+                    _rerank_kernel(heap_i, q_emb[s:e], self.item_emb, k, scores[s:e], ids[s:e])
+                else:
+                    _drain_all(heap_s, heap_i, heap_n, out_d[s:e], ids[s:e])
                     found = ids[s:e] >= 0
                     total = LEVELS * (self.bits // 4)
                     part = step[:, None] * (total + out_d[s:e]) + offset[:, None]  # out_d holds -D
