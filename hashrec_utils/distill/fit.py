@@ -11,8 +11,16 @@ user's embedding, so that users who took no part in distillation are served too:
 to mean magnitude 1), as asymmetric search scores it, instead of its training codes (chosen on
 validation: on MovieLens-1M's PureSVD it finds 0.56 of the teacher's top-20 against 0.535).
 
+Start (``init``): ``transform`` (default) starts ``W`` and the item table at the transform code of the
+embeddings (:func:`hashrec_utils.hashing.transform.fit_transform_code`, fitted on the training users:
+bits allocated over the principal axes by variance, several bits on the first axes), ``random`` at a
+random hyperplane hash ``W₀``. The start is validated as epoch 0 and kept when no epoch beats it
+(on MovieLens-1M, 64 bits, validation share of the teacher's top-20 found: LightGCN 0.786 at the
+start against 0.724 at best trained from it; PureSVD 0.559 at the start, 0.582 trained from it
+against 0.56 from ``random``).
+
 Item side (``item_side``): ``table`` (default: free item pre-activations ``c_i``, started at
-``W₀ e_i``; the catalogue is known when distilling), ``layer`` (a second hash layer,
+``W₀ e_i`` or at the transform code; the catalogue is known when distilling), ``layer`` (a second hash layer,
 ``c_i = W' e_i + b'``) or ``shared`` (``c_i = W e_i + b``). The loss is the study's table objective
 (:data:`hashrec_utils.experiments.TABLE_OBJECTIVE`): the listwise softmax of the code scores over the
 catalogue at each user's distillation targets plus ``distill`` × KL from the teacher's softmax
@@ -45,6 +53,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..hashing import HashLayer, make_estimator, pack_codes
+from ..hashing.transform import TransformCode, fit_transform_code
 from ..losses import catalogue_softmax_distill, distill_loss, pooled_listwise_loss
 from ..retrieval import exact_topk
 from ..utils import seed_everything
@@ -54,6 +63,7 @@ __all__ = ["DistillSettings", "DistillStudent", "UserSplit", "split_users", "tea
            "fit_student", "ITEM_SIDES"]
 
 ITEM_SIDES = ("table", "layer", "shared")
+INITS = ("transform", "random")
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,7 @@ class DistillSettings:
     estimator: str = "signswish"
     estimator_params: tuple = (("beta", 10.0),)
     item_side: str = "table"
+    init: str = "transform"
     asymmetric: bool = True
     scale: float = 8.0
     eval_every: int = 2
@@ -85,6 +96,10 @@ class DistillSettings:
     def __post_init__(self):
         if self.bits <= 0 or self.bits % 8:
             raise ValueError(f"bits must be a positive multiple of 8; got {self.bits}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}; got {self.init!r}")
+        if self.init == "transform" and self.item_side != "table":
+            raise ValueError(f"init='transform' starts the item table: it needs item_side='table'; got {self.item_side!r}")
         if self.item_side not in ITEM_SIDES:
             raise ValueError(f"item_side must be one of {', '.join(ITEM_SIDES)}; got {self.item_side!r}")
         for name in ("batch_size", "epochs", "targets", "eval_every", "k"):
@@ -148,7 +163,7 @@ class DistillStudent(nn.Module):
     ``user``, ``item``: the teacher's float32 embeddings (kept as buffers, never trained).
     """
 
-    def __init__(self, user: np.ndarray, item: np.ndarray, settings: DistillSettings):
+    def __init__(self, user: np.ndarray, item: np.ndarray, settings: DistillSettings, start: TransformCode | None = None):
         super().__init__()
         self.settings = settings
         estimator = make_estimator(settings.estimator, **dict(settings.estimator_params))
@@ -160,8 +175,14 @@ class DistillStudent(nn.Module):
         self.item_layer = HashLayer(dim, settings.bits, estimator) if settings.item_side == "layer" else None
         if settings.item_side == "table":
             with torch.no_grad():
-                start = self.hash.linear(self.item).clone()
-            self.item_table = nn.Parameter(start)
+                table = self.hash.linear(self.item).clone()
+                if start is not None:  # the transform code: its query rows and item signs, at the random start's scale
+                    margin = table.abs().mean()
+                    query = torch.from_numpy(start.weight) @ self.user.T
+                    self.hash.linear.weight.copy_(torch.from_numpy(start.weight) * (margin / query.abs().mean()))
+                    self.hash.linear.bias.zero_()
+                    table = torch.from_numpy(start.codes.astype(np.float32)) * margin
+            self.item_table = nn.Parameter(table)
         else:
             self.register_parameter("item_table", None)
         # the teacher's per-user score mean and spread over the catalogue: ⟨e_u, ī⟩ and (e_uᵀ Σ e_u)^½
@@ -263,7 +284,8 @@ def fit_student(user: np.ndarray, item: np.ndarray, seen: sp.csr_matrix | None, 
     validation epoch that found the largest share of the teacher's top-k (best code-only mode),
     the per-epoch history and that epoch. Same seed, same numbers."""
     seed_everything(settings.seed)
-    student = DistillStudent(user, item, settings)
+    start = fit_transform_code(user[split.train], item, settings.bits) if settings.init == "transform" else None
+    student = DistillStudent(user, item, settings, start)
     targets = teacher_targets(user[split.train], item, settings.targets, _rows(seen, split.train))
     pair_users = np.repeat(split.train, targets.shape[1]).astype(np.int64)
     pair_items = targets.reshape(-1)
@@ -281,7 +303,11 @@ def fit_student(user: np.ndarray, item: np.ndarray, seen: sp.csr_matrix | None, 
     ends = np.append(starts[1:], len(pair_users))
     steps = max(1, -(-len(train_users) // per_step))
     student.total_steps = total = settings.epochs * steps
-    history, best, best_state, best_epoch, step = [], -1.0, None, 0, 0
+    student.eval()
+    shares = _valid_shares(student, split.valid, seen, truth)  # the start (the transform code) is a candidate
+    student.train()
+    history = [{"epoch": 0, **{f"valid_top{settings.k}_{m}": v for m, v in shares.items()}, "seconds": 0.0}]
+    best, best_state, best_epoch, step = max(shares.values()), copy.deepcopy(student.state_dict()), 0, 0
     t0 = time.perf_counter()
     bar = tqdm(range(settings.epochs), desc="distill", unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in bar:
@@ -309,7 +335,7 @@ def fit_student(user: np.ndarray, item: np.ndarray, seen: sp.csr_matrix | None, 
             shares = _valid_shares(student, split.valid, seen, truth)
             student.train()
             row.update({f"valid_top{settings.k}_{m}": v for m, v in shares.items()})
-            if max(shares.values()) > best:
+            if max(shares.values()) > best:  # ties keep the earlier epoch
                 best, best_epoch, best_state = max(shares.values()), epoch + 1, copy.deepcopy(student.state_dict())
             bar.set_postfix(loss=f"{row['loss']:.4f}", valid_share=f"{max(shares.values()):.4f}")
         history.append(row)

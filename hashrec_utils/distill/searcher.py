@@ -7,8 +7,13 @@ reals). Search modes (:data:`MODES`):
 ``hamming``       ``sign(a)`` packed, items ranked by Hamming distance (popcount), score ``⟨sign(a), b_i⟩``;
 ``asymmetric``    ``a`` itself against the items' ±1 codes, ``⟨a, b_i⟩`` by 4-bit table lookups
                   (:class:`~hashrec_utils.retrieval.AsymmetricIndex`); the default;
-``hierarchical``  the top-``C`` of ``hamming`` re-ranked by the model's own ``⟨e_u, e_i⟩``; needs the item
+``hierarchical``  the top-``C`` of ``asymmetric`` re-ranked by the model's own ``⟨e_u, e_i⟩``; needs the item
                   embeddings, kept only when distilled with ``keep_float`` (``--keep-float``).
+
+``hamming`` is meaningful for codes whose bits are signs of one projection each (a trained student);
+a student kept at its transform-code start (:mod:`hashrec_utils.hashing.transform`: several bits an
+axis, weighted unequally) is searched by the modes that score the real query, ``asymmetric`` and
+``hierarchical``.
 
 A folder holds ``searcher.npz`` (``weight (K, d)``, ``bias (K,)``, ``item_codes (n_items, K/8)``
 packed ``np.uint8``, optionally ``item_emb (n_items, d)``) and, written last, ``searcher.json``
@@ -31,7 +36,8 @@ __all__ = ["Searcher", "load", "MODES", "FORMAT_VERSION", "ARRAYS"]
 
 MODES = ("hamming", "asymmetric", "hierarchical")
 # bump when what a folder holds, or how search reads it, changes: load() refuses other versions
-FORMAT_VERSION = 1
+# (2: hierarchical search re-ranks the asymmetric scan's candidates, no longer Hamming's)
+FORMAT_VERSION = 2
 ARRAYS = "searcher.npz"
 
 
@@ -84,8 +90,8 @@ class Searcher:
             elif mode == "asymmetric":
                 self._indexes[mode] = AsymmetricIndex(self.bits, self.threads).build(self.item_codes)
             else:
-                self._indexes[mode] = HierarchicalIndex(self.bits, self.candidates, self.threads).build(
-                    (self.item_codes, self.item_emb))
+                self._indexes[mode] = HierarchicalIndex(self.bits, self.candidates, self.threads,
+                                                        source="asymmetric").build((self.item_codes, self.item_emb))
         return self._indexes[mode]
 
     def search(self, user_emb, k: int, exclude=None, mode: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -109,12 +115,11 @@ class Searcher:
             exclude = check_interactions(exclude, len(a), self.n_items, "exclude")
         if mode == "asymmetric":
             return self._index(mode).search(a, k, exclude)
-        codes = pack_codes(a)
         if mode == "hamming":
-            dist, ids = self._index(mode).search(codes, k, exclude)
+            dist, ids = self._index(mode).search(pack_codes(a), k, exclude)
             scores = np.where(ids >= 0, self.bits - 2.0 * dist, -np.inf).astype(np.float32)
             return scores, ids
-        return self._index(mode).search((codes, np.asarray(user_emb, dtype=np.float32)), k, exclude)
+        return self._index(mode).search((a, np.asarray(user_emb, dtype=np.float32)), k, exclude)
 
     # ---- files ----------------------------------------------------------------------------------
 

@@ -58,6 +58,8 @@ EXTRA_VARIANTS = {
 
 # Faiss's RaBitQ on the teacher's embeddings: the training-free quantizer beside the learned codes
 RABITQ_ROW = "rabitq (Faiss, teacher)"
+# hashrec's training-free code of the same embeddings (:mod:`hashrec_utils.hashing.transform`)
+TRANSFORM_ROW = "transform code (teacher)"
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,8 @@ def _rows() -> dict[str, Row]:
     rows += [Row(label, method, model, params, families.get(label, "hashrec objective"))
              for label, (method, model, params) in EXTRA_VARIANTS.items()]
     rows += [Row("lsh", "lsh", family="untrained"), Row("sign (post-hoc)", "sign", family="untrained"),
-             Row(RABITQ_ROW, None, family="untrained"), Row("lightgcn (continuous)", None, family="continuous")]
+             Row(RABITQ_ROW, None, family="untrained"), Row(TRANSFORM_ROW, None, family="untrained"),
+             Row("lightgcn (continuous)", None, family="continuous")]
     return {r.label: r for r in rows}
 
 

@@ -13,7 +13,7 @@ from ..config import figures_dir, results_dir
 from ..profiles import ProfileView, get_profile
 from ..data import InteractionData, dataset_stats
 from ..utils import write_json
-from .rows import RABITQ_ROW, popcount_searchable, row_family, variant_run
+from .rows import RABITQ_ROW, TRANSFORM_ROW, popcount_searchable, row_family, variant_run
 from .runs import (CURVE_ESTIMATORS, HASH_STAGE, SCHEDULES, environment, hash_run, lightgcn_run,
                    load_profile_datasets, write_table)
 
@@ -135,26 +135,39 @@ def _untrained_rows(profile: str, bits: int = 64) -> list[dict]:
     return rows
 
 
-def _rabitq_rows(profile: str, qb: int = 8) -> list[dict]:
-    """Faiss's ``IndexRaBitQ`` (1 bit a dimension + its factors, ``qb``-bit queries: its most accurate
-    setting) built on the teacher's item embeddings and searched with its user embeddings, train items
-    excluded: the training-free competitor of the learned codes, at its bytes per item. Its query is
-    real-valued against binary items, so its row is of search mode ``asymmetric``."""
+def _teacher_code_rows(profile: str, qb: int = 8, bits: int = 64) -> list[dict]:
+    """The training-free codes of the teacher's embeddings, searched with its user embeddings (train
+    items excluded), each at its bytes per item; their queries are real-valued against binary items, so
+    their rows are of search mode ``asymmetric``:
+
+    * Faiss's ``IndexRaBitQ`` (1 bit a dimension + its float factors, ``qb``-bit queries: its most
+      accurate setting), the competitor of the learned codes;
+    * hashrec's transform code (:func:`hashrec_utils.hashing.transform.fit_transform_code`: ``bits``
+      bits allocated over the principal axes of the items, whitened by the users' second moment),
+      searched by :class:`~hashrec_utils.retrieval.AsymmetricIndex`; fitted on the embeddings alone."""
     from ..evaluation import KS
+    from ..hashing import pack_codes
+    from ..hashing.transform import fit_transform_code
     from ..metrics import evaluate_topk
-    from ..retrieval import make_index
+    from ..retrieval import AsymmetricIndex, make_index
     from ..settings import train_config
     from ..training.runs import load_run_data
 
     _, base = lightgcn_run(profile, "ml-1m", progress=False)
     emb = np.load(base / "embeddings.npz")
+    user, item = emb["user"], emb["item"]
     data = load_run_data(train_config(profile, "ml-1m"))
-    index = make_index("rabitq", qb=qb).build(emb["item"])
-    test = evaluate_topk(index.search(emb["user"], max(KS), data.train_full)[1], data.test, KS)
-    valid = evaluate_topk(index.search(emb["user"], max(KS), data.train)[1], data.valid, KS) if data.valid.nnz else {}
-    return [{"estimator": RABITQ_ROW, "seed": 0, "search": "asymmetric", **{k: v for k, v in test.items() if "@" in k},
-             **_valid_columns({"valid": valid}), "best_epoch": None,
-             "bytes_per_item": index.memory_bytes() / emb["item"].shape[0]}]
+    code = fit_transform_code(user, item, bits)
+    rows = []
+    for label, index, query in (
+            (RABITQ_ROW, make_index("rabitq", qb=qb).build(item), user),
+            (TRANSFORM_ROW, AsymmetricIndex(bits).build(pack_codes(code.codes)), code.query(user))):
+        test = evaluate_topk(index.search(query, max(KS), data.train_full)[1], data.test, KS)
+        valid = evaluate_topk(index.search(query, max(KS), data.train)[1], data.valid, KS) if data.valid.nnz else {}
+        rows.append({"estimator": label, "seed": 0, "search": "asymmetric", **{k: v for k, v in test.items() if "@" in k},
+                     **_valid_columns({"valid": valid}), "best_epoch": None,
+                     "bytes_per_item": index.memory_bytes() / len(item)})
+    return rows
 
 
 def _sections(metrics: dict) -> list[dict]:
@@ -200,7 +213,7 @@ def _estimator_table(profile: str, lightgcn: dict) -> tuple[pd.DataFrame, pd.Dat
               **{k: v for k, v in lightgcn.items() if "@" in k}, **_valid_columns(lightgcn),
               "best_epoch": lightgcn.get("best_epoch")}]
     rows += _untrained_rows(profile)
-    rows += _rabitq_rows(profile)
+    rows += _teacher_code_rows(profile)
     runs = pd.DataFrame(rows)
     table = summarize(runs, ["estimator", "search"], ("recall@20", "ndcg@20", "recall@50", "valid_recall@20"))
     table["recall@20_vs_lightgcn"] = table["recall@20_mean"] / lightgcn["recall@20"]
@@ -268,6 +281,8 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
         **_mode_of_best(table, best, "asymmetric"),
         **_mode_of_best(table, RABITQ_ROW, "asymmetric", key="rabitq"),
         "rabitq_bytes_per_item": float(runs.loc[runs.estimator == RABITQ_ROW, "bytes_per_item"].iloc[0]),
+        **_mode_of_best(table, TRANSFORM_ROW, "asymmetric", key="transform"),
+        "transform_bytes_per_item": float(runs.loc[runs.estimator == TRANSFORM_ROW, "bytes_per_item"].iloc[0]),
         "code_bytes_per_item": 64 / 8,
     })
     savefig(plot_hashing_curves(curve), "hashing_curves", figures_dir(profile))

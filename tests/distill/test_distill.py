@@ -188,3 +188,17 @@ def test_the_command_writes_the_searcher_and_prints_the_report(tmp_path, capsys)
     assert sorted(p.name for p in out.iterdir()) == ["history.json", "report.json", "searcher.json", "searcher.npz"]
     # the same folder again is this command's own: accepted and rewritten
     _cli(tmp_path, {"user": user, "item": item})
+
+
+def test_the_transform_start_is_validated_as_epoch_zero():
+    """The default start (the transform code) is a candidate like any epoch: the history's first row is
+    epoch 0 with its validation shares, and the kept epoch is the best of all rows, the start included."""
+    user, item = model(n_users=80, n_items=120)
+    searcher = distill(user, item, 16, progress=False, epochs=2, eval_every=1)
+    rows = [r for r in searcher.history if "valid_top20_asymmetric" in r]
+    assert rows[0]["epoch"] == 0 and [r["epoch"] for r in rows] == [0, 1, 2]
+    best = max(rows, key=lambda r: max(r["valid_top20_asymmetric"], r["valid_top20_hamming"]))
+    assert searcher.info["kept_epoch"] == best["epoch"]
+    with pytest.raises(ValueError, match="init='transform' starts the item table: it needs item_side='table'"):
+        distill(user, item, 16, progress=False, epochs=1, item_side="layer")
+    distill(user, item, 16, progress=False, epochs=1, item_side="layer", init="random")
