@@ -10,8 +10,9 @@
 user's train items kept (at least one), test untouched. ``probe``: test recall@20 (train and
 validation items excluded) of the teacher's own embeddings, Faiss ``IndexRaBitQ`` on them (64 bits +
 float factors), hashrec's transform code (64 bits, asymmetric scan), and the transform code of the
-items' *directions* scaled by each item's exact norm (scored in float: what a norm byte beside the
-code would buy; no scan kernel multiplies by it yet); with ``--hash``, that run's own modes.
+items' *directions* scaled by each item's exact norm (scored in float); with ``--hash``, that run's
+own modes and its asymmetric search with a scale byte an item
+(:mod:`hashrec_utils.experiments.item_scale`: the item norm to a power chosen on validation).
 """
 from __future__ import annotations
 
@@ -80,8 +81,13 @@ def probe(run: str, hash_run: str | None) -> None:
     scaled = (direction.codes * norm[:, None]).astype(np.float32)
     rows.append(("transform code of directions x norm (float)", 8 + 4, recall(exact_topk(direction.query(user), scaled, 20, seen)[1])))
     if hash_run:
+        from hashrec_utils.experiments.item_scale import item_scale_metrics
+
         metrics = read_json(os.path.join(hash_run, "metrics.json"))
         rows += [(f"hash run: {m}", 8, metrics[m]["recall@20"]) for m in ("hamming", "asymmetric") if m in metrics]
+        scaled = item_scale_metrics(hash_run, data=data)
+        rows.append((f"hash run: asymmetric x norm^p (p={scaled['power']:g}, valid)", scaled["bytes_per_item"],
+                     scaled["test"]["recall@20"]))
     print(f"{'method':<46} {'bytes/item':>10} {'recall@20':>10} {'x teacher':>9}")
     for name, size, r in rows:
         print(f"{name:<46} {size:>10.1f} {r:>10.4f} {r / base:>9.3f}")

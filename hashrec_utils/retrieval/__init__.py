@@ -52,6 +52,7 @@ from .rabitq import (RABITQ_INDEXES, IndexHNSWRaBitQ, IndexIVFRaBitQ, IndexIVFRa
                      IndexRaBitQFastScan)
 from .indexes import HammingIndex, HierarchicalIndex, continuous_topk, hierarchical_topk
 from .ivf_asymmetric import IVFAsymmetricIndex
+from .scaled_asymmetric import ScaledAsymmetricIndex
 from .kernel import hamming_candidates, hamming_distances, hamming_topk
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "AsymmetricIndex",
     "asymmetric_topk",
     "IVFAsymmetricIndex",
+    "ScaledAsymmetricIndex",
     "asymmetric_scores",
     "FaissIndex",
     "IndexFlatIP",
@@ -106,7 +108,9 @@ def make_index(name: str, *, bits: int = 64, threads: int | None = None, **param
     ``hamming`` -> :class:`HammingIndex` (``bits``); ``asymmetric`` -> :class:`AsymmetricIndex`
     (``bits``; float queries against packed codes); ``ivf_asymmetric`` -> :class:`IVFAsymmetricIndex`
     (``bits``, ``nlist``, ``nprobe``, ``candidates``: an inverted file over the embeddings whose lists
-    are scanned asymmetrically, re-ranked by the float inner product when ``candidates`` is set); ``hierarchical`` ->
+    are scanned asymmetrically, re-ranked by the float inner product when ``candidates`` is set);
+    ``scaled_asymmetric`` -> :class:`ScaledAsymmetricIndex` (``bits``; items are pairs of codes and a
+    positive scale each, kept as a log-scale byte); ``hierarchical`` ->
     :class:`HierarchicalIndex` (``bits``, ``candidates``, ``source``: ``hamming`` or ``asymmetric``); ``flat_ip``,
     ``hnsw``, ``nsg``, ``ivf_flat``, ``ivf_pq``, ``binary_flat``,
     ``binary_hnsw``, ``binary_ivf``, ``binary_multihash`` -> the Faiss wrapper
@@ -127,6 +131,10 @@ def make_index(name: str, *, bits: int = 64, threads: int | None = None, **param
         if params:
             raise ValueError(f"asymmetric takes no parameters besides bits and threads; got {', '.join(params)}")
         return AsymmetricIndex(bits, threads)
+    if name == "scaled_asymmetric":
+        if params:
+            raise ValueError(f"scaled_asymmetric takes no parameters besides bits and threads; got {', '.join(params)}")
+        return ScaledAsymmetricIndex(bits, threads)
     if name == "ivf_asymmetric":
         extra = set(params) - {"nlist", "nprobe", "candidates"}
         if extra or "nlist" not in params:
