@@ -2,7 +2,7 @@
 
     python scripts/item_scale.py --name gowalla --profile full runs/full/hash_gowalla_v10_..._s0_... [...]
 
-For each run: validation recall@20 at each power of the item norm (``hashrec_utils.experiments.item_scale``),
+For each run: validation recall@20 at each power of the item norm (``hashrec_utils.item_scale``),
 the chosen power and the test metrics there and unscaled; printed, and written to
 ``results/<profile>/item_scale_<name>.json`` (atomically).
 """
@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", default="default", choices=("quick", "default", "full"))
     args = parser.parse_args(argv)
     from hashrec_utils.config import results_dir
-    from hashrec_utils.experiments.item_scale import item_scale_metrics
+    from hashrec_utils.item_scale import item_scale_metrics
     from hashrec_utils.utils import write_json
 
     out = []

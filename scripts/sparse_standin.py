@@ -12,7 +12,7 @@ validation items excluded) of the teacher's own embeddings, Faiss ``IndexRaBitQ`
 float factors), hashrec's transform code (64 bits, asymmetric scan), and the transform code of the
 items' *directions* scaled by each item's exact norm (scored in float); with ``--hash``, that run's
 own modes and its asymmetric search with a scale byte an item
-(:mod:`hashrec_utils.experiments.item_scale`: the item norm to a power chosen on validation).
+(:mod:`hashrec_utils.item_scale`: the item norm to a power chosen on validation).
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def probe(run: str, hash_run: str | None) -> None:
     scaled = (direction.codes * norm[:, None]).astype(np.float32)
     rows.append(("transform code of directions x norm (float)", 8 + 4, recall(exact_topk(direction.query(user), scaled, 20, seen)[1])))
     if hash_run:
-        from hashrec_utils.experiments.item_scale import item_scale_metrics
+        from hashrec_utils.item_scale import item_scale_metrics
 
         metrics = read_json(os.path.join(hash_run, "metrics.json"))
         rows += [(f"hash run: {m}", 8, metrics[m]["recall@20"]) for m in ("hamming", "asymmetric") if m in metrics]

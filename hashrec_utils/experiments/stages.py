@@ -282,6 +282,7 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
         **_mode_of_best(table, RABITQ_ROW, "asymmetric", key="rabitq"),
         "rabitq_bytes_per_item": float(runs.loc[runs.estimator == RABITQ_ROW, "bytes_per_item"].iloc[0]),
         **_mode_of_best(table, TRANSFORM_ROW, "asymmetric", key="transform"),
+        **_best_on_valid(table, "asymmetric"),
         "transform_bytes_per_item": float(runs.loc[runs.estimator == TRANSFORM_ROW, "bytes_per_item"].iloc[0]),
         "code_bytes_per_item": 64 / 8,
     })
@@ -292,6 +293,17 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
     tuning_csv = results_dir(profile) / "tuning.csv"  # make tune's grid (committed), when the profile was tuned
     tuning = pd.read_csv(tuning_csv) if tuning_csv.exists() else pd.DataFrame()
     return {"table": table, "runs": runs, "curves": curve, "p": p_table, "params": param_table, "tuning": tuning}
+
+
+def _best_on_valid(table: pd.DataFrame, search: str) -> dict:
+    """The row with the highest validation recall@20 in mode ``search`` (every row scored so, trained or
+    not), and its test recall@20: ``best_<search>_row``, ``best_<search>_row_recall@20``."""
+    rows = table[(table.search == search) & table["valid_recall@20_mean"].notna()]
+    if not len(rows):
+        return {}
+    top = rows.loc[rows["valid_recall@20_mean"].idxmax()]
+    return {f"best_{search}_row": str(top.estimator), f"best_{search}_row_recall@20": float(top["recall@20_mean"]),
+            f"best_{search}_row_valid_recall@20": float(top["valid_recall@20_mean"])}
 
 
 def _mode_of_best(table: pd.DataFrame, best: str, search: str, key: str | None = None) -> dict:

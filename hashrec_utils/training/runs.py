@@ -240,6 +240,23 @@ def run(config: TrainConfig, out: str | os.PathLike = "runs/train", *, progress:
             "epochs_run": int(result.history["epoch"].iloc[-1]) if len(result.history) else 0}
     with atomic_write(out / "embeddings.npz", "wb") as fh:
         np.savez(fh, **arrays)
+    _write_item_scale(arrays, data, out, progress)
     write_json(out / "metrics.json", {**metrics, "valid": valid, **meta, "evaluation": evaluation_identity()})
     distributed.barrier()
     return read_json(out / "metrics.json")
+
+
+def _write_item_scale(arrays: dict, data: InteractionData, out: Path, progress: bool) -> None:
+    """A hash run scored asymmetrically with a scale byte an item, its power chosen on validation
+    (:mod:`hashrec_utils.item_scale`), into ``item_scale.json`` (before ``metrics.json``, which marks
+    the run complete); nothing for runs without a validation split or real-valued queries."""
+    from ..item_scale import FILE, item_scale
+
+    if not data.valid.nnz or not all(k in arrays for k in ("user_query", "item_codes", "item")):
+        return
+    scaled = item_scale(arrays, data)
+    write_json(out / FILE, scaled)
+    if progress:
+        print(f"{out}: asymmetric search with a scale byte an item (power {scaled['power']:g} of the item norm, chosen "
+              f"on validation): test recall@20 {scaled['test']['recall@20']:.4f} (unscaled "
+              f"{scaled['test_unscaled']['recall@20']:.4f})", file=sys.stderr)

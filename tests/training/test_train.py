@@ -231,6 +231,12 @@ def test_cli_hash_run_starts_from_a_lightgcn_run_and_writes_three_sections(tmp_p
     assert metrics["continuous"]["recall@20"] == pytest.approx(json.loads((base / "metrics.json").read_text())["recall@20"])
     emb = np.load(out / "embeddings.npz")
     assert emb["user_codes"].dtype == np.uint8 and emb["user_codes"].shape[1] == 4
+    # the scale byte's power, chosen on validation, beside metrics.json; p = 0 is the asymmetric section
+    scaled = json.loads((out / "item_scale.json").read_text())
+    assert scaled["powers"][0] == 0.0 and len(scaled["valid_recall@20"]) == len(scaled["powers"])
+    assert scaled["valid_recall@20"][scaled["powers"].index(scaled["power"])] == max(scaled["valid_recall@20"])
+    assert scaled["test_unscaled"]["recall@20"] == pytest.approx(metrics["asymmetric"]["recall@20"], abs=0.02)
+    assert not (base / "item_scale.json").exists()  # a continuous run has no codes to scale
     with pytest.raises(ValueError, match="--init applies to hash runs"):
         main(["train", "--dataset", str(folder), "--init", str(base), "--out", str(tmp_path / "x")])
 

@@ -1,4 +1,4 @@
-"""The item-scale power is chosen on validation (hashrec_utils.experiments.item_scale): where item norms
+"""The item-scale power is chosen on validation (hashrec_utils.item_scale): where item norms
 carry the held-out interactions the scale byte wins and a power > 0 is chosen; where every norm is
 equal all powers tie and the unscaled search (p = 0, no byte) is kept."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import scipy.sparse as sp
 
-from hashrec_utils.experiments.item_scale import item_scale_metrics
+from hashrec_utils.item_scale import item_scale_metrics
 from hashrec_utils.hashing import pack_codes
 
 
