@@ -522,14 +522,22 @@ def _topk_kernel(qcodes, planes, n, k, block, tile, ranked, out_d, out_i, ex_ptr
                     has_ex)
 
 
+# parallel tasks handed out at a time: a thread held up (a shared machine, a query block with more
+# exclusions) leaves its share to the others instead of the call waiting on it (static halves did:
+# bench_asymmetric's scans then varied by 1.7x run to run on two cores)
+_CHUNK_TASKS = 4
+
+
 @contextmanager
 def _numba_threads(threads: int | None) -> Iterator[int]:
-    """Run with ``threads`` numba threads (capped at the pool size), restoring the previous count."""
+    """Run with ``threads`` numba threads (capped at the pool size) and parallel loops handed out
+    :data:`_CHUNK_TASKS` iterations at a time, restoring both after."""
     old = numba.get_num_threads()
     n = min(int(threads), numba.config.NUMBA_NUM_THREADS) if threads else old
     numba.set_num_threads(n)
     try:
-        yield n
+        with numba.parallel_chunksize(_CHUNK_TASKS):
+            yield n
     finally:
         numba.set_num_threads(old)
 

@@ -157,3 +157,19 @@ def test_hierarchical_over_asymmetric_candidates_reranks_the_asymmetric_top_c():
         np.testing.assert_array_equal(ids[r], want)
     with pytest.raises(ValueError, match="source must be"):
         make_index("hierarchical", bits=64, source="faiss")
+
+
+def test_the_quantisation_kernel_equals_its_numpy_formula():
+    """quantise_queries (numba, a query a task) against _quantise_reference (NumPy): the same integer
+    tables and steps bit for bit (the kernel's ids depend on them), offsets to float64 rounding, for
+    queries of very different scales, a zero query and K = 8 .. 256."""
+    from hashrec_utils.retrieval.asymmetric import _quantise_reference, quantise_queries
+
+    rng = np.random.default_rng(11)
+    for bits in (8, 64, 256):
+        q = (rng.standard_normal((300, bits)) * np.logspace(-4, 3, 300)[:, None]).astype(np.float32)
+        q[7] = 0.0
+        got, want = quantise_queries(q), _quantise_reference(q)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+        np.testing.assert_allclose(got[2], want[2], rtol=1e-12, atol=0)
+        np.testing.assert_array_equal(got[3], want[3])
