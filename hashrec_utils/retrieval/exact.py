@@ -136,6 +136,41 @@ def _heap_replace(hs, hi, k, s, g):
     hi[i] = g
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _push(hs, hi, size, cap, s, i):
+    """Offer ``(s, i)`` to a heap of at most ``cap`` entries (worst at the root, larger scores better,
+    ties by smaller id); returns the new size."""
+    if size < cap:
+        _heap_push(hs, hi, size, s, i)
+        return size + 1
+    if _worse(hs[0], hi[0], s, i):
+        _heap_replace(hs, hi, size, s, i)
+    return size
+
+
+@numba.njit(cache=True, nogil=True)
+def _excluded(item, q, ex_ptr, ex_idx):
+    """Binary search of ``item`` in query ``q``'s sorted row of the exclusion matrix."""
+    lo, hi = ex_ptr[q], ex_ptr[q + 1]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if ex_idx[mid] < item:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo < ex_ptr[q + 1] and ex_idx[lo] == item
+
+
+@numba.njit(cache=True, nogil=True)
+def _drain(hs, hi, size, out_s, out_i, row):
+    """Write a heap's entries into ``out[row]``, best first (score descending, ties by smaller id);
+    the row's slots past ``size`` keep what the caller filled them with (the padding)."""
+    for r in range(size - 1, -1, -1):
+        out_s[row, r], out_i[row, r] = hs[0], hi[0]
+        if r:
+            _heap_replace(hs, hi, r, hs[r], hi[r])  # the last entry to the root, the heap one shorter
+
+
 @numba.njit(cache=True, nogil=True)
 def _scan_tile(S, j0, q0, hs, hi, fill, ex_ptr, ex_idx, ex_pos, has_ex):
     """Fold the scores ``S (b, L)`` of queries ``q0 + r`` and items ``j0 + c`` into the heaps ``hs, hi (nq, k)``.

@@ -32,7 +32,7 @@ import numpy as np
 from ._checks import _check_codes, _check_exclude, _check_float, _check_k, _check_threads
 from .asymmetric import _AQ, LEVELS, MAX_BITS, _asym_block, _kernel_tables, quantise_queries
 from .indexes import _pair
-from .exact import _heap_push, _heap_replace, _worse
+from .exact import _drain, _excluded, _push, _worse
 from .fused import _rerank_kernel
 from .kernel import _BLOCK, _numba_threads, _planes, _trailing_zeros
 
@@ -42,40 +42,6 @@ VERSION = 1
 _KEEP = object()  # set_search_params: a setting not passed stays
 _CHUNK = 128      # the fewest queries a parallel task takes (a task a thread otherwise: its queries share lists)
 _BATCH = 4096     # queries a kernel call holds heaps for (bounds the heaps' memory, 16 bytes x depth each)
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _push(hs, hi, size, cap, s, i):
-    """Offer ``(s, i)`` to a heap of at most ``cap`` entries (the exact scan's heaps: worst at the root,
-    larger scores better, ties by smaller id); returns the new size."""
-    if size < cap:
-        _heap_push(hs, hi, size, s, i)
-        return size + 1
-    if _worse(hs[0], hi[0], s, i):
-        _heap_replace(hs, hi, size, s, i)
-    return size
-
-
-@numba.njit(cache=True)
-def _excluded(item, q, ex_ptr, ex_idx):
-    """Binary search of ``item`` in query ``q``'s sorted row of the exclusion matrix."""
-    lo, hi = ex_ptr[q], ex_ptr[q + 1]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ex_idx[mid] < item:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < ex_ptr[q + 1] and ex_idx[lo] == item
-
-
-@numba.njit(cache=True, nogil=True)
-def _drain(hs, hi, size, out_s, out_i, row):
-    """Write a heap's entries into ``out[row]``, best first (score descending, ties by smaller id)."""
-    for r in range(size - 1, -1, -1):
-        out_s[row, r], out_i[row, r] = hs[0], hi[0]
-        if r:
-            _heap_replace(hs, hi, r, hs[r], hi[r])  # the last entry to the root, the heap one shorter
 
 
 @numba.njit(cache=True, nogil=True)

@@ -30,7 +30,7 @@ import numba
 import numpy as np
 
 from ._checks import _check_codes, _check_exclude, _check_float, _check_k, _check_threads
-from .exact import _heap_push, _heap_replace, _worse
+from .exact import _drain, _excluded, _push
 from .kernel import _numba_threads
 
 __all__ = ["ScaledAsymmetricIndex", "scaled_asymmetric_scores", "encode_scales", "VERSION"]
@@ -75,40 +75,6 @@ def _tables(q, nbytes, out):
             out[j, v] = s
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _offer(hs, hi, size, k, s, i):
-    if size < k:
-        _heap_push(hs, hi, size, s, i)
-        return size + 1
-    if _worse(hs[0], hi[0], s, i):
-        _heap_replace(hs, hi, k, s, i)
-    return size
-
-
-@numba.njit(cache=True, nogil=True)
-def _drain(hs, hi, size, k, out_s, out_i, row):
-    for c in range(size, k):
-        out_s[row, c], out_i[row, c] = -np.inf, -1
-    for c in range(size - 1, -1, -1):
-        out_s[row, c], out_i[row, c] = hs[0], hi[0]
-        if c:
-            _heap_replace(hs, hi, c, hs[c], hi[c])
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _excluded(item, row, ex_ptr, ex_idx):
-    """Binary search of ``item`` in the sorted exclusion row ``row``."""
-    lo, hi = ex_ptr[row], ex_ptr[row + 1]
-    end = hi
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ex_idx[mid] < item:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < end and ex_idx[lo] == item
-
-
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _scaled_kernel(queries, codes, scales, k, out_s, out_i, ex_ptr, ex_idx, has_ex):
     """A task per group of ``_QB`` queries: one pass over the items' bytes feeds each query's table and
@@ -143,11 +109,11 @@ def _scaled_kernel(queries, codes, scales, k, out_s, out_i, ex_ptr, ex_idx, has_
                 sc = acc[r] * c
                 # items come in id order, so an equal score (a larger id) never enters a full heap
                 if (size[r] < k or sc > cut[r]) and not (has_ex and _excluded(i, q0 + r, ex_ptr, ex_idx)):
-                    size[r] = _offer(hs[r], hi[r], size[r], k, sc, i)
+                    size[r] = _push(hs[r], hi[r], size[r], k, sc, i)
                     if size[r] == k:
                         cut[r] = hs[r, 0]
         for r in range(m):
-            _drain(hs[r], hi[r], size[r], k, out_s, out_i, q0 + r)
+            _drain(hs[r], hi[r], size[r], out_s, out_i, q0 + r)
 
 
 class ScaledAsymmetricIndex:
@@ -191,8 +157,8 @@ class ScaledAsymmetricIndex:
         queries = _check_float(queries, "queries", self.bits)
         k = _check_k(k)
         exclude = _check_exclude(exclude, len(queries), self.n_items)
-        out_s = np.empty((len(queries), k), np.float32)
-        out_i = np.empty((len(queries), k), np.int64)
+        out_s = np.full((len(queries), k), -np.inf, np.float32)  # the padding where fewer than k are admissible
+        out_i = np.full((len(queries), k), -1, np.int64)
         if exclude is None:
             ptr, idx = np.zeros(len(queries) + 1, np.int64), np.zeros(1, np.int64)
         else:
