@@ -29,15 +29,6 @@ FILE = "item_scale.json"
 POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def _run_data(run: Path):
-    from .training.config import TrainConfig
-    from .training.runs import load_run_data
-    from .utils import read_json
-
-    saved = read_json(run / "config.json")
-    return load_run_data(TrainConfig(**{k: v for k, v in saved.items() if k not in ("identity", "code_version")}))
-
-
 def item_scale(arrays: dict, data, powers: tuple[float, ...] = POWERS, *, ks: tuple[int, ...] = (20, 50, 100),
                threads: int | None = None) -> dict:
     """For a hash run's ``arrays`` (``user_query``, ``item_codes``, ``item``): validation recall@20 (train
@@ -69,8 +60,9 @@ def item_scale(arrays: dict, data, powers: tuple[float, ...] = POWERS, *, ks: tu
         ids = indexes[p].search(query, max(ks), data.train_full)[1]
         return {k: v for k, v in evaluate_topk(ids, data.test, ks=ks).items() if "@" in k}
 
+    unscaled = test(0.0) if 0.0 in indexes else None
     return {"powers": list(powers), "valid_recall@20": valid, "power": best,
-            "test": test(best), "test_unscaled": test(0.0) if 0.0 in indexes else None,
+            "test": unscaled if best == 0.0 else test(best), "test_unscaled": unscaled,
             # p = 0 needs no scale byte: plain asymmetric search of the codes
             "bytes_per_item": indexes[best].memory_bytes() / len(codes) if best else float(codes.shape[1]),
             "scale_error": indexes[best].scale_error() if best else 0.0}
@@ -80,8 +72,10 @@ def item_scale_metrics(run: str | os.PathLike, powers: tuple[float, ...] = POWER
                        ks: tuple[int, ...] = (20, 50, 100), threads: int | None = None) -> dict:
     """:func:`item_scale` of hash run folder ``run`` (its ``embeddings.npz``; its data from its
     ``config.json`` unless ``data`` is given), with the run's name."""
+    from .training.runs import load_run_data, run_config
+
     run = Path(run)
-    data = _run_data(run) if data is None else data
+    data = load_run_data(run_config(run)) if data is None else data
     with np.load(run / "embeddings.npz") as npz:
         arrays = {k: npz[k] for k in ("user_query", "item_codes", "item") if k in npz.files}
     return {"run": run.name, **item_scale(arrays, data, powers, ks=ks, threads=threads)}

@@ -33,14 +33,10 @@ def puresvd(rank: int = 64):
 
 def lightgcn(run: str):
     from hashrec_utils.distill import read_embeddings
-    from hashrec_utils.training.config import TrainConfig
-    from hashrec_utils.training.runs import load_run_data
-    from hashrec_utils.utils import read_json
+    from hashrec_utils.training.runs import load_run_data, run_config
 
-    saved = read_json(os.path.join(run, "config.json"))
-    config = TrainConfig(**{k: v for k, v in saved.items() if k not in ("identity", "code_version")})
     user, item = read_embeddings(os.path.join(run, "embeddings.npz"))
-    return user, item, load_run_data(config)
+    return user, item, load_run_data(run_config(run))
 
 
 def main(argv=None) -> int:

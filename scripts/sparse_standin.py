@@ -47,12 +47,9 @@ def make(out: Path, keep: float = 0.2, seed: int = 20) -> None:
 
 
 def _run_data(run: str):
-    from hashrec_utils.training.config import TrainConfig
-    from hashrec_utils.training.runs import load_run_data
-    from hashrec_utils.utils import read_json
+    from hashrec_utils.training.runs import load_run_data, run_config
 
-    saved = read_json(os.path.join(run, "config.json"))
-    return load_run_data(TrainConfig(**{k: v for k, v in saved.items() if k not in ("identity", "code_version")}))
+    return load_run_data(run_config(run))
 
 
 def probe(run: str, hash_run: str | None) -> None:

@@ -35,10 +35,17 @@ from .config import KS, TrainConfig
 from .identity import evaluation_identity, identity_differences, run_identity
 from .loop import fit
 
-__all__ = ["run", "rescore", "load_run_data", "build_model", "ACCEPT_UNVERSIONED"]
+__all__ = ["run", "rescore", "load_run_data", "run_config", "build_model", "ACCEPT_UNVERSIONED"]
 
 # Set to 1 to adopt run folders written before config.json carried an ``identity`` (see run()).
 ACCEPT_UNVERSIONED = "HASHREC_ACCEPT_UNVERSIONED"
+
+
+def run_config(folder: str | os.PathLike) -> TrainConfig:
+    """The :class:`TrainConfig` a run folder's ``config.json`` records (its ``identity`` and
+    ``code_version`` are what trained it, not settings)."""
+    saved = read_json(Path(folder) / "config.json")
+    return TrainConfig(**{k: v for k, v in saved.items() if k not in ("identity", "code_version")})
 
 
 def load_run_data(config: TrainConfig) -> InteractionData:

@@ -237,6 +237,9 @@ def test_cli_hash_run_starts_from_a_lightgcn_run_and_writes_three_sections(tmp_p
     assert scaled["valid_recall@20"][scaled["powers"].index(scaled["power"])] == max(scaled["valid_recall@20"])
     assert scaled["test_unscaled"]["recall@20"] == pytest.approx(metrics["asymmetric"]["recall@20"], abs=0.02)
     assert not (base / "item_scale.json").exists()  # a continuous run has no codes to scale
+    from hashrec_utils.training.runs import run_config
+
+    assert run_config(out).to_json() == {k: v for k, v in config.items() if k not in ("identity", "code_version")}
     with pytest.raises(ValueError, match="--init applies to hash runs"):
         main(["train", "--dataset", str(folder), "--init", str(base), "--out", str(tmp_path / "x")])
 
