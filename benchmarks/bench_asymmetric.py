@@ -29,11 +29,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
-from hashrec_utils.bench import gowalla_exclusion
+from hashrec_utils.bench import gowalla_exclusion, take_turns
 from hashrec_utils.retrieval import AsymmetricIndex, HammingIndex, asymmetric_scores, make_index
 from hashrec_utils.retrieval.asymmetric import quantise_queries
 
@@ -86,12 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     ok, line = _check(indexes["asymmetric"][0], query, icodes, exclude, args.k, 300)
     print(line)
 
-    times = {name: [] for name in indexes}
-    for _ in range(max(1, args.repeats)):
-        for name, (index, q) in indexes.items():
-            t0 = time.perf_counter()
-            index.search(q, args.k, exclude)
-            times[name].append(time.perf_counter() - t0)
+    times = take_turns(indexes, args.k, args.repeats, exclude=exclude)
     qps = {name: args.queries / float(np.median(t)) for name, t in times.items()}
     for name, (index, _) in indexes.items():
         t = times[name]

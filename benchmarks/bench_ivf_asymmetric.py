@@ -21,11 +21,10 @@ each).
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
-from hashrec_utils.bench import recall_vs_exact
+from hashrec_utils.bench import recall_vs_exact, take_turns
 from hashrec_utils.retrieval import exact_topk, make_index
 
 
@@ -54,15 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
         "ivf_rabitq": (make_index("ivf_rabitq_fastscan", nlist=nlist, nprobe=args.nprobe, threads=args.threads)
                        .build(item), query),
     }
-    times = {name: [] for name in searches}
-    ids = {}
-    for name, (index, q) in searches.items():
-        ids[name] = index.search(q, k)[1]  # warm-up (numba compiles), and the ids scored below
-    for _ in range(args.repeats):
-        for name, (index, q) in searches.items():
-            start = time.perf_counter()
-            index.search(q, k)
-            times[name].append(time.perf_counter() - start)
+    ids = {name: index.search(q, k)[1] for name, (index, q) in searches.items()}  # warm-up, and the ids scored below
+    times = take_turns(searches, k, args.repeats)
     qps = {name: args.queries / float(np.median(t)) for name, t in times.items()}
     print(f"{args.items:,} items in {args.clusters} clusters, {args.queries:,} queries, k = {k}, nlist {nlist}, "
           f"nprobe {args.nprobe}, {args.threads} threads, {args.repeats} rounds")

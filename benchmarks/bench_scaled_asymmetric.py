@@ -22,11 +22,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
-from hashrec_utils.bench import gowalla_exclusion
+from hashrec_utils.bench import gowalla_exclusion, take_turns
 from hashrec_utils.retrieval import AsymmetricIndex, ScaledAsymmetricIndex, make_index
 from hashrec_utils.retrieval.scaled_asymmetric import scaled_asymmetric_scores
 
@@ -65,12 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     ok = err < 1e-5 and np.allclose(scores, -np.sort(-ref, 1)[:, :args.k], rtol=1e-5, atol=1e-5)
     print(f"reference check on {len(rows)} queries: relative score error max {err:.2e} ({'ok' if ok else 'FAILED'})")
 
-    times = {name: [] for name in indexes}
-    for _ in range(max(1, args.repeats)):
-        for name, (index, q) in indexes.items():
-            t0 = time.perf_counter()
-            index.search(q, args.k, exclude)
-            times[name].append(time.perf_counter() - t0)
+    times = take_turns(indexes, args.k, args.repeats, exclude=exclude)
     qps = {name: args.queries / float(np.median(t)) for name, t in times.items()}
     for name, (index, _) in indexes.items():
         print(f"{name:>16}: {qps[name]:>10,.0f} q/s (median of {len(times[name])})  "

@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["torch_reference_topk", "TorchExactIndex", "search_ids", "time_search", "time_searches", "latency_ms",
+__all__ = ["torch_reference_topk", "TorchExactIndex", "search_ids", "time_search", "time_searches", "take_turns",
+           "latency_ms",
            "random_exclusion", "gowalla_exclusion", "recall_vs_exact", "recall_at", "sweep", "at_fixed_throughput",
            "scaling_params", "scaling_measure", "scaling", "SCALING_BINARY", "SCALING_FLOAT"]
 
@@ -109,6 +110,19 @@ def time_searches(index, queries, k: int, repeats: int = 5, *, exclude=None) -> 
         ids = search_ids(index, queries, k, exclude)
         times.append(time.perf_counter() - start)
     return times, ids
+
+
+def take_turns(searches: dict, k: int, repeats: int = 5, *, exclude=None) -> dict[str, list[float]]:
+    """Wall-clock seconds of each search in ``searches`` (``{name: (index, queries)}``), ``repeats``
+    rounds in which every search runs once in turn, so a slow spell of the machine falls on all of them
+    alike (what the benchmarks' peer ratios need); ``{name: [seconds, …]}``."""
+    times: dict[str, list[float]] = {name: [] for name in searches}
+    for _ in range(max(1, int(repeats))):
+        for name, (index, queries) in searches.items():
+            start = time.perf_counter()
+            index.search(queries, k, exclude)
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def _take(queries, rows):

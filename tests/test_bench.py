@@ -51,6 +51,24 @@ def test_time_search_returns_best_seconds_and_ids():
     assert seconds > 0 and ids.shape == (7, 5)
 
 
+def test_take_turns_runs_every_search_once_a_round_in_turn():
+    from hashrec_utils.bench import take_turns
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def search(self, queries, k, exclude=None):
+            calls.append((self.name, queries, k, exclude))
+
+    times = take_turns({"a": (Recorder("a"), "qa"), "b": (Recorder("b"), "qb")}, 7, repeats=3, exclude="ex")
+    assert [c[0] for c in calls] == ["a", "b"] * 3
+    assert all(c[1] == "q" + c[0] and c[2] == 7 and c[3] == "ex" for c in calls)
+    assert set(times) == {"a", "b"} and all(len(t) == 3 and min(t) >= 0 for t in times.values())
+
+
 def test_sweep_columns_and_rebuild_only_when_needed():
     rng = np.random.default_rng(0)
     items = rng.standard_normal((500, 8)).astype(np.float32)
