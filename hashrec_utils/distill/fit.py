@@ -272,8 +272,11 @@ def _lr(settings: DistillSettings, step: int, total: int) -> float:
 
 def _valid_shares(student: DistillStudent, users: np.ndarray, seen: sp.csr_matrix | None,
                   truth: np.ndarray) -> dict[str, float]:
-    """The share of the teacher's top-k (``truth``) that each code-only mode finds for ``users``."""
+    """The share of the teacher's top-k (``truth``) that each code-only mode finds for ``users``, the
+    student in eval mode for it and back in training mode after."""
+    student.eval()
     searcher = student.searcher()
+    student.train()
     emb, ex, k = student.user.numpy()[users], _rows(seen, users), truth.shape[1]
     return {mode: top_share(searcher.search(emb, k, ex, mode)[1], truth) for mode in ("hamming", "asymmetric")}
 
@@ -303,9 +306,7 @@ def fit_student(user: np.ndarray, item: np.ndarray, seen: sp.csr_matrix | None, 
     ends = np.append(starts[1:], len(pair_users))
     steps = max(1, -(-len(train_users) // per_step))
     student.total_steps = total = settings.epochs * steps
-    student.eval()
     shares = _valid_shares(student, split.valid, seen, truth)  # the start (the transform code) is a candidate
-    student.train()
     history = [{"epoch": 0, **{f"valid_top{settings.k}_{m}": v for m, v in shares.items()}, "seconds": 0.0}]
     best, best_state, best_epoch, step = max(shares.values()), copy.deepcopy(student.state_dict()), 0, 0
     t0 = time.perf_counter()
@@ -331,9 +332,7 @@ def fit_student(user: np.ndarray, item: np.ndarray, seen: sp.csr_matrix | None, 
                 logs_sum[key] = logs_sum.get(key, 0.0) + value / steps
         row = {"epoch": epoch + 1, **logs_sum, "seconds": time.perf_counter() - t0}
         if (epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs:
-            student.eval()
             shares = _valid_shares(student, split.valid, seen, truth)
-            student.train()
             row.update({f"valid_top{settings.k}_{m}": v for m, v in shares.items()})
             if max(shares.values()) > best:  # ties keep the earlier epoch
                 best, best_epoch, best_state = max(shares.values()), epoch + 1, copy.deepcopy(student.state_dict())
