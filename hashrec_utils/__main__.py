@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--seeds", nargs="+", type=int, default=None, metavar="S", help="seeds of the top rows")
     compare.add_argument("--top-rows", nargs="*", default=None, metavar="ROW", help="rows run over every seed")
     compare.add_argument("--bits", nargs="+", type=int, default=None, metavar="K", help="the bits sweep's code lengths")
+    compare.add_argument("--refit", choices=("none", "best", "top"), default=None,
+                         help="retrain on all of train, every choice fixed on the carve-out: none, hashrec's best row "
+                              "(and the teacher) or every row run over every seed (default: the profile's)")
     compare.add_argument("--reuse-committed", action="store_true",
                          help="read a run whose folder is absent from results/<profile>/comparison_* where they hold it "
                               "(a fresh clone: only runs whose settings changed train)")
@@ -215,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
             for dataset in planned.datasets:
                 table = asymmetric_rows(args.profile, dataset, tuple(args.seeds) if args.seeds else None)["table"]
                 for _, r in table.iterrows():
-                    print(f"{dataset}: {r['row']} [{r['search']}] recall@50 {r['recall@50_mean']:.4f} "
-                          f"± {r['recall@50_std']:.4f} (n = {int(r['seeds'])})")
+                    spread = f" ± {r['recall@50_std']:.4f}" if r["seeds"] > 1 else ""
+                    print(f"{dataset}: {r['row']} [{r['search']}] recall@50 {r['recall@50_mean']:.4f}"
+                          f"{spread} (n = {int(r['seeds'])})")
             return 0
         unknown = sorted(set(args.rows or ()) - set(planned.rows))
         if unknown:
@@ -225,11 +229,19 @@ def main(argv: list[str] | None = None) -> int:
         stage = replace(planned, **{k: tuple(v) for k, v in (("rows", args.rows), ("seeds", args.seeds),
                                                               ("top_rows", args.top_rows), ("bits", args.bits))
                                     if v is not None})
+        if args.refit is not None:
+            stage = replace(stage, refit=args.refit)
         out = comparison_stage(args.profile, stage, reuse_committed=args.reuse_committed)
         for dataset, summary in out["summary"].items():
             print(f"{dataset}: best row {summary['best_row']} (valid Hamming recall@50 "
                   f"{summary['best_valid_hamming_recall@50']:.4f}); test Hamming recall@50 "
                   f"{summary['best_hamming_recall@50']:.4f}, hierarchical {summary['best_hierarchical_recall@50']:.4f}")
+            if summary.get("refit"):
+                r = summary["refit"]
+                print(f"{dataset}: refit on all of train: teacher recall@20 {r['teacher']['recall@20']:.4f}; best row "
+                      f"Hamming recall@50 {r['best_hamming_recall@50']:.4f} (n = {r['seeds']}), recall@100 "
+                      f"{r['best_hamming_recall@100']:.4f}, ndcg@50 {r['best_hamming_ndcg@50']:.4f}, ndcg@100 "
+                      f"{r['best_hamming_ndcg@100']:.4f}")
             if summary.get("reused_committed"):
                 print(f"{dataset}: {len(summary['reused_committed'])} runs read from the committed record (no run folder)")
         return 0

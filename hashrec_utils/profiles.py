@@ -53,7 +53,10 @@ class HashStage:
     Luo & Wu's smooth recall + SignSwish and BGCH, each on a LightGCN encoder trained end to end for at
     most ``published_epochs``, early-stopped on validation). ``variants``/``variant_seeds``: the
     extra table rows and their seeds; ``sweep_epochs``: epochs of each run
-    of the parameter analysis (λ, triplets, K).
+    of the parameter analysis (λ, triplets, K). ``top_seeds``: the seeds of the whole pipeline
+    (LightGCN teacher and hash training, both of that seed) that the ``top_n`` rows with the best
+    validation Hamming recall@20 at seed 0 run, where ``seeds`` runs fewer (``default``: one seed a
+    row, three for the best row and its two runners-up).
 
     One protocol for every compared run (table rows, variants, fixed-p runs,
     sweeps): validation every ``eval_every`` epochs and after the last, and the
@@ -77,6 +80,8 @@ class HashStage:
     eval_every: int = 2
     keep: str = "best_valid"
     estimators: tuple[str, ...] = ("ste", "guided_ste", "hashnet", "gumbel", "signswish", "bgch", "bigear")
+    top_seeds: tuple[int, ...] = ()
+    top_n: int = 3
 
     @property
     def rows(self) -> tuple[str, ...]:
@@ -158,6 +163,9 @@ class ComparisonStage:
     sweep of the best row, at its tuned settings with the schedule capped at ``sweep_length_factor``
     (None: as tuned; one cap for every length, so the sweep is one recipe). ``valid_fraction``: carved from train where the source has no
     validation split. ``ks``, ``candidates``: the cut-offs evaluated and hierarchical search's C.
+    ``refit``: which runs are retrained on all of train once every choice is made on the carve-out
+    (:mod:`hashrec_utils.experiments.refit`; the teacher with them): ``none``, ``best`` (hashrec's best
+    row over every seed) or ``top`` (every row that runs every seed).
     """
 
     datasets: tuple[str, ...] = ()
@@ -171,6 +179,11 @@ class ComparisonStage:
     candidates: int = 500
     source: str | None = None
     sweep_length_factor: float | None = None
+    refit: str = "none"
+
+    def __post_init__(self):
+        if self.refit not in ("none", "best", "top"):
+            raise ValueError(f"ComparisonStage.refit must be none, best or top; got {self.refit!r}")
 
 
 @dataclass(frozen=True)
@@ -242,7 +255,7 @@ QUICK = Profile(
     tuning=TuningGrid(),
     # nbval: the code path on a 600-user slice, a few cheap rows, two code lengths
     comparison=ComparisonStage(datasets=("gowalla",), rows=("signswish", "luo_wu", "bgch_published"), top_rows=(),
-                               bits=(32, 64)),
+                               bits=(32, 64), refit="best"),
 )
 
 DEFAULT = Profile(
@@ -262,7 +275,7 @@ DEFAULT = Profile(
     hash=HashStage(seeds=(0,), epochs=10, hashgnn_epochs=16, lambdas=(0.0, 1.0), triplets=(1, 5),
                    bits=(32, 64, 128), candidates=(20, 50, 100, 200, 400), sweep_epochs=5,
                    variants=("guided_ste_sp", "hashgnn", "luo_wu", "bgch_published", *_PAIRWISE, "signswish_asym"),
-                   variant_seeds=(0,), published_epochs=30),
+                   variant_seeds=(0,), published_epochs=30, top_seeds=(0, 1, 2)),
     retrieval=RetrievalStage(_DEPTHS, _DEPTHS, (1, 2, 4, 8, 16, 32, 64), (8, 16), _DEPTHS, (0, 1, 2, 3),
                              (20, 50, 100, 200, 400, 800), (10**4, 10**5, 10**6)),
     tuning=TuningGrid(),
@@ -285,7 +298,8 @@ FULL = Profile(
     # step 3 up to 4× the base schedule (a Gowalla 64-bit run at 4× is ~8 min on two cores)
     tuning=TuningGrid(max_length_factor=4.0, levers=True),
     # the sweep at the grid's longest schedule (2×): 4× at 768 bits alone is ~25 min on two cores
-    comparison=ComparisonStage(datasets=("gowalla",), seeds=(0, 1, 2), sweep_length_factor=2.0),
+    # refit: hashrec's best row and the teacher on all of train (the published recipes' refits: pending)
+    comparison=ComparisonStage(datasets=("gowalla",), seeds=(0, 1, 2), sweep_length_factor=2.0, refit="best"),
 )
 
 _BY_NAME = {p.name: p for p in (QUICK, DEFAULT, FULL)}  # module-private: read it through get_profile

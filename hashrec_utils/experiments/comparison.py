@@ -37,6 +37,7 @@ from ..config import figures_dir, results_dir
 from ..profiles import ALL_ROWS, ComparisonStage, ProfileView
 from ..utils import read_json, write_json
 from .committed import CommittedRuns, checked_rows, identity_cells, read_comparison
+from .refit import REFIT_SUFFIX, refit_config, refit_name, refit_run
 from .rows import GridPoint, popcount_searchable, row_family, tuned_point, tuned_winners, variant_plan, variant_run
 from .runs import hash_plan, hash_run, lightgcn_plan, lightgcn_run, write_table
 
@@ -80,12 +81,19 @@ def comparison_metrics(out: Path, data, ks: tuple[int, ...], candidates: int) ->
     return result
 
 
-def _rows_of(label: str, seed: int, bits: int, metrics: dict, ks: tuple[int, ...], run: Path) -> list[dict]:
+# The protocols of a comparison row: trained on the carve-out (every choice made there), or refit on
+# all of train with those choices fixed (:mod:`.refit`)
+CARVE_OUT, REFIT = "carve-out", "refit"
+
+
+def _rows_of(label: str, seed: int, bits: int, metrics: dict, ks: tuple[int, ...], run: Path,
+             protocol: str = CARVE_OUT) -> list[dict]:
     """One row per search mode: test metrics at ``ks`` and the validation ones (``valid_…``)."""
     rows = []
     for search, test in metrics["test"].items():
         valid = (metrics.get("valid") or {}).get(search) or {}
-        row = {"row": label, "family": row_family(label), "seed": seed, "bits": bits, "search": search, "run": run.name}
+        row = {"row": label, "family": row_family(label), "seed": seed, "bits": bits, "search": search, "run": run.name,
+               "protocol": protocol}
         for k in ks:
             for m in ("recall", "ndcg"):
                 row[f"{m}@{k}"] = test.get(f"{m}@{k}", np.nan)
@@ -108,7 +116,7 @@ def comparison_top_rows(table: pd.DataFrame, n_hashrec: int, selection: str = "v
     published recipe (family ``as published``) and the ``n_hashrec`` rows of hashrec's objective
     (scaled codes included) with the highest validation Hamming ``selection``, in the table's order.
     Test numbers choose nothing; a row without a validation number is not among the best."""
-    hamming = table[table.search == "hamming"]
+    hamming = table[(table.search == "hamming") & (table.get("protocol", CARVE_OUT) == CARVE_OUT)]
     published = hamming[hamming.family == "as published"].row.tolist()
     ours = hamming[(hamming.family == "hashrec objective") & hamming[selection].notna()]
     best = set(ours.sort_values(selection, ascending=False, kind="stable").row.head(max(0, n_hashrec)))
@@ -118,7 +126,8 @@ def comparison_top_rows(table: pd.DataFrame, n_hashrec: int, selection: str = "v
 def comparison_best_row(table: pd.DataFrame, selection: str = "valid_recall@50_mean") -> str:
     """hashrec's best recipe: the :func:`best_row_candidate` with the highest mean validation Hamming
     ``selection``; test numbers choose nothing."""
-    cand = table[(table.search == "hamming") & table.row.map(best_row_candidate)]
+    cand = table[(table.search == "hamming") & table.row.map(best_row_candidate)
+                 & (table.get("protocol", CARVE_OUT) == CARVE_OUT)]
     if cand.empty or cand[selection].isna().all():
         raise ValueError(f"comparison_best_row needs hashrec-objective rows with {selection} (a validation split)")
     return str(cand.loc[cand[selection].idxmax(), "row"])
@@ -135,7 +144,8 @@ def _summarize(runs: pd.DataFrame, ks) -> pd.DataFrame:
     from .stages import summarize
 
     cols = [c for c in _metric_columns(ks) if c in runs]
-    return summarize(runs, ["row", "family", "bits", "search"], tuple(cols))
+    runs = runs.assign(protocol=runs["protocol"].fillna(CARVE_OUT)) if "protocol" in runs else runs.assign(protocol=CARVE_OUT)
+    return summarize(runs, ["row", "family", "bits", "search", "protocol"], tuple(cols))
 
 
 def comparison_stage(profile: str, stage: ComparisonStage | None = None,
@@ -180,11 +190,31 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
                 if got is not None:
                     reused.append(name)
                     runs_seconds[name] = committed.train_seconds(dataset, name)
-                    return checked_rows(got, config, f"{which} record of run {name} ({label}, {dataset})")
+                    protocol = REFIT if name.endswith(REFIT_SUFFIX) else CARVE_OUT
+                    return [{**r, "protocol": protocol}
+                            for r in checked_rows(got, config, f"{which} record of run {name} ({label}, {dataset})")]
             m, out = train()
             runs_seconds[out.name] = m.get("train_seconds") or 0.0
-            rows = _rows_of(label, seed, bits, comparison_metrics(out, data, stage.ks, stage.candidates), stage.ks, out)
+            refit = name.endswith(REFIT_SUFFIX)
+            metrics = comparison_metrics(out, data_all() if refit else data, stage.ks, stage.candidates)
+            rows = _rows_of(label, seed, bits, metrics, stage.ks, out, REFIT if refit else CARVE_OUT)
             return [{**r, **identity_cells(config, out)} for r in rows]
+
+        full_data = {}
+
+        def data_all():
+            """The refits' data: all of train (no validation split), the same test split."""
+            if not full_data:
+                full_data["d"] = load_run_data(train_config(profile, dataset, valid_fraction=0.0))
+            return full_data["d"]
+
+        def refit_rows(label, seed, plan, init):
+            """The rows of the refit of a carve-out run ``plan`` (its config and folder), from ``init``
+            (the teacher's refit; None for the teacher): trained here, or the record's where asked."""
+            config, folder = plan
+            refit_plan_ = (refit_config(config, config.epochs, init=init), folder.with_name(refit_name(folder)))
+            return rows_of_run("runs", label, seed, 64 if init else 0, refit_plan_,
+                               lambda: refit_run(folder, init=init))
 
         def row_runs(label, seeds):
             """Table row ``label``'s runs at ``seeds`` (64 bits, its tuned settings)."""
@@ -221,6 +251,16 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
         runs.insert(0, "dataset", dataset)
         table = _summarize(runs, stage.ks).assign(dataset=dataset)
         best = comparison_best_row(table)
+        if stage.refit != "none":  # every choice made on the carve-out: the final models on all of train
+            teacher_refit = lgcn_plan[1].with_name(refit_name(lgcn_plan[1]))
+            refits = refit_rows("lightgcn (continuous)", 0, lgcn_plan, None)
+            for label in ([best] if stage.refit == "best" else top):
+                for seed in (stage.seeds if label in top else stage.seeds[:1]):
+                    refits += refit_rows(label, seed, variant_plan(profile, label, seed=seed, dataset=dataset,
+                                                                   valid_fraction=vf), teacher_refit)
+            runs = pd.concat([runs, pd.DataFrame(refits).assign(dataset=dataset)], ignore_index=True)
+            table = _summarize(runs, stage.ks).assign(dataset=dataset)
+        pending["refit"] = [r for r in top if r != best] if stage.refit == "best" else []
         sweep = sweep_point(tuned_point(profile, best, dataset), stage.sweep_length_factor)
         for b in stage.bits:
             plan = variant_plan(profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep)
@@ -228,10 +268,12 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
                 profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep)) if r["search"] != "continuous"]
         run_rows.append(runs)
         tables.append(table)
-        teacher = {k: float(runs[runs.row == "lightgcn (continuous)"][k].iloc[0]) for k in ("recall@20", "recall@50")}
+        carve = runs[runs.protocol == CARVE_OUT]
+        teacher = {k: float(carve[carve.row == "lightgcn (continuous)"][k].iloc[0]) for k in ("recall@20", "recall@50")}
         savefig(plot_comparison_bits(pd.DataFrame([r for r in bit_rows if r["dataset"] == dataset]), teacher,
                                      _best_published(dataset)), f"comparison_bits_{dataset}", figures_dir(profile))
-        pick = table[(table.row == best) & (table.search == "hamming")].iloc[0]
+        carve_table = table[table.protocol == CARVE_OUT]
+        pick = carve_table[(carve_table.row == best) & (carve_table.search == "hamming")].iloc[0]
         summaries[dataset] = {
             "best_row": best, "selected_on": "valid",
             "selection": ("hashrec-objective row with the highest mean valid Hamming recall@50 (validation carve-out) "
@@ -240,8 +282,9 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
             "valid_fraction": vf, "candidates": stage.candidates, "ks": list(stage.ks),
             "teacher": teacher,
             "best_valid_hamming_recall@50": float(pick["valid_recall@50_mean"]),
-            **{f"best_{s}_{m}": float(table[(table.row == best) & (table.search == s)][f"{m}_mean"].iloc[0])
+            **{f"best_{s}_{m}": float(carve_table[(carve_table.row == best) & (carve_table.search == s)][f"{m}_mean"].iloc[0])
                for s in ("hamming", "hierarchical") for m in ("recall@50", "recall@100", "ndcg@50", "ndcg@100")},
+            **_refit_summary(table, runs, best),
             "lightgcn_train_seconds": runs_seconds.get(lgcn_name),
             "train_seconds": {r: float(v) for r, v in runs_seconds.items()},
             "pending": pending,
@@ -262,6 +305,26 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
     write_json(results_dir(profile) / "comparison_summary.json", summaries)
     published = pd.concat([published_rows(d) for d in stage.datasets], ignore_index=True)
     return {"table": table, "runs": runs, "bits": bits, "published": published, "summary": summaries}
+
+
+def _refit_summary(table: pd.DataFrame, runs: pd.DataFrame, best: str) -> dict:
+    """``refit``: the teacher's and the best row's numbers refit on all of train (``teacher``,
+    ``best_<search>_<metric>``, the best row's ``seeds``), absent where nothing was refit."""
+    refit = table[table.protocol == REFIT]
+    mine = refit[(refit.row == best) & (refit.search == "hamming")]
+    teacher = runs[(runs.protocol == REFIT) & (runs.row == "lightgcn (continuous)")]
+    if mine.empty or teacher.empty:
+        return {}
+    metrics = ("recall@50", "recall@100", "ndcg@50", "ndcg@100")
+    return {"refit": {
+        "rule": ("the carve-out's choices (settings, kept epoch) fixed, retrained on all of train; the hash rows start "
+                 "from the teacher's refit; no validation, test read once"),
+        "teacher": {k: float(teacher[k].iloc[0]) for k in ("recall@20", "recall@50", "recall@100", "ndcg@50", "ndcg@100")},
+        "seeds": int(mine["seeds"].iloc[0]),
+        **{f"best_{s}_{m}": float(refit[(refit.row == best) & (refit.search == s)][f"{m}_mean"].iloc[0])
+           for s in ("hamming", "hierarchical") for m in metrics},
+        **{f"best_hamming_{m}_std": float(mine[f"{m}_std"].iloc[0]) for m in metrics},
+    }}
 
 
 def _best_published(dataset: str) -> dict:
@@ -305,6 +368,9 @@ def comparison_view(table: pd.DataFrame, published: pd.DataFrame, search: str = 
     NaN where the paper has none), and the published rows with no hashrec row in ``table``
     (``"<method> (published only)"``).
 
+    ``protocol`` (where the table has it): ``carve-out`` (trained on the carve-out, every choice made
+    there) or ``refit`` (the same choices, retrained on all of train: :mod:`.refit`).
+
     ``summary`` (:func:`comparison_stage`'s, a dict per dataset): adds ``settings``, how each row's
     settings were chosen: ``"grid winner"`` (the validation grid ran for it), ``"base (not tuned)"``
     (it did not, so its gap to a tuned row is an upper bound), ``"teacher (profile settings)"`` (the
@@ -314,7 +380,7 @@ def comparison_view(table: pd.DataFrame, published: pd.DataFrame, search: str = 
         return pd.DataFrame()
     mine = table[(table.search == search) | (table.row == "lightgcn (continuous)")]
     mine = mine[mine.bits.isin([0, 64]) | (mine.row == "sign (post-hoc)")]
-    view = mine[["dataset", "row", "family", "search", "bits", "seeds"]].copy()
+    view = mine[["dataset", "row", "family", "search", "bits", "seeds"] + (["protocol"] if "protocol" in mine else [])].copy()
     if summary is not None:
         def how(dataset, row):
             point = summary.get(dataset, {}).get("settings", {}).get(row)

@@ -135,22 +135,23 @@ def row_spec(label: str) -> tuple[str, str, dict]:
 
 def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, progress: bool = False,
                 dataset: str = "ml-1m", point: "GridPoint | None" = None,
-                valid_fraction: float | None = None) -> tuple[dict, Path]:
+                valid_fraction: float | None = None, teacher_seed: int = 0) -> tuple[dict, Path]:
     """:func:`.runs.hash_run` of a table row's label: an estimator name or one of :data:`EXTRA_VARIANTS`,
     at the tuning grid's ``point`` (default: the row's winner on ``dataset``'s validation split,
     :func:`tuned_point`; the base settings where it was not tuned). A point other than the base gets its own
-    folder (``…_<point tag>``), so a winner's run is the tuning run itself."""
+    folder (``…_<point tag>``), so a winner's run is the tuning run itself. ``teacher_seed``: the
+    LightGCN seed it starts from (the whole pipeline's seed, :func:`.runs.hash_run`)."""
     method, model, tag, params = _variant(profile, label, dataset, point)
     return _runs.hash_run(profile, method, seed=seed, bits=bits, model=model, tag=tag, progress=progress,
-                          dataset=dataset, valid_fraction=valid_fraction, **params)
+                          dataset=dataset, valid_fraction=valid_fraction, teacher_seed=teacher_seed, **params)
 
 
 def variant_plan(profile: str, label: str, *, seed: int = 0, bits: int = 64, dataset: str = "ml-1m",
-                 point: "GridPoint | None" = None, valid_fraction: float | None = None):
+                 point: "GridPoint | None" = None, valid_fraction: float | None = None, teacher_seed: int = 0):
     """The ``(TrainConfig, run folder)`` of :func:`variant_run`, resolved without training anything."""
     method, model, tag, params = _variant(profile, label, dataset, point)
     return _runs.hash_plan(profile, method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
-                           valid_fraction=valid_fraction, **params)
+                           valid_fraction=valid_fraction, teacher_seed=teacher_seed, **params)
 
 
 def variant_run_name(profile: str, label: str, *, seed: int = 0, bits: int = 64, dataset: str = "ml-1m",

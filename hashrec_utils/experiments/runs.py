@@ -103,11 +103,13 @@ def lightgcn_run_name(dataset: str, seed: int = 0, n_layers: int = 3, epochs: in
 
 
 def hash_run_name(method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
-                  dataset: str = "ml-1m", valid_fraction: float | None = None) -> str:
-    """The folder name :func:`hash_run` trains into (under ``runs/<profile>/``)."""
+                  dataset: str = "ml-1m", valid_fraction: float | None = None, teacher_seed: int = 0) -> str:
+    """The folder name :func:`hash_run` trains into (under ``runs/<profile>/``); ``_t<n>`` after the
+    seed where the run starts from the LightGCN of seed ``teacher_seed`` n ≠ 0."""
     carve = valid_tag(valid_fraction)[1:] + ("_" if valid_fraction is not None else "")
     prefix = ("hash_" if dataset == "ml-1m" else f"hash_{dataset}_") + carve
-    return f"{prefix}{model}_{method}_b{bits}_s{seed}" + (f"_{tag}" if tag else "")
+    teacher = f"_t{teacher_seed}" if teacher_seed else ""
+    return f"{prefix}{model}_{method}_b{bits}_s{seed}{teacher}" + (f"_{tag}" if tag else "")
 
 
 def lightgcn_plan(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3,
@@ -188,7 +190,7 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
                    epochs: int | None = None, eval_every: int | None = None, init: str | Path | None = None,
                    shape: "_settings.DataShape | None" = None, budget_bytes: float | None = None,
                    end_to_end: bool = False, lr_factor: float = 1.0, length_factor: float = 1.0,
-                   valid_fraction: float | None = None, **hash_params) -> dict:
+                   valid_fraction: float | None = None, teacher_seed: int = 0, **hash_params) -> dict:
     """The :class:`~hashrec_utils.training.TrainConfig` overrides of a hash run in this study (the CLI's
     ``train --hash`` uses them too): :data:`HASH_TRAIN` (or :data:`HASHGNN_TRAIN`) with the batch of
     :class:`~hashrec_utils.settings.HashSettings`, the profile's epochs, and hash parameters
@@ -198,7 +200,7 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     (``eval_every`` overrides the period).
 
     Table runs start from ``init``, a LightGCN run folder; by default the profile's LightGCN run of
-    ``dataset`` with seed 0 (:func:`default_init`: its path only — resolving settings trains
+    ``dataset`` with seed ``teacher_seed`` (:func:`default_init`: its path only — resolving settings trains
     nothing; :func:`train_default_init` trains it where a run needs it). ``shape``: the data's
     :class:`~hashrec_utils.settings.DataShape` (default: :func:`~hashrec_utils.settings.dataset_shape`);
     when the all-items softmax (and its teacher cache) would not fit the score cap or
@@ -250,27 +252,28 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     params["estimator"] = {**_settings.HashSettings.schedule(recipe.estimator), **params.get("estimator", {})}
     if not own:
         if init is None:
-            init = default_init(profile, dataset, valid_fraction)
+            init = default_init(profile, dataset, valid_fraction, seed=teacher_seed)
         params = {**TABLE_OBJECTIVE, "n_negatives": chosen.n_negatives, "init": str(init), **params}
     return _scaled({**HASH_TRAIN, "batch_size": chosen.batch_size, **(HASHGNN_TRAIN if own else {}),
                     "epochs": epochs, "eval_every": eval_every, "keep": stage.keep, "hash_params": params, **carve},
                    lr_factor, length_factor)
 
 
-def default_init(profile: str, dataset: str = "ml-1m", valid_fraction: float | None = None) -> Path:
-    """The folder of the profile's seed-0 LightGCN run of ``dataset`` (what :func:`lightgcn_run`
+def default_init(profile: str, dataset: str = "ml-1m", valid_fraction: float | None = None, seed: int = 0) -> Path:
+    """The folder of the profile's LightGCN run of ``dataset`` with ``seed`` (what :func:`lightgcn_run`
     trains into), a table run's default ``init``."""
     from ..config import runs_dir
 
-    return runs_dir(profile) / lightgcn_run_name(dataset, valid_fraction=valid_fraction)
+    return runs_dir(profile) / lightgcn_run_name(dataset, seed=seed, valid_fraction=valid_fraction)
 
 
-def train_default_init(profile: str, dataset: str, overrides: dict, valid_fraction: float | None = None) -> None:
+def train_default_init(profile: str, dataset: str, overrides: dict, valid_fraction: float | None = None,
+                       seed: int = 0) -> None:
     """Train (or reuse) the LightGCN run that ``overrides`` start from when it is the profile's
-    default one (:func:`default_init`); an ``init`` the caller chose is left as it is."""
+    default one of ``seed`` (:func:`default_init`); an ``init`` the caller chose is left as it is."""
     init = (overrides.get("hash_params") or {}).get("init")
-    if init is not None and Path(init) == default_init(profile, dataset, valid_fraction):
-        lightgcn_run(profile, dataset, progress=False, valid_fraction=valid_fraction)
+    if init is not None and Path(init) == default_init(profile, dataset, valid_fraction, seed=seed):
+        lightgcn_run(profile, dataset, seed=seed, progress=False, valid_fraction=valid_fraction)
 
 
 def _scaled(overrides: dict, lr_factor: float, length_factor: float) -> dict:
@@ -286,7 +289,7 @@ def _scaled(overrides: dict, lr_factor: float, length_factor: float) -> dict:
 
 def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
              epochs: int | None = None, eval_every: int | None = None, progress: bool = False, dataset: str = "ml-1m",
-             valid_fraction: float | None = None, **hash_params) -> tuple[dict, Path]:
+             valid_fraction: float | None = None, teacher_seed: int = 0, **hash_params) -> tuple[dict, Path]:
     """Train (or reuse) one hash model of notebook 03; returns ``(metrics, run folder)``.
 
     ``metrics`` has the sections ``continuous``, ``hamming``, ``hierarchical``.
@@ -298,20 +301,22 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
     epochs (``eval_every`` overrides) and the weights ``HASH_STAGE[profile].keep`` picks.
     ``lsh``/``sign`` train nothing: codes of the profile's LightGCN run (seed 0) of ``dataset``.
     ``valid_fraction``: train on that validation carve-out (see :func:`hash_overrides`; the folder
-    gets :func:`valid_tag`'s suffix after the dataset).
+    gets :func:`valid_tag`'s suffix after the dataset). ``teacher_seed``: start from the LightGCN run
+    of that seed (the whole pipeline's seed; ``_t<n>`` in the folder name), trained here if absent.
     A folder trained by other component versions (its ``identity``) is moved aside and trained again.
     """
     from ..training.runs import run
 
     config, out = hash_plan(profile, method, seed=seed, bits=bits, model=model, tag=tag, epochs=epochs,
-                            eval_every=eval_every, dataset=dataset, valid_fraction=valid_fraction, **hash_params)
-    train_default_init(profile, dataset, config.to_json(), valid_fraction)
+                            eval_every=eval_every, dataset=dataset, valid_fraction=valid_fraction,
+                            teacher_seed=teacher_seed, **hash_params)
+    train_default_init(profile, dataset, config.to_json(), valid_fraction, seed=teacher_seed)
     return run(config, out, progress=progress, retrain=True), out
 
 
 def hash_plan(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
               epochs: int | None = None, eval_every: int | None = None, dataset: str = "ml-1m",
-              valid_fraction: float | None = None, **hash_params):
+              valid_fraction: float | None = None, teacher_seed: int = 0, **hash_params):
     """The ``(TrainConfig, run folder)`` of :func:`hash_run`, resolved without training anything (a
     table run's ``init`` is named, :func:`default_init`, not trained)."""
     from ..config import runs_dir
@@ -320,15 +325,15 @@ def hash_plan(profile: str, method: str, *, seed: int = 0, bits: int = 64, model
 
     stage = HASH_STAGE[profile]
     if method in UNTRAINED:
-        init = default_init(profile, dataset, valid_fraction)
+        init = default_init(profile, dataset, valid_fraction, seed=teacher_seed)
         overrides = {"epochs": 0, "hash_params": {"init": str(init), **hash_params}}
         if valid_fraction is not None:
             overrides["valid_fraction"] = valid_fraction
     else:
         overrides = hash_overrides(profile, method, model=model, dataset=dataset, epochs=epochs,
                                    eval_every=eval_every or stage.eval_every, valid_fraction=valid_fraction,
-                                   **hash_params)
+                                   teacher_seed=teacher_seed, **hash_params)
         overrides["keep"] = stage.keep
     out = runs_dir(profile) / hash_run_name(method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
-                                            valid_fraction=valid_fraction)
+                                            valid_fraction=valid_fraction, teacher_seed=teacher_seed)
     return train_config(profile, str(dataset), model=model, hash_method=method, bits=bits, seed=seed, **overrides), out

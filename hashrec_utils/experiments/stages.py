@@ -181,13 +181,12 @@ def _sections(metrics: dict) -> list[dict]:
 
 
 def summarize(frame: pd.DataFrame, by: list[str], metrics: tuple[str, ...] = ("recall@20", "ndcg@20")) -> pd.DataFrame:
-    """Mean and standard deviation (ddof=1; 0 for one seed) of ``metrics`` over seeds, per group
-    (a mean is NaN where no row of the group has the number, e.g. no validation split)."""
+    """Mean and standard deviation (ddof=1) of ``metrics`` over seeds, per group, and ``seeds``
+    (n). One seed has no spread: its std is NaN (printed as nothing, never "± 0"); a mean is NaN
+    where no row of the group has the number (e.g. no validation split)."""
     agg = frame.groupby(by, sort=False)[list(metrics)].agg(["mean", "std"])
     agg.columns = [f"{m}_{s}" for m, s in agg.columns]
     agg["seeds"] = frame.groupby(by, sort=False).size()
-    std = [c for c in agg.columns if c.endswith("_std")]
-    agg[std] = agg[std].fillna(0.0)  # one seed; a mean stays NaN where no run has the number
     return agg.reset_index()
 
 
@@ -203,12 +202,16 @@ def _estimator_table(profile: str, lightgcn: dict) -> tuple[pd.DataFrame, pd.Dat
     for label in stage.rows:
         for seed in (stage.seeds if label in stage.estimators else stage.variant_seeds):
             metrics, out = variant_run(profile, label, seed=seed)
-            rows += [{"estimator": label, "seed": seed, **r} for r in _sections(metrics)]
+            rows += [{"estimator": label, "seed": seed, "teacher_seed": 0, **r} for r in _sections(metrics)]
             if label in CURVE_ESTIMATORS or (row_family(label) == "as published" and seed == stage.variant_seeds[0]):
                 h = pd.read_csv(out / "history.csv")
                 h.insert(0, "seed", seed)
                 h.insert(0, "estimator", label)
                 curves.append(h)
+    for label in top_rows(profile, rows):  # the whole pipeline's other seeds, teacher included
+        for seed in (s for s in stage.top_seeds if s not in _seeds_of(stage, label)):
+            metrics, _ = variant_run(profile, label, seed=seed, teacher_seed=seed)
+            rows += [{"estimator": label, "seed": seed, "teacher_seed": seed, **r} for r in _sections(metrics)]
     rows += [{"estimator": "lightgcn (continuous)", "search": "continuous", "seed": 0,
               **{k: v for k, v in lightgcn.items() if "@" in k}, **_valid_columns(lightgcn),
               "best_epoch": lightgcn.get("best_epoch")}]
@@ -220,6 +223,24 @@ def _estimator_table(profile: str, lightgcn: dict) -> tuple[pd.DataFrame, pd.Dat
     table.insert(1, "family", table["estimator"].map(row_family))
     curve = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     return runs, table, curve
+
+
+def _seeds_of(stage, label: str) -> tuple[int, ...]:
+    """The seeds every profile runs row ``label`` at (``seeds`` for an estimator, else ``variant_seeds``)."""
+    return stage.seeds if label in stage.estimators else stage.variant_seeds
+
+
+def top_rows(profile: str, rows: list[dict]) -> list[str]:
+    """The ``HASH_STAGE[profile].top_n`` rows that run ``top_seeds``: the trained rows whose codes
+    popcount serves (:func:`best_estimator`'s candidates) with the best validation Hamming recall@20
+    at seed 0, best first; none where the profile has no ``top_seeds``. Test numbers choose nothing."""
+    stage = HASH_STAGE[profile]
+    if not stage.top_seeds:
+        return []
+    seed0 = pd.DataFrame([r for r in rows if r["seed"] == 0 and r["search"] == "hamming"])
+    seed0 = seed0[seed0.estimator.isin(stage.rows) & seed0.estimator.map(popcount_searchable)
+                  & seed0["valid_recall@20"].notna()]
+    return seed0.sort_values("valid_recall@20", ascending=False, kind="stable").estimator.head(stage.top_n).tolist()
 
 
 def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
@@ -285,6 +306,7 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
         **_best_on_valid(table, "asymmetric"),
         "transform_bytes_per_item": float(runs.loc[runs.estimator == TRANSFORM_ROW, "bytes_per_item"].iloc[0]),
         "code_bytes_per_item": 64 / 8,
+        **_top_rows_summary(profile, runs),
     })
     savefig(plot_hashing_curves(curve), "hashing_curves", figures_dir(profile))
     savefig(plot_published_curves(published), "hashing_published_curves", figures_dir(profile))
@@ -293,6 +315,20 @@ def hashing_stage(profile: str) -> dict[str, pd.DataFrame]:
     tuning_csv = results_dir(profile) / "tuning.csv"  # make tune's grid (committed), when the profile was tuned
     tuning = pd.read_csv(tuning_csv) if tuning_csv.exists() else pd.DataFrame()
     return {"table": table, "runs": runs, "curves": curve, "p": p_table, "params": param_table, "tuning": tuning}
+
+
+def _top_rows_summary(profile: str, runs: pd.DataFrame) -> dict:
+    """``top_rows`` (the rows that ran ``top_seeds``, :func:`top_rows`), the rule, and each seed's
+    LightGCN teacher's test recall@20 (``teacher_recall@20_by_seed``); empty without ``top_seeds``."""
+    stage = HASH_STAGE[profile]
+    top = top_rows(profile, runs.to_dict("records"))
+    if not top:
+        return {}
+    teachers = {str(s): float(lightgcn_run(profile, "ml-1m", seed=s, progress=False)[0]["recall@20"]) for s in stage.top_seeds}
+    return {"top_rows": top, "top_seeds": list(stage.top_seeds), "teacher_recall@20_by_seed": teachers,
+            "top_rows_rule": (f"the {stage.top_n} trained rows whose codes popcount serves with the best validation "
+                              f"Hamming recall@20 at seed 0; each seed s of theirs is the whole pipeline's "
+                              f"(LightGCN teacher of seed s, then hash training of seed s)")}
 
 
 def _best_on_valid(table: pd.DataFrame, search: str) -> dict:

@@ -94,7 +94,10 @@ class TrainConfig:
     or ``last``. ``lr_schedule``: ``constant``, or
     ``cosine``: ``lr · ½(1 + cos(π t / T))`` at step ``t`` of the
     ``T = epochs × steps per epoch`` (a function of the step count, so a
-    resumed run follows the same schedule). ``max_users``: keep only the first users
+    resumed run follows the same schedule). ``stop_epoch``: stop after this epoch and keep its
+    weights while every schedule still spans ``epochs`` (a refit on all of train of a run whose
+    kept epoch was chosen on a validation carve-out: :mod:`hashrec_utils.experiments.refit`);
+    ``None``: train all ``epochs``. ``max_users``: keep only the first users
     (the ``quick`` slice). ``bits``, ``hash_params`` (:class:`HashParams`): settings of the hash layer when
     ``hash_method`` is set (see :mod:`hashrec_utils.hashing`). ``data_format``: the
     format of a folder dataset's split files, ``auto`` or one of
@@ -121,6 +124,7 @@ class TrainConfig:
     bits: int = 64
     hash_params: HashParams = field(default_factory=HashParams)
     data_format: str = "auto"
+    stop_epoch: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "hash_params", HashParams.of(self.hash_params))
@@ -133,6 +137,8 @@ class TrainConfig:
                              f"batch_size={self.batch_size}, eval_every={self.eval_every}, dim={self.dim}, epochs={self.epochs}")
         if self.hash_method is not None and (int(self.bits) != self.bits or self.bits <= 0 or self.bits % 8):
             raise ValueError(f"bits must be a positive multiple of 8; got {self.bits}")
+        if self.stop_epoch is not None and not 1 <= self.stop_epoch <= self.epochs:
+            raise ValueError(f"stop_epoch must lie in 1..epochs ({self.epochs}); got {self.stop_epoch}")
         if self.keep not in KEEP_RULES:
             raise ValueError(f"keep must be best_valid or last; got {self.keep!r}")
 

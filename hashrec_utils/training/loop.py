@@ -174,10 +174,11 @@ def fit(
     if hasattr(model, "set_total_steps"):
         model.set_total_steps(total_steps)
     keep_best = has_valid and config.keep == "best_valid"
-    bar = tqdm(total=config.epochs, initial=state["epoch"], desc=f"{config.model}{'+' + config.hash_method if config.hash_method else ''}",
+    last_epoch = config.stop_epoch or config.epochs  # a refit stops at its kept epoch; schedules span epochs
+    bar = tqdm(total=last_epoch, initial=state["epoch"], desc=f"{config.model}{'+' + config.hash_method if config.hash_method else ''}",
                disable=not progress or not distributed.is_main(), unit="epoch", dynamic_ncols=True)
     last_recall = state["history"][-1].get("valid_recall@20") if state["history"] else None
-    while state["epoch"] < config.epochs and not state["stopped"]:
+    while state["epoch"] < last_epoch and not state["stopped"]:
         epoch = state["epoch"]
         rng = _epoch_generators(config.seed, epoch)
         t0 = time.perf_counter()
@@ -210,7 +211,7 @@ def fit(
         row = {"epoch": epoch + 1, "iteration": state["step"], "loss": total / steps_per_epoch, **{k: v / steps_per_epoch for k, v in logs_sum.items()}}
         if hasattr(model, "schedule_state"):
             row.update(model.schedule_state(state["step"]))
-        if has_valid and distributed.is_main() and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
+        if has_valid and distributed.is_main() and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == last_epoch):
             metrics = evaluate_model(model, graph, data.valid, data.train, ks=(20,))
             row.update(_flat(metrics, "valid_"))
             recall = _valid_recall(metrics, getattr(model, "watched_search", "hamming"))

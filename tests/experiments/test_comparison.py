@@ -3,6 +3,7 @@ of a published split, metrics at k = 100 from a run's saved arrays, selection on
 and the published numbers placed beside the row that runs the same method."""
 from __future__ import annotations
 
+from dataclasses import replace
 import json
 
 import numpy as np
@@ -305,7 +306,15 @@ def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_num
 
     fixed = {s: {"recall@20": .1, "ndcg@20": .1, "recall@50": .2, "ndcg@50": .15, "recall@100": .3, "ndcg@100": .2}
              for s in ("continuous", "hamming", "hierarchical")}
+    def fake_refit(folder, init=None):
+        from hashrec_utils.experiments.refit import refit_name
+
+        out = folder.with_name(refit_name(folder))
+        trained.append(out.name)
+        return {"train_seconds": 9.0}, out
+
     monkeypatch.setattr(comparison, "variant_run", fake_variant)
+    monkeypatch.setattr(comparison, "refit_run", fake_refit)
     monkeypatch.setattr(comparison, "lightgcn_run", refuse)
     monkeypatch.setattr(comparison, "hash_run", refuse)
     monkeypatch.setattr(comparison, "comparison_metrics", lambda out, *a: {"test": fixed, "valid": fixed})
@@ -321,7 +330,11 @@ def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_num
     assert set(summary["reused_committed"]).isdisjoint(trained) and len(summary["reused_committed"]) > 20
     assert summary["train_seconds"][drop] == 7.0
     assert summary["lightgcn_train_seconds"] == recorded["lightgcn_train_seconds"] > 0  # the record's teacher
-    new = out["table"].set_index(["row", "search"])
+    new = out["table"][out["table"].protocol == "carve-out"].set_index(["row", "search"])
+    # the best row and the teacher refit on all of train (the record holds no refit yet: both trained here)
+    refit = out["runs"][out["runs"].protocol == "refit"]
+    assert set(refit.row) == {"lightgcn (continuous)", summary["best_row"]} and refit.run.str.endswith("_refit").all()
+    assert summary["refit"]["seeds"] == 3 and summary["refit"]["best_hamming_recall@50"] == pytest.approx(.2)
     retrained_rows = set(out["runs"][out["runs"].run.isin(trained)].row)
     assert "luo_wu" in retrained_rows
     for _, old in table[~table.row.isin(retrained_rows)].iterrows():
@@ -354,7 +367,9 @@ def test_the_committed_records_three_seed_rows_are_the_ones_validation_chooses(m
         monkeypatch.setattr(comparison, name, refuse)
     import hashrec_utils.training.runs as train
     monkeypatch.setattr(train, "load_run_data", lambda config: _toy_data())
-    out = comparison.comparison_stage("full", reuse_committed=True)
+    # the selection alone (the refits, read from the record where it holds them, are another test's)
+    stage = replace(comparison.COMPARISON["full"], refit="none")
+    out = comparison.comparison_stage("full", stage, reuse_committed=True)
     summary = out["summary"]["gowalla"]
     recorded = pd.read_csv(src)
     multi = set(recorded.groupby("row").seed.nunique().loc[lambda n: n > 1].index)

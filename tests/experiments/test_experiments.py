@@ -1,6 +1,9 @@
 """The study's wiring (hashrec_utils.experiments): one protocol for every run, selection on validation, scaling rows, sweep families."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -58,8 +61,9 @@ def test_best_estimator_reads_validation_not_test():
 def test_summarize_keeps_a_missing_mean_missing():
     frame = pd.DataFrame({"g": ["a", "a", "b"], "x": [1.0, 3.0, 2.0], "v": [float("nan")] * 3})
     out = summarize(frame, ["g"], ("x", "v"))
-    assert out["x_mean"].tolist() == [2.0, 2.0] and out["x_std"].tolist() == pytest.approx([2 ** 0.5, 0.0])
-    assert out["v_mean"].isna().all() and out["v_std"].tolist() == [0.0, 0.0] and out["seeds"].tolist() == [2, 1]
+    assert out["x_mean"].tolist() == [2.0, 2.0] and out["x_std"].iloc[0] == pytest.approx(2 ** 0.5)
+    assert np.isnan(out["x_std"].iloc[1])  # one seed: no spread, not "± 0"
+    assert out["v_mean"].isna().all() and out["v_std"].isna().all() and out["seeds"].tolist() == [2, 1]
 
 
 def test_table_runs_distil_and_large_catalogues_sample_a_pool():
@@ -121,3 +125,27 @@ def test_every_row_is_a_value_whose_run_resolves_without_training(monkeypatch, t
     assert not (tmp_path / "runs").exists()  # nothing trained, no folder made
     with pytest.raises(ValueError, match="unknown table row 'nope'"):
         table_row("nope")
+
+
+def test_top_rows_are_the_best_popcount_rows_on_validation_at_seed_0():
+    from hashrec_utils.experiments.stages import top_rows
+
+    valid = {"ste": 0.20, "bgch": 0.30, "signswish": 0.21, "guided_ste": 0.19, "hashnet": 0.18, "luo_wu": 0.22}
+    rows = [{"estimator": e, "seed": 0, "search": "hamming", "valid_recall@20": v} for e, v in valid.items()]
+    rows += [{"estimator": "hashnet", "seed": 1, "search": "hamming", "valid_recall@20": 0.9},  # not seed 0
+             {"estimator": "gumbel", "seed": 0, "search": "hierarchical", "valid_recall@20": 0.9},  # not Hamming
+             {"estimator": "lsh", "seed": 0, "search": "hamming", "valid_recall@20": 0.9}]  # untrained
+    # BGCH's scaled codes are no popcount row; luo_wu (as published) is a trained popcount row
+    assert top_rows("default", rows) == ["luo_wu", "signswish", "ste"]
+    assert top_rows("quick", rows) == []  # quick runs no extra seeds
+    assert HASH_STAGE["default"].top_seeds == (0, 1, 2) and HASH_STAGE["default"].seeds == (0,)
+
+
+def test_a_pipeline_seed_starts_from_the_teacher_of_that_seed():
+    from hashrec_utils.experiments import hash_plan
+
+    config, out = hash_plan("default", "signswish", seed=2, teacher_seed=2)
+    assert out.name == "hash_lightgcn_signswish_b64_s2_t2"
+    assert Path(config.hash_params["init"]).name == "lightgcn_ml-1m_L3_s2"
+    config0, out0 = hash_plan("default", "signswish", seed=2)
+    assert out0.name == "hash_lightgcn_signswish_b64_s2" and Path(config0.hash_params["init"]).name == "lightgcn_ml-1m_L3_s0"
