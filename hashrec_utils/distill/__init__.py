@@ -6,9 +6,13 @@ items each user has seen (excluded from search and from the distillation targets
 (for the report's recall). Output: a :class:`~.searcher.Searcher` that maps a user embedding of the
 same model, seen in distillation or not, to its top-k items from ``bits/8`` bytes an item, saved in a
 folder and loaded back with :func:`load`, and a report (:mod:`.report`) on users held out of distillation.
+Two codes of ``bits/8`` bytes an item: the student's ±1 codes (Hamming search of ``sign(W e_u + b)``) and
+an additive code of the item embeddings (asymmetric search of ``e_u`` itself, the default;
+:mod:`hashrec_utils.hashing.additive`).
 
 * :mod:`.inputs`: checks of everything read (one clear error, nothing written);
-* :mod:`.fit`: the student (hash layer on the user embedding, item codes) and its training;
+* :mod:`.fit`: the student (hash layer on the user embedding, item codes) and its training; the additive
+  item code (:func:`~.fit.fit_item_code`, its beam chosen on the validation users);
 * :mod:`.searcher`: search in each mode, the folder it saves, :func:`load`;
 * :mod:`.report`: share of the model's exact top-k found, throughput against exact search, recall.
 
@@ -20,7 +24,7 @@ import sys
 
 from ..settings import DataShape, HashSettings
 from ..utils import write_json
-from .fit import DistillSettings, fit_student, split_users
+from .fit import DistillSettings, fit_item_code, fit_student, split_users
 from .inputs import check_embeddings, check_interactions, check_out, read_embeddings, read_interactions
 from .report import format_report, make_report
 from .searcher import MODES, Searcher, load
@@ -98,9 +102,10 @@ def distill(user_emb, item_emb, bits: int = 64, *, interactions=None, test=None,
               f"batch_size {settings.batch_size:,}, pool {settings.pool or 'all items'}, {settings.epochs} epochs",
               file=sys.stderr)
     student, history, kept = fit_student(user, item, seen, split, settings, progress=progress)
-    info = {"settings": settings.to_json(), "kept_epoch": kept, "n_users": len(user),
+    code, code_info = fit_item_code(user, item, seen, split, settings, progress=progress)
+    info = {"settings": settings.to_json(), "kept_epoch": kept, "n_users": len(user), "additive": code_info,
             "users": {"train": len(split.train), "valid": len(split.valid), "holdout": len(split.holdout)}}
-    searcher = student.searcher(keep_float, info)
+    searcher = student.searcher(keep_float, info, code)
     h = split.holdout
     report = make_report(searcher, user[h], item, None if seen is None else seen[h],
                          None if test is None else test[h], k=k)

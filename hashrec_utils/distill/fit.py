@@ -35,8 +35,14 @@ when the score matrices fit the budget, else over a pool of items drawn per step
 :func:`hashrec_utils.settings.HashSettings.of` chooses.
 
 Users are split once by the seed: ``holdout`` (the report's users, untouched here), ``valid`` (the
-kept epoch: the best share of the teacher's top-20 found by the code-only modes) and the rest, whose
+kept epoch: the best share of the teacher's top-20 that Hamming search of the student's codes finds,
+the mode they serve; and the additive code's beam, :func:`fit_item_code`) and the rest, whose
 embeddings train. The test split is never read here.
+
+Asymmetric search does not use the student: it scores the user's embedding against an additive code of
+the items (:mod:`hashrec_utils.hashing.additive`, :func:`fit_item_code`), which keeps more of the
+model's ranking at the same bytes (MovieLens-1M, 64 bits, held-out users: PureSVD 0.569 of the
+exact top-20 with the student's ±1 codes scored asymmetrically against 0.92 with the additive code).
 """
 from __future__ import annotations
 
@@ -53,13 +59,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..hashing import HashLayer, make_estimator, pack_codes
+from ..hashing.additive import BEAMS, AdditiveCode, fit_additive_code
 from ..hashing.transform import TransformCode, fit_transform_code
 from ..losses import catalogue_softmax_distill, distill_loss, pooled_listwise_loss
 from ..retrieval import exact_topk
 from ..utils import seed_everything
 from .searcher import Searcher
 
-__all__ = ["DistillSettings", "DistillStudent", "UserSplit", "split_users", "teacher_targets", "top_share",
+__all__ = ["DistillSettings", "DistillStudent", "UserSplit", "split_users", "teacher_targets", "top_share", "fit_item_code",
            "fit_student", "ITEM_SIDES"]
 
 ITEM_SIDES = ("table", "layer", "shared")
@@ -246,11 +253,14 @@ class DistillStudent(nn.Module):
         return total, {"loss_hash": float(hard.detach()), "loss_distill": float(kd.detach())}
 
     @torch.no_grad()
-    def searcher(self, keep_float: bool = False, info: dict | None = None) -> Searcher:
-        """The trained query transform and the items' packed sign codes as a :class:`Searcher`."""
+    def searcher(self, keep_float: bool = False, info: dict | None = None,
+                 additive: "AdditiveCode | None" = None) -> Searcher:
+        """The trained query transform and the items' packed sign codes as a :class:`Searcher`, with the
+        ``additive`` item code of asymmetric search where given."""
         linear = self.hash.linear
         return Searcher(linear.weight.detach().numpy(), linear.bias.detach().numpy(),
-                        pack_codes(self.item_preact()), self.item.numpy() if keep_float else None, info=info)
+                        pack_codes(self.item_preact()), self.item.numpy() if keep_float else None,
+                        None if additive is None else (additive.codes, additive.codebooks), info=info)
 
 
 def _seen_mask(seen: sp.csr_matrix, users: np.ndarray, items: np.ndarray | None, n_items: int) -> torch.Tensor:
@@ -308,7 +318,8 @@ def fit_student(user: np.ndarray, item: np.ndarray, seen: sp.csr_matrix | None, 
     student.total_steps = total = settings.epochs * steps
     shares = _valid_shares(student, split.valid, seen, truth)  # the start (the transform code) is a candidate
     history = [{"epoch": 0, **{f"valid_top{settings.k}_{m}": v for m, v in shares.items()}, "seconds": 0.0}]
-    best, best_state, best_epoch, step = max(shares.values()), copy.deepcopy(student.state_dict()), 0, 0
+    # the student's codes serve Hamming search (asymmetric search scores the additive code, fitted apart)
+    best, best_state, best_epoch, step = shares["hamming"], copy.deepcopy(student.state_dict()), 0, 0
     t0 = time.perf_counter()
     bar = tqdm(range(settings.epochs), desc="distill", unit="epoch", disable=not progress, dynamic_ncols=True)
     for epoch in bar:
@@ -334,14 +345,37 @@ def fit_student(user: np.ndarray, item: np.ndarray, seen: sp.csr_matrix | None, 
         if (epoch + 1) % settings.eval_every == 0 or epoch + 1 == settings.epochs:
             shares = _valid_shares(student, split.valid, seen, truth)
             row.update({f"valid_top{settings.k}_{m}": v for m, v in shares.items()})
-            if max(shares.values()) > best:  # ties keep the earlier epoch
-                best, best_epoch, best_state = max(shares.values()), epoch + 1, copy.deepcopy(student.state_dict())
-            bar.set_postfix(loss=f"{row['loss']:.4f}", valid_share=f"{max(shares.values()):.4f}")
+            if shares["hamming"] > best:  # ties keep the earlier epoch
+                best, best_epoch, best_state = shares["hamming"], epoch + 1, copy.deepcopy(student.state_dict())
+            bar.set_postfix(loss=f"{row['loss']:.4f}", valid_share=f"{shares['hamming']:.4f}")
         history.append(row)
     bar.close()
     student.load_state_dict(best_state)
     student.eval()
     if progress:
-        tqdm.write(f"distill: kept epoch {best_epoch} (valid share of the teacher's top-{settings.k}: {best:.4f})",
-                   file=sys.stderr)
+        tqdm.write(f"distill: kept epoch {best_epoch} (valid share of the teacher's top-{settings.k}, Hamming: "
+                   f"{best:.4f})", file=sys.stderr)
     return student, history, best_epoch
+
+
+def fit_item_code(user: np.ndarray, item: np.ndarray, seen: sp.csr_matrix | None, split: UserSplit,
+                  settings: DistillSettings, *, progress: bool = True) -> tuple[AdditiveCode, dict]:
+    """The additive item code of asymmetric search (:mod:`hashrec_utils.hashing.additive`), its encoder's
+    beam chosen among :data:`~hashrec_utils.hashing.additive.BEAMS` on the validation users' share of the
+    teacher's top-k (ties: the narrower beam); returns it with ``{"beam", "valid_share": {beam: share}}``.
+    Fitted on the items alone; the test split and the held-out users are not read."""
+    from ..retrieval.additive import AdditiveCodeIndex
+
+    users, ex = user[split.valid], _rows(seen, split.valid)
+    truth = teacher_targets(users, item, settings.k, ex)
+    best, shares = None, {}
+    for beam in BEAMS:
+        code = fit_additive_code(item, settings.bits, beam=beam, seed=settings.seed)
+        ids = AdditiveCodeIndex().build((code.codes, code.codebooks)).search(users, min(settings.k, len(item)), ex)[1]
+        shares[str(beam)] = top_share(ids, truth)
+        if best is None or shares[str(beam)] > shares[str(best.beam)]:
+            best = code
+    if progress:
+        tqdm.write(f"distill: additive item code, beam {best.beam} (valid share of the teacher's top-{settings.k}: "
+                   f"{shares[str(best.beam)]:.4f})", file=sys.stderr)
+    return best, {"beam": best.beam, "valid_share": shares}

@@ -5,8 +5,11 @@ distillation is served like any other: the hash layer's pre-activation ``a = W e
 reals). Search modes (:data:`MODES`):
 
 ``hamming``       ``sign(a)`` packed, items ranked by Hamming distance (popcount), score ``⟨sign(a), b_i⟩``;
-``asymmetric``    ``a`` itself against the items' ±1 codes, ``⟨a, b_i⟩`` by 4-bit table lookups
-                  (:class:`~hashrec_utils.retrieval.AsymmetricIndex`); the default;
+``asymmetric``    the user's embedding ``e_u`` itself against the items' additive codes (``K/8`` bytes an item,
+                  :mod:`hashrec_utils.hashing.additive`), ``⟨e_u, Σ_m C_m[c_im]⟩`` by table lookups
+                  (:class:`~hashrec_utils.retrieval.additive.AdditiveCodeIndex`); the default. A searcher
+                  without additive codes scores ``a`` against the ±1 codes instead
+                  (:class:`~hashrec_utils.retrieval.AsymmetricIndex`);
 ``hierarchical``  the top-``C`` of ``asymmetric`` re-ranked by the model's own ``⟨e_u, e_i⟩``; needs the item
                   embeddings, kept only when distilled with ``keep_float`` (``--keep-float``).
 
@@ -16,7 +19,8 @@ axis, weighted unequally) is searched by the modes that score the real query, ``
 ``hierarchical``.
 
 A folder holds ``searcher.npz`` (``weight (K, d)``, ``bias (K,)``, ``item_codes (n_items, K/8)``
-packed ``np.uint8``, optionally ``item_emb (n_items, d)``) and, written last, ``searcher.json``
+packed ``np.uint8``, ``item_additive (n_items, K/8) np.uint8`` and ``codebooks (K/8, 256, d)``, optionally
+``item_emb (n_items, d)``) and, written last, ``searcher.json``
 (:data:`FORMAT_VERSION`, bits, dim, items, which arrays). Both are written atomically; :func:`load`
 refuses another format version or arrays whose shapes disagree with the manifest, naming them.
 """
@@ -29,6 +33,7 @@ import numpy as np
 
 from ..hashing.codes import pack_codes
 from ..retrieval import AsymmetricIndex, HammingIndex, HierarchicalIndex
+from ..retrieval.additive import AdditiveCodeIndex
 from ..utils import atomic_write, read_json, write_json
 from .inputs import MANIFEST, _check_matrix, check_interactions
 
@@ -36,20 +41,23 @@ __all__ = ["Searcher", "load", "MODES", "FORMAT_VERSION", "ARRAYS"]
 
 MODES = ("hamming", "asymmetric", "hierarchical")
 # bump when what a folder holds, or how search reads it, changes: load() refuses other versions
-# (2: hierarchical search re-ranks the asymmetric scan's candidates, no longer Hamming's)
-FORMAT_VERSION = 2
+# (2: hierarchical search re-ranks the asymmetric scan's candidates, no longer Hamming's;
+#  3: asymmetric search scores the user's embedding against additive item codes)
+FORMAT_VERSION = 3
 ARRAYS = "searcher.npz"
 
 
 class Searcher:
     """Top-``k`` items for user embeddings of a model, from 64-bit (``bits``) item codes.
 
-    ``Searcher(weight (K, d), bias (K,), item_codes (n, K/8) uint8, item_emb=None, candidates=100)``;
+    ``Searcher(weight (K, d), bias (K,), item_codes (n, K/8) uint8, item_emb=None, additive=None,
+    candidates=100)`` (``additive``: the pair ``(codes (n, K/8) uint8, codebooks (K/8, 256, d))``);
     :meth:`search` answers ``(scores float32 (nq, k), ids int64 (nq, k))`` best first (module docstring).
     """
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, item_codes: np.ndarray, item_emb: np.ndarray | None = None,
-                 *, candidates: int = 100, threads: int | None = None, info: dict | None = None):
+                 additive: tuple | None = None, *, candidates: int = 100, threads: int | None = None,
+                 info: dict | None = None):
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)
         self.bias = np.ascontiguousarray(bias, dtype=np.float32)
         self.item_codes = np.ascontiguousarray(item_codes, dtype=np.uint8)
@@ -60,6 +68,14 @@ class Searcher:
         self.item_emb = None if item_emb is None else np.ascontiguousarray(item_emb, dtype=np.float32)
         if self.item_emb is not None and self.item_emb.shape != (len(self.item_codes), self.dim):
             raise ValueError(f"item_emb must have shape {(len(self.item_codes), self.dim)}; got {self.item_emb.shape}")
+        self.additive = None
+        if additive is not None:
+            codes, books = (np.ascontiguousarray(additive[0], dtype=np.uint8),
+                            np.ascontiguousarray(additive[1], dtype=np.float32))
+            if codes.shape != (len(self.item_codes), self.bits // 8) or books.shape != (self.bits // 8, 256, self.dim):
+                raise ValueError(f"additive codes {codes.shape} and codebooks {books.shape} disagree: need "
+                                 f"{(len(self.item_codes), self.bits // 8)} and {(self.bits // 8, 256, self.dim)}")
+            self.additive = (codes, books)
         self.candidates, self.threads, self.info = int(candidates), threads, dict(info or {})
         self._indexes: dict = {}
 
@@ -87,6 +103,8 @@ class Searcher:
         if mode not in self._indexes:
             if mode == "hamming":
                 self._indexes[mode] = HammingIndex(self.bits, self.threads).build(self.item_codes)
+            elif mode == "asymmetric" and self.additive is not None:
+                self._indexes[mode] = AdditiveCodeIndex(self.threads).build(self.additive)
             elif mode == "asymmetric":
                 self._indexes[mode] = AsymmetricIndex(self.bits, self.threads).build(self.item_codes)
             else:
@@ -113,13 +131,18 @@ class Searcher:
         a = self.query(user_emb)
         if exclude is not None:
             exclude = check_interactions(exclude, len(a), self.n_items, "exclude")
+        user = np.asarray(user_emb, dtype=np.float32)
+        if self.additive is not None and mode != "hamming":
+            scores, ids = self._index("asymmetric").search(user, k if mode == "asymmetric" else max(k, self.candidates),
+                                                           exclude)
+            return (scores, ids) if mode == "asymmetric" else _rerank(user, self.item_emb, ids, k)
         if mode == "asymmetric":
             return self._index(mode).search(a, k, exclude)
         if mode == "hamming":
             dist, ids = self._index(mode).search(pack_codes(a), k, exclude)
             scores = np.where(ids >= 0, self.bits - 2.0 * dist, -np.inf).astype(np.float32)
             return scores, ids
-        return self._index(mode).search((a, np.asarray(user_emb, dtype=np.float32)), k, exclude)
+        return self._index(mode).search((a, user), k, exclude)
 
     # ---- files ----------------------------------------------------------------------------------
 
@@ -127,6 +150,8 @@ class Searcher:
         """Write ``searcher.npz`` then ``searcher.json`` into ``out`` (atomically, the manifest last)."""
         out = Path(out)
         arrays = {"weight": self.weight, "bias": self.bias, "item_codes": self.item_codes}
+        if self.additive is not None:
+            arrays["item_additive"], arrays["codebooks"] = self.additive
         if self.item_emb is not None:
             arrays["item_emb"] = self.item_emb
         with atomic_write(out / ARRAYS, "wb") as fh:
@@ -157,5 +182,17 @@ def load(folder: str | os.PathLike, *, threads: int | None = None) -> Searcher:
     if (meta["bits"], meta["dim"]) != arrays["weight"].shape or meta["n_items"] != len(arrays["item_codes"]):
         raise ValueError(f"{folder}: weight {arrays['weight'].shape} and {len(arrays['item_codes'])} item codes disagree "
                          f"with the manifest's bits {meta['bits']}, dim {meta['dim']}, items {meta['n_items']}")
-    return Searcher(arrays["weight"], arrays["bias"], arrays["item_codes"], arrays.get("item_emb"),
+    additive = (arrays["item_additive"], arrays["codebooks"]) if "item_additive" in arrays else None
+    return Searcher(arrays["weight"], arrays["bias"], arrays["item_codes"], arrays.get("item_emb"), additive,
                     candidates=meta.get("candidates", 100), threads=threads, info=meta.get("info"))
+
+
+def _rerank(user: np.ndarray, item_emb: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``k`` of each row's ``candidates`` (``-1`` padding kept last) by ``⟨e_u, e_i⟩``, ties by
+    the smaller id: ``(scores float32, ids int64)``, padding ``-inf`` / ``-1``."""
+    valid = candidates >= 0
+    scores = np.einsum("qd,qcd->qc", user, item_emb[np.where(valid, candidates, 0)]).astype(np.float32)
+    scores[~valid] = -np.inf
+    order = np.lexsort((np.where(valid, candidates, np.iinfo(np.int64).max), -scores.astype(np.float64)), axis=1)[:, :k]
+    ids = np.take_along_axis(np.where(valid, candidates, -1), order, axis=1)
+    return np.take_along_axis(scores, order, axis=1), ids

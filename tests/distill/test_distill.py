@@ -18,7 +18,7 @@ from hashrec_utils.retrieval import exact_topk
 FAST = {"epochs": 6, "eval_every": 2, "lr": 0.03}
 
 
-def model(n_users=160, n_items=240, dim=8, seed=0):
+def model(n_users=160, n_items=600, dim=8, seed=0):
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((n_users, dim)).astype(np.float32),
             rng.standard_normal((n_items, dim)).astype(np.float32))
@@ -53,6 +53,7 @@ def test_the_saved_searcher_round_trips_bit_identically(distilled):
     again = load(out)
     for name in ("weight", "bias", "item_codes", "item_emb"):
         assert getattr(again, name).tobytes() == getattr(searcher, name).tobytes()
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(again.additive, searcher.additive))
     for mode in ("hamming", "asymmetric", "hierarchical"):
         s1, i1 = searcher.search(user, 20, seen, mode)
         s2, i2 = again.search(user, 20, seen, mode)
@@ -83,6 +84,7 @@ def test_same_seed_same_codes():
     a = distill(user, item, 16, progress=False, epochs=2, eval_every=1)
     b = distill(user, item, 16, progress=False, epochs=2, eval_every=1)
     assert a.item_codes.tobytes() == b.item_codes.tobytes() and a.weight.tobytes() == b.weight.tobytes()
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a.additive, b.additive))
 
 
 def test_search_checks_its_arguments(distilled):
@@ -93,8 +95,8 @@ def test_search_checks_its_arguments(distilled):
         searcher.search(user[:2, :4], 5)
     with pytest.raises(ValueError, match="exclude must have shape"):
         searcher.search(user[:2], 5, exclude=seen)
-    with pytest.raises(ValueError, match="k = 241 exceeds the 240 items"):
-        searcher.search(user[:2], 241)
+    with pytest.raises(ValueError, match="k = 601 exceeds the 600 items"):
+        searcher.search(user[:2], 601)
     no_float = load(out)
     no_float.item_emb = None
     with pytest.raises(ValueError, match="needs|re-ranks with the item embeddings.*--keep-float"):
