@@ -37,7 +37,7 @@ from ..config import figures_dir, results_dir
 from ..profiles import ALL_ROWS, ComparisonStage, ProfileView
 from ..utils import read_json, write_json
 from .committed import CommittedRuns, checked_rows, identity_cells, read_comparison
-from .refit import REFIT_SUFFIX, refit_config, refit_name, refit_run
+from .refit import CARVE_OUT, REFIT, REFIT_SUFFIX, refit_config, refit_name, refit_run, refit_summary
 from .rows import GridPoint, popcount_searchable, row_family, tuned_point, tuned_winners, variant_plan, variant_run
 from .runs import hash_plan, hash_run, lightgcn_plan, lightgcn_run, write_table
 
@@ -81,9 +81,6 @@ def comparison_metrics(out: Path, data, ks: tuple[int, ...], candidates: int) ->
     return result
 
 
-# The protocols of a comparison row: trained on the carve-out (every choice made there), or refit on
-# all of train with those choices fixed (:mod:`.refit`)
-CARVE_OUT, REFIT = "carve-out", "refit"
 
 
 def _rows_of(label: str, seed: int, bits: int, metrics: dict, ks: tuple[int, ...], run: Path,
@@ -284,7 +281,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
             "best_valid_hamming_recall@50": float(pick["valid_recall@50_mean"]),
             **{f"best_{s}_{m}": float(carve_table[(carve_table.row == best) & (carve_table.search == s)][f"{m}_mean"].iloc[0])
                for s in ("hamming", "hierarchical") for m in ("recall@50", "recall@100", "ndcg@50", "ndcg@100")},
-            **_refit_summary(table, runs, best),
+            **refit_summary(table, runs, best),
             "lightgcn_train_seconds": runs_seconds.get(lgcn_name),
             "train_seconds": {r: float(v) for r, v in runs_seconds.items()},
             "pending": pending,
@@ -305,26 +302,6 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
     write_json(results_dir(profile) / "comparison_summary.json", summaries)
     published = pd.concat([published_rows(d) for d in stage.datasets], ignore_index=True)
     return {"table": table, "runs": runs, "bits": bits, "published": published, "summary": summaries}
-
-
-def _refit_summary(table: pd.DataFrame, runs: pd.DataFrame, best: str) -> dict:
-    """``refit``: the teacher's and the best row's numbers refit on all of train (``teacher``,
-    ``best_<search>_<metric>``, the best row's ``seeds``), absent where nothing was refit."""
-    refit = table[table.protocol == REFIT]
-    mine = refit[(refit.row == best) & (refit.search == "hamming")]
-    teacher = runs[(runs.protocol == REFIT) & (runs.row == "lightgcn (continuous)")]
-    if mine.empty or teacher.empty:
-        return {}
-    metrics = ("recall@50", "recall@100", "ndcg@50", "ndcg@100")
-    return {"refit": {
-        "rule": ("the carve-out's choices (settings, kept epoch) fixed, retrained on all of train; the hash rows start "
-                 "from the teacher's refit; no validation, test read once"),
-        "teacher": {k: float(teacher[k].iloc[0]) for k in ("recall@20", "recall@50", "recall@100", "ndcg@50", "ndcg@100")},
-        "seeds": int(mine["seeds"].iloc[0]),
-        **{f"best_{s}_{m}": float(refit[(refit.row == best) & (refit.search == s)][f"{m}_mean"].iloc[0])
-           for s in ("hamming", "hierarchical") for m in metrics},
-        **{f"best_hamming_{m}_std": float(mine[f"{m}_std"].iloc[0]) for m in metrics},
-    }}
 
 
 def _best_published(dataset: str) -> dict:

@@ -18,11 +18,17 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
+
 from ..training import TrainConfig
 
-__all__ = ["REFIT_SUFFIX", "refit_name", "refit_config", "refit_plan", "refit_run"]
+__all__ = ["REFIT_SUFFIX", "CARVE_OUT", "REFIT", "refit_name", "refit_config", "refit_plan", "refit_run",
+           "refit_summary"]
 
 REFIT_SUFFIX = "_refit"
+# The protocols of a comparison row: trained on the carve-out (every choice made there), or refit on
+# all of train with those choices fixed
+CARVE_OUT, REFIT = "carve-out", "refit"
 
 
 def refit_name(folder: str | os.PathLike) -> str:
@@ -72,3 +78,24 @@ def refit_run(folder: str | os.PathLike, *, init: str | os.PathLike | None = Non
 
     config, out = refit_plan(folder, init=init)
     return run(config, out, progress=progress, retrain=True), out
+
+
+def refit_summary(table: pd.DataFrame, runs: pd.DataFrame, best: str) -> dict:
+    """A comparison summary's ``refit`` block: the teacher's and the best row's numbers refit on all of
+    train (``teacher``, ``best_<search>_<metric>``, the best row's ``seeds``), from the comparison's
+    ``table`` and ``runs`` (column ``protocol``); ``{}`` where nothing was refit."""
+    refit = table[table.protocol == REFIT]
+    mine = refit[(refit.row == best) & (refit.search == "hamming")]
+    teacher = runs[(runs.protocol == REFIT) & (runs.row == "lightgcn (continuous)")]
+    if mine.empty or teacher.empty:
+        return {}
+    metrics = ("recall@50", "recall@100", "ndcg@50", "ndcg@100")
+    return {"refit": {
+        "rule": ("the carve-out's choices (settings, kept epoch) fixed, retrained on all of train; the hash rows start "
+                 "from the teacher's refit; no validation, test read once"),
+        "teacher": {k: float(teacher[k].iloc[0]) for k in ("recall@20", "recall@50", "recall@100", "ndcg@50", "ndcg@100")},
+        "seeds": int(mine["seeds"].iloc[0]),
+        **{f"best_{s}_{m}": float(refit[(refit.row == best) & (refit.search == s)][f"{m}_mean"].iloc[0])
+           for s in ("hamming", "hierarchical") for m in metrics},
+        **{f"best_hamming_{m}_std": float(mine[f"{m}_std"].iloc[0]) for m in metrics},
+    }}
