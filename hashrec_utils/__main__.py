@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--refit", choices=("none", "best", "top"), default=None,
                          help="retrain on all of train, every choice fixed on the carve-out: none, hashrec's best row "
                               "(and the teacher) or every row run over every seed (default: the profile's)")
+    compare.add_argument("--refit-seeds", nargs="+", type=int, default=None, metavar="S",
+                         help="refit only these seeds (the others are listed as pending)")
     compare.add_argument("--reuse-committed", action="store_true",
                          help="read a run whose folder is absent from results/<profile>/comparison_* where they hold it "
                               "(a fresh clone: only runs whose settings changed train)")
@@ -231,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
                                     if v is not None})
         if args.refit is not None:
             stage = replace(stage, refit=args.refit)
+        if args.refit_seeds is not None:
+            stage = replace(stage, refit_seeds=tuple(args.refit_seeds))
         out = comparison_stage(args.profile, stage, reuse_committed=args.reuse_committed)
         for dataset, summary in out["summary"].items():
             print(f"{dataset}: best row {summary['best_row']} (valid Hamming recall@50 "

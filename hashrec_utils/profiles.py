@@ -165,7 +165,8 @@ class ComparisonStage:
     validation split. ``ks``, ``candidates``: the cut-offs evaluated and hierarchical search's C.
     ``refit``: which runs are retrained on all of train once every choice is made on the carve-out
     (:mod:`hashrec_utils.experiments.refit`; the teacher with them): ``none``, ``best`` (hashrec's best
-    row over every seed) or ``top`` (every row that runs every seed).
+    row over every seed) or ``top`` (every row that runs every seed); ``refit_seeds``: the seeds refit
+    (None: every seed the row ran; the others are listed as pending).
     """
 
     datasets: tuple[str, ...] = ()
@@ -180,6 +181,7 @@ class ComparisonStage:
     source: str | None = None
     sweep_length_factor: float | None = None
     refit: str = "none"
+    refit_seeds: tuple[int, ...] | None = None
 
     def __post_init__(self):
         if self.refit not in ("none", "best", "top"):

@@ -248,16 +248,20 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
         runs.insert(0, "dataset", dataset)
         table = _summarize(runs, stage.ks).assign(dataset=dataset)
         best = comparison_best_row(table)
+        refit_left = []  # refits the stage's refit_seeds leave out (pending)
         if stage.refit != "none":  # every choice made on the carve-out: the final models on all of train
             teacher_refit = lgcn_plan[1].with_name(refit_name(lgcn_plan[1]))
             refits = refit_rows("lightgcn (continuous)", 0, lgcn_plan, None)
             for label in ([best] if stage.refit == "best" else top):
                 for seed in (stage.seeds if label in top else stage.seeds[:1]):
+                    if stage.refit_seeds is not None and seed not in stage.refit_seeds:
+                        refit_left.append(f"{label} seed {seed}")
+                        continue
                     refits += refit_rows(label, seed, variant_plan(profile, label, seed=seed, dataset=dataset,
                                                                    valid_fraction=vf), teacher_refit)
             runs = pd.concat([runs, pd.DataFrame(refits).assign(dataset=dataset)], ignore_index=True)
             table = _summarize(runs, stage.ks).assign(dataset=dataset)
-        pending["refit"] = [r for r in top if r != best] if stage.refit == "best" else []
+        pending["refit"] = ([r for r in top if r != best] if stage.refit == "best" else []) + refit_left
         sweep = sweep_point(tuned_point(profile, best, dataset), stage.sweep_length_factor)
         for b in stage.bits:
             plan = variant_plan(profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep)

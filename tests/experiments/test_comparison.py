@@ -285,7 +285,8 @@ def _committed_copy(tmp_path, row: str, seed: int):
     return drop, pd.read_csv(src / "comparison_runs.csv"), pd.read_csv(src / "comparison_table.csv"), summary
 
 
-def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_numbers(monkeypatch, tmp_path):
+@pytest.mark.parametrize("refit_seeds", [None, (0,)])
+def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_numbers(monkeypatch, tmp_path, refit_seeds):
     """compare --reuse-committed on the real committed Gowalla record: with one run's rows taken out
     of it (and no run folder on disk), that run trains and every other is read from the record, so
     every row whose runs were all recorded keeps its committed mean and std to the last digit."""
@@ -322,7 +323,8 @@ def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_num
     monkeypatch.setattr(train, "load_run_data", lambda config: _toy_data())
 
     lacking = CommittedRuns.read("full")  # the record before the stage writes its own
-    out = comparison.comparison_stage("full", reuse_committed=True)
+    stage = replace(comparison.COMPARISON["full"], refit_seeds=refit_seeds)
+    out = comparison.comparison_stage("full", stage, reuse_committed=True)
     summary = out["summary"]["gowalla"]
     assert drop in trained
     assert all(lacking.rows("runs", "gowalla", name, label) is None
@@ -334,7 +336,13 @@ def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_num
     # the best row and the teacher refit on all of train (the record holds no refit yet: both trained here)
     refit = out["runs"][out["runs"].protocol == "refit"]
     assert set(refit.row) == {"lightgcn (continuous)", summary["best_row"]} and refit.run.str.endswith("_refit").all()
-    assert summary["refit"]["seeds"] == 3 and summary["refit"]["best_hamming_recall@50"] == pytest.approx(.2)
+    assert summary["refit"]["best_hamming_recall@50"] == pytest.approx(.2)
+    best_refits = refit[refit.row == summary["best_row"]]
+    if refit_seeds is None:
+        assert summary["refit"]["seeds"] == 3 and "seed" not in " ".join(summary["pending"]["refit"])
+    else:  # the seeds left out are pending, by name
+        assert summary["refit"]["seeds"] == 1 and set(best_refits.seed) == {0}
+        assert {f"{summary['best_row']} seed 1", f"{summary['best_row']} seed 2"} <= set(summary["pending"]["refit"])
     retrained_rows = set(out["runs"][out["runs"].run.isin(trained)].row)
     assert "luo_wu" in retrained_rows
     for _, old in table[~table.row.isin(retrained_rows)].iterrows():
