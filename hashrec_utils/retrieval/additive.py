@@ -11,26 +11,22 @@ an item ``M`` lookups — 8 bytes and 8 lookups an item at 64 bits, against ``4 
 multiply-adds for the float vector. Faiss's ``IndexResidualQuantizer`` (inner product, look-up
 tables) answers the same scores; the tests hold this index to it.
 
-The kernel (numba, a task per group of four queries sharing each pass over the items' bytes) keeps
-the best ``k`` in the exact scan's heaps (ties by the smaller id); ``exclude`` is looked up (binary
-search of the query's sorted row) only for an item that would enter its heap. Scores are float32
-sums of the tables.
+The scan is :func:`.table_scan.table_scan` (numba, a task per group of four queries sharing each pass
+over the items' bytes, the best ``k`` in the exact scan's heaps, ties by the smaller id), shared with
+the scaled asymmetric index. Scores are float32 sums of the tables.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from ._checks import _check_exclude, _check_float, _check_k, _check_threads
-from .exact import _drain, _excluded, _push
-from .kernel import _numba_threads
+from .table_scan import table_search
 
 __all__ = ["AdditiveCodeIndex", "additive_scores", "VERSION"]
 
 # the scan (tables, ties): bump when its ids can change
 VERSION = 1
-_QB = 4  # queries sharing a pass over the items
-_CHUNK = 4096  # queries whose tables are made at once (4 KiB a query and byte of code)
+_NO_SCALES = np.zeros(0, np.float32)
 
 
 def additive_scores(queries: np.ndarray, codes: np.ndarray, codebooks: np.ndarray) -> np.ndarray:
@@ -38,46 +34,6 @@ def additive_scores(queries: np.ndarray, codes: np.ndarray, codebooks: np.ndarra
     codebooks = np.asarray(codebooks, dtype=np.float64)
     items = sum(codebooks[m][np.asarray(codes)[:, m]] for m in range(codebooks.shape[0]))
     return np.asarray(queries, dtype=np.float64) @ items.T
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _additive_kernel(tables, codes, k, out_s, out_i, q_base, ex_ptr, ex_idx, has_ex):
-    """Queries ``q_base + r`` of ``tables (nq, M, 256)`` against ``codes (n, M)``: a task per ``_QB`` queries."""
-    nq, nbytes = tables.shape[0], codes.shape[1]
-    n = codes.shape[0]
-    groups = (nq + _QB - 1) // _QB
-    for g in numba.prange(groups):
-        q0 = g * _QB
-        m = min(_QB, nq - q0)
-        tab = np.zeros((_QB, nbytes, 256), np.float32)
-        for r in range(m):
-            tab[r] = tables[q0 + r]
-        hs = np.empty((_QB, k), np.float32)
-        hi = np.empty((_QB, k), np.int64)
-        size = np.zeros(_QB, np.int64)
-        cut = np.full(_QB, -np.inf, np.float32)  # a full heap's worst score: only a larger one can enter
-        for i in range(n):
-            a0 = np.float32(0.0)
-            a1 = np.float32(0.0)
-            a2 = np.float32(0.0)
-            a3 = np.float32(0.0)
-            for j in range(nbytes):
-                b = codes[i, j]
-                a0 += tab[0, j, b]
-                a1 += tab[1, j, b]
-                a2 += tab[2, j, b]
-                a3 += tab[3, j, b]
-            acc = (a0, a1, a2, a3)
-            for r in range(m):
-                sc = acc[r]
-                q = q_base + q0 + r
-                # items come in id order, so an equal score (a larger id) never enters a full heap
-                if (size[r] < k or sc > cut[r]) and not (has_ex and _excluded(i, q, ex_ptr, ex_idx)):
-                    size[r] = _push(hs[r], hi[r], size[r], k, sc, i)
-                    if size[r] == k:
-                        cut[r] = hs[r, 0]
-        for r in range(m):
-            _drain(hs[r], hi[r], size[r], out_s, out_i, q_base + q0 + r)
 
 
 class AdditiveCodeIndex:
@@ -118,19 +74,13 @@ class AdditiveCodeIndex:
         queries = _check_float(queries, "queries", self.dim)
         k = _check_k(k)
         exclude = _check_exclude(exclude, len(queries), self.n_items)
-        out_s = np.full((len(queries), k), -np.inf, np.float32)  # the padding where fewer than k are admissible
-        out_i = np.full((len(queries), k), -1, np.int64)
-        if exclude is None:
-            ptr, idx = np.zeros(len(queries) + 1, np.int64), np.zeros(1, np.int64)
-        else:
-            ptr, idx = exclude.indptr.astype(np.int64), exclude.indices.astype(np.int64)
         M = self.codes.shape[1]
         flat = self.codebooks.reshape(M * 256, self.dim).T  # (d, 256 M)
-        with _numba_threads(self.threads):
-            for q0 in range(0, len(queries), _CHUNK):
-                tables = np.ascontiguousarray((queries[q0 : q0 + _CHUNK] @ flat).reshape(-1, M, 256))
-                _additive_kernel(tables, self.codes, k, out_s, out_i, q0, ptr, idx, exclude is not None)
-        return out_s, out_i
+
+        def tables(q0, q1):
+            return np.ascontiguousarray((queries[q0:q1] @ flat).reshape(-1, M, 256))
+
+        return table_search(tables, len(queries), self.codes, _NO_SCALES, k, exclude, self.threads)
 
     def memory_bytes(self) -> int:
         """The codes and the codebooks (fixed: ``M · 256 · d`` floats, whatever the catalogue's size)."""

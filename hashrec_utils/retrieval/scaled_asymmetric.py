@@ -11,12 +11,12 @@ the magnitude back: ``c_i`` is stored as a log-scale byte,
 (``lo``, ``hi``: the log range of the scales), so ``ĉ_i`` is within a factor ``exp(step / 2)`` of
 ``c_i`` (:meth:`ScaledAsymmetricIndex.scale_error`). ``bits/8 + 1`` bytes an item.
 
-The kernel (numba, a task per group of four queries sharing each pass over the items, their sums
-independent): per query and code byte a 256-entry float32 table ``T_j[v] = Σ_t q_{8j+t} (2 bit_t(v) − 1)``
-(bit 0 the MSB, ``np.packbits``' order), so an item costs ``bits/8`` lookups and one multiply a query;
-the best ``k`` by ``ĉ_i · Σ_j T_j[code_ij]`` are kept in the exact scan's heaps (ties by the smaller
-id); ``exclude`` is looked up (binary search of the query's sorted row) only for an item that would
-enter its heap.
+The scan (:func:`.table_scan.table_scan`, numba, a task per group of four queries sharing each pass
+over the items, their sums independent): per query and code byte a 256-entry float32 table
+``T_j[v] = Σ_t q_{8j+t} (2 bit_t(v) − 1)`` (bit 0 the MSB, ``np.packbits``' order; made a chunk of
+queries at a time), so an item costs ``bits/8`` lookups and one multiply a query; the best ``k`` by
+``ĉ_i · Σ_j T_j[code_ij]`` are kept in the exact scan's heaps (ties by the smaller id); ``exclude`` is
+looked up (binary search of the query's sorted row) only for an item that would enter its heap.
 Scores are float32 sums of the tables: equal to ``ĉ_i ⟨q, b_i⟩`` up to float32 rounding, so rankings
 equal the float reference's wherever two scores differ by more than that (exactly, for queries and
 scales whose sums are exact in float32: the tests' case). No quantisation of the query: the
@@ -30,15 +30,13 @@ import numba
 import numpy as np
 
 from ._checks import _check_codes, _check_exclude, _check_float, _check_k, _check_threads
-from .exact import _drain, _excluded, _push
-from .kernel import _numba_threads
+from .table_scan import table_search
 
 __all__ = ["ScaledAsymmetricIndex", "scaled_asymmetric_scores", "encode_scales", "VERSION"]
 
 # the scan (tables, the scale byte, ties): bump when its ids can change
 VERSION = 1
 LEVELS = 255
-_QB = 4  # queries sharing a pass over the items (the unrolled accumulators of _scaled_kernel)
 
 
 def scaled_asymmetric_scores(queries: np.ndarray, codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -76,44 +74,10 @@ def _tables(q, nbytes, out):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _scaled_kernel(queries, codes, scales, k, out_s, out_i, ex_ptr, ex_idx, has_ex):
-    """A task per group of ``_QB`` queries: one pass over the items' bytes feeds each query's table and
-    accumulator (independent sums: the lookups of the group overlap), each with its own heap and walk."""
-    nq, nbytes = queries.shape[0], codes.shape[1]
-    n = codes.shape[0]
-    groups = (nq + _QB - 1) // _QB
-    for g in numba.prange(groups):
-        q0 = g * _QB
-        m = min(_QB, nq - q0)
-        tab = np.zeros((_QB, nbytes, 256), np.float32)
-        for r in range(m):
-            _tables(queries[q0 + r], nbytes, tab[r])
-        hs = np.empty((_QB, k), np.float32)
-        hi = np.empty((_QB, k), np.int64)
-        size = np.zeros(_QB, np.int64)
-        cut = np.full(_QB, -np.inf, np.float32)  # a full heap's worst score: only a larger one can enter
-        for i in range(n):
-            a0 = np.float32(0.0)
-            a1 = np.float32(0.0)
-            a2 = np.float32(0.0)
-            a3 = np.float32(0.0)
-            for j in range(nbytes):
-                b = codes[i, j]
-                a0 += tab[0, j, b]
-                a1 += tab[1, j, b]
-                a2 += tab[2, j, b]
-                a3 += tab[3, j, b]
-            c = scales[i]
-            acc = (a0, a1, a2, a3)
-            for r in range(m):
-                sc = acc[r] * c
-                # items come in id order, so an equal score (a larger id) never enters a full heap
-                if (size[r] < k or sc > cut[r]) and not (has_ex and _excluded(i, q0 + r, ex_ptr, ex_idx)):
-                    size[r] = _push(hs[r], hi[r], size[r], k, sc, i)
-                    if size[r] == k:
-                        cut[r] = hs[r, 0]
-        for r in range(m):
-            _drain(hs[r], hi[r], size[r], out_s, out_i, q0 + r)
+def _query_tables(queries, nbytes, out):
+    """:func:`_tables` of every query, a task per query."""
+    for r in numba.prange(queries.shape[0]):
+        _tables(queries[r], nbytes, out[r])
 
 
 class ScaledAsymmetricIndex:
@@ -157,15 +121,14 @@ class ScaledAsymmetricIndex:
         queries = _check_float(queries, "queries", self.bits)
         k = _check_k(k)
         exclude = _check_exclude(exclude, len(queries), self.n_items)
-        out_s = np.full((len(queries), k), -np.inf, np.float32)  # the padding where fewer than k are admissible
-        out_i = np.full((len(queries), k), -1, np.int64)
-        if exclude is None:
-            ptr, idx = np.zeros(len(queries) + 1, np.int64), np.zeros(1, np.int64)
-        else:
-            ptr, idx = exclude.indptr.astype(np.int64), exclude.indices.astype(np.int64)
-        with _numba_threads(self.threads):
-            _scaled_kernel(queries, self.codes, self.scales, k, out_s, out_i, ptr, idx, exclude is not None)
-        return out_s, out_i
+        nbytes = self.codes.shape[1]
+
+        def tables(q0, q1):
+            out = np.empty((q1 - q0, nbytes, 256), np.float32)
+            _query_tables(queries[q0:q1], nbytes, out)
+            return out
+
+        return table_search(tables, len(queries), self.codes, self.scales, k, exclude, self.threads)
 
     def memory_bytes(self) -> int:
         """The codes, the scale bytes and the two floats that decode them."""

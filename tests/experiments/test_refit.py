@@ -11,15 +11,8 @@ from hashrec_utils.models import LightGCN
 from hashrec_utils.settings import train_config
 from hashrec_utils.training import TrainConfig, fit, run
 
+from ..training.conftest import one_thread  # noqa: F401  (autouse: tiny graphs train on one thread)
 from ..training.test_train import SMALL, synthetic_folder
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _fit(config, data):
