@@ -34,6 +34,7 @@ import numpy as np
 from ..hashing.codes import pack_codes
 from ..retrieval import AsymmetricIndex, HammingIndex, HierarchicalIndex
 from ..retrieval.additive import AdditiveCodeIndex
+from ..retrieval.indexes import rerank_candidates
 from ..utils import atomic_write, read_json, write_json
 from .inputs import MANIFEST, _check_matrix, check_interactions
 
@@ -88,11 +89,18 @@ class Searcher:
         """The modes this searcher answers (``hierarchical`` only with the item embeddings)."""
         return MODES if self.item_emb is not None else MODES[:2]
 
-    def query(self, user_emb) -> np.ndarray:
-        """``a = W e_u + b`` (float32 ``(nq, K)``) of user embeddings ``(nq, d)``."""
+    def _user(self, user_emb) -> np.ndarray:
+        """User embeddings ``(nq, d)`` checked (finite floats of this searcher's dim) as float32."""
         user = _check_matrix(user_emb, "user_emb")
         if user.shape[1] != self.dim:
             raise ValueError(f"user_emb has dim {user.shape[1]}; this searcher was distilled from dim {self.dim}")
+        return user
+
+    def query(self, user_emb) -> np.ndarray:
+        """``a = W e_u + b`` (float32 ``(nq, K)``) of user embeddings ``(nq, d)``."""
+        return self._preact(self._user(user_emb))
+
+    def _preact(self, user: np.ndarray) -> np.ndarray:
         return user @ self.weight.T + self.bias
 
     def query_codes(self, user_emb) -> np.ndarray:
@@ -128,21 +136,20 @@ class Searcher:
             raise ValueError(f"k must be a positive integer; got {k!r}")
         if k > self.n_items:
             raise ValueError(f"k = {k} exceeds the {self.n_items} items of this searcher")
-        a = self.query(user_emb)
+        user = self._user(user_emb)
         if exclude is not None:
-            exclude = check_interactions(exclude, len(a), self.n_items, "exclude")
-        user = np.asarray(user_emb, dtype=np.float32)
-        if self.additive is not None and mode != "hamming":
-            scores, ids = self._index("asymmetric").search(user, k if mode == "asymmetric" else max(k, self.candidates),
-                                                           exclude)
-            return (scores, ids) if mode == "asymmetric" else _rerank(user, self.item_emb, ids, k)
-        if mode == "asymmetric":
-            return self._index(mode).search(a, k, exclude)
+            exclude = check_interactions(exclude, len(user), self.n_items, "exclude")
         if mode == "hamming":
-            dist, ids = self._index(mode).search(pack_codes(a), k, exclude)
+            dist, ids = self._index(mode).search(pack_codes(self._preact(user)), k, exclude)
             scores = np.where(ids >= 0, self.bits - 2.0 * dist, -np.inf).astype(np.float32)
             return scores, ids
-        return self._index(mode).search((a, user), k, exclude)
+        if self.additive is None:  # ±1 codes alone: both other modes score the student's query a
+            a = self._preact(user)
+            return self._index(mode).search(a if mode == "asymmetric" else (a, user), k, exclude)
+        if mode == "asymmetric":
+            return self._index(mode).search(user, k, exclude)
+        _, cand = self._index("asymmetric").search(user, max(k, self.candidates), exclude)
+        return rerank_candidates(cand, user, self.item_emb, k)
 
     # ---- files ----------------------------------------------------------------------------------
 
@@ -186,13 +193,3 @@ def load(folder: str | os.PathLike, *, threads: int | None = None) -> Searcher:
     return Searcher(arrays["weight"], arrays["bias"], arrays["item_codes"], arrays.get("item_emb"), additive,
                     candidates=meta.get("candidates", 100), threads=threads, info=meta.get("info"))
 
-
-def _rerank(user: np.ndarray, item_emb: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The best ``k`` of each row's ``candidates`` (``-1`` padding kept last) by ``⟨e_u, e_i⟩``, ties by
-    the smaller id: ``(scores float32, ids int64)``, padding ``-inf`` / ``-1``."""
-    valid = candidates >= 0
-    scores = np.einsum("qd,qcd->qc", user, item_emb[np.where(valid, candidates, 0)]).astype(np.float32)
-    scores[~valid] = -np.inf
-    order = np.lexsort((np.where(valid, candidates, np.iinfo(np.int64).max), -scores.astype(np.float64)), axis=1)[:, :k]
-    ids = np.take_along_axis(np.where(valid, candidates, -1), order, axis=1)
-    return np.take_along_axis(scores, order, axis=1), ids

@@ -27,6 +27,7 @@ the ``full`` profile's committed results instead (:attr:`ComparisonStage.source`
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from ..config import figures_dir, results_dir
 from ..profiles import ALL_ROWS, ComparisonStage, ProfileView
 from ..utils import read_json, write_json
 from .committed import CommittedRuns, checked_rows, identity_cells, read_comparison
-from .refit import CARVE_OUT, REFIT, REFIT_SUFFIX, refit_config, refit_name, refit_run, refit_summary
+from .refit import CARVE_OUT, REFIT, REFIT_SUFFIX, refit_config, refit_folder, refit_run, refit_summary
 from .rows import GridPoint, popcount_searchable, row_family, tuned_point, tuned_winners, variant_plan, variant_run
 from .runs import hash_plan, hash_run, lightgcn_plan, lightgcn_run, write_table
 
@@ -79,8 +80,6 @@ def comparison_metrics(out: Path, data, ks: tuple[int, ...], candidates: int) ->
         result[split] = m if "continuous" in m else {"continuous": m}
     write_json(cache, result)
     return result
-
-
 
 
 def _rows_of(label: str, seed: int, bits: int, metrics: dict, ks: tuple[int, ...], run: Path,
@@ -141,7 +140,6 @@ def _summarize(runs: pd.DataFrame, ks) -> pd.DataFrame:
     from .stages import summarize
 
     cols = [c for c in _metric_columns(ks) if c in runs]
-    runs = runs.assign(protocol=runs["protocol"].fillna(CARVE_OUT)) if "protocol" in runs else runs.assign(protocol=CARVE_OUT)
     return summarize(runs, ["row", "family", "bits", "search", "protocol"], tuple(cols))
 
 
@@ -197,21 +195,19 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
             rows = _rows_of(label, seed, bits, metrics, stage.ks, out, REFIT if refit else CARVE_OUT)
             return [{**r, **identity_cells(config, out)} for r in rows]
 
-        full_data = {}
-
+        @functools.cache
         def data_all():
             """The refits' data: all of train (no validation split), the same test split."""
-            if not full_data:
-                full_data["d"] = load_run_data(train_config(profile, dataset, valid_fraction=0.0))
-            return full_data["d"]
+            return load_run_data(train_config(profile, dataset, valid_fraction=0.0))
 
         def refit_rows(label, seed, plan, init):
             """The rows of the refit of a carve-out run ``plan`` (its config and folder), from ``init``
             (the teacher's refit; None for the teacher): trained here, or the record's where asked."""
             config, folder = plan
-            refit_plan_ = (refit_config(config, config.epochs, init=init), folder.with_name(refit_name(folder)))
-            return rows_of_run("runs", label, seed, 64 if init else 0, refit_plan_,
-                               lambda: refit_run(folder, init=init))
+            # the refit's identity (what a recorded row is checked against) does not depend on its kept
+            # epoch, which only the carve-out run's folder holds: the whole schedule stands in for it
+            planned = (refit_config(config, config.epochs, init=init), refit_folder(folder))
+            return rows_of_run("runs", label, seed, 64 if init else 0, planned, lambda: refit_run(folder, init=init))
 
         def row_runs(label, seeds):
             """Table row ``label``'s runs at ``seeds`` (64 bits, its tuned settings)."""
@@ -250,7 +246,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
         best = comparison_best_row(table)
         refit_left = []  # refits the stage's refit_seeds leave out (pending)
         if stage.refit != "none":  # every choice made on the carve-out: the final models on all of train
-            teacher_refit = lgcn_plan[1].with_name(refit_name(lgcn_plan[1]))
+            teacher_refit = refit_folder(lgcn_plan[1])
             refits = refit_rows("lightgcn (continuous)", 0, lgcn_plan, None)
             for label in ([best] if stage.refit == "best" else top):
                 for seed in (stage.seeds if label in top else stage.seeds[:1]):

@@ -22,8 +22,8 @@ import pandas as pd
 
 from ..training import TrainConfig
 
-__all__ = ["REFIT_SUFFIX", "CARVE_OUT", "REFIT", "refit_name", "refit_config", "refit_plan", "refit_run",
-           "refit_summary"]
+__all__ = ["REFIT_SUFFIX", "CARVE_OUT", "REFIT", "refit_name", "refit_folder", "refit_config", "refit_plan",
+           "refit_run", "refit_summary"]
 
 REFIT_SUFFIX = "_refit"
 # The protocols of a comparison row: trained on the carve-out (every choice made there), or refit on
@@ -34,6 +34,11 @@ CARVE_OUT, REFIT = "carve-out", "refit"
 def refit_name(folder: str | os.PathLike) -> str:
     """The folder name of the refit of run ``folder`` (``<name>_refit``)."""
     return Path(folder).name + REFIT_SUFFIX
+
+
+def refit_folder(folder: str | os.PathLike) -> Path:
+    """Where the refit of run ``folder`` trains: beside it, :func:`refit_name`."""
+    return Path(folder).with_name(refit_name(folder))
 
 
 def refit_config(config: TrainConfig, kept_epoch: int, *, init: str | os.PathLike | None = None) -> TrainConfig:
@@ -68,7 +73,7 @@ def refit_plan(folder: str | os.PathLike, *, init: str | os.PathLike | None = No
     kept = read_json(folder / "metrics.json").get("kept_epoch")
     if not kept:
         raise ValueError(f"{folder}: metrics.json has no kept_epoch (an untrained method: nothing to refit)")
-    return refit_config(config, int(kept), init=init), folder.with_name(refit_name(folder))
+    return refit_config(config, int(kept), init=init), refit_folder(folder)
 
 
 def refit_run(folder: str | os.PathLike, *, init: str | os.PathLike | None = None,

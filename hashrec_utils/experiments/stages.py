@@ -200,7 +200,7 @@ def _estimator_table(profile: str, lightgcn: dict) -> tuple[pd.DataFrame, pd.Dat
     stage = HASH_STAGE[profile]
     rows, curves = [], []
     for label in stage.rows:
-        for seed in (stage.seeds if label in stage.estimators else stage.variant_seeds):
+        for seed in _seeds_of(stage, label):
             metrics, out = variant_run(profile, label, seed=seed)
             rows += [{"estimator": label, "seed": seed, "teacher_seed": 0, **r} for r in _sections(metrics)]
             if label in CURVE_ESTIMATORS or (row_family(label) == "as published" and seed == stage.variant_seeds[0]):

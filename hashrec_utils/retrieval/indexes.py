@@ -46,6 +46,17 @@ def _rerank(cand: np.ndarray, query_emb: np.ndarray, item_emb: np.ndarray, k: in
     return top, ids
 
 
+def rerank_candidates(cand: np.ndarray, query_emb: np.ndarray, item_emb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_rerank` of candidate ids ``(nq, C)`` a block of queries at a time, bounding the gathered
+    ``(q, C, d)`` block: float32 scores and int64 ids ``(nq, k)``, best first."""
+    scores = np.empty((len(cand), k), np.float32)
+    ids = np.empty((len(cand), k), np.int64)
+    step = max(1, 2**24 // (cand.shape[1] * item_emb.shape[1]))
+    for s in range(0, len(cand), step):
+        scores[s : s + step], ids[s : s + step] = _rerank(cand[s : s + step], query_emb[s : s + step], item_emb, k)
+    return scores, ids
+
+
 def hierarchical_topk(query_codes, item_codes, user_emb, item_emb, k: int, candidates: int = 100, exclude=None,
                       *, threads: int | None = None, fused: bool = False) -> np.ndarray:
     """HashGNN's hierarchical search: Hamming top-``candidates``, re-ranked by the inner product; ids ``(nq, k)``.
@@ -193,12 +204,7 @@ class HierarchicalIndex:
                                            np.ascontiguousarray(query_emb, dtype=np.float32), self.item_emb, k,
                                            max(self.candidates, k), exclude, threads=self.hamming.threads)
         _, cand = self.first.search(query_codes, max(self.candidates, k), exclude)
-        scores = np.empty((len(cand), k), np.float32)
-        ids = np.empty((len(cand), k), np.int64)
-        step = max(1, 2**24 // (cand.shape[1] * self.item_emb.shape[1]))  # bound the gathered (q, C, d) block
-        for s in range(0, len(cand), step):
-            scores[s : s + step], ids[s : s + step] = _rerank(cand[s : s + step], query_emb[s : s + step], self.item_emb, k)
-        return scores, ids
+        return rerank_candidates(cand, query_emb, self.item_emb, k)
 
     def memory_bytes(self) -> int:
         return self.first.memory_bytes() + int(self.item_emb.nbytes)

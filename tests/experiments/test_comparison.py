@@ -310,9 +310,9 @@ def test_reuse_committed_trains_only_the_runs_the_record_lacks_and_keeps_its_num
     fixed = {s: {"recall@20": .1, "ndcg@20": .1, "recall@50": .2, "ndcg@50": .15, "recall@100": .3, "ndcg@100": .2}
              for s in ("continuous", "hamming", "hierarchical")}
     def fake_refit(folder, init=None):
-        from hashrec_utils.experiments.refit import refit_name
+        from hashrec_utils.experiments.refit import refit_folder
 
-        out = folder.with_name(refit_name(folder))
+        out = refit_folder(folder)
         trained.append(out.name)
         return {"train_seconds": 9.0}, out
 
