@@ -72,7 +72,8 @@ def _hamming(a: dict, k: int, exclude, candidates: int) -> np.ndarray:
     from .retrieval import hamming_topk
 
     if "item_scales" in a:
-        return scaled_code_topk(a["user_codes"], a["item_codes"], a["item_scales"], k, exclude)
+        return scaled_code_topk(a["user_codes"], a["item_codes"], a["item_scales"], k, exclude,
+                                user_scales=a.get("user_scales"))
     return hamming_topk(a["user_codes"], a["item_codes"], k, exclude)
 
 
@@ -83,16 +84,16 @@ def _hierarchical(a: dict, k: int, exclude, candidates: int) -> np.ndarray:
     c = max(candidates, k)
     if "item_scales" in a:
         return scaled_code_topk(a["user_codes"], a["item_codes"], a["item_scales"], k, exclude, candidates=c,
-                                user_emb=a["user"], item_emb=a["item"])[1]
+                                user_emb=a["user"], item_emb=a["item"], user_scales=a.get("user_scales"))[1]
     return hierarchical_topk(a["user_codes"], a["item_codes"], a["user"], a["item"], k, c, exclude)
 
 
 def _asymmetric(a: dict, k: int, exclude, candidates: int) -> np.ndarray:
-    from .hashing import unpack_codes
+    from .hashing import dequantize
     from .retrieval import asymmetric_topk, continuous_topk
 
-    if "item_scales" in a:  # scaled codes: <a_u, α_i b_i>, exactly, by float search
-        return continuous_topk(a["user_query"], unpack_codes(a["item_codes"]) * a["item_scales"][:, None], k, exclude)
+    if "item_scales" in a:  # scaled codes: <a_u, α_i b_i> (a scale per layer: Σ_l <a_u^l, α_i^l b_i^l>), by float search
+        return continuous_topk(a["user_query"], dequantize(a["item_codes"], a["item_scales"], np.float32), k, exclude)
     return asymmetric_topk(a["user_query"], a["item_codes"], k, exclude)
 
 

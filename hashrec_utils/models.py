@@ -14,7 +14,7 @@ from torch import nn
 from .graph import Graph
 from .losses import bpr_loss
 
-__all__ = ["SymmetricSpMM", "propagate", "LightGCN", "GraphSAGE", "make_encoder", "ENCODERS"]
+__all__ = ["SymmetricSpMM", "propagate", "LightGCN", "LayerConcatLightGCN", "GraphSAGE", "make_encoder", "ENCODERS"]
 
 
 class SymmetricSpMM(torch.autograd.Function):
@@ -85,6 +85,41 @@ class LightGCN(nn.Module):
         return bpr + self.reg * l2, {"bpr": float(bpr.detach())}
 
 
+class LayerConcatLightGCN(LightGCN):
+    """LightGCN whose output keeps every layer apart: ``[w_0 e^{(0)} | w_1 e^{(1)} | … | w_L e^{(L)}]``,
+    ``(L + 1) · dim`` columns, the encoder of BGCH's and BiGeaR's official code, which binarise each
+    layer's embedding on its own (one sign code and one scale per layer; ``blocks = L + 1``).
+
+    ``layer_weights``: ``"equal"`` (every ``w_l = 1``: BGCH, ``src/model.py:106-113``) or
+    ``"linear"`` (``w_l = (l + 1)/(L + 1)``: BiGeaR, ``src/model.py:47-66`` and ``300-322``, so a
+    pair's score weighs layer ``l`` by ``w_l²``). The loss is LightGCN's (BPR on the concatenated
+    embeddings' inner product + L2 on the batch's ego embeddings): BiGeaR's teacher.
+    """
+
+    version = 1
+
+    def __init__(self, n_users: int, n_items: int, dim: int = 64, n_layers: int = 2, reg: float = 1e-4,
+                 layer_weights: str = "equal"):
+        super().__init__(n_users, n_items, dim=dim, n_layers=n_layers, reg=reg)
+        if layer_weights not in ("equal", "linear"):
+            raise ValueError(f"layer_weights must be 'equal' or 'linear'; got {layer_weights!r}")
+        self.layer_weights = layer_weights
+        self.blocks = n_layers + 1
+
+    def weights(self) -> list[float]:
+        """``w_l`` of each layer ``l = 0..L``."""
+        n = self.blocks
+        return [1.0] * n if self.layer_weights == "equal" else [(l + 1) / n for l in range(n)]
+
+    def propagated(self, graph: Graph) -> torch.Tensor:
+        layer, out = self.embedding.weight, []
+        for l, w in enumerate(self.weights()):
+            if l:
+                layer = SymmetricSpMM.apply(graph.adj, layer)
+            out.append(layer * w if w != 1.0 else layer)
+        return torch.cat(out, dim=1)
+
+
 class GraphSAGE(nn.Module):
     """HashGNN's encoder: free node embeddings, two ``SAGEConv`` layers (mean aggregation), ReLU between.
 
@@ -114,11 +149,22 @@ class GraphSAGE(nn.Module):
     loss = LightGCN.loss
 
 
-ENCODERS = MappingProxyType({"lightgcn": LightGCN, "graphsage": GraphSAGE})
+class _Weighted(LayerConcatLightGCN):
+    """:class:`LayerConcatLightGCN` with BiGeaR's layer weights ``(l + 1)/(L + 1)``."""
+
+    def __init__(self, n_users: int, n_items: int, dim: int = 64, n_layers: int = 2, reg: float = 1e-4):
+        super().__init__(n_users, n_items, dim=dim, n_layers=n_layers, reg=reg, layer_weights="linear")
+
+
+# ``lightgcn_layers``: every layer side by side, equal weights (BGCH); ``lightgcn_layers_weighted``:
+# BiGeaR's (l + 1)/(L + 1)
+ENCODERS = MappingProxyType({"lightgcn": LightGCN, "graphsage": GraphSAGE, "lightgcn_layers": LayerConcatLightGCN,
+                             "lightgcn_layers_weighted": _Weighted})
 
 
 def make_encoder(name: str, n_users: int, n_items: int, dim: int = 64, n_layers: int | None = None, reg: float = 1e-4) -> nn.Module:
-    """An encoder by name: ``lightgcn`` (3 layers by default) or ``graphsage`` (2)."""
+    """An encoder by name: ``lightgcn`` (3 layers by default), ``graphsage`` (2) or the layer-wise
+    LightGCNs ``lightgcn_layers``, ``lightgcn_layers_weighted`` (2, as BGCH's and BiGeaR's code)."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; choose one of {', '.join(ENCODERS)}")
     cls = ENCODERS[name]

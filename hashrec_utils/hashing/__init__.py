@@ -47,7 +47,7 @@ class, each :class:`Objective`, :class:`HashLayer`, :class:`HashModel`, :class:`
 """
 from __future__ import annotations
 
-from .codes import (UNTRAINED, UNTRAINED_VERSIONS, lsh_codes, pack_codes, scaled_code_topk, sign, unpack_codes,
+from .codes import (UNTRAINED, UNTRAINED_VERSIONS, dequantize, lsh_codes, pack_codes, scaled_code_topk, sign, unpack_codes,
                     untrained_codes, untrained_queries)
 from .estimators import (BGCH, ESTIMATORS, STE, BiGeaR, Estimator, GuidedSTE, Gumbel, HashNet, SignFourier,
                          SignGaussian, SignSTE, SignSwish, SignSwishEstimator, clamp01, fourier_grad, gaussian_delta,
@@ -74,6 +74,7 @@ __all__ = [
     "untrained_codes",
     "untrained_queries",
     "scaled_code_topk",
+    "dequantize",
     "HashBatch",
     "Objective",
     "UNTRAINED",

@@ -3,7 +3,9 @@
 For ±1 codes ``h = sign(a) ∈ {-1, +1}^K`` (``sign(0) = +1``), ``ham(h_u, h_i) = (K - ⟨h_u, h_i⟩) / 2``:
 ranking by Hamming distance is ranking by the code inner product. Codes leave a model packed with
 ``np.packbits`` (bit 1 for +1; ``K/8`` bytes per row, MSB first: Faiss's binary layout).
-Scaled codes (BGCH, BiGeaR) are ranked by ``α_i ⟨b_u, b_i⟩`` (:func:`scaled_code_topk`).
+Scaled codes (BGCH, BiGeaR) are ranked by ``α_i ⟨b_u, b_i⟩`` (:func:`scaled_code_topk`); codes of
+every propagation layer side by side, one scale per layer, by ``Σ_l α_u^l α_i^l ⟨b_u^l, b_i^l⟩``
+(:func:`dequantize`).
 
 No training: :func:`untrained_codes` — ``lsh`` (:func:`lsh_codes`, random hyperplanes,
 Charikar 2002) and ``sign`` (``pack_codes(embeddings)``); :data:`UNTRAINED_VERSIONS` holds each
@@ -47,10 +49,26 @@ def unpack_codes(packed: np.ndarray, bits: int | None = None) -> np.ndarray:
     return np.unpackbits(packed, axis=1, count=bits).astype(np.float32) * 2.0 - 1.0
 
 
+def dequantize(codes: np.ndarray, scales: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Packed codes ``(n, K/8)`` times their scales: ``α_r b_r`` with one scale a row (``scales (n,)``),
+    or ``α_r^l b_r^l`` block by block with one a layer (``scales (n, L)``: ``K / L`` bits a block);
+    ``dtype`` rows ``(n, K)``. One clear error for scales of another shape."""
+    b = unpack_codes(codes).astype(dtype)
+    scales = np.asarray(scales, np.float32)
+    if scales.ndim == 1 and scales.shape == (len(b),):
+        return b * scales.astype(dtype)[:, None]
+    if scales.ndim == 2 and len(scales) == len(b) and scales.shape[1] >= 1 and b.shape[1] % scales.shape[1] == 0:
+        return b * np.repeat(scales.astype(dtype), b.shape[1] // scales.shape[1], axis=1)
+    raise ValueError(f"scales must be ({len(b)},), one a row, or ({len(b)}, L) with L dividing the {b.shape[1]} bits; "
+                     f"got {scales.shape}")
+
+
 def scaled_code_topk(user_codes: np.ndarray, item_codes: np.ndarray, item_scales: np.ndarray, k: int, exclude=None, *,
                      candidates: int | None = None, user_emb: np.ndarray | None = None,
-                     item_emb: np.ndarray | None = None):
-    """Top-``k`` item ids ``(n_users, k)`` by ``α_i ⟨b_u, b_i⟩`` over packed codes (BGCH's ranking).
+                     item_emb: np.ndarray | None = None, user_scales: np.ndarray | None = None):
+    """Top-``k`` item ids ``(n_users, k)`` by ``α_i ⟨b_u, b_i⟩`` over packed codes (BGCH's ranking);
+    with a scale per layer (``item_scales (n_items, L)``, ``user_scales (n_users, L)``) by
+    ``Σ_l α_u^l α_i^l ⟨b_u^l, b_i^l⟩`` (BGCH's and BiGeaR's ``get_scores`` over every layer's codes).
 
     With ``candidates`` (and the continuous ``user_emb``, ``item_emb``) also the hierarchical
     top-``k``: the top-``candidates`` by that score, re-ranked by ``⟨e_u, e_i⟩``. Returns the
@@ -59,13 +77,23 @@ def scaled_code_topk(user_codes: np.ndarray, item_codes: np.ndarray, item_scales
     from ..retrieval import continuous_topk
     from ..retrieval.indexes import _rerank
 
-    # float64 over ±1 codes and float32 scales is exact: every partial sum is a multiple k·α_i,
-    # |k| ≤ K, of a 24-bit mantissa, so equal scores (e.g. ⟨b_u, b_i⟩ = 0) tie exactly (smaller id first)
-    bu, bi = unpack_codes(user_codes).astype(np.float64), unpack_codes(item_codes).astype(np.float64)
     item_scales = np.asarray(item_scales, np.float32)
-    if item_scales.shape != (len(bi),):
-        raise ValueError(f"item_scales must be ({len(bi)},), one per item; got {item_scales.shape}")
-    weighted = bi * item_scales.astype(np.float64)[:, None]
+    if item_scales.ndim == 2:
+        # per-layer scales: user scales matter; float32 (ties between distinct items are measure-zero)
+        if user_scales is None:
+            raise ValueError("item_scales has one scale per layer: user_scales (n_users, L) is needed too")
+        user_scales = np.asarray(user_scales, np.float32)
+        if user_scales.shape[1:] != item_scales.shape[1:]:
+            raise ValueError(f"user_scales and item_scales must have one number of layers; got {user_scales.shape} "
+                             f"and {item_scales.shape}")
+        bu, weighted = dequantize(user_codes, user_scales, np.float32), dequantize(item_codes, item_scales, np.float32)
+    else:
+        # float64 over ±1 codes and float32 scales is exact: every partial sum is a multiple k·α_i,
+        # |k| ≤ K, of a 24-bit mantissa, so equal scores (e.g. ⟨b_u, b_i⟩ = 0) tie exactly (smaller id first)
+        bu = unpack_codes(user_codes).astype(np.float64)
+        if item_scales.shape != (len(item_codes),):
+            raise ValueError(f"item_scales must be ({len(item_codes)},), one per item; got {item_scales.shape}")
+        weighted = dequantize(item_codes, item_scales)
     ids = continuous_topk(bu, weighted, k, exclude)
     if candidates is None:
         return ids

@@ -21,48 +21,77 @@ from .codes import pack_codes
 from .estimators import Estimator, row_scales
 from .objectives import OBJECTIVES, HashBatch, Objective
 
-HASH_LAYERS = ("linear", "linear_nobias", "identity")
+HASH_LAYERS = ("linear", "linear_nobias", "identity", "fixed_nobias")
 
 
 class HashLayer(nn.Module):
     """``a = W e + b`` (``d → K``, ``b = 0`` at init); training codes ``estimator(a, t)``; eval codes ``sign(a)``.
 
-    ``kind``: ``"linear"`` (HashGNN's ``W e + b``), ``"linear_nobias"`` (BGCH's ``W e``) or
-    ``"identity"`` (``a = e``, needs ``bits == dim``: Luo & Wu and BiGeaR binarise the
+    ``kind``: ``"linear"`` (HashGNN's ``W e + b``), ``"linear_nobias"`` (BGCH's ``W e``),
+    ``"fixed_nobias"`` (``W e`` with ``W`` left at its random initialisation, as BGCH's official code
+    runs it: its layer sits in a Python list, ``src/model.py:30-42``, outside the optimiser's
+    parameters) or ``"identity"`` (``a = e``, needs ``bits == dim``: Luo & Wu and BiGeaR binarise the
     LightGCN embeddings themselves).
+
+    ``blocks``: the encoder's output is ``blocks`` embeddings of ``dim`` side by side (one per
+    propagation layer, :class:`~hashrec_utils.models.LayerConcatLightGCN`); each is coded on its own
+    by the same layer into ``bits / blocks`` bits, with its own scale for a scaled estimator, and
+    the codes are concatenated (BGCH's and BiGeaR's codes of every layer).
     """
 
     version = 1  # bump when a change moves what the layer computes (a, its init); part of every run's identity
 
-    def __init__(self, dim: int, bits: int, estimator: Estimator, kind: str = "linear"):
+    def __init__(self, dim: int, bits: int, estimator: Estimator, kind: str = "linear", blocks: int = 1):
         super().__init__()
         if int(bits) != bits or bits <= 0 or bits % 8:
             raise ValueError(f"bits must be a positive multiple of 8; got {bits}")
         if kind not in HASH_LAYERS:
             raise ValueError(f"hash_layer must be one of {', '.join(HASH_LAYERS)}; got {kind!r}")
-        if kind == "identity" and bits != dim:
-            raise ValueError(f"hash_layer='identity' codes the embeddings themselves: bits must equal dim ({dim}); got {bits}")
-        self.bits, self.kind = int(bits), kind
+        if int(blocks) != blocks or blocks < 1 or bits % blocks:
+            raise ValueError(f"blocks must be a positive divisor of bits ({bits}); got {blocks}")
+        self.bits, self.kind, self.blocks = int(bits), kind, int(blocks)
+        per_block = self.bits // self.blocks
+        if kind == "identity" and per_block != dim:
+            raise ValueError(f"hash_layer='identity' codes the embeddings themselves: bits must equal dim ({dim}) "
+                             f"per block ({self.blocks} blocks: {dim * self.blocks}); got {bits}")
         if kind == "identity":
             self.linear = nn.Identity()
         else:
-            self.linear = nn.Linear(dim, self.bits, bias=kind == "linear")
+            self.linear = nn.Linear(dim, per_block, bias=kind == "linear")
             if kind == "linear":
                 # zero bias: the initial codes are sign(W e), a random-hyperplane hash of the embeddings;
                 # the default uniform bias would dominate W e for small embeddings and give every node one code
                 nn.init.zeros_(self.linear.bias)
+            if kind == "fixed_nobias":
+                self.linear.weight.requires_grad_(False)
         self.estimator = estimator
 
+    def _rows(self, e: torch.Tensor) -> torch.Tensor:
+        """``e (n, blocks · d)`` as ``(n · blocks, d)``: one row per block (a view for one block)."""
+        return e if self.blocks == 1 else e.reshape(e.shape[0] * self.blocks, -1)
+
+    def _joined(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """The inverse of :meth:`_rows` on the layer's output: ``(n, bits)``."""
+        return x if self.blocks == 1 else x.reshape(n, -1)
+
+    def project(self, e: torch.Tensor) -> torch.Tensor:
+        """``a = W e + b`` of every block, side by side ``(n, bits)``."""
+        return self._joined(self.linear(self._rows(e)), e.shape[0])
+
     def forward(self, e: torch.Tensor, t: float = 0.0) -> torch.Tensor:
-        return self.estimator.forward(self.linear(e), t)
+        return self._joined(self.estimator.forward(self.linear(self._rows(e)), t), e.shape[0])
 
     def codes(self, e: torch.Tensor) -> torch.Tensor:
         """``sign(tanh(W e + b)) = sign(W e + b)``, ±1 float."""
-        return self.estimator.codes(self.linear(e))
+        return self._joined(self.estimator.codes(self.linear(self._rows(e))), e.shape[0])
 
     def scales(self, e: torch.Tensor) -> torch.Tensor | None:
-        """``α = mean|a|`` per row ``(n,)`` for a scaled estimator (BGCH, BiGeaR); else ``None``."""
-        return row_scales(self.linear(e))[:, 0] if self.estimator.scaled else None
+        """``α = mean|a|`` per row ``(n,)`` — per row and block ``(n, blocks)`` with blocks — for a
+        scaled estimator (BGCH, BiGeaR); else ``None``."""
+        if not self.estimator.scaled:
+            return None
+        alpha = row_scales(self.linear(self._rows(e)))[:, 0]
+        return alpha if self.blocks == 1 else alpha.reshape(e.shape[0], self.blocks)
 
 
 class HashModel(nn.Module):
@@ -125,7 +154,8 @@ class HashModel(nn.Module):
         if top_n < 1:
             raise ValueError(f"top_n must be >= 1; got {top_n}")
         self.encoder = encoder
-        self.hash = HashLayer(getattr(encoder, "dim", 64), bits, estimator, kind=hash_layer)
+        self.hash = HashLayer(getattr(encoder, "dim", 64), bits, estimator, kind=hash_layer,
+                              blocks=getattr(encoder, "blocks", 1))
         self.log_scale = nn.Parameter(torch.tensor(math.log(scale)))
         self.hash_objective, self.hash_weight, self.cont_weight = objective, hash_weight, cont_weight
         self.lambda_rank, self.margin, self.n_triplets, self.n_negatives = lambda_rank, margin, n_triplets, n_negatives
@@ -180,7 +210,7 @@ class HashModel(nn.Module):
             return self.encoder.initial_embeddings()
         users, items = self.encoder.embeddings(graph)
         if self.continuous == "hash":
-            return torch.tanh(self.hash.linear(users)), torch.tanh(self.hash.linear(items))
+            return torch.tanh(self.hash.project(users)), torch.tanh(self.hash.project(items))
         return users, items
 
     def sign_codes(self, graph: Graph | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,7 +231,7 @@ class HashModel(nn.Module):
         queries of asymmetric search, ``⟨a_u, sign a_i⟩`` (their signs are the user codes)."""
         with torch.no_grad():
             users, _ = self.encoder.embeddings(graph)
-            return self.hash.linear(users).float().cpu().numpy()
+            return self.hash.project(users).float().cpu().numpy()
 
     def code_scales(self, graph: Graph | None) -> tuple[np.ndarray, np.ndarray] | None:
         """Per-row code scales ``α = mean|a|`` (float32 ``(n_users,)``, ``(n_items,)``) of a scaled
@@ -305,7 +335,7 @@ class HashModel(nn.Module):
         ranking of items)."""
         if not self.asymmetric:
             return self.hash(e, t)
-        a = self.hash.linear(e)
+        a = self.hash.project(e)
         return a / a.detach().abs().mean(-1, keepdim=True).clamp_min(1e-8)
 
     def _teacher_probs(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -171,6 +171,8 @@ RUNS = {
     "table_bpr_hashnet_frozen": {"hash_method": "hashnet_sp", "init": True, "hash_params": {}},
     "table_softmax_gumbel": {"hash_method": "gumbel", "init": True, "hash_params": {"objective": "softmax"}},
     "lightgcn_bgch_bgch": {"hash_method": "bgch", "hash_params": {"objective": "bgch", "hash_layer": "linear_nobias"}},
+    "lightgcn_layers_bgch_fixed": {"model": "lightgcn_layers", "n_layers": 2, "hash_method": "bgch", "bits": 48,
+                                   "hash_params": {"objective": "bgch", "hash_layer": "fixed_nobias"}},
     "table_bpr_bigear": {"hash_method": "bigear", "init": True, "hash_params": {"hash_layer": "identity"}, "bits": 16},
     "hashgnn": {"model": "hashgnn", "hash_method": "guided_ste", "hash_params": {}},
     "lsh": {"hash_method": "lsh", "init": True, "hash_params": {}},
