@@ -31,7 +31,7 @@ Where each idea lives:
   registry :data:`ESTIMATORS`, :func:`make_estimator`, :func:`split_method`;
 - :mod:`.objectives`: what an objective sees of a step (:class:`HashBatch`), the
   :class:`Objective` value and the read-only registry :data:`OBJECTIVES` (bpr, softmax, recall,
-  bgch, hashgnn);
+  bgch, hashgnn, bigear; BiGeaR's teacher items: bigear_teacher_top);
 - :mod:`.model`: :class:`HashLayer`, :class:`HashModel` (the loss: continuous BPR + hash
   objective + distillation), :class:`TableEncoder`;
 - :mod:`.recipe`: a method as a value (:class:`Recipe`: encoder, estimator, objective and what it

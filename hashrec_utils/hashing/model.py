@@ -81,6 +81,12 @@ class HashLayer(nn.Module):
     def forward(self, e: torch.Tensor, t: float = 0.0) -> torch.Tensor:
         return self._joined(self.estimator.forward(self.linear(self._rows(e)), t), e.shape[0])
 
+    def block_forward(self, e: torch.Tensor, block: int, t: float = 0.0) -> torch.Tensor:
+        """Training codes of one block ``(n, bits / blocks)`` of ``e (n, blocks · d)``: :meth:`forward`'s
+        columns of that block, computed for it alone."""
+        d = e.shape[1] // self.blocks
+        return self.estimator.forward(self.linear(e[:, block * d:(block + 1) * d]), t)
+
     def codes(self, e: torch.Tensor) -> torch.Tensor:
         """``sign(tanh(W e + b)) = sign(W e + b)``, ±1 float."""
         return self._joined(self.estimator.codes(self.linear(self._rows(e))), e.shape[0])
@@ -117,7 +123,9 @@ class HashModel(nn.Module):
       ``hashgnn``  HashGNN's cross-entropy link loss + λ × triplet ranking loss,
                    ``n_triplets`` per node (``lambda_rank = 0`` is ``_nr``);
       ``bgch``     BGCH's: BPR on code scores + BCE reconstruction on the ego embeddings
-                   (logged as ``loss_recon``, included in ``loss_hash``).
+                   (logged as ``loss_recon``, included in ``loss_hash``);
+      ``bigear``   BiGeaR's: BPR on code scores + its inference distillation of the teacher's
+                   top items on every layer (``teacher_top``; logged as ``loss_id``).
     ``freeze_encoder`` (two-stage ``_sp``): only the hash layer (and γ) learn.
     ``continuous``: which embeddings :meth:`embeddings` returns and hierarchical
     search re-ranks with: the encoder's (``"encoder"``), HashGNN's
@@ -164,6 +172,8 @@ class HashModel(nn.Module):
         self.freeze_encoder, self.candidates = freeze_encoder, candidates
         self.asymmetric = bool(asymmetric)
         self.total_steps: int | None = None
+        # BiGeaR's teacher items ``(n_users, blocks, R)`` (objective ``bigear``; set by build_hash_model's warm start)
+        self.register_buffer("teacher_top", None, persistent=False)
         if continuous not in ("encoder", "hash", "init"):
             raise ValueError(f"continuous must be 'encoder', 'hash' or 'init'; got {continuous!r}")
         if continuous == "init" and not hasattr(encoder, "initial"):
@@ -311,7 +321,7 @@ class HashModel(nn.Module):
         fused = bool(self.distill) and self.continuous == "init" and pool is None
         ctx = HashBatch(graph=graph, users=users, pos=pos, step=step, t=t, n_items=n_items, uniq=uniq, inv=inv,
                         h_users=h_uniq, hu=hu, h_pos=h_items[item_inv[:batch]], negs=negs, h_neg=h_neg, pool=pool,
-                        s_rows=s_rows, fused_distill=fused)
+                        s_rows=s_rows, fused_distill=fused, item_emb=item_emb)
         hashed, extra = objective.fn(self, ctx)
         total = total + self.hash_weight * hashed
         logs["loss_hash"] = float(hashed.detach())

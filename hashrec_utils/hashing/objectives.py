@@ -2,8 +2,8 @@
 
 An objective is an :class:`Objective` value: ``fn(model, batch: HashBatch) -> (loss, extra)``
 and what its batch needs (sampled negatives per pair, or an item pool scored against every
-distinct user). :data:`OBJECTIVES` is the immutable registry of the five built in (``bpr``,
-``softmax``, ``recall``, ``bgch``, ``hashgnn``; see :class:`~hashrec_utils.hashing.HashModel`);
+distinct user). :data:`OBJECTIVES` is the immutable registry of the six built in (``bpr``,
+``softmax``, ``recall``, ``bgch``, ``hashgnn``, ``bigear``; see :class:`~hashrec_utils.hashing.HashModel`);
 a new objective is one function in an :class:`Objective`, passed to ``HashModel(objective=...)``.
 """
 from __future__ import annotations
@@ -50,6 +50,7 @@ class HashBatch:
     pool: torch.Tensor | None
     s_rows: torch.Tensor | None
     fused_distill: bool
+    item_emb: torch.Tensor | None = None  # every item's encoder output (objectives that code items beyond the batch)
 
 
 ObjectiveFn = Callable[["HashModel", HashBatch], "tuple[torch.Tensor, dict]"]
@@ -137,6 +138,63 @@ def bgch_objective(model: "HashModel", b: HashBatch):
     return hashed + recon, {"recon": recon}
 
 
+# BiGeaR's inference distillation, as its official code runs it (``src/parse.py:28-29``): the
+# teacher's top R = 100 items a user on each layer, the r-th weighted e^{-0.1 r}
+BIGEAR_TOP_R, BIGEAR_DECAY = 100, 0.1
+# the users of a step the distillation term reads: the official batch (2,048 pairs, ``src/parse.py:15``);
+# a larger batch's first 2,048 distinct users (its U × R × layers item codes would not fit memory)
+BIGEAR_ID_USERS = 2048
+
+
+@torch.no_grad()
+def bigear_teacher_top(user_emb: torch.Tensor, item_emb: torch.Tensor, blocks: int, r: int = BIGEAR_TOP_R,
+                       chunk: int = 2048) -> torch.Tensor:
+    """The teacher's top-``r`` items of every user on every layer, ``(n_users, blocks, r)`` int64, best
+    first: block ``l`` of the side-by-side layer embeddings scored ``⟨e_u^l, e_i^l⟩`` over all items,
+    train items included (BiGeaR's ``summary``, ``src/main_pretrain.py:100-134``)."""
+    d = user_emb.shape[1] // blocks
+    r = min(int(r), item_emb.shape[0])
+    out = torch.empty((user_emb.shape[0], blocks, r), dtype=torch.long)
+    for l in range(blocks):
+        items = item_emb[:, l * d:(l + 1) * d]
+        for start in range(0, user_emb.shape[0], chunk):
+            scores = user_emb[start:start + chunk, l * d:(l + 1) * d] @ items.T
+            out[start:start + chunk, l] = scores.topk(r, dim=1).indices.cpu()
+    return out
+
+
+def bigear_objective(model: "HashModel", b: HashBatch):
+    """BiGeaR's loss as its official code sums it (``src/evals.py:40-50``, ``src/model.py:332-375``): BPR
+    on the code scores plus the mean over layers ``l`` of the inference distillation
+
+        L_ID^l = mean_u (1/R) Σ_{r=1..R} e^{−0.1 r} · softplus(−s^l(u, i_r^l))
+
+    where ``i_r^l`` is the teacher's r-th item for ``u`` on layer ``l`` (``model.teacher_top``, set
+    from the ``warm_start`` teacher; all items, train included, as the official ``summary``) and
+    ``s^l`` the student's layer-``l`` score of training codes, ``⟨ĥ_u^l, ĥ_i^l⟩`` (each layer weighted
+    by ``w_l`` on both sides, so ``w_l² α_u^l α_i^l ⟨b_u^l, b_i^l⟩``; no ``γ/K``: the official raw
+    score). The distillation reads the step's first :data:`BIGEAR_ID_USERS` distinct users.
+    """
+    hashed = bpr_loss(model._score(b.hu, b.h_pos), model._score(b.hu[:, None, :], b.h_neg))
+    top = getattr(model, "teacher_top", None)
+    if top is None or b.item_emb is None:
+        raise ValueError("objective 'bigear' distils the teacher's top items: build the model with "
+                         "hash_params warm_start=<the teacher's run folder>")
+    n = min(len(b.uniq), BIGEAR_ID_USERS)
+    users, hu = b.uniq[:n], b.h_users[:n]
+    blocks, r = model.hash.blocks, top.shape[-1]
+    width = hu.shape[1] // blocks
+    weights = torch.exp(-BIGEAR_DECAY * torch.arange(1, r + 1, device=hu.device, dtype=hu.dtype))
+    distil = hu.new_zeros(())
+    for l in range(blocks):
+        items, inv = torch.unique(top[users, l], return_inverse=True)  # the layer's teacher items, each coded once
+        h_items = model.hash.block_forward(b.item_emb[items], l, b.t)
+        s = (hu[:, l * width:(l + 1) * width] @ h_items.T).gather(1, inv)  # (n, R): s^l(u, i_r)
+        distil = distil + (F.softplus(-s) * weights).sum(1).div(r).mean()
+    distil = distil / blocks
+    return hashed + distil, {"id": distil}
+
+
 def hashgnn_objective(model: "HashModel", b: HashBatch):
     """HashGNN (Eq. 7): cross-entropy on links + λ × triplet ranking loss, ``n_triplets`` per pair."""
     s_pos = model._score(b.hu, b.h_pos)
@@ -151,4 +209,5 @@ OBJECTIVES: Mapping[str, Objective] = MappingProxyType({o.name: o for o in (
     Objective("recall", recall_objective, pool=True, default_negatives=256),
     Objective("bgch", bgch_objective, negatives=_n_negatives, default_negatives=1),
     Objective("hashgnn", hashgnn_objective, negatives=_n_triplets, default_negatives=1),
+    Objective("bigear", bigear_objective, negatives=_n_negatives, default_negatives=1),
 )})

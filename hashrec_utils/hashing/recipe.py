@@ -8,8 +8,10 @@ identity (:mod:`hashrec_utils.training.identity`) the versions of its components
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..models import ENCODERS, make_encoder
 from .codes import UNTRAINED, UNTRAINED_VERSIONS
@@ -133,6 +135,7 @@ def build_hash_model(config, data) -> HashModel:
     hp = {**dict(recipe.model_defaults), **dict(config.hash_params)}
     estimator = make_estimator(recipe.estimator, **hp.pop("estimator", {}))
     init = hp.pop("init", None)
+    warm = hp.pop("warm_start", None)
     hp.pop("freeze", None)
     hp["objective"] = recipe.objective
     if recipe.encoder == "table":
@@ -144,4 +147,33 @@ def build_hash_model(config, data) -> HashModel:
     else:
         encoder = make_encoder(recipe.encoder, data.n_users, data.n_items, dim=config.dim,
                                n_layers=recipe.n_layers(config), reg=config.reg)
-    return HashModel(encoder, config.bits, estimator, reg=config.reg, freeze_encoder=recipe.freeze, **hp)
+    if warm is not None:
+        _warm_start(encoder, warm)
+    model = HashModel(encoder, config.bits, estimator, reg=config.reg, freeze_encoder=recipe.freeze, **hp)
+    if recipe.objective == "bigear":
+        if warm is None:
+            raise ValueError("objective 'bigear' distils a teacher: set hash_params warm_start=<the teacher's run folder>")
+        from ..graph import build_graph
+        from .objectives import bigear_teacher_top
+
+        with torch.no_grad():  # the student starts as the teacher: its layers are the teacher's
+            users, items = encoder.embeddings(build_graph(data.train))
+        model.teacher_top = bigear_teacher_top(users, items, getattr(encoder, "blocks", 1))
+    return model
+
+
+def _warm_start(encoder, folder) -> None:
+    """Copy the ego table of the continuous run ``folder`` (its kept ``model.pt``) into ``encoder``;
+    one clear error when the run has none or its shape differs."""
+    path = Path(folder) / "model.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"warm_start: {path} does not exist (a complete continuous run holds its kept weights there)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    table = state.get("embedding.weight")
+    target = getattr(encoder, "embedding", None)
+    if table is None or target is None:
+        raise ValueError(f"warm_start: {path} has no ego table 'embedding.weight' for a {type(encoder).__name__}")
+    if tuple(table.shape) != tuple(target.weight.shape):
+        raise ValueError(f"warm_start: {path} holds a {tuple(table.shape)} ego table; the encoder's is {tuple(target.weight.shape)}")
+    with torch.no_grad():
+        target.weight.copy_(table)

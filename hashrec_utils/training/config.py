@@ -22,6 +22,8 @@ class HashParams(Mapping):
 
     Every field is optional (``None``: not set, so the recipe's or :class:`~hashrec_utils.hashing.HashModel`'s
     default holds). ``init``: a run folder whose ``embeddings.npz`` seeds the code table;
+    ``warm_start``: a continuous run folder whose kept ego table (``model.pt``) starts the encoder trained
+    end to end (BiGeaR's student, which objective ``bigear`` distils from that teacher);
     ``freeze``: only the hash layer learns; ``estimator``: the estimator's parameters (checked by
     :func:`~hashrec_utils.hashing.make_estimator`); the rest are :class:`~hashrec_utils.hashing.HashModel`
     keywords. A name that is no field is refused, so a typo cannot fall back to a default. It reads
@@ -32,6 +34,7 @@ class HashParams(Mapping):
     objective: str | None = None
     estimator: dict | None = None
     init: str | None = None
+    warm_start: str | None = None
     freeze: bool | None = None
     hash_layer: str | None = None
     continuous: str | None = None

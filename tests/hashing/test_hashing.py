@@ -243,7 +243,7 @@ def test_estimator_errors_list_the_choices():
     for bits in (60, 0, -8):
         with pytest.raises(ValueError, match="bits must be a positive multiple of 8"):
             HashLayer(8, bits, make_estimator("ste"))
-    with pytest.raises(ValueError, match="objective must be one of bpr, softmax, recall, bgch, hashgnn; got 'mse'"):
+    with pytest.raises(ValueError, match="objective must be one of bpr, softmax, recall, bgch, hashgnn, bigear; got 'mse'"):
         HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator("ste"), objective="mse")
     with pytest.raises(ValueError, match="bits must equal dim"):
         HashLayer(8, 16, make_estimator("bgch"), kind="identity")
@@ -273,6 +273,8 @@ def test_hash_layer_parameters_reach_the_optimiser(objective, estimator):
     torch.manual_seed(0)
     model = HashModel(LightGCN(6, 5, dim=8, n_layers=1), 16, make_estimator(estimator), objective=objective,
                       n_negatives=0 if objective != "bpr" else 2, distill=0.5)
+    if objective == "bigear":  # its teacher's top items (build_hash_model sets them from the warm-start teacher)
+        model.teacher_top = torch.argsort(torch.randn(6, 5, generator=torch.Generator().manual_seed(1)), 1)[:, None, :3]
     opt = torch.optim.Adam(model.parameters(), lr=0.1)
     assert any(p is model.hash.linear.weight for group in opt.param_groups for p in group["params"])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

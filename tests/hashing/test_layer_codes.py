@@ -139,3 +139,78 @@ def test_per_layer_scales_need_the_users_scales_and_matching_shapes():
         dequantize(codes, np.ones((4, 5), np.float32))
     with pytest.raises(ValueError, match=r"item_scales must be \(4,\), one per item; got \(3,\)"):
         scaled_code_topk(codes, codes, np.ones(3, np.float32), 2)
+
+
+def _teacher(tmp_path, n_users=4, n_items=5, dim=8):
+    """A saved continuous BiGeaR teacher (LightGCN, layers side by side, weights (l+1)/(L+1)): its model.pt."""
+    torch.manual_seed(7)
+    teacher = make_encoder("lightgcn_layers_weighted", n_users, n_items, dim=dim, n_layers=2)
+    folder = tmp_path / "teacher"
+    folder.mkdir()
+    torch.save(teacher.state_dict(), folder / "model.pt")
+    return teacher, folder
+
+
+def test_bigear_student_starts_from_the_teacher_and_distils_its_top_items_by_the_official_formula(tmp_path):
+    from types import SimpleNamespace
+
+    from hashrec_utils.hashing import build_hash_model
+    from hashrec_utils.hashing.objectives import BIGEAR_DECAY
+    from hashrec_utils.training import TrainConfig
+
+    teacher, folder = _teacher(tmp_path)
+    data = SimpleNamespace(n_users=4, n_items=5, train=R)
+    config = TrainConfig(model="lightgcn_layers_weighted", dim=8, n_layers=2, hash_method="bigear", bits=24,
+                         hash_params={"objective": "bigear", "hash_layer": "identity", "warm_start": str(folder),
+                                      "cont_weight": 0.0, "n_negatives": 1})
+    model = build_hash_model(config, data)
+    torch.testing.assert_close(model.encoder.embedding.weight, teacher.embedding.weight)
+    graph = build_graph(R)
+    with torch.no_grad():
+        tu, ti = teacher.embeddings(graph)
+    top = model.teacher_top
+    assert top.shape == (4, 3, 5)  # R = min(100, n_items)
+    for l in range(3):  # each layer's ranking of every item, train included
+        want = torch.argsort(-(tu[:, 8 * l:8 * (l + 1)] @ ti[:, 8 * l:8 * (l + 1)].T), dim=1, stable=True)
+        scores = tu[:, 8 * l:8 * (l + 1)] @ ti[:, 8 * l:8 * (l + 1)].T
+        torch.testing.assert_close(scores.gather(1, top[:, l]), scores.gather(1, want))
+    users, pos, neg = torch.tensor([0, 1, 1, 3]), torch.tensor([0, 2, 3, 1]), torch.tensor([4, 0, 4, 2])
+    loss, logs = model.loss(graph, users, pos, neg)
+    # by hand: BPR on γ/K-scaled code scores + the mean over layers of (1/R) Σ_r e^{-0.1 r} softplus(-s^l(u, i_r))
+    with torch.no_grad():
+        eu, ei = model.encoder.embeddings(graph)
+        hu, hi = model.hash(eu), model.hash(ei)  # α^l sign(w_l e^l), layer by layer
+        s = model.log_scale.exp() / 24 * hu @ hi.T
+        bpr = torch.nn.functional.softplus(s[users, neg] - s[users, pos]).mean()
+        w = torch.exp(-BIGEAR_DECAY * torch.arange(1, 6, dtype=torch.float32))
+        ids = torch.unique(users)
+        distil = 0.0
+        for l in range(3):
+            sl = hu[ids, 8 * l:8 * (l + 1)] @ hi[:, 8 * l:8 * (l + 1)].T
+            distil += (torch.nn.functional.softplus(-sl.gather(1, top[ids, l])) * w).sum(1).div(5).mean() / 3
+    assert logs["loss_id"] == pytest.approx(float(distil), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(bpr + distil), rel=1e-5)
+    # the layer-l student score is w_l² α_u^l α_i^l <b_u^l, b_i^l> of the unweighted layer
+    l = 1
+    e_u, e_i = eu[0, 8:16] / (2 / 3), ei[2, 8:16] / (2 / 3)
+    want = (2 / 3) ** 2 * e_u.abs().mean() * e_i.abs().mean() * (torch.sign(e_u) * torch.sign(e_i)).sum()
+    assert float(hu[0, 8:16] @ hi[2, 8:16]) == pytest.approx(float(want), rel=1e-5)
+
+
+def test_bigear_and_warm_start_errors(tmp_path):
+    from types import SimpleNamespace
+
+    from hashrec_utils.hashing import build_hash_model
+    from hashrec_utils.training import TrainConfig
+
+    data = SimpleNamespace(n_users=4, n_items=5, train=R)
+    base = dict(model="lightgcn_layers_weighted", dim=8, n_layers=2, hash_method="bigear", bits=24)
+    with pytest.raises(ValueError, match="objective 'bigear' distils a teacher: set hash_params warm_start"):
+        build_hash_model(TrainConfig(**base, hash_params={"objective": "bigear", "hash_layer": "identity"}), data)
+    with pytest.raises(FileNotFoundError, match="warm_start: .*model.pt does not exist"):
+        build_hash_model(TrainConfig(**base, hash_params={"objective": "bigear", "hash_layer": "identity",
+                                                          "warm_start": str(tmp_path / "none")}), data)
+    _, folder = _teacher(tmp_path, dim=4)
+    with pytest.raises(ValueError, match=r"holds a \(9, 4\) ego table; the encoder's is \(9, 8\)"):
+        build_hash_model(TrainConfig(**base, hash_params={"objective": "bigear", "hash_layer": "identity",
+                                                          "warm_start": str(folder)}), data)
