@@ -51,8 +51,9 @@ def training_components(config) -> dict[str, int]:
     """``{component: version}`` of everything that decides what ``config`` trains to, sorted.
 
     A run that starts from another run's embeddings (``hash_params["init"]``: a fine-tuned table,
-    untrained codes) adds that run's training components as ``init.<component>``, read from its
-    ``config.json``, so a retrained teacher makes the runs built on it stale too."""
+    untrained codes; ``hash_params["warm_start"]``: an encoder started from a teacher's ego table) adds
+    that run's training components as ``init.<component>``, read from its ``config.json``, so a
+    retrained teacher makes the runs built on it stale too."""
     from ..data import SPLIT_VERSION
     from ..hashing import recipe_of
     from .loop import LOOP_VERSION
@@ -61,7 +62,7 @@ def training_components(config) -> dict[str, int]:
     out = {"split": SPLIT_VERSION, **recipe.components()}
     if recipe.trains:
         out["loop"] = LOOP_VERSION
-    init = config.hash_params.get("init")
+    init = config.hash_params.get("init") or config.hash_params.get("warm_start")
     if init and (Path(init) / "config.json").exists():
         teacher = (read_json(Path(init) / "config.json").get("identity") or {}).get("components") or {}
         out.update({f"init.{k}": v for k, v in teacher.items() if not k.startswith("init.")})

@@ -53,6 +53,15 @@ def test_identity_names_the_components_a_config_uses(folder):
     # HashGNN as published: GraphSAGE, its own objective, guided STE
     hashgnn = run_identity(train_config("quick", str(folder), model="hashgnn", hash_method="guided_ste", **SMALL))
     assert {"encoder.graphsage", "objective.hashgnn", "estimator.guided_ste"} <= set(hashgnn["components"])
+    # a warm-started student (BiGeaR) carries its teacher's components as init.*
+    teacher = folder.parent / "teacher"
+    teacher.mkdir()
+    (teacher / "config.json").write_text('{"identity": {"components": {"encoder.lightgcn_layers_weighted": 1, "loop": 1}}}')
+    student = run_identity(train_config("quick", str(folder), model="lightgcn_layers_weighted", n_layers=2, bits=48,
+                                        hash_method="bigear", hash_params={"objective": "bigear", "hash_layer": "identity",
+                                                                           "warm_start": str(teacher)}, **SMALL))
+    assert student["components"]["init.encoder.lightgcn_layers_weighted"] == 1
+    assert {"encoder.lightgcn_layers_weighted", "objective.bigear", "estimator.bigear"} <= set(student["components"])
     # untrained codes: no loop, no estimator
     lsh = run_identity(train_config("quick", str(folder), hash_method="lsh", hash_params={"init": "x"}, **SMALL))
     assert lsh["components"] == {"split": SPLIT_VERSION, "untrained.lsh": 1}
