@@ -71,7 +71,8 @@ def comparison_files(profile: str) -> dict | None:
     """Where the report reads notebook 07's comparison: this profile's results, else the ``full``
     profile's (``make all`` in ``default`` trains no Gowalla table); ``None`` where neither ran.
     Paths are relative to the repository (Typst's root); ``figures``: ``{dataset: png path}``;
-    ``tuning``: that profile's validation grid (every dataset's points), ``None`` where it has none."""
+    ``tuning``: that profile's validation grid (every dataset's points), ``None`` where it has none;
+    ``published_budget``: BGCH's and BiGeaR's official steps one at a time, ``None`` where not run."""
     for source in dict.fromkeys((profile, "full")):
         folder = results_dir(source)
         if (folder / "comparison_table.json").exists() and (folder / "comparison_summary.json").exists():
@@ -81,6 +82,9 @@ def comparison_files(profile: str) -> dict | None:
                     "tuning": f"/results/{source}/tuning.json" if tuning.exists() else None,
                     "asymmetric": f"/results/{source}/comparison_asymmetric.json"
                     if (folder / "comparison_asymmetric.json").exists() else None,
+                    # BGCH's and BiGeaR's official steps, one at a time (scripts/published_budget.py)
+                    "published_budget": f"/results/{source}/published_budget.json"
+                    if (folder / "published_budget.json").exists() else None,
                     "figures": {p.stem.removeprefix("comparison_bits_"): f"/figures/{source}/{p.name}"
                                 for p in sorted(figs.glob("comparison_bits_*.png"))}}
     return None

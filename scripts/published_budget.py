@@ -141,6 +141,13 @@ def main(argv=None) -> int:
             "eval_every": config.eval_every, "epochs": config.epochs, "kept_epoch": trained.get("kept_epoch"),
             "train_seconds": trained.get("train_seconds"),
             **{s: _numbers(metrics, s) for s in ("hamming", "hierarchical")}}
+        entry = record["variants"][key]
+        # re-read before writing: another invocation may have recorded its steps meanwhile
+        latest = read_json(path) if path.exists() else {"dataset": args.dataset, "variants": {}}
+        latest["variants"][key] = entry
+        if "teachers" in record:
+            latest.setdefault("teachers", {}).update(record["teachers"])
+        record = latest
         write_json(path, record)
         h = record["variants"][key]["hamming"]
         print(f"{key}: {config.bits} bits, Hamming test recall@50 {h['recall@50']:.4f} (valid {h.get('valid_recall@50', float('nan')):.4f}), "

@@ -106,3 +106,17 @@ def test_comparison_section_reads_the_committed_gowalla_table(text):
         assert typst_str(s["best_hamming_recall@50"]) in text and typst_str(s["best_hierarchical_recall@50"]) in text
         if any(s["pending"].get(k) for k in ("rows", "bits", "top_rows_seeds")):
             assert "Pending (the" in text
+
+
+def test_published_budget_table_prints_every_recorded_step(text):
+    """BGCH's and BiGeaR's official steps (scripts/published_budget.py) appear with their test numbers."""
+    from hashrec_utils.report import comparison_files
+
+    files = comparison_files("default")
+    if files is None or files.get("published_budget") is None:
+        pytest.skip("no published-budget record committed")
+    record = json.loads((repo_root() / files["published_budget"].lstrip("/")).read_text())
+    assert "official steps, one at a time" in text
+    for v in record["variants"].values():
+        for m in ("recall@50", "ndcg@100"):
+            assert fixed_str(v["hamming"][m], 4) in text, (v["variant"], m)
