@@ -50,12 +50,14 @@ def estimate_peak_bytes(config, shape: DataShape) -> dict:
       with int64 indices and its SciPy build: ~40 B an entry);
     * ``embeddings``: ``(n_users + n_items) × dim × 4`` B times parameter, gradient, Adam's two
       moments (a hash table also keeps its initial copy) and, for LightGCN end to end, each layer's
-      output for the backward pass (``2 (n_layers + 1)``);
+      output for the backward pass (``2 (n_layers + 1)``), and where the layers stay side by side
+      (BGCH's and BiGeaR's layout) their concatenation and its gradient (another ``2 (n_layers + 1)``);
     * ``scores``: hash models with a listwise objective (``softmax``, ``recall``) or distillation:
       ``U_b × M × 4 × k`` (:func:`~hashrec_utils.settings.score_bytes`; ``U_b`` distinct users of a batch,
       ``M`` the pool ``n_negatives`` or all items); pairwise objectives ``batch × (dim + bits) × 4 × 8``;
     * ``teacher``: with distillation from the frozen table (``continuous="init"``) over all items, the
-      cached softmax over every user and item (counted inside ``score_bytes``, reported apart);
+      cached softmax over every user and item (counted inside ``score_bytes``, reported apart); for
+      BiGeaR's objective, its teacher's top-100 items of every user on every layer (int64);
     * ``evaluation``: the score blocks of top-k ranking;
     * ``baseline``: the interpreter and libraries.
     """
@@ -67,7 +69,11 @@ def estimate_peak_bytes(config, shape: DataShape) -> dict:
     recipe = recipe_of(config)
     is_hash, table = recipe.hashed, recipe.encoder == "table"
     parts = fixed_bytes(shape, dim, table=table, n_layers=int(getattr(config, "n_layers", 3)))
-    parts["scores"], parts["teacher"] = batch * dim * 4 * 8, 0
+    blocks = recipe.blocks(config)
+    if blocks > 1:  # the layers side by side, and the gradient of that concatenation
+        parts["embeddings"] += (shape.n_users + shape.n_items) * dim * blocks * 4 * 2
+    width = dim * blocks  # what each row of the encoder's output holds
+    parts["scores"], parts["teacher"] = batch * width * 4 * 8, 0
     if is_hash:
         objective = OBJECTIVES[recipe.objective]
         distill = bool(hp.get("distill", 0.0))
@@ -79,7 +85,11 @@ def estimate_peak_bytes(config, shape: DataShape) -> dict:
             teacher = score_bytes(shape, batch, 0, distill=True) - score_bytes(shape, batch, 0, distill=False) if cache else 0
             parts["scores"], parts["teacher"] = total - teacher, teacher
         else:
-            parts["scores"] = batch * (dim + int(getattr(config, "bits", 64))) * 4 * 8
+            parts["scores"] = batch * (width + int(getattr(config, "bits", 64))) * 4 * 8
+        if recipe.objective == "bigear":
+            from .hashing.objectives import BIGEAR_TOP_R
+
+            parts["teacher"] = shape.n_users * blocks * min(BIGEAR_TOP_R, shape.n_items) * 8
     parts["distinct_users"] = distinct_users(shape, batch)  # not bytes: the U_b the scores assumed
     parts["total"] = sum(v for k, v in parts.items() if k not in ("total", "distinct_users"))
     return parts

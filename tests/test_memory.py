@@ -82,3 +82,20 @@ def test_budget_is_fixed_per_machine_but_a_busy_machine_refuses(monkeypatch):
         check_memory(config, shape)
     monkeypatch.setattr(memory, "available_bytes", lambda: 20 * GiB)
     assert check_memory(config, shape)["total"] == est
+
+
+def test_layers_side_by_side_count_their_concatenation_and_bigears_teacher_lists():
+    shape = DataShape(1000, 500, 20_000)
+    bgch = dict(hash_method="bgch", bits=192, batch_size=2048, dim=64, n_layers=2,
+                hash_params={"objective": "bgch", "hash_layer": "fixed_nobias", "n_negatives": 1})
+    one = estimate_peak_bytes(TrainConfig(model="lightgcn", **bgch), shape)
+    side = estimate_peak_bytes(TrainConfig(model="lightgcn_layers", **bgch), shape)
+    # 4 + 2 (L + 1) copies of the table, plus the (N, 3 · 64) concatenation and its gradient
+    assert one["embeddings"] == 1500 * 64 * 4 * 10
+    assert side["embeddings"] == 1500 * 64 * 4 * 10 + 1500 * 64 * 3 * 4 * 2
+    assert side["scores"] == 2048 * (64 * 3 + 192) * 4 * 8 and one["scores"] == 2048 * (64 + 192) * 4 * 8
+    bigear = estimate_peak_bytes(TrainConfig(model="lightgcn_layers_weighted", hash_method="bigear", bits=192,
+                                             batch_size=2048, dim=64, n_layers=2,
+                                             hash_params={"objective": "bigear", "hash_layer": "identity",
+                                                          "warm_start": "teacher"}), shape)
+    assert bigear["teacher"] == 1000 * 3 * 100 * 8  # the teacher's top 100 items a user on each of 3 layers

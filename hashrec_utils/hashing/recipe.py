@@ -52,6 +52,14 @@ class Recipe:
         """The encoder's number of layers for ``config``."""
         return self.layers if self.layers is not None else config.n_layers
 
+    def blocks(self, config) -> int:
+        """How many embeddings of ``config.dim`` the encoder puts side by side: every layer's
+        (``n_layers + 1``) for a :class:`~hashrec_utils.models.LayerConcatLightGCN`, else 1."""
+        from ..models import LayerConcatLightGCN
+
+        cls = ENCODERS.get(self.encoder)
+        return self.n_layers(config) + 1 if cls is not None and issubclass(cls, LayerConcatLightGCN) else 1
+
     @property
     def hashed(self) -> bool:
         """Whether the run makes binary codes."""
