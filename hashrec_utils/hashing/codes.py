@@ -75,7 +75,7 @@ def scaled_code_topk(user_codes: np.ndarray, item_codes: np.ndarray, item_scales
     ids, or ``(ids, hierarchical ids)``.
     """
     from ..retrieval import continuous_topk
-    from ..retrieval.indexes import _rerank
+    from ..retrieval.indexes import rerank_candidates
 
     item_scales = np.asarray(item_scales, np.float32)
     if item_scales.ndim == 2:
@@ -94,11 +94,13 @@ def scaled_code_topk(user_codes: np.ndarray, item_codes: np.ndarray, item_scales
         if item_scales.shape != (len(item_codes),):
             raise ValueError(f"item_scales must be ({len(item_codes)},), one per item; got {item_scales.shape}")
         weighted = dequantize(item_codes, item_scales)
-    ids = continuous_topk(bu, weighted, k, exclude)
     if candidates is None:
-        return ids
-    cand = continuous_topk(bu, weighted, candidates, exclude)
-    return ids, _rerank(cand, np.asarray(user_emb, np.float32), np.asarray(item_emb, np.float32), k)[1]
+        return continuous_topk(bu, weighted, k, exclude)
+    # one search serves both: rows come sorted by score, ties by the smaller id, so the top-k is the
+    # first k of the top-max(k, C); the re-rank goes a block of users at a time (bounded (q, C, d) gather)
+    top = continuous_topk(bu, weighted, max(k, candidates), exclude)
+    hier = rerank_candidates(top[:, :candidates], np.asarray(user_emb, np.float32), np.asarray(item_emb, np.float32), k)
+    return top[:, :k], hier[1]
 
 
 def _lsh_planes(dim: int, bits: int, seed: int) -> np.ndarray:
