@@ -42,21 +42,31 @@ import argparse
 import sys
 from dataclasses import replace
 
-# variant -> (the table row whose settings it starts from, encoder, dim, layers, bits, hash parameters over
-# the row's; "scale": the score scale K, so raw official scores γ/K = 1 at the start)
+# variant -> (encoder, dim, layers, bits, hash parameters over the row's; "scale": the score scale K, so
+# raw official scores, γ/K = 1 at the start). Every variant starts from the table row ROW's settings.
+ROW = "bgch_published"
 LAYERS = 2  # both official codes' default depth (BGCH src/parse.py:8, BiGeaR src/parse.py:17)
 _BGCH = {"hash_layer": "fixed_nobias", "estimator": {"n_terms": 4}, "scale": True}
 _BIGEAR = {"objective": "bigear", "hash_layer": "identity", "cont_weight": 0.0, "n_negatives": 1,
            "distill": 0.0, "estimator": {}, "scale": True}
 VARIANTS = {
-    "bgch_bits192": ("bgch_published", "lightgcn", 64, 3, 192, {}),
-    "bgch_layers_fixed": ("bgch_published", "lightgcn_layers", 64, LAYERS, 192, _BGCH),
-    "bgch_layers_trained": ("bgch_published", "lightgcn_layers", 64, LAYERS, 192, {**_BGCH, "hash_layer": "linear_nobias"}),
-    "bgch_own_budget": ("bgch_published", "lightgcn_layers", 256, LAYERS, 768, _BGCH),
-    "bigear_layers": ("bgch_published", "lightgcn_layers_weighted", 64, LAYERS, 192, _BIGEAR),
-    "bigear_own_budget": ("bgch_published", "lightgcn_layers_weighted", 256, LAYERS, 768, _BIGEAR),
+    "bgch_bits192": ("lightgcn", 64, 3, 192, {}),
+    "bgch_layers_fixed": ("lightgcn_layers", 64, LAYERS, 192, _BGCH),
+    "bgch_layers_trained": ("lightgcn_layers", 64, LAYERS, 192, {**_BGCH, "hash_layer": "linear_nobias"}),
+    "bgch_own_budget": ("lightgcn_layers", 256, LAYERS, 768, _BGCH),
+    "bigear_layers": ("lightgcn_layers_weighted", 64, LAYERS, 192, _BIGEAR),
+    "bigear_own_budget": ("lightgcn_layers_weighted", 256, LAYERS, 768, _BIGEAR),
 }
 METRICS = ("recall@20", "recall@50", "recall@100", "ndcg@50", "ndcg@100")
+
+
+def _carve_out(profile: str) -> tuple[float, str]:
+    """The comparison's validation carve-out of ``profile`` and its folder tag (``0.1``, ``"_v10"``)."""
+    from hashrec_utils.experiments.comparison import COMPARISON
+    from hashrec_utils.experiments.runs import valid_tag
+
+    vf = COMPARISON[profile].valid_fraction
+    return vf, valid_tag(vf)
 
 
 def teacher_plan(profile: str, dataset: str, dim: int, seed: int = 0):
@@ -65,9 +75,10 @@ def teacher_plan(profile: str, dataset: str, dim: int, seed: int = 0):
     from hashrec_utils.config import runs_dir
     from hashrec_utils.settings import train_config
 
+    vf, tag = _carve_out(profile)
     config = train_config(profile, dataset, model="lightgcn_layers_weighted", dim=dim, n_layers=LAYERS, seed=seed,
-                          valid_fraction=0.1)
-    return config, runs_dir(profile) / f"lightgcn_layers_weighted_{dataset}_d{dim}_L{LAYERS}_s{seed}_v10"
+                          valid_fraction=vf)
+    return config, runs_dir(profile) / f"lightgcn_layers_weighted_{dataset}_d{dim}_L{LAYERS}_s{seed}{tag}"
 
 
 def variant_plan(profile: str, dataset: str, name: str, seed: int = 0, eval_every: int | None = None):
@@ -76,8 +87,9 @@ def variant_plan(profile: str, dataset: str, name: str, seed: int = 0, eval_ever
     from hashrec_utils.config import runs_dir
     from hashrec_utils.experiments.rows import variant_plan as row_plan
 
-    row, encoder, dim, layers, bits, params = VARIANTS[name]
-    config, _ = row_plan(profile, row, seed=seed, bits=64, dataset=dataset, valid_fraction=0.1)
+    encoder, dim, layers, bits, params = VARIANTS[name]
+    vf, tag = _carve_out(profile)
+    config, _ = row_plan(profile, ROW, seed=seed, bits=64, dataset=dataset, valid_fraction=vf)
     base, params = dict(config.hash_params), dict(params)
     method = "bigear" if params.get("objective") == "bigear" else config.hash_method
     hp = {**base, **{k: v for k, v in params.items() if k not in ("scale", "estimator")},
@@ -88,7 +100,7 @@ def variant_plan(profile: str, dataset: str, name: str, seed: int = 0, eval_ever
         hp["warm_start"] = str(teacher_plan(profile, dataset, dim, seed)[1])
     config = replace(config, model=encoder, dim=dim, n_layers=layers, bits=bits, hash_method=method, hash_params=hp,
                      eval_every=eval_every or config.eval_every)
-    return config, runs_dir(profile) / f"hash_{dataset}_v10_{encoder}_{method}_b{bits}_s{seed}_{name}"
+    return config, runs_dir(profile) / f"hash_{dataset}{tag}_{encoder}_{method}_b{bits}_s{seed}_{name}"
 
 
 def _numbers(metrics: dict, search: str) -> dict:
@@ -117,37 +129,38 @@ def main(argv=None) -> int:
     data = None
 
     path = results_dir(args.profile) / "published_budget.json"
-    record = read_json(path) if path.exists() else {"dataset": args.dataset, "variants": {}}
+
+    def read_record() -> dict:
+        # read afresh before each write: another invocation may have recorded its steps meanwhile
+        return read_json(path) if path.exists() else {"dataset": args.dataset, "variants": {}}
+
+    done = read_record()["variants"]
     for name in args.steps:
         key = f"{name}_s{args.seed}"
-        if key in record["variants"] and not args.retrain:
+        if key in done and not args.retrain:
             print(f"{key}: in {path}, kept")
             continue
         config, out = variant_plan(args.profile, args.dataset, name, args.seed, args.eval_every)
-        warm = config.hash_params.get("warm_start")
-        if warm is not None:  # BiGeaR's teacher first
+        teacher = {}
+        if config.hash_params.get("warm_start") is not None:  # BiGeaR's teacher first
             t_config, t_out = teacher_plan(args.profile, args.dataset, config.dim, args.seed)
             t_metrics = run(t_config, t_out, progress=True, retrain=True)
-            record.setdefault("teachers", {})[t_out.name] = {
-                "dim": t_config.dim, "n_layers": t_config.n_layers, "kept_epoch": t_metrics.get("kept_epoch"),
-                "recall@20": t_metrics.get("recall@20"), "train_seconds": t_metrics.get("train_seconds")}
+            teacher[t_out.name] = {"dim": t_config.dim, "n_layers": t_config.n_layers,
+                                   "kept_epoch": t_metrics.get("kept_epoch"), "recall@20": t_metrics.get("recall@20"),
+                                   "train_seconds": t_metrics.get("train_seconds")}
         trained = run(config, out, progress=True, retrain=True)
         if data is None:  # the row's carve-out, scored at the comparison's cut-offs as its rows are
             data = load_run_data(train_config(args.profile, args.dataset, valid_fraction=config.valid_fraction))
         metrics = comparison_metrics(out, data, stage.ks, stage.candidates)
+        record = read_record()
         record["variants"][key] = {
             "variant": name, "method": config.hash_method, "seed": args.seed, "run": out.name, "bits": config.bits, "dim": config.dim,
             "n_layers": config.n_layers, "hash_layer": config.hash_params.get("hash_layer"),
             "eval_every": config.eval_every, "epochs": config.epochs, "kept_epoch": trained.get("kept_epoch"),
             "train_seconds": trained.get("train_seconds"),
             **{s: _numbers(metrics, s) for s in ("hamming", "hierarchical")}}
-        entry = record["variants"][key]
-        # re-read before writing: another invocation may have recorded its steps meanwhile
-        latest = read_json(path) if path.exists() else {"dataset": args.dataset, "variants": {}}
-        latest["variants"][key] = entry
-        if "teachers" in record:
-            latest.setdefault("teachers", {}).update(record["teachers"])
-        record = latest
+        if teacher:
+            record.setdefault("teachers", {}).update(teacher)
         write_json(path, record)
         h = record["variants"][key]["hamming"]
         print(f"{key}: {config.bits} bits, Hamming test recall@50 {h['recall@50']:.4f} (valid {h.get('valid_recall@50', float('nan')):.4f}), "
