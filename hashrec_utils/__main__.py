@@ -8,6 +8,8 @@
 ``compare``     notebook 07's table on a published split (``--rows``/``--seeds``/``--bits``: a part
                 of it; what is left is reported as pending; ``--reuse-committed``: runs without a
                 folder here are read from the committed results where they hold them).
+``teacher-size`` the comparison's LightGCN size, chosen on the validation carve-out (results/<profile>/
+                teacher_size_<dataset>.json; sizes tried in order while validation improves).
 ``distill ...`` a model's own user/item embeddings -> K-bit item codes, a saved searcher and a report
                 (held-out users: share of the model's top-20 found, throughput against exact search).
 ``train ...``   train LightGCN / a hash model into an output folder; the same
@@ -56,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--max-length-factor", type=float, default=None, metavar="F",
                       help="step 3: double a winner at the grid's longest schedule while validation improves, up to F "
                            "(default: the profile's grid; full: 4)")
+    tune.add_argument("--final-length-factor", type=float, default=None, metavar="F",
+                      help="step 5: after the levers, double a winner still learning at its schedule's end while "
+                           "validation improves, up to F (default: the profile's grid; full: 8)")
     tune.add_argument("--dataset", default=None, help="the catalogue whose validation split scores the grid (default: the profile's first)")
     tune.add_argument("--valid-fraction", type=float, default=None, metavar="F",
                       help="carve this share of train as validation (a published split has none; notebook 07 uses 0.1)")
@@ -81,6 +86,15 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--asymmetric", action="store_true",
                          help="only the asymmetric rows: the best row's runs scored asymmetrically and signswish_asym "
                               "at its settings, every seed (results/<profile>/comparison_asymmetric*)")
+
+    size = sub.add_parser("teacher-size", help="the comparison's teacher size chosen on validation "
+                                               "(results/<profile>/teacher_size_<dataset>.json)")
+    size.add_argument("--profile", default="full", choices=PROFILES)
+    size.add_argument("--dataset", default=None, help="the comparison's catalogue (default: its first)")
+    size.add_argument("--dims", nargs="+", type=int, default=None, metavar="D",
+                      help="the sizes to try, in order (default: the profile's teacher_dims; the rest stay pending)")
+    size.add_argument("--reuse-committed", action="store_true",
+                      help="read a size whose run folder is absent from the committed record where it holds it")
 
     trade = sub.add_parser("tradeoff", help="notebook 05's speed study of some of a profile's datasets "
                                             "(results/<profile>/tradeoff_*, the sampled catalogues beyond ml-1m)")
@@ -196,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         grid = replace(grid, **{k: tuple(v) for k, v in (("lr_factors", args.lr_factors),
                                                            ("length_factors", args.length_factors)) if v},
                        own=grid.own and not args.no_own,
-                       max_length_factor=args.max_length_factor or grid.max_length_factor)
+                       max_length_factor=args.max_length_factor or grid.max_length_factor,
+                       final_length_factor=args.final_length_factor or grid.final_length_factor)
         frame = tune(args.profile, tuple(args.rows) if args.rows else None, grid=grid, dataset=args.dataset,
                      valid_fraction=args.valid_fraction, reuse_committed=args.reuse_committed)
         if frame.attrs.get("reused_committed"):
@@ -248,6 +263,21 @@ def main(argv: list[str] | None = None) -> int:
                       f"{r['best_hamming_ndcg@100']:.4f}")
             if summary.get("reused_committed"):
                 print(f"{dataset}: {len(summary['reused_committed'])} runs read from the committed record (no run folder)")
+        return 0
+    if args.command == "teacher-size":
+        from .experiments.comparison import COMPARISON
+        from .experiments.teacher_size import teacher_size
+
+        planned = COMPARISON[args.profile]
+        if not planned.datasets:
+            raise ValueError(f"the {args.profile} profile trains no comparison, so it has no teacher to size")
+        record = teacher_size(args.profile, args.dataset or planned.datasets[0],
+                              dims=tuple(args.dims) if args.dims else None, reuse_committed=args.reuse_committed)
+        for e in record["sizes"]:
+            print(f"d = {e['dim']}: valid recall@20 {e['valid_recall@20']:.4f} (test {e['test_recall@20']:.4f}), "
+                  f"kept epoch {e['kept_epoch']} of {e['epochs']}, {e['seconds_per_epoch'] or 0:.1f} s an epoch ({e['run']})")
+        pending = f"; still to try: {', '.join(map(str, record['pending']))}" if record["pending"] else ""
+        print(f"chosen: d = {record['chosen']} (the table's teacher: d = {record['table_teacher_dim']}){pending}")
         return 0
     if args.command == "tradeoff":
         from .experiments.tradeoff import tradeoff_stage

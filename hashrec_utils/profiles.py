@@ -121,6 +121,7 @@ class TuningGrid:
     own: bool = True  # step 2, the row's own schedule parameter
     max_length_factor: float | None = None  # step 3's cap (None: no step 3)
     levers: bool = False  # step 4, the objective's levers
+    final_length_factor: float | None = None  # step 5's cap: the final winner's schedule (None: no step 5)
 
     def __post_init__(self):
         for name in ("lr_factors", "length_factors"):
@@ -130,14 +131,20 @@ class TuningGrid:
         if self.max_length_factor is not None and self.max_length_factor < max(self.length_factors):
             raise ValueError(f"max_length_factor ({self.max_length_factor:g}) must be at least the grid's longest "
                              f"schedule ({max(self.length_factors):g})")
+        floor = max(self.max_length_factor or 0.0, *self.length_factors)
+        if self.final_length_factor is not None and self.final_length_factor < floor:
+            raise ValueError(f"final_length_factor ({self.final_length_factor:g}) must be at least step 3's cap and the "
+                             f"grid's longest schedule ({floor:g})")
 
-    def extensions(self, length: float) -> tuple[float, ...]:
-        """Step 3's schedule lengths after a winner at ``length``: doublings up to the cap, only
-        where ``length`` is the grid's longest (a winner inside the grid has stopped improving)."""
-        if self.max_length_factor is None or length < max(self.length_factors):
+    def extensions(self, length: float, cap: float | None = None) -> tuple[float, ...]:
+        """Step 3's schedule lengths after a winner at ``length``: doublings up to the cap
+        (``max_length_factor``; step 5 passes ``final_length_factor``), only where ``length`` is at least
+        the grid's longest (a winner inside the grid has stopped improving)."""
+        cap = self.max_length_factor if cap is None else cap
+        if cap is None or length < max(self.length_factors):
             return ()
         out = []
-        while length * 2 <= self.max_length_factor:
+        while length * 2 <= cap:
             length *= 2
             out.append(length)
         return tuple(out)
@@ -166,7 +173,10 @@ class ComparisonStage:
     ``refit``: which runs are retrained on all of train once every choice is made on the carve-out
     (:mod:`hashrec_utils.experiments.refit`; the teacher with them): ``none``, ``best`` (hashrec's best
     row over every seed) or ``top`` (every row that runs every seed); ``refit_seeds``: the seeds refit
-    (None: every seed the row ran; the others are listed as pending).
+    (None: every seed the row ran; the others are listed as pending). ``teacher_dims``: the LightGCN
+    sizes the teacher-size choice tries in order on the carve-out
+    (:mod:`hashrec_utils.experiments.teacher_size`); ``teacher_dim``: the size the table's teacher
+    and every row that starts from it are trained at (None: the profile's), set from that choice.
     """
 
     datasets: tuple[str, ...] = ()
@@ -182,6 +192,8 @@ class ComparisonStage:
     sweep_length_factor: float | None = None
     refit: str = "none"
     refit_seeds: tuple[int, ...] | None = None
+    teacher_dims: tuple[int, ...] = ()
+    teacher_dim: int | None = None
 
     def __post_init__(self):
         if self.refit not in ("none", "best", "top"):
@@ -298,10 +310,13 @@ FULL = Profile(
                              (20, 50, 100, 200, 400, 800), (10**4, 10**5, 10**6, 10**7),
                              timing_queries=5000),  # Gowalla: every method's accuracy on all 29,858 users
     # step 3 up to 4× the base schedule (a Gowalla 64-bit run at 4× is ~8 min on two cores)
-    tuning=TuningGrid(max_length_factor=4.0, levers=True),
+    # step 5: the final winner (levers included) still learning at its schedule's end, doubled up to 8×
+    tuning=TuningGrid(max_length_factor=4.0, levers=True, final_length_factor=8.0),
     # the sweep at the grid's longest schedule (2×): 4× at 768 bits alone is ~25 min on two cores
     # refit: hashrec's best row and the teacher on all of train (the published recipes' refits: pending)
-    comparison=ComparisonStage(datasets=("gowalla",), seeds=(0, 1, 2), sweep_length_factor=2.0, refit="best"),
+    # the teacher: 64, then 128, then 256, each only if the one before won on validation (teacher_size)
+    comparison=ComparisonStage(datasets=("gowalla",), seeds=(0, 1, 2), sweep_length_factor=2.0, refit="best",
+                               teacher_dims=(64, 128, 256)),
 )
 
 _BY_NAME = {p.name: p for p in (QUICK, DEFAULT, FULL)}  # module-private: read it through get_profile

@@ -72,7 +72,8 @@ def comparison_files(profile: str) -> dict | None:
     profile's (``make all`` in ``default`` trains no Gowalla table); ``None`` where neither ran.
     Paths are relative to the repository (Typst's root); ``figures``: ``{dataset: png path}``;
     ``tuning``: that profile's validation grid (every dataset's points), ``None`` where it has none;
-    ``published_budget``: BGCH's and BiGeaR's official steps one at a time, ``None`` where not run."""
+    ``published_budget``: BGCH's and BiGeaR's official steps one at a time, ``None`` where not run;
+    ``teacher_size``: ``{dataset: path}`` of the teacher-size records (empty where none was made)."""
     for source in dict.fromkeys((profile, "full")):
         folder = results_dir(source)
         if (folder / "comparison_table.json").exists() and (folder / "comparison_summary.json").exists():
@@ -85,6 +86,9 @@ def comparison_files(profile: str) -> dict | None:
                     # BGCH's and BiGeaR's official steps, one at a time (scripts/published_budget.py)
                     "published_budget": f"/results/{source}/published_budget.json"
                     if (folder / "published_budget.json").exists() else None,
+                    # the teacher's size chosen on validation (teacher-size), per dataset
+                    "teacher_size": {p.stem.removeprefix("teacher_size_"): f"/results/{source}/{p.name}"
+                                     for p in sorted(folder.glob("teacher_size_*.json"))},
                     "figures": {p.stem.removeprefix("comparison_bits_"): f"/figures/{source}/{p.name}"
                                 for p in sorted(figs.glob("comparison_bits_*.png"))}}
     return None

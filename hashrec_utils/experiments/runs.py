@@ -96,47 +96,55 @@ def valid_tag(valid_fraction: float | None) -> str:
 
 
 def lightgcn_run_name(dataset: str, seed: int = 0, n_layers: int = 3, epochs: int | None = None,
-                      valid_fraction: float | None = None) -> str:
-    """The folder name :func:`lightgcn_run` trains into (under ``runs/<profile>/``)."""
+                      valid_fraction: float | None = None, *, dim: int | None = None) -> str:
+    """The folder name :func:`lightgcn_run` trains into (under ``runs/<profile>/``); ``_d<n>`` where
+    the embedding size is set (``dim``) rather than the profile's."""
     name = Path(str(dataset)).name  # a folder dataset: its last component
-    return f"lightgcn_{name}_L{n_layers}_s{seed}" + (f"_e{epochs}" if epochs else "") + valid_tag(valid_fraction)
+    return (f"lightgcn_{name}_L{n_layers}_s{seed}" + (f"_d{dim}" if dim else "") + (f"_e{epochs}" if epochs else "")
+            + valid_tag(valid_fraction))
 
 
 def hash_run_name(method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
-                  dataset: str = "ml-1m", valid_fraction: float | None = None, teacher_seed: int = 0) -> str:
+                  dataset: str = "ml-1m", valid_fraction: float | None = None, teacher_seed: int = 0,
+                  teacher_dim: int | None = None) -> str:
     """The folder name :func:`hash_run` trains into (under ``runs/<profile>/``); ``_t<n>`` after the
-    seed where the run starts from the LightGCN of seed ``teacher_seed`` n ≠ 0."""
+    seed where the run starts from the LightGCN of seed ``teacher_seed`` n ≠ 0, ``_d<n>`` where it
+    starts from a teacher of size ``teacher_dim`` rather than the profile's."""
     carve = valid_tag(valid_fraction)[1:] + ("_" if valid_fraction is not None else "")
     prefix = ("hash_" if dataset == "ml-1m" else f"hash_{dataset}_") + carve
-    teacher = f"_t{teacher_seed}" if teacher_seed else ""
+    teacher = (f"_t{teacher_seed}" if teacher_seed else "") + (f"_d{teacher_dim}" if teacher_dim else "")
     return f"{prefix}{model}_{method}_b{bits}_s{seed}{teacher}" + (f"_{tag}" if tag else "")
 
 
 def lightgcn_plan(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3,
-                  epochs: int | None = None, valid_fraction: float | None = None):
+                  epochs: int | None = None, valid_fraction: float | None = None, *, dim: int | None = None):
     """The ``(TrainConfig, run folder)`` of :func:`lightgcn_run`, resolved without training anything."""
     from ..config import runs_dir
     from ..settings import train_config
 
-    out = runs_dir(profile) / lightgcn_run_name(dataset, seed, n_layers, epochs, valid_fraction)
+    out = runs_dir(profile) / lightgcn_run_name(dataset, seed, n_layers, epochs, valid_fraction, dim=dim)
     overrides = {} if n_layers == 3 else {"n_layers": n_layers}
     if epochs:
         overrides["epochs"] = epochs
+    if dim:
+        overrides["dim"] = dim
     if valid_fraction is not None:
         overrides["valid_fraction"] = valid_fraction
     return train_config(profile, str(dataset), model="lightgcn", seed=seed, **overrides), out
 
 
 def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3, progress: bool = True,
-                 epochs: int | None = None, valid_fraction: float | None = None) -> tuple[dict, Path]:
+                 epochs: int | None = None, valid_fraction: float | None = None, *,
+                 dim: int | None = None) -> tuple[dict, Path]:
     """Train (or reuse) the LightGCN run of a profile; returns ``(metrics, run folder)``.
 
     ``valid_fraction``: carve that share of train as validation where the profile's default would
-    not (a published split; the folder gets :func:`valid_tag`'s suffix).
+    not (a published split; the folder gets :func:`valid_tag`'s suffix). ``dim``: the embedding size
+    where it is not the profile's (the teacher-size choice; the folder gets ``_d<dim>``).
     A folder trained by other component versions (its ``identity``) is moved aside and trained again."""
     from ..training.runs import run
 
-    config, out = lightgcn_plan(profile, dataset, seed, n_layers, epochs, valid_fraction)
+    config, out = lightgcn_plan(profile, dataset, seed, n_layers, epochs, valid_fraction, dim=dim)
     return run(config, out, progress=progress, retrain=True), out
 
 
@@ -190,7 +198,8 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
                    epochs: int | None = None, eval_every: int | None = None, init: str | Path | None = None,
                    shape: "_settings.DataShape | None" = None, budget_bytes: float | None = None,
                    end_to_end: bool = False, lr_factor: float = 1.0, length_factor: float = 1.0,
-                   valid_fraction: float | None = None, teacher_seed: int = 0, **hash_params) -> dict:
+                   valid_fraction: float | None = None, teacher_seed: int = 0, teacher_dim: int | None = None,
+                   **hash_params) -> dict:
     """The :class:`~hashrec_utils.training.TrainConfig` overrides of a hash run in this study (the CLI's
     ``train --hash`` uses them too): :data:`HASH_TRAIN` (or :data:`HASHGNN_TRAIN`) with the batch of
     :class:`~hashrec_utils.settings.HashSettings`, the profile's epochs, and hash parameters
@@ -217,6 +226,8 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     ``valid_fraction``: the share of train carved as validation where the profile's default would
     carve none (a published split, :mod:`.comparison`); the init is then the LightGCN run on the
     same carve-out (:func:`lightgcn_run` with it), so nothing a run selects on was trained on.
+    ``teacher_dim``: the default init is the LightGCN of that size (``_d<n>``) and the run's tables
+    take its size (the hash layer maps it to ``bits``); a run without a teacher ignores it.
     """
     from ..hashing import recipe_of
     from ..settings import train_config
@@ -243,8 +254,10 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     stage = prof.hash
     params = dict(hash_params)
     distill = bool(params.get("distill", TABLE_OBJECTIVE["distill"]))
-    chosen = _settings.HashSettings.of(profile, shape, budget_bytes=budget_bytes, distill=distill)
     own = recipe.own_encoder  # HashGNN as published: its encoder from scratch, no table, no teacher
+    teacher_dim = None if own else teacher_dim
+    sized = {"dim": teacher_dim} if teacher_dim else {}
+    chosen = _settings.HashSettings.of(profile, shape, budget_bytes=budget_bytes, distill=distill, **sized)
     pooled = not own and "n_negatives" not in params and chosen.pooled
     epochs = epochs or (stage.hashgnn_epochs if own else
                         prof.sampled_pool_epochs if pooled and prof.sampled_pool_epochs else stage.epochs)
@@ -252,28 +265,29 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     params["estimator"] = {**_settings.HashSettings.schedule(recipe.estimator), **params.get("estimator", {})}
     if not own:
         if init is None:
-            init = default_init(profile, dataset, valid_fraction, seed=teacher_seed)
+            init = default_init(profile, dataset, valid_fraction, seed=teacher_seed, dim=teacher_dim)
         params = {**TABLE_OBJECTIVE, "n_negatives": chosen.n_negatives, "init": str(init), **params}
     return _scaled({**HASH_TRAIN, "batch_size": chosen.batch_size, **(HASHGNN_TRAIN if own else {}),
-                    "epochs": epochs, "eval_every": eval_every, "keep": stage.keep, "hash_params": params, **carve},
-                   lr_factor, length_factor)
+                    "epochs": epochs, "eval_every": eval_every, "keep": stage.keep, "hash_params": params, **carve,
+                    **sized}, lr_factor, length_factor)
 
 
-def default_init(profile: str, dataset: str = "ml-1m", valid_fraction: float | None = None, seed: int = 0) -> Path:
-    """The folder of the profile's LightGCN run of ``dataset`` with ``seed`` (what :func:`lightgcn_run`
-    trains into), a table run's default ``init``."""
+def default_init(profile: str, dataset: str = "ml-1m", valid_fraction: float | None = None, seed: int = 0,
+                 dim: int | None = None) -> Path:
+    """The folder of the profile's LightGCN run of ``dataset`` with ``seed`` (and size ``dim`` where
+    set; what :func:`lightgcn_run` trains into), a table run's default ``init``."""
     from ..config import runs_dir
 
-    return runs_dir(profile) / lightgcn_run_name(dataset, seed=seed, valid_fraction=valid_fraction)
+    return runs_dir(profile) / lightgcn_run_name(dataset, seed=seed, valid_fraction=valid_fraction, dim=dim)
 
 
 def train_default_init(profile: str, dataset: str, overrides: dict, valid_fraction: float | None = None,
-                       seed: int = 0) -> None:
+                       seed: int = 0, dim: int | None = None) -> None:
     """Train (or reuse) the LightGCN run that ``overrides`` start from when it is the profile's
-    default one of ``seed`` (:func:`default_init`); an ``init`` the caller chose is left as it is."""
+    default one of ``seed`` and size ``dim`` (:func:`default_init`); an ``init`` the caller chose is left as it is."""
     init = (overrides.get("hash_params") or {}).get("init")
-    if init is not None and Path(init) == default_init(profile, dataset, valid_fraction, seed=seed):
-        lightgcn_run(profile, dataset, seed=seed, progress=False, valid_fraction=valid_fraction)
+    if init is not None and Path(init) == default_init(profile, dataset, valid_fraction, seed=seed, dim=dim):
+        lightgcn_run(profile, dataset, seed=seed, progress=False, valid_fraction=valid_fraction, dim=dim)
 
 
 def _scaled(overrides: dict, lr_factor: float, length_factor: float) -> dict:
@@ -289,7 +303,8 @@ def _scaled(overrides: dict, lr_factor: float, length_factor: float) -> dict:
 
 def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
              epochs: int | None = None, eval_every: int | None = None, progress: bool = False, dataset: str = "ml-1m",
-             valid_fraction: float | None = None, teacher_seed: int = 0, **hash_params) -> tuple[dict, Path]:
+             valid_fraction: float | None = None, teacher_seed: int = 0, teacher_dim: int | None = None,
+             **hash_params) -> tuple[dict, Path]:
     """Train (or reuse) one hash model of notebook 03; returns ``(metrics, run folder)``.
 
     ``metrics`` has the sections ``continuous``, ``hamming``, ``hierarchical``.
@@ -302,38 +317,48 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
     ``lsh``/``sign`` train nothing: codes of the profile's LightGCN run (seed 0) of ``dataset``.
     ``valid_fraction``: train on that validation carve-out (see :func:`hash_overrides`; the folder
     gets :func:`valid_tag`'s suffix after the dataset). ``teacher_seed``: start from the LightGCN run
-    of that seed (the whole pipeline's seed; ``_t<n>`` in the folder name), trained here if absent.
-    A folder trained by other component versions (its ``identity``) is moved aside and trained again.
+    of that seed (the whole pipeline's seed; ``_t<n>`` in the folder name), trained here if absent;
+    ``teacher_dim``: of that size (``_d<n>``, :func:`hash_overrides`). A folder trained by other component versions (its ``identity``) is moved aside and trained again.
     """
     from ..training.runs import run
 
     config, out = hash_plan(profile, method, seed=seed, bits=bits, model=model, tag=tag, epochs=epochs,
                             eval_every=eval_every, dataset=dataset, valid_fraction=valid_fraction,
-                            teacher_seed=teacher_seed, **hash_params)
-    train_default_init(profile, dataset, config.to_json(), valid_fraction, seed=teacher_seed)
+                            teacher_seed=teacher_seed, teacher_dim=teacher_dim, **hash_params)
+    train_default_init(profile, dataset, config.to_json(), valid_fraction, seed=teacher_seed,
+                       dim=_teacher_dim(config, teacher_dim))
     return run(config, out, progress=progress, retrain=True), out
+
+
+def _teacher_dim(config, teacher_dim: int | None) -> int | None:
+    """``teacher_dim`` where the run starts from a teacher (its hash parameters name an init), else None:
+    a run without one is named and trained as it always was."""
+    return teacher_dim if teacher_dim and (config.hash_params or {}).get("init") is not None else None
 
 
 def hash_plan(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
               epochs: int | None = None, eval_every: int | None = None, dataset: str = "ml-1m",
-              valid_fraction: float | None = None, teacher_seed: int = 0, **hash_params):
+              valid_fraction: float | None = None, teacher_seed: int = 0, teacher_dim: int | None = None,
+              **hash_params):
     """The ``(TrainConfig, run folder)`` of :func:`hash_run`, resolved without training anything (a
-    table run's ``init`` is named, :func:`default_init`, not trained)."""
+    table run's ``init`` is named, :func:`default_init`, not trained; ``teacher_dim``: its size)."""
     from ..config import runs_dir
     from ..settings import train_config
     from ..hashing import UNTRAINED
 
     stage = HASH_STAGE[profile]
     if method in UNTRAINED:
-        init = default_init(profile, dataset, valid_fraction, seed=teacher_seed)
-        overrides = {"epochs": 0, "hash_params": {"init": str(init), **hash_params}}
+        init = default_init(profile, dataset, valid_fraction, seed=teacher_seed, dim=teacher_dim)
+        overrides = {"epochs": 0, "hash_params": {"init": str(init), **hash_params}, **({"dim": teacher_dim} if teacher_dim else {})}
         if valid_fraction is not None:
             overrides["valid_fraction"] = valid_fraction
     else:
         overrides = hash_overrides(profile, method, model=model, dataset=dataset, epochs=epochs,
                                    eval_every=eval_every or stage.eval_every, valid_fraction=valid_fraction,
-                                   teacher_seed=teacher_seed, **hash_params)
+                                   teacher_seed=teacher_seed, teacher_dim=teacher_dim, **hash_params)
         overrides["keep"] = stage.keep
+    config = train_config(profile, str(dataset), model=model, hash_method=method, bits=bits, seed=seed, **overrides)
     out = runs_dir(profile) / hash_run_name(method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
-                                            valid_fraction=valid_fraction, teacher_seed=teacher_seed)
-    return train_config(profile, str(dataset), model=model, hash_method=method, bits=bits, seed=seed, **overrides), out
+                                            valid_fraction=valid_fraction, teacher_seed=teacher_seed,
+                                            teacher_dim=_teacher_dim(config, teacher_dim))
+    return config, out

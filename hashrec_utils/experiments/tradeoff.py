@@ -62,6 +62,8 @@ def tradeoff_stage(profile: str, datasets: tuple[str, ...] | None = None) -> dic
     ml-1m); beyond ml-1m also the sampled catalogues fitted to that dataset's items
     (:func:`.speed.catalogue_stage`, ``retrieval_scaling<suffix>``). ml-1m reuses notebook 04's sweep. Returns ml-1m's tables, the others under ``datasets``.
     """
+    from .comparison import COMPARISON
+
     planned = get_profile(profile).tradeoff_datasets
     unknown = sorted(set(datasets or ()) - set(planned))
     if unknown:
@@ -69,7 +71,9 @@ def tradeoff_stage(profile: str, datasets: tuple[str, ...] | None = None) -> dic
     result = {}
     for dataset in datasets or planned:
         label, carve = tradeoff_models(profile, dataset)
-        setup = retrieval_setup(profile, label, dataset=dataset, valid_fraction=carve)
+        # beyond ml-1m: the comparison's models, at its teacher size
+        setup = retrieval_setup(profile, label, dataset=dataset, valid_fraction=carve,
+                                teacher_dim=None if dataset == "ml-1m" else COMPARISON[profile].teacher_dim)
         sweep_csv = results_dir(profile) / "retrieval_sweep.csv"
         points = pd.read_csv(sweep_csv) if dataset == "ml-1m" and sweep_csv.exists() else retrieval_sweeps(profile, setup)
         tables = _tradeoff(profile, dataset, points, setup)

@@ -21,7 +21,11 @@ is read with its scales, as it is scored):
    once at the winner so far, kept where validation improves (``full``: :attr:`TuningGrid.levers`). The published
    recipes and the pairwise rows have no distillation, so nothing to pull: they are run as published.
    A larger sampled pool, the other lever of the softmax, is left out: it is bounded by the memory
-   budget, not by the grid.
+   budget, not by the grid;
+5. then, where the final winner (levers included) is still learning at the end of a schedule at
+   least the grid's longest, its schedule is doubled again while validation improves, up to
+   :attr:`TuningGrid.final_length_factor` (``full``: 8×): the levers change what the codes learn, so
+   step 3's answer is asked again at the settings that won (a point step 3 already ran is not rerun).
 
 Ties keep the earlier point (the base settings come first). The grid's every point is written to
 ``results/<profile>/tuning.{csv,json}`` and each row's winner to :data:`.rows.TUNED_FILE`, which
@@ -46,7 +50,7 @@ from .runs import HASH_STAGE, write_table
 from .stages import _valid_columns
 
 __all__ = ["TuningGrid", "TUNING_GRID", "OWN_SCHEDULE", "OBJECTIVE_LEVERS", "own_alternatives", "objective_levers",
-           "still_learning", "tune_row", "tune", "tuning_rows"]
+           "still_learning", "tune_row", "tune", "tuning_rows", "final_schedule_pending"]
 
 
 # Each profile's grid (:class:`hashrec_utils.profiles.TuningGrid`; full: step 3 up to 4× the base
@@ -172,9 +176,46 @@ def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress:
         point = best["_point"]
         row = point_row(replace(point, objective={**dict(point.objective), **lever}), "objective lever")
         best = row if row["valid_recall@20"] > best["valid_recall@20"] else best
+    final = grid.final_length_factor
+    for length in grid.extensions(best["_point"].length_factor, final) if final and still_learning(best) else ():
+        point = replace(best["_point"], length_factor=length)
+        row = next((r for r in rows if r["_point"] == point), None) or point_row(point, "final schedule")
+        if row["valid_recall@20"] <= best["valid_recall@20"]:
+            break
+        best = row
     for row in rows:
         row["winner"] = row is best
     return rows
+
+
+def final_schedule_pending(profile: str, dataset: str, grid: TuningGrid | None = None,
+                           record: pd.DataFrame | None = None) -> list[str]:
+    """The rows of ``profile``'s recorded grid on ``dataset`` (``results/<profile>/tuning.csv``, or
+    ``record``) whose step 5 has not run: the recorded winner is still learning at a schedule step 5
+    would double (:func:`still_learning`, :meth:`TuningGrid.extensions` up to ``final_length_factor``)
+    and that doubled point is not in the record (a grid recorded before step 5 existed). [] where the
+    profile's grid has no step 5 or nothing is recorded."""
+    grid = grid or TUNING_GRID[profile]
+    path = results_dir(profile) / "tuning.csv"
+    if record is None:
+        if not path.exists():
+            return []
+        record = pd.read_csv(path, keep_default_na=False)
+    if not grid.final_length_factor or not len(record):
+        return []
+    here = record[record["dataset"].astype(str) == str(dataset)]
+    same = ["lr_factor", "estimator", "objective"]
+    pending = []
+    for _, win in here[here["winner"].astype(str).isin(("True", "true", "1"))].iterrows():
+        doubled = grid.extensions(float(win["length_factor"]), grid.final_length_factor)
+        if not doubled or not still_learning({"best_epoch": int(win["best_epoch"]), "epochs": int(win["epochs"])}):
+            continue
+        rows = here[here["row"] == win["row"]]
+        ran = rows[(rows["length_factor"].astype(float) == doubled[0])
+                   & (rows[same].astype(str) == win[same].astype(str)).all(axis=1)]
+        if ran.empty:
+            pending.append(str(win["row"]))
+    return pending
 
 
 def tuning_rows(profile: str) -> tuple[str, ...]:

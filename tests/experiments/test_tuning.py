@@ -207,6 +207,77 @@ def test_a_distilling_row_gets_its_objectives_levers_each_once_and_keeps_only_an
         GridPoint(objective={"n_negatives": 8192})
 
 
+def test_the_final_winner_still_learning_at_its_end_is_doubled_again_after_the_levers(monkeypatch, tmp_path):
+    """Step 5: step 3 stops at its cap (2×), the levers win at 2×, still learning there, so the winner is
+    doubled again (4×, 8×) while validation improves; 16× is past step 5's cap and never runs."""
+    grid = TuningGrid((1.0,), (1.0, 2.0), own=False, max_length_factor=2.0, levers=True, final_length_factor=8.0)
+    assert grid.extensions(2.0) == () and grid.extensions(2.0, 8.0) == (4.0, 8.0)
+    kd3 = {"distill": 3.0}
+    lever = lambda length, **o: GridPoint(1.0, length, objective={**kd3, **o})
+    scores = {GridPoint(1.0, 1.0): 0.20, GridPoint(1.0, 2.0): 0.22, lever(2.0): 0.23, lever(2.0, distill_tau=0.5): 0.22,
+              lever(2.0, distill_tau=0.25): 0.21, lever(4.0): 0.25, lever(8.0): 0.26}
+    calls = _fake_runs(monkeypatch, tmp_path, scores)
+    rows = tune_row("quick", "ste", grid)
+    assert calls == list(scores)
+    winner = [r for r in rows if r["winner"]]
+    assert winner[0]["_point"] == lever(8.0) and winner[0]["step"] == "final schedule" and winner[0]["epochs"] == 80
+
+
+def test_step_5_stops_at_the_first_doubling_that_does_not_improve_and_skips_a_peaked_winner(monkeypatch, tmp_path):
+    grid = TuningGrid((1.0,), (1.0, 2.0), own=False, max_length_factor=2.0, levers=True, final_length_factor=8.0)
+    kd3 = GridPoint(1.0, 2.0, objective={"distill": 3.0})
+    tau = lambda t, length=2.0: GridPoint(1.0, length, objective={"distill": 3.0, "distill_tau": t})
+    scores = {GridPoint(1.0, 1.0): 0.20, GridPoint(1.0, 2.0): 0.22, kd3: 0.23, tau(0.5): 0.22, tau(0.25): 0.21,
+              GridPoint(1.0, 4.0, objective={"distill": 3.0}): 0.23}
+    calls = _fake_runs(monkeypatch, tmp_path, scores)
+    rows = tune_row("quick", "ste", grid)
+    assert calls == list(scores)  # × 4 ties the winner: × 8 is never run, the 2× winner is kept
+    assert [r["_point"] for r in rows if r["winner"]] == [kd3]
+    # the same grid where the levers' winner peaked in its schedule's first half: no step 5
+    calls = _fake_runs(monkeypatch, tmp_path, scores, best_epochs={kd3: 9})
+    tune_row("quick", "ste", grid)
+    assert calls == list(scores)[:5]
+    with pytest.raises(ValueError, match="final_length_factor .* at least step 3's cap"):
+        TuningGrid(length_factors=(1.0, 2.0), max_length_factor=4.0, final_length_factor=2.0)
+
+
+def test_step_5_does_not_rerun_a_doubling_step_3_already_ran(monkeypatch, tmp_path):
+    # no levers (a published recipe): step 3 ran × 4 and it did not improve, so step 5 asks nothing new
+    grid = TuningGrid((1.0,), (1.0, 2.0), own=False, max_length_factor=4.0, final_length_factor=8.0)
+    scores = {GridPoint(1.0, 1.0): 0.20, GridPoint(1.0, 2.0): 0.22, GridPoint(1.0, 4.0): 0.21}
+    calls = _fake_runs(monkeypatch, tmp_path, scores)
+    rows = tune_row("quick", "luo_wu", grid)
+    assert calls == list(scores) and len(rows) == 3 and rows[1]["winner"]
+
+
+def test_final_schedule_pending_names_the_rows_whose_recorded_grid_predates_step_5():
+    """On the committed Gowalla grid as step 3 and 4 left it (the step-5 rows taken out): the winners
+    still learning at a schedule step 5 doubles are pending; a winner that peaked early (BGCH, kept
+    epoch 8 of 160) or sits inside the grid (HashGNN at × 1) is not; a recorded doubling, improving or
+    not, clears the row."""
+    import pandas as pd
+
+    from hashrec_utils.config import results_dir
+    from hashrec_utils.experiments.tuning import final_schedule_pending
+
+    record = pd.read_csv(results_dir("full") / "tuning.csv", keep_default_na=False)
+    record = record[record["step"] != "final schedule"]
+    grid = TuningGrid(max_length_factor=4.0, levers=True, final_length_factor=8.0)
+    pending = final_schedule_pending("full", "gowalla", grid, record)
+    winners = record[record["winner"].astype(str) == "True"].set_index("row")
+    assert "bgch_published" not in pending and "hashgnn" not in pending
+    assert "signswish" in pending and "luo_wu" in pending
+    for row in pending:
+        assert int(winners.loc[row, "best_epoch"]) * 2 > int(winners.loc[row, "epochs"])
+    assert final_schedule_pending("full", "ml-1m", grid, record) == []  # no grid recorded there
+    assert final_schedule_pending("full", "gowalla", TuningGrid(max_length_factor=4.0), record) == []  # no step 5
+    win = winners.loc["signswish"]
+    doubled = {**win.to_dict(), "row": "signswish", "length_factor": 2 * float(win["length_factor"]), "winner": False,
+               "step": "final schedule"}
+    later = pd.concat([record, pd.DataFrame([doubled])], ignore_index=True)
+    assert set(final_schedule_pending("full", "gowalla", grid, later)) == set(pending) - {"signswish"}
+
+
 def test_reuse_committed_reads_the_recorded_points_and_trains_only_the_new_ones(monkeypatch, tmp_path):
     """tune --reuse-committed on the real committed Gowalla grid, HashGNN's row with its lr × 0.3
     points taken out: with no run folders here, the recorded points keep the record's numbers, the
