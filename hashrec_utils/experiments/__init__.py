@@ -1,4 +1,4 @@
-"""The study that the notebooks call, in seven modules:
+"""The study that the notebooks call, in these modules:
 
 - :mod:`.runs`: run management: every compared run's settings, resolved once
   (:data:`HASH_STAGE`, :func:`hash_overrides`), and the run folders (:func:`lightgcn_run`,
@@ -8,6 +8,7 @@
   (:func:`variant_run`);
 - :mod:`.stages`: notebooks 01-03 (data, the LightGCN baseline, the hashing table and sweeps);
 - :mod:`.tuning`: the equal validation grid of every table row (``make tune``);
+- :mod:`.teacher_size`: the comparison's teacher size, chosen on validation (``teacher-size``);
 - :mod:`.speed`: notebook 04 (every index's accuracy against throughput, the scaled catalogue);
 - :mod:`.tradeoff`: notebook 05 (accuracy at a fixed throughput: one model per dataset, full
   frontiers, both protocols, latency);

@@ -54,12 +54,16 @@ class RetrievalSetup:
 
 
 def retrieval_setup(profile: str, label: str | None = None, k: int = 20, dataset: str = "ml-1m",
-                    valid_fraction: float | None = None, teacher_dim: int | None = None) -> RetrievalSetup:
+                    valid_fraction: float | None = None, teacher_dim: int | None = None,
+                    refit: bool = False) -> RetrievalSetup:
     """Load the trained LightGCN and hash model ``label`` (default: the best of notebook 03) of
     ``dataset`` (on that validation carve-out, as the comparison trains them); either is trained
     first when absent. The hash run's arrays are read from its ``embeddings.npz`` (a run scored
     before asymmetric search existed is re-scored first, which writes ``user_query`` there).
-    ``teacher_dim``: the teacher's size where not the profile's (the comparison's, ``_d<n>`` runs)."""
+    ``teacher_dim``: the teacher's size where not the profile's (the comparison's, ``_d<n>`` runs).
+    ``refit``: search the refits of both runs instead (:mod:`.refit`: the carve-out's choices fixed,
+    trained on all of train; the codes' refit starts from the teacher's), on all of train's split,
+    trained here where absent — the comparison's final models, its reported result."""
     from ..metrics import rank_topk
     from ..settings import train_config
     from ..training.runs import load_run_data
@@ -68,6 +72,14 @@ def retrieval_setup(profile: str, label: str | None = None, k: int = 20, dataset
     label = label or read_json(results_dir(profile) / "hashing_summary.json")["best_estimator"]
     _, base = lightgcn_run(profile, dataset, progress=False, valid_fraction=valid_fraction, dim=teacher_dim)
     _, hashed = variant_run(profile, label, dataset=dataset, valid_fraction=valid_fraction, teacher_dim=teacher_dim)
+    if refit:
+        if valid_fraction is None:
+            raise ValueError("refit=True: a refit is of a run on a validation carve-out; valid_fraction is None")
+        from .refit import refit_run
+
+        _, base = refit_run(base)
+        _, hashed = refit_run(hashed, init=base)
+        valid_fraction = 0.0
     carve = {} if valid_fraction is None else {"valid_fraction": valid_fraction}
     data = load_run_data(train_config(profile, dataset, **carve))
     users = np.flatnonzero(np.diff(data.test.indptr) > 0)

@@ -2,8 +2,10 @@
 
 One model per dataset across the study (:func:`tradeoff_models`): on ml-1m the LightGCN teacher and
 notebook 03's validation-chosen codes; on a comparison dataset (Gowalla, ``full``) the comparison's
-teacher and its validation-chosen best row, seed 0 — the runs the comparison's record holds, named
-in the summary (``teacher_run``, ``codes_run``), so the tradeoff follows when either changes.
+teacher and its validation-chosen best row, seed 0 — the runs the comparison's record holds, at its
+teacher size, and their refits on all of train where the comparison's result is the refit
+(:func:`comparison_refit`) — named in the summary (``teacher_run``, ``codes_run``), so the tradeoff
+follows when either changes.
 
 Every method is swept from its fastest to its most accurate setting (:func:`.speed.retrieval_sweeps`),
 each search timed ``repeats`` times (``qps`` the median with exclusion, the recommender's figure and
@@ -53,6 +55,15 @@ def tradeoff_models(profile: str, dataset: str) -> tuple[str, float | None]:
     return record["best_row"], COMPARISON[profile].valid_fraction
 
 
+def comparison_refit(profile: str, dataset: str) -> bool:
+    """Whether the comparison's result on ``dataset`` is its refit (its summary has a ``refit`` block:
+    the teacher and the best row retrained on all of train), so that the speed study searches those
+    final models rather than their carve-out runs."""
+    summary = results_dir(profile) / "comparison_summary.json"
+    record = read_json(summary).get(dataset) if summary.exists() else None
+    return bool(record and record.get("refit"))
+
+
 def tradeoff_stage(profile: str, datasets: tuple[str, ...] | None = None) -> dict:
     """Notebook 05: every dataset of the profile's ``tradeoff_datasets`` (or those of ``datasets``, e.g.
     ``python -m hashrec_utils tradeoff --profile full --dataset gowalla``).
@@ -71,9 +82,10 @@ def tradeoff_stage(profile: str, datasets: tuple[str, ...] | None = None) -> dic
     result = {}
     for dataset in datasets or planned:
         label, carve = tradeoff_models(profile, dataset)
-        # beyond ml-1m: the comparison's models, at its teacher size
+        # beyond ml-1m: the comparison's models, at its teacher size, refit where its result is the refit
         setup = retrieval_setup(profile, label, dataset=dataset, valid_fraction=carve,
-                                teacher_dim=None if dataset == "ml-1m" else COMPARISON[profile].teacher_dim)
+                                teacher_dim=None if dataset == "ml-1m" else COMPARISON[profile].teacher_dim,
+                                refit=dataset != "ml-1m" and comparison_refit(profile, dataset))
         sweep_csv = results_dir(profile) / "retrieval_sweep.csv"
         points = pd.read_csv(sweep_csv) if dataset == "ml-1m" and sweep_csv.exists() else retrieval_sweeps(profile, setup)
         tables = _tradeoff(profile, dataset, points, setup)

@@ -102,3 +102,58 @@ def test_sweep_times_a_subset_but_scores_every_query():
     # accuracy from every query in both: rows 40-49 miss their excluded-item neighbours alike
     assert part["recall_vs_exact"] == whole["recall_vs_exact"] < 1.0
     assert part["recall_vs_exact_plain"] == whole["recall_vs_exact_plain"] == 1.0
+
+
+def test_the_speed_study_searches_the_comparisons_refits_where_its_result_is_the_refit(monkeypatch, tmp_path):
+    """retrieval_setup(refit=True): the teacher's refit and the codes' refit (started from the teacher's
+    refit) on all of train's split; comparison_refit reads whether the comparison's result is the refit."""
+    import json
+
+    from hashrec_utils.hashing.codes import pack_codes
+    from hashrec_utils.data import InteractionData
+    from hashrec_utils.experiments import refit as refit_module
+    from hashrec_utils.experiments import speed, tradeoff
+    import hashrec_utils.training.runs as train_runs
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, dim = 30, 80, 8
+    dense = rng.random((n_users, n_items))
+    toy = InteractionData("toy", n_users, n_items, sp.csr_matrix((dense < 0.1).astype(np.float32)),
+                          sp.csr_matrix((n_users, n_items), dtype=np.float32),
+                          sp.csr_matrix(((dense >= 0.1) & (dense < 0.15)).astype(np.float32)),
+                          np.arange(n_users), np.arange(n_items))
+
+    def folder(name):
+        out = tmp_path / name
+        out.mkdir(exist_ok=True)
+        u, i = rng.normal(size=(n_users, dim)).astype(np.float32), rng.normal(size=(n_items, dim)).astype(np.float32)
+        np.savez(out / "embeddings.npz", user=u, item=i, user_codes=pack_codes(u), item_codes=pack_codes(i), user_query=u)
+        return out
+
+    calls, loaded = [], []
+    monkeypatch.setattr(speed, "lightgcn_run", lambda *a, **kw: ({}, folder("teacher")))
+    monkeypatch.setattr(speed, "variant_run", lambda *a, **kw: ({}, folder("codes")))
+
+    def fake_refit(run, init=None, progress=False):
+        calls.append((run.name, None if init is None else init.name))
+        return {}, folder(run.name + "_refit")
+
+    monkeypatch.setattr(refit_module, "refit_run", fake_refit)
+    monkeypatch.setattr(train_runs, "load_run_data", lambda config: loaded.append(config.valid_fraction) or toy)
+    setup = speed.retrieval_setup("full", "signswish", dataset="gowalla", valid_fraction=0.1, refit=True)
+    assert calls == [("teacher", None), ("codes", "teacher_refit")] and loaded == [0.0]
+    assert (setup.teacher_run, setup.codes_run) == ("teacher_refit", "codes_refit")
+    plain = speed.retrieval_setup("full", "signswish", dataset="gowalla", valid_fraction=0.1)
+    assert (plain.teacher_run, plain.codes_run) == ("teacher", "codes") and loaded[-1] == 0.1
+    with pytest.raises(ValueError, match="valid_fraction is None"):
+        speed.retrieval_setup("full", "signswish", dataset="gowalla", refit=True)
+
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    results = tmp_path / "results" / "full"
+    results.mkdir(parents=True)
+    assert not tradeoff.comparison_refit("full", "gowalla")  # no comparison yet
+    (results / "comparison_summary.json").write_text(json.dumps({"gowalla": {"best_row": "signswish", "refit": {}}}))
+    assert not tradeoff.comparison_refit("full", "gowalla")  # nothing was refit
+    (results / "comparison_summary.json").write_text(json.dumps({"gowalla": {"best_row": "signswish",
+                                                                             "refit": {"seeds": 3}}}))
+    assert tradeoff.comparison_refit("full", "gowalla") and not tradeoff.comparison_refit("full", "ml-1m")
