@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ..config import results_dir
-from ..utils import read_json
-from .comparison import COMPARISON, _rows_of, _summarize, comparison_metrics
+from .comparison import COMPARISON, _rows_of, _summarize, comparison_metrics, comparison_summary
 from .rows import tuned_point, variant_run
 from .runs import write_table
 
@@ -41,8 +39,7 @@ def asymmetric_rows(profile: str, dataset: str = "gowalla", seeds: tuple[int, ..
     from ..training.runs import load_run_data
 
     stage = COMPARISON[profile]
-    summary_path = results_dir(profile) / "comparison_summary.json"
-    record = read_json(summary_path).get(dataset) if summary_path.exists() else None
+    summary_path, record = comparison_summary(profile, dataset)
     if not record or "best_row" not in record:
         raise ValueError(f"the asymmetric rows follow the comparison's best row: {summary_path} holds none of "
                          f"{dataset} (run compare --profile {profile} first)")

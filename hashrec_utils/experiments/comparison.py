@@ -174,6 +174,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
     for dataset in stage.datasets:
         vf = stage.valid_fraction
         tdim = stage.teacher_dim  # the table's teacher size (None: the profile's) and every run's from it
+        table_dim = tdim or train_config(profile, dataset).dim
         data = load_run_data(train_config(profile, dataset, valid_fraction=vf))
         runs_seconds, reused = {}, []
 
@@ -230,7 +231,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
         per_row = {label: row_runs(label, stage.seeds[:1]) for label in stage.rows}
         untrained = []
         for label, method in UNTRAINED_ROWS:
-            b = (tdim or train_config(profile, dataset).dim) if method == "sign" else 64
+            b = table_dim if method == "sign" else 64
             plan = hash_plan(profile, method, bits=b, dataset=dataset, valid_fraction=vf, teacher_dim=tdim)
             untrained += [r for r in rows_of_run("runs", label, 0, b, plan, lambda: hash_run(
                 profile, method, bits=b, dataset=dataset, valid_fraction=vf, teacher_dim=tdim)) if r["search"] != "continuous"]
@@ -248,7 +249,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
                    # rows whose grid was recorded before its step 5 (a still-learning winner's longer schedule)
                    "final_schedule": [r for r in final_schedule_pending(profile, dataset) if r in stage.rows],
                    # the teacher-size record's choice, where the table is not yet built on it
-                   "teacher": teacher_pending(profile, dataset, tdim or train_config(profile, dataset).dim)}
+                   "teacher": teacher_pending(profile, dataset, table_dim)}
         runs = pd.DataFrame(teacher_rows + [r for label in stage.rows for r in per_row[label]] + untrained)
         runs.insert(0, "dataset", dataset)
         table = _summarize(runs, stage.ks).assign(dataset=dataset)
@@ -288,7 +289,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
                           "float per item that popcount indexes cannot serve)"),
             "valid_fraction": vf, "candidates": stage.candidates, "ks": list(stage.ks),
             "teacher": teacher,
-            "teacher_dim": tdim or train_config(profile, dataset).dim,
+            "teacher_dim": table_dim,
             "best_valid_hamming_recall@50": float(pick["valid_recall@50_mean"]),
             **{f"best_{s}_{m}": float(carve_table[(carve_table.row == best) & (carve_table.search == s)][f"{m}_mean"].iloc[0])
                for s in ("hamming", "hierarchical") for m in ("recall@50", "recall@100", "ndcg@50", "ndcg@100")},
@@ -337,6 +338,13 @@ def _settings_of(profile: str, dataset: str, rows) -> dict:
     row was not tuned there."""
     winners = tuned_winners(profile, dataset)
     return {row: winners.get(row, "base") for row in rows}
+
+
+def comparison_summary(profile: str, dataset: str):
+    """``(path, record)``: where ``profile``'s comparison summary lies and what it holds of ``dataset``
+    (None where the comparison has not run there), for the stages that follow its models."""
+    path = results_dir(profile) / "comparison_summary.json"
+    return path, (read_json(path).get(dataset) if path.exists() else None)
 
 
 def _read(profile: str) -> dict:

@@ -116,12 +116,21 @@ def hash_run_name(method: str, *, seed: int = 0, bits: int = 64, model: str = "l
     return f"{prefix}{model}_{method}_b{bits}_s{seed}{teacher}" + (f"_{tag}" if tag else "")
 
 
+def own_size(profile: str, dataset: str, dim: int | None) -> int | None:
+    """``dim``, or None where it is unset or the profile's own embedding size: a size set to the
+    profile's keeps the folder names (no ``_d<n>``) and the runs it always had."""
+    from ..settings import train_config
+
+    return dim if dim and dim != train_config(profile, str(dataset)).dim else None
+
+
 def lightgcn_plan(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3,
                   epochs: int | None = None, valid_fraction: float | None = None, *, dim: int | None = None):
     """The ``(TrainConfig, run folder)`` of :func:`lightgcn_run`, resolved without training anything."""
     from ..config import runs_dir
     from ..settings import train_config
 
+    dim = own_size(profile, dataset, dim)
     out = runs_dir(profile) / lightgcn_run_name(dataset, seed, n_layers, epochs, valid_fraction, dim=dim)
     overrides = {} if n_layers == 3 else {"n_layers": n_layers}
     if epochs:
@@ -318,15 +327,17 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
     ``valid_fraction``: train on that validation carve-out (see :func:`hash_overrides`; the folder
     gets :func:`valid_tag`'s suffix after the dataset). ``teacher_seed``: start from the LightGCN run
     of that seed (the whole pipeline's seed; ``_t<n>`` in the folder name), trained here if absent;
-    ``teacher_dim``: of that size (``_d<n>``, :func:`hash_overrides`). A folder trained by other component versions (its ``identity``) is moved aside and trained again.
+    ``teacher_dim``: of that size (``_d<n>``, :func:`hash_overrides`; the profile's own size: as unset).
+    A folder trained by other component versions (its ``identity``) is moved aside and trained again.
     """
     from ..training.runs import run
 
+    teacher_dim = own_size(profile, dataset, teacher_dim)
     config, out = hash_plan(profile, method, seed=seed, bits=bits, model=model, tag=tag, epochs=epochs,
                             eval_every=eval_every, dataset=dataset, valid_fraction=valid_fraction,
                             teacher_seed=teacher_seed, teacher_dim=teacher_dim, **hash_params)
-    train_default_init(profile, dataset, config.to_json(), valid_fraction, seed=teacher_seed,
-                       dim=_teacher_dim(config, teacher_dim))
+    # a run without a teacher (no init) trains none, whatever teacher_dim says
+    train_default_init(profile, dataset, config.to_json(), valid_fraction, seed=teacher_seed, dim=teacher_dim)
     return run(config, out, progress=progress, retrain=True), out
 
 
@@ -347,9 +358,12 @@ def hash_plan(profile: str, method: str, *, seed: int = 0, bits: int = 64, model
     from ..hashing import UNTRAINED
 
     stage = HASH_STAGE[profile]
+    teacher_dim = own_size(profile, dataset, teacher_dim)
     if method in UNTRAINED:
         init = default_init(profile, dataset, valid_fraction, seed=teacher_seed, dim=teacher_dim)
-        overrides = {"epochs": 0, "hash_params": {"init": str(init), **hash_params}, **({"dim": teacher_dim} if teacher_dim else {})}
+        overrides = {"epochs": 0, "hash_params": {"init": str(init), **hash_params}}
+        if teacher_dim:
+            overrides["dim"] = teacher_dim
         if valid_fraction is not None:
             overrides["valid_fraction"] = valid_fraction
     else:

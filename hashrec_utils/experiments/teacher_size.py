@@ -21,7 +21,15 @@ from __future__ import annotations
 from ..config import results_dir
 from ..utils import read_json, write_json
 
-__all__ = ["teacher_size", "teacher_size_path", "read_teacher_size", "teacher_pending"]
+__all__ = ["teacher_size", "teacher_size_path", "read_teacher_size", "teacher_pending", "table_teacher_dim"]
+
+
+def table_teacher_dim(profile: str, dataset: str) -> int:
+    """The size the comparison's table is built on: its stage's ``teacher_dim``, else the profile's own."""
+    from ..settings import train_config
+    from .comparison import COMPARISON
+
+    return COMPARISON[profile].teacher_dim or train_config(profile, dataset).dim
 
 
 def teacher_size_path(profile: str, dataset: str):
@@ -55,7 +63,6 @@ def teacher_size(profile: str, dataset: str, *, dims: tuple[int, ...] | None = N
     ``teacher_dims``); a prefix of them leaves the rest ``pending`` where the last one tried won.
     Finished runs are reused; ``reuse_committed``: a size whose run folder is absent is read from the
     committed record where it holds a line of that run."""
-    from ..settings import train_config
     from .comparison import COMPARISON
     from .runs import lightgcn_plan, lightgcn_run
 
@@ -66,19 +73,17 @@ def teacher_size(profile: str, dataset: str, *, dims: tuple[int, ...] | None = N
         raise ValueError(f"the {profile} profile's comparison has no teacher_dims to choose among")
     if len(set(dims)) != len(dims) or any(d <= 0 for d in dims):
         raise ValueError(f"dims must be distinct positive sizes; got {dims}")
-    base = train_config(profile, dataset).dim
     committed = {}
     if reuse_committed:
         old = read_teacher_size(profile, dataset)
         committed = {e["run"]: e for e in (old or {}).get("sizes", [])}
     tried, best = [], None
     for dim in dims:
-        own = None if dim == base else dim  # the profile's size keeps its folder name
-        _, folder = lightgcn_plan(profile, dataset, valid_fraction=stage.valid_fraction, dim=own)
+        _, folder = lightgcn_plan(profile, dataset, valid_fraction=stage.valid_fraction, dim=dim)
         if not folder.exists() and folder.name in committed:
             entry = {**committed[folder.name], "reused_committed": True}
         else:
-            metrics, out = lightgcn_run(profile, dataset, valid_fraction=stage.valid_fraction, dim=own, progress=progress)
+            metrics, out = lightgcn_run(profile, dataset, valid_fraction=stage.valid_fraction, dim=dim, progress=progress)
             entry = _entry(dim, out, metrics)
         tried.append(entry)
         if best is not None and entry["valid_recall@20"] <= best["valid_recall@20"]:
@@ -91,7 +96,7 @@ def teacher_size(profile: str, dataset: str, *, dims: tuple[int, ...] | None = N
         "rule": ("sizes tried in order on the validation carve-out, each only after the one before won; the first "
                  "that does not raise validation recall@20 ends the search"),
         "selected_on": "valid recall@20", "sizes": tried, "chosen": best["dim"], "pending": rest,
-        "table_teacher_dim": stage.teacher_dim or base,
+        "table_teacher_dim": table_teacher_dim(profile, dataset),
     }
     write_json(teacher_size_path(profile, dataset), record)
     return record

@@ -45,10 +45,9 @@ def tradeoff_models(profile: str, dataset: str) -> tuple[str, float | None]:
     of this profile's comparison (``comparison_summary.json``) on the comparison's carve-out."""
     if dataset == "ml-1m":
         return read_json(results_dir(profile) / "hashing_summary.json")["best_estimator"], None
-    from .comparison import COMPARISON
+    from .comparison import COMPARISON, comparison_summary
 
-    summary = results_dir(profile) / "comparison_summary.json"
-    record = read_json(summary).get(dataset) if summary.exists() else None
+    summary, record = comparison_summary(profile, dataset)
     if not record or "best_row" not in record:
         raise ValueError(f"the {dataset} tradeoff searches the comparison's models: run notebook 07 "
                          f"(compare --profile {profile}) first; {summary} holds no best row of {dataset}")
@@ -59,8 +58,9 @@ def comparison_refit(profile: str, dataset: str) -> bool:
     """Whether the comparison's result on ``dataset`` is its refit (its summary has a ``refit`` block:
     the teacher and the best row retrained on all of train), so that the speed study searches those
     final models rather than their carve-out runs."""
-    summary = results_dir(profile) / "comparison_summary.json"
-    record = read_json(summary).get(dataset) if summary.exists() else None
+    from .comparison import comparison_summary
+
+    record = comparison_summary(profile, dataset)[1]
     return bool(record and record.get("refit"))
 
 

@@ -21,7 +21,7 @@ def _fake_teachers(monkeypatch, tmp_path, valid: dict, test: dict | None = None)
     def fake(profile, dataset, *, valid_fraction=None, dim=None, progress=False, **kw):
         size = dim or 64
         calls.append(size)
-        out = tmp_path / "runs" / profile / runs.lightgcn_run_name(dataset, valid_fraction=valid_fraction, dim=dim)
+        out = runs.lightgcn_plan(profile, dataset, valid_fraction=valid_fraction, dim=dim)[1]  # the real naming
         out.mkdir(parents=True, exist_ok=True)
         return {"valid": {"recall@20": valid[size]}, "recall@20": (test or {}).get(size, 1.0 - valid[size]),
                 "kept_epoch": 425, "epochs_run": 450, "train_seconds": 4.5 * size}, out
@@ -96,6 +96,10 @@ def test_a_table_on_a_larger_teacher_sizes_names_and_initialises_every_run_that_
     own, own_out = variant_plan("full", "bgch_published", dataset="gowalla", valid_fraction=vf, teacher_dim=128)
     same, same_out = variant_plan("full", "bgch_published", dataset="gowalla", valid_fraction=vf)
     assert own == same and own_out == same_out and "init" not in own.hash_params
+    # the profile's own size set explicitly is the size unset: same settings, same folders
+    assert variant_plan("full", "signswish", dataset="gowalla", valid_fraction=vf, teacher_dim=64) == (base_config, base_out)
+    assert runs.lightgcn_plan("full", "gowalla", valid_fraction=vf, dim=64) == runs.lightgcn_plan("full", "gowalla",
+                                                                                                  valid_fraction=vf)
     sign, sign_out = runs.hash_plan("full", "sign", bits=128, dataset="gowalla", valid_fraction=vf, teacher_dim=128)
     assert sign.dim == 128 and sign_out.name.endswith("_d128") and "d128" in sign.hash_params["init"]
 
