@@ -87,12 +87,14 @@ def _parser() -> argparse.ArgumentParser:
                          help="only the asymmetric rows: the best row's runs scored asymmetrically and signswish_asym "
                               "at its settings, every seed (results/<profile>/comparison_asymmetric*)")
 
-    size = sub.add_parser("teacher-size", help="the comparison's teacher size chosen on validation "
-                                               "(results/<profile>/teacher_size_<dataset>.json)")
+    size = sub.add_parser("teacher-size", help="the comparison's teacher (its size, then its schedule) chosen on "
+                                               "validation (results/<profile>/teacher_size_<dataset>.json)")
     size.add_argument("--profile", default="full", choices=PROFILES)
     size.add_argument("--dataset", default=None, help="the comparison's catalogue (default: its first)")
     size.add_argument("--dims", nargs="+", type=int, default=None, metavar="D",
                       help="the sizes to try, in order (default: the profile's teacher_dims; the rest stay pending)")
+    size.add_argument("--no-schedule", action="store_true",
+                      help="choose the size only: the chosen size's longer schedule stays pending")
     size.add_argument("--reuse-committed", action="store_true",
                       help="read a size whose run folder is absent from the committed record where it holds it")
 
@@ -272,12 +274,15 @@ def main(argv: list[str] | None = None) -> int:
         if not planned.datasets:
             raise ValueError(f"the {args.profile} profile trains no comparison, so it has no teacher to size")
         record = teacher_size(args.profile, args.dataset or planned.datasets[0],
-                              dims=tuple(args.dims) if args.dims else None, reuse_committed=args.reuse_committed)
-        for e in record["sizes"]:
+                              dims=tuple(args.dims) if args.dims else None, schedule=not args.no_schedule,
+                              reuse_committed=args.reuse_committed)
+        for e in record["sizes"] + record["schedules"]:
             print(f"d = {e['dim']}: valid recall@20 {e['valid_recall@20']:.4f} (test {e['test_recall@20']:.4f}), "
                   f"kept epoch {e['kept_epoch']} of {e['epochs']}, {e['seconds_per_epoch'] or 0:.1f} s an epoch ({e['run']})")
-        pending = f"; still to try: {', '.join(map(str, record['pending']))}" if record["pending"] else ""
-        print(f"chosen: d = {record['chosen']} (the table's teacher: d = {record['table_teacher_dim']}){pending}")
+        todo = [f"d = {d}" for d in record["pending"]] + [f"{e} epochs" for e in record["pending_epochs"]]
+        pending = f"; still to try: {', '.join(todo)}" if todo else ""
+        print(f"chosen: d = {record['chosen']}, {record['chosen_epochs']} epochs (the table's teacher: "
+              f"d = {record['table_teacher_dim']}, {record['table_teacher_epochs']} epochs){pending}")
         return 0
     if args.command == "tradeoff":
         from .experiments.tradeoff import tradeoff_stage

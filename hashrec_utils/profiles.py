@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["PROFILES", "Profile", "LightGCNTargets", "HashStage", "RetrievalStage", "TuningGrid", "ComparisonStage",
+__all__ = ["PROFILES", "Profile", "LightGCNTargets", "HashStage", "RetrievalStage", "TuningGrid", "Teacher",
+           "ComparisonStage",
            "ALL_ROWS", "get_profile", "check_profile", "ProfileView"]
 
 PROFILES = ("quick", "default", "full")
@@ -159,6 +160,28 @@ ALL_ROWS = ("signswish", "guided_ste", "ste", "hashnet", "luo_wu", "bgch_publish
 
 
 @dataclass(frozen=True)
+class Teacher:
+    """The LightGCN a table's hash rows learn from, where it is not the profile's own: its embedding
+    size ``dim`` and its schedule's length ``epochs`` (None: the profile's). Runs that start from it
+    carry :attr:`tag` in their folder names (``_d128``, ``_d128_e900``); the profile's own teacher has
+    none, so its runs keep the names (and the numbers) they always had."""
+
+    dim: int | None = None
+    epochs: int | None = None
+
+    def __post_init__(self):
+        for name in ("dim", "epochs"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                raise ValueError(f"Teacher.{name} must be a positive int or None; got {value!r}")
+
+    @property
+    def tag(self) -> str:
+        """The folder-name suffix of the teacher and of every run that starts from it."""
+        return (f"_d{self.dim}" if self.dim else "") + (f"_e{self.epochs}" if self.epochs else "")
+
+
+@dataclass(frozen=True)
 class ComparisonStage:
     """What notebook 07 runs in one profile.
 
@@ -175,8 +198,10 @@ class ComparisonStage:
     row over every seed) or ``top`` (every row that runs every seed); ``refit_seeds``: the seeds refit
     (None: every seed the row ran; the others are listed as pending). ``teacher_dims``: the LightGCN
     sizes the teacher-size choice tries in order on the carve-out
-    (:mod:`hashrec_utils.experiments.teacher_size`); ``teacher_dim``: the size the table's teacher
-    and every row that starts from it are trained at (None: the profile's), set from that choice.
+    (:mod:`hashrec_utils.experiments.teacher_size`), then the chosen size's schedule doubled while
+    validation improves up to ``teacher_max_length`` × the profile's epochs; ``teacher``: the
+    :class:`Teacher` (size, schedule) the table's teacher and every row that starts from it are
+    trained at (None: the profile's), set by hand from that choice.
     """
 
     datasets: tuple[str, ...] = ()
@@ -193,11 +218,14 @@ class ComparisonStage:
     refit: str = "none"
     refit_seeds: tuple[int, ...] | None = None
     teacher_dims: tuple[int, ...] = ()
-    teacher_dim: int | None = None
+    teacher_max_length: float | None = None
+    teacher: Teacher | None = None
 
     def __post_init__(self):
         if self.refit not in ("none", "best", "top"):
             raise ValueError(f"ComparisonStage.refit must be none, best or top; got {self.refit!r}")
+        if self.teacher_max_length is not None and self.teacher_max_length < 1:
+            raise ValueError(f"ComparisonStage.teacher_max_length must be at least 1; got {self.teacher_max_length}")
 
 
 @dataclass(frozen=True)
@@ -314,9 +342,11 @@ FULL = Profile(
     tuning=TuningGrid(max_length_factor=4.0, levers=True, final_length_factor=8.0),
     # the sweep at the grid's longest schedule (2×): 4× at 768 bits alone is ~25 min on two cores
     # refit: hashrec's best row and the teacher on all of train (the published recipes' refits: pending)
-    # the teacher: 64, then 128, then 256, each only if the one before won on validation (teacher_size)
+    # the teacher: 64, then 128, then 256, each only if the one before won on validation (teacher_size),
+    # then the winner's schedule doubled while validation improves, up to 2× (450 → 900 epochs: a 256-d
+    # teacher at 900 is ~8 h on two cores)
     comparison=ComparisonStage(datasets=("gowalla",), seeds=(0, 1, 2), sweep_length_factor=2.0, refit="best",
-                               teacher_dims=(64, 128, 256)),
+                               teacher_dims=(64, 128, 256), teacher_max_length=2.0),
 )
 
 _BY_NAME = {p.name: p for p in (QUICK, DEFAULT, FULL)}  # module-private: read it through get_profile

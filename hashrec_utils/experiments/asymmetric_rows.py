@@ -51,7 +51,7 @@ def asymmetric_rows(profile: str, dataset: str = "gowalla", seeds: tuple[int, ..
     for label, at, its_seeds in [(best, None, seeds), *[(t, point, tuple(trained_seeds or seeds)) for t in trained]]:
         for seed in its_seeds:
             _, out = variant_run(profile, label, seed=seed, dataset=dataset, valid_fraction=vf, point=at,
-                                 teacher_dim=stage.teacher_dim)
+                                 teacher=stage.teacher)
             metrics = comparison_metrics(out, data, stage.ks, stage.candidates)
             scored = {split: {s: m[s] for s in SEARCHES if s in m} if m else None for split, m in metrics.items()
                       if split in ("test", "valid")}

@@ -40,8 +40,8 @@ from ..utils import read_json, write_json
 from .committed import CommittedRuns, checked_rows, identity_cells, read_comparison
 from .refit import CARVE_OUT, REFIT, REFIT_SUFFIX, refit_config, refit_folder, refit_run, refit_summary
 from .rows import GridPoint, popcount_searchable, row_family, tuned_point, tuned_winners, variant_plan, variant_run
-from .runs import hash_plan, hash_run, lightgcn_plan, lightgcn_run, write_table
-from .teacher_size import teacher_pending
+from .runs import hash_plan, hash_run, lightgcn_args, lightgcn_plan, lightgcn_run, own_teacher, write_table
+from .teacher_size import table_teacher, teacher_pending
 from .tuning import final_schedule_pending
 
 __all__ = ["ComparisonStage", "COMPARISON", "UNTRAINED_ROWS", "comparison_stage", "comparison_metrics", "comparison_view",
@@ -173,8 +173,8 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
     run_rows, tables, bit_rows, summaries = [], [], [], {}
     for dataset in stage.datasets:
         vf = stage.valid_fraction
-        tdim = stage.teacher_dim  # the table's teacher size (None: the profile's) and every run's from it
-        table_dim = tdim or train_config(profile, dataset).dim
+        spec = own_teacher(profile, dataset, stage.teacher)  # the table's teacher (None: the profile's), every run's
+        resolved = table_teacher(profile, dataset)  # its size and schedule
         data = load_run_data(train_config(profile, dataset, valid_fraction=vf))
         runs_seconds, reused = {}, []
 
@@ -219,22 +219,23 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
             for seed in seeds:
                 got += rows_of_run("runs", label, seed, 64,
                                    variant_plan(profile, label, seed=seed, dataset=dataset, valid_fraction=vf,
-                                                teacher_dim=tdim),
+                                                teacher=spec),
                                    lambda: variant_run(profile, label, seed=seed, dataset=dataset, valid_fraction=vf,
-                                                       teacher_dim=tdim))
+                                                       teacher=spec))
             return got
 
-        lgcn_plan = lightgcn_plan(profile, dataset, valid_fraction=vf, dim=tdim)
+        sized = lightgcn_args(spec)
+        lgcn_plan = lightgcn_plan(profile, dataset, valid_fraction=vf, **sized)
         lgcn_name = lgcn_plan[1].name
         teacher_rows = rows_of_run("runs", "lightgcn (continuous)", 0, 0, lgcn_plan,
-                                   lambda: lightgcn_run(profile, dataset, progress=False, valid_fraction=vf, dim=tdim))
+                                   lambda: lightgcn_run(profile, dataset, progress=False, valid_fraction=vf, **sized))
         per_row = {label: row_runs(label, stage.seeds[:1]) for label in stage.rows}
         untrained = []
         for label, method in UNTRAINED_ROWS:
-            b = table_dim if method == "sign" else 64
-            plan = hash_plan(profile, method, bits=b, dataset=dataset, valid_fraction=vf, teacher_dim=tdim)
+            b = resolved.dim if method == "sign" else 64
+            plan = hash_plan(profile, method, bits=b, dataset=dataset, valid_fraction=vf, teacher=spec)
             untrained += [r for r in rows_of_run("runs", label, 0, b, plan, lambda: hash_run(
-                profile, method, bits=b, dataset=dataset, valid_fraction=vf, teacher_dim=tdim)) if r["search"] != "continuous"]
+                profile, method, bits=b, dataset=dataset, valid_fraction=vf, teacher=spec)) if r["search"] != "continuous"]
         # the top rows, chosen on the seed-0 table's validation numbers, run the other seeds
         first = _summarize(pd.DataFrame([r for rs in per_row.values() for r in rs]), stage.ks)
         def top_of(s):
@@ -249,7 +250,7 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
                    # rows whose grid was recorded before its step 5 (a still-learning winner's longer schedule)
                    "final_schedule": [r for r in final_schedule_pending(profile, dataset) if r in stage.rows],
                    # the teacher-size record's choice, where the table is not yet built on it
-                   "teacher": teacher_pending(profile, dataset, table_dim)}
+                   "teacher": teacher_pending(profile, dataset, resolved)}
         runs = pd.DataFrame(teacher_rows + [r for label in stage.rows for r in per_row[label]] + untrained)
         runs.insert(0, "dataset", dataset)
         table = _summarize(runs, stage.ks).assign(dataset=dataset)
@@ -264,15 +265,15 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
                         refit_left.append(f"{label} seed {seed}")
                         continue
                     refits += refit_rows(label, seed, variant_plan(profile, label, seed=seed, dataset=dataset,
-                                                                   valid_fraction=vf, teacher_dim=tdim), teacher_refit)
+                                                                   valid_fraction=vf, teacher=spec), teacher_refit)
             runs = pd.concat([runs, pd.DataFrame(refits).assign(dataset=dataset)], ignore_index=True)
             table = _summarize(runs, stage.ks).assign(dataset=dataset)
         pending["refit"] = ([r for r in top if r != best] if stage.refit == "best" else []) + refit_left
         sweep = sweep_point(tuned_point(profile, best, dataset), stage.sweep_length_factor)
         for b in stage.bits:
-            plan = variant_plan(profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep, teacher_dim=tdim)
+            plan = variant_plan(profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep, teacher=spec)
             bit_rows += [{"dataset": dataset, **r} for r in rows_of_run("bits", best, 0, b, plan, lambda: variant_run(
-                profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep, teacher_dim=tdim))
+                profile, best, bits=b, dataset=dataset, valid_fraction=vf, point=sweep, teacher=spec))
                 if r["search"] != "continuous"]
         run_rows.append(runs)
         tables.append(table)
@@ -289,7 +290,8 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
                           "float per item that popcount indexes cannot serve)"),
             "valid_fraction": vf, "candidates": stage.candidates, "ks": list(stage.ks),
             "teacher": teacher,
-            "teacher_dim": table_dim,
+            "teacher_dim": resolved.dim,
+            "teacher_epochs": resolved.epochs,
             "best_valid_hamming_recall@50": float(pick["valid_recall@50_mean"]),
             **{f"best_{s}_{m}": float(carve_table[(carve_table.row == best) & (carve_table.search == s)][f"{m}_mean"].iloc[0])
                for s in ("hamming", "hierarchical") for m in ("recall@50", "recall@100", "ndcg@50", "ndcg@100")},

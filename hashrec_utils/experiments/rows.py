@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from ..profiles import Teacher
 from . import runs as _runs
 
 
@@ -136,35 +137,36 @@ def row_spec(label: str) -> tuple[str, str, dict]:
 def variant_run(profile: str, label: str, *, seed: int = 0, bits: int = 64, progress: bool = False,
                 dataset: str = "ml-1m", point: "GridPoint | None" = None,
                 valid_fraction: float | None = None, teacher_seed: int = 0,
-                teacher_dim: int | None = None) -> tuple[dict, Path]:
+                teacher: Teacher | None = None) -> tuple[dict, Path]:
     """:func:`.runs.hash_run` of a table row's label: an estimator name or one of :data:`EXTRA_VARIANTS`,
     at the tuning grid's ``point`` (default: the row's winner on ``dataset``'s validation split,
     :func:`tuned_point`; the base settings where it was not tuned). A point other than the base gets its own
     folder (``…_<point tag>``), so a winner's run is the tuning run itself. ``teacher_seed``: the
-    LightGCN seed it starts from (the whole pipeline's seed, :func:`.runs.hash_run`); ``teacher_dim``: its
-    size, where not the profile's (a row with its own encoder has no teacher and ignores it)."""
+    LightGCN seed it starts from (the whole pipeline's seed, :func:`.runs.hash_run`); ``teacher``: its
+    size and schedule, where not the profile's (:class:`~hashrec_utils.profiles.Teacher`; a row with its
+    own encoder has no teacher and ignores it)."""
     method, model, tag, params = _variant(profile, label, dataset, point)
     return _runs.hash_run(profile, method, seed=seed, bits=bits, model=model, tag=tag, progress=progress,
                           dataset=dataset, valid_fraction=valid_fraction, teacher_seed=teacher_seed,
-                          teacher_dim=teacher_dim, **params)
+                          teacher=teacher, **params)
 
 
 def variant_plan(profile: str, label: str, *, seed: int = 0, bits: int = 64, dataset: str = "ml-1m",
                  point: "GridPoint | None" = None, valid_fraction: float | None = None, teacher_seed: int = 0,
-                 teacher_dim: int | None = None):
+                 teacher: Teacher | None = None):
     """The ``(TrainConfig, run folder)`` of :func:`variant_run`, resolved without training anything."""
     method, model, tag, params = _variant(profile, label, dataset, point)
     return _runs.hash_plan(profile, method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
-                           valid_fraction=valid_fraction, teacher_seed=teacher_seed, teacher_dim=teacher_dim, **params)
+                           valid_fraction=valid_fraction, teacher_seed=teacher_seed, teacher=teacher, **params)
 
 
 def variant_run_name(profile: str, label: str, *, seed: int = 0, bits: int = 64, dataset: str = "ml-1m",
                      point: "GridPoint | None" = None, valid_fraction: float | None = None,
-                     teacher_dim: int | None = None) -> str:
+                     teacher: Teacher | None = None) -> str:
     """The folder name :func:`variant_run` trains into, without training anything."""
-    if teacher_dim:  # whether the row starts from a teacher is in its resolved settings
+    if teacher:  # whether the row starts from a teacher is in its resolved settings
         return variant_plan(profile, label, seed=seed, bits=bits, dataset=dataset, point=point,
-                            valid_fraction=valid_fraction, teacher_dim=teacher_dim)[1].name
+                            valid_fraction=valid_fraction, teacher=teacher)[1].name
     method, model, tag, _ = _variant(profile, label, dataset, point)
     return _runs.hash_run_name(method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
                                valid_fraction=valid_fraction)

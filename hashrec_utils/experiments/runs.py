@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import results_dir
-from ..profiles import HashStage, ProfileView, get_profile
+from ..profiles import HashStage, ProfileView, Teacher, get_profile
 from .. import settings as _settings
 from ..data import DATASETS, InteractionData, load_dataset, subset_users
 from ..utils import atomic_write, write_json
@@ -106,22 +106,29 @@ def lightgcn_run_name(dataset: str, seed: int = 0, n_layers: int = 3, epochs: in
 
 def hash_run_name(method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
                   dataset: str = "ml-1m", valid_fraction: float | None = None, teacher_seed: int = 0,
-                  teacher_dim: int | None = None) -> str:
+                  teacher: Teacher | None = None) -> str:
     """The folder name :func:`hash_run` trains into (under ``runs/<profile>/``); ``_t<n>`` after the
-    seed where the run starts from the LightGCN of seed ``teacher_seed`` n ≠ 0, ``_d<n>`` where it
-    starts from a teacher of size ``teacher_dim`` rather than the profile's."""
+    seed where the run starts from the LightGCN of seed ``teacher_seed`` n ≠ 0, then the
+    :attr:`~hashrec_utils.profiles.Teacher.tag` of a ``teacher`` other than the profile's
+    (``_d<n>``: its size, ``_e<n>``: its schedule)."""
     carve = valid_tag(valid_fraction)[1:] + ("_" if valid_fraction is not None else "")
     prefix = ("hash_" if dataset == "ml-1m" else f"hash_{dataset}_") + carve
-    teacher = (f"_t{teacher_seed}" if teacher_seed else "") + (f"_d{teacher_dim}" if teacher_dim else "")
-    return f"{prefix}{model}_{method}_b{bits}_s{seed}{teacher}" + (f"_{tag}" if tag else "")
+    tags = (f"_t{teacher_seed}" if teacher_seed else "") + (teacher.tag if teacher else "")
+    return f"{prefix}{model}_{method}_b{bits}_s{seed}{tags}" + (f"_{tag}" if tag else "")
 
 
-def own_size(profile: str, dataset: str, dim: int | None) -> int | None:
-    """``dim``, or None where it is unset or the profile's own embedding size: a size set to the
-    profile's keeps the folder names (no ``_d<n>``) and the runs it always had."""
+def own_teacher(profile: str, dataset: str, teacher: Teacher | None) -> Teacher | None:
+    """``teacher`` with what equals the profile's own (its embedding size, its LightGCN schedule)
+    unset, None where nothing is left: a teacher set to the profile's keeps the folder names (no
+    ``_d<n>``/``_e<n>``) and the runs it always had."""
     from ..settings import train_config
 
-    return dim if dim and dim != train_config(profile, str(dataset)).dim else None
+    if teacher is None:
+        return None
+    own = train_config(profile, str(dataset))
+    dim = teacher.dim if teacher.dim != own.dim else None
+    epochs = teacher.epochs if teacher.epochs != own.epochs else None
+    return Teacher(dim, epochs) if dim or epochs else None
 
 
 def lightgcn_plan(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: int = 3,
@@ -130,7 +137,7 @@ def lightgcn_plan(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers:
     from ..config import runs_dir
     from ..settings import train_config
 
-    dim = own_size(profile, dataset, dim)
+    dim = (own_teacher(profile, dataset, Teacher(dim)) or Teacher()).dim
     out = runs_dir(profile) / lightgcn_run_name(dataset, seed, n_layers, epochs, valid_fraction, dim=dim)
     overrides = {} if n_layers == 3 else {"n_layers": n_layers}
     if epochs:
@@ -149,7 +156,8 @@ def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: 
 
     ``valid_fraction``: carve that share of train as validation where the profile's default would
     not (a published split; the folder gets :func:`valid_tag`'s suffix). ``dim``: the embedding size
-    where it is not the profile's (the teacher-size choice; the folder gets ``_d<dim>``).
+    where it is not the profile's (the teacher-size choice; the folder gets ``_d<dim>``); ``epochs``:
+    the schedule's length (the folder gets ``_e<epochs>``).
     A folder trained by other component versions (its ``identity``) is moved aside and trained again."""
     from ..training.runs import run
 
@@ -207,7 +215,7 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
                    epochs: int | None = None, eval_every: int | None = None, init: str | Path | None = None,
                    shape: "_settings.DataShape | None" = None, budget_bytes: float | None = None,
                    end_to_end: bool = False, lr_factor: float = 1.0, length_factor: float = 1.0,
-                   valid_fraction: float | None = None, teacher_seed: int = 0, teacher_dim: int | None = None,
+                   valid_fraction: float | None = None, teacher_seed: int = 0, teacher: Teacher | None = None,
                    **hash_params) -> dict:
     """The :class:`~hashrec_utils.training.TrainConfig` overrides of a hash run in this study (the CLI's
     ``train --hash`` uses them too): :data:`HASH_TRAIN` (or :data:`HASHGNN_TRAIN`) with the batch of
@@ -235,8 +243,9 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     ``valid_fraction``: the share of train carved as validation where the profile's default would
     carve none (a published split, :mod:`.comparison`); the init is then the LightGCN run on the
     same carve-out (:func:`lightgcn_run` with it), so nothing a run selects on was trained on.
-    ``teacher_dim``: the default init is the LightGCN of that size (``_d<n>``) and the run's tables
-    take its size (the hash layer maps it to ``bits``); a run without a teacher ignores it.
+    ``teacher``: the default init is that LightGCN (its size and schedule, :class:`~hashrec_utils.profiles.Teacher`)
+    and the run's tables take its size (the hash layer maps it to ``bits``); a run without a teacher
+    ignores it.
     """
     from ..hashing import recipe_of
     from ..settings import train_config
@@ -264,8 +273,8 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     params = dict(hash_params)
     distill = bool(params.get("distill", TABLE_OBJECTIVE["distill"]))
     own = recipe.own_encoder  # HashGNN as published: its encoder from scratch, no table, no teacher
-    teacher_dim = None if own else teacher_dim
-    sized = {"dim": teacher_dim} if teacher_dim else {}
+    teacher = None if own else teacher
+    sized = {"dim": teacher.dim} if teacher and teacher.dim else {}
     chosen = _settings.HashSettings.of(profile, shape, budget_bytes=budget_bytes, distill=distill, **sized)
     pooled = not own and "n_negatives" not in params and chosen.pooled
     epochs = epochs or (stage.hashgnn_epochs if own else
@@ -274,7 +283,7 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
     params["estimator"] = {**_settings.HashSettings.schedule(recipe.estimator), **params.get("estimator", {})}
     if not own:
         if init is None:
-            init = default_init(profile, dataset, valid_fraction, seed=teacher_seed, dim=teacher_dim)
+            init = default_init(profile, dataset, valid_fraction, seed=teacher_seed, teacher=teacher)
         params = {**TABLE_OBJECTIVE, "n_negatives": chosen.n_negatives, "init": str(init), **params}
     return _scaled({**HASH_TRAIN, "batch_size": chosen.batch_size, **(HASHGNN_TRAIN if own else {}),
                     "epochs": epochs, "eval_every": eval_every, "keep": stage.keep, "hash_params": params, **carve,
@@ -282,21 +291,29 @@ def hash_overrides(profile: str, method: str, *, model: str = "lightgcn", datase
 
 
 def default_init(profile: str, dataset: str = "ml-1m", valid_fraction: float | None = None, seed: int = 0,
-                 dim: int | None = None) -> Path:
-    """The folder of the profile's LightGCN run of ``dataset`` with ``seed`` (and size ``dim`` where
-    set; what :func:`lightgcn_run` trains into), a table run's default ``init``."""
+                 teacher: Teacher | None = None) -> Path:
+    """The folder of the profile's LightGCN run of ``dataset`` with ``seed`` (and the ``teacher``'s
+    size and schedule where set; what :func:`lightgcn_run` trains into), a table run's default ``init``."""
     from ..config import runs_dir
 
-    return runs_dir(profile) / lightgcn_run_name(dataset, seed=seed, valid_fraction=valid_fraction, dim=dim)
+    sized = own_teacher(profile, dataset, teacher) or Teacher()
+    return runs_dir(profile) / lightgcn_run_name(dataset, seed=seed, epochs=sized.epochs, valid_fraction=valid_fraction,
+                                                 dim=sized.dim)
+
+
+def lightgcn_args(teacher: Teacher | None) -> dict:
+    """:func:`lightgcn_run`'s (and :func:`lightgcn_plan`'s) ``dim`` and ``epochs`` of ``teacher``
+    (:func:`own_teacher`'s, so the profile's own is unset; none: the profile's)."""
+    return {"dim": teacher.dim, "epochs": teacher.epochs} if teacher else {}
 
 
 def train_default_init(profile: str, dataset: str, overrides: dict, valid_fraction: float | None = None,
-                       seed: int = 0, dim: int | None = None) -> None:
+                       seed: int = 0, teacher: Teacher | None = None) -> None:
     """Train (or reuse) the LightGCN run that ``overrides`` start from when it is the profile's
-    default one of ``seed`` and size ``dim`` (:func:`default_init`); an ``init`` the caller chose is left as it is."""
+    default one of ``seed`` and ``teacher`` (:func:`default_init`); an ``init`` the caller chose is left as it is."""
     init = (overrides.get("hash_params") or {}).get("init")
-    if init is not None and Path(init) == default_init(profile, dataset, valid_fraction, seed=seed, dim=dim):
-        lightgcn_run(profile, dataset, seed=seed, progress=False, valid_fraction=valid_fraction, dim=dim)
+    if init is not None and Path(init) == default_init(profile, dataset, valid_fraction, seed=seed, teacher=teacher):
+        lightgcn_run(profile, dataset, seed=seed, progress=False, valid_fraction=valid_fraction, **lightgcn_args(teacher))
 
 
 def _scaled(overrides: dict, lr_factor: float, length_factor: float) -> dict:
@@ -312,7 +329,7 @@ def _scaled(overrides: dict, lr_factor: float, length_factor: float) -> dict:
 
 def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
              epochs: int | None = None, eval_every: int | None = None, progress: bool = False, dataset: str = "ml-1m",
-             valid_fraction: float | None = None, teacher_seed: int = 0, teacher_dim: int | None = None,
+             valid_fraction: float | None = None, teacher_seed: int = 0, teacher: Teacher | None = None,
              **hash_params) -> tuple[dict, Path]:
     """Train (or reuse) one hash model of notebook 03; returns ``(metrics, run folder)``.
 
@@ -327,52 +344,53 @@ def hash_run(profile: str, method: str, *, seed: int = 0, bits: int = 64, model:
     ``valid_fraction``: train on that validation carve-out (see :func:`hash_overrides`; the folder
     gets :func:`valid_tag`'s suffix after the dataset). ``teacher_seed``: start from the LightGCN run
     of that seed (the whole pipeline's seed; ``_t<n>`` in the folder name), trained here if absent;
-    ``teacher_dim``: of that size (``_d<n>``, :func:`hash_overrides`; the profile's own size: as unset).
+    ``teacher``: of that size and schedule (:class:`~hashrec_utils.profiles.Teacher`, :func:`hash_overrides`;
+    the profile's own: as unset).
     A folder trained by other component versions (its ``identity``) is moved aside and trained again.
     """
     from ..training.runs import run
 
-    teacher_dim = own_size(profile, dataset, teacher_dim)
+    teacher = own_teacher(profile, dataset, teacher)
     config, out = hash_plan(profile, method, seed=seed, bits=bits, model=model, tag=tag, epochs=epochs,
                             eval_every=eval_every, dataset=dataset, valid_fraction=valid_fraction,
-                            teacher_seed=teacher_seed, teacher_dim=teacher_dim, **hash_params)
-    # a run without a teacher (no init) trains none, whatever teacher_dim says
-    train_default_init(profile, dataset, config.to_json(), valid_fraction, seed=teacher_seed, dim=teacher_dim)
+                            teacher_seed=teacher_seed, teacher=teacher, **hash_params)
+    # a run without a teacher (no init) trains none, whatever teacher says
+    train_default_init(profile, dataset, config.to_json(), valid_fraction, seed=teacher_seed, teacher=teacher)
     return run(config, out, progress=progress, retrain=True), out
 
 
-def _teacher_dim(config, teacher_dim: int | None) -> int | None:
-    """``teacher_dim`` where the run starts from a teacher (its hash parameters name an init), else None:
-    a run without one is named and trained as it always was."""
-    return teacher_dim if teacher_dim and (config.hash_params or {}).get("init") is not None else None
+def _named_teacher(config, teacher: Teacher | None) -> Teacher | None:
+    """``teacher`` where the run starts from one (its hash parameters name an init), else None: a run
+    without one is named and trained as it always was."""
+    return teacher if teacher and (config.hash_params or {}).get("init") is not None else None
 
 
 def hash_plan(profile: str, method: str, *, seed: int = 0, bits: int = 64, model: str = "lightgcn", tag: str = "",
               epochs: int | None = None, eval_every: int | None = None, dataset: str = "ml-1m",
-              valid_fraction: float | None = None, teacher_seed: int = 0, teacher_dim: int | None = None,
+              valid_fraction: float | None = None, teacher_seed: int = 0, teacher: Teacher | None = None,
               **hash_params):
     """The ``(TrainConfig, run folder)`` of :func:`hash_run`, resolved without training anything (a
-    table run's ``init`` is named, :func:`default_init`, not trained; ``teacher_dim``: its size)."""
+    table run's ``init`` is named, :func:`default_init`, not trained; ``teacher``: its size and schedule)."""
     from ..config import runs_dir
     from ..settings import train_config
     from ..hashing import UNTRAINED
 
     stage = HASH_STAGE[profile]
-    teacher_dim = own_size(profile, dataset, teacher_dim)
+    teacher = own_teacher(profile, dataset, teacher)
     if method in UNTRAINED:
-        init = default_init(profile, dataset, valid_fraction, seed=teacher_seed, dim=teacher_dim)
+        init = default_init(profile, dataset, valid_fraction, seed=teacher_seed, teacher=teacher)
         overrides = {"epochs": 0, "hash_params": {"init": str(init), **hash_params}}
-        if teacher_dim:
-            overrides["dim"] = teacher_dim
+        if teacher and teacher.dim:
+            overrides["dim"] = teacher.dim
         if valid_fraction is not None:
             overrides["valid_fraction"] = valid_fraction
     else:
         overrides = hash_overrides(profile, method, model=model, dataset=dataset, epochs=epochs,
                                    eval_every=eval_every or stage.eval_every, valid_fraction=valid_fraction,
-                                   teacher_seed=teacher_seed, teacher_dim=teacher_dim, **hash_params)
+                                   teacher_seed=teacher_seed, teacher=teacher, **hash_params)
         overrides["keep"] = stage.keep
     config = train_config(profile, str(dataset), model=model, hash_method=method, bits=bits, seed=seed, **overrides)
     out = runs_dir(profile) / hash_run_name(method, seed=seed, bits=bits, model=model, tag=tag, dataset=dataset,
                                             valid_fraction=valid_fraction, teacher_seed=teacher_seed,
-                                            teacher_dim=_teacher_dim(config, teacher_dim))
+                                            teacher=_named_teacher(config, teacher))
     return config, out

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 
 from ..config import figures_dir, results_dir, runs_dir
-from ..profiles import ProfileView, RetrievalStage
+from ..profiles import ProfileView, RetrievalStage, Teacher
 from ..data import InteractionData
 from ..utils import write_json
 from .rows import variant_run
-from .runs import lightgcn_run, write_table
+from .runs import lightgcn_args, lightgcn_run, own_teacher, write_table
 
 
 # --------------------------------------------------------------------------
@@ -54,13 +54,14 @@ class RetrievalSetup:
 
 
 def retrieval_setup(profile: str, label: str | None = None, k: int = 20, dataset: str = "ml-1m",
-                    valid_fraction: float | None = None, teacher_dim: int | None = None,
+                    valid_fraction: float | None = None, teacher: Teacher | None = None,
                     refit: bool = False) -> RetrievalSetup:
     """Load the trained LightGCN and hash model ``label`` (default: the best of notebook 03) of
     ``dataset`` (on that validation carve-out, as the comparison trains them); either is trained
     first when absent. The hash run's arrays are read from its ``embeddings.npz`` (a run scored
     before asymmetric search existed is re-scored first, which writes ``user_query`` there).
-    ``teacher_dim``: the teacher's size where not the profile's (the comparison's, ``_d<n>`` runs).
+    ``teacher``: the teacher's size and schedule where not the profile's (the comparison's
+    :class:`~hashrec_utils.profiles.Teacher`, ``_d<n>``/``_e<n>`` runs).
     ``refit``: search the refits of both runs instead (:mod:`.refit`: the carve-out's choices fixed,
     trained on all of train; the codes' refit starts from the teacher's), on all of train's split,
     trained here where absent — the comparison's final models, its reported result."""
@@ -70,8 +71,9 @@ def retrieval_setup(profile: str, label: str | None = None, k: int = 20, dataset
     from ..utils import read_json
 
     label = label or read_json(results_dir(profile) / "hashing_summary.json")["best_estimator"]
-    _, base = lightgcn_run(profile, dataset, progress=False, valid_fraction=valid_fraction, dim=teacher_dim)
-    _, hashed = variant_run(profile, label, dataset=dataset, valid_fraction=valid_fraction, teacher_dim=teacher_dim)
+    teacher = own_teacher(profile, dataset, teacher)
+    _, base = lightgcn_run(profile, dataset, progress=False, valid_fraction=valid_fraction, **lightgcn_args(teacher))
+    _, hashed = variant_run(profile, label, dataset=dataset, valid_fraction=valid_fraction, teacher=teacher)
     if refit:
         if valid_fraction is None:
             raise ValueError("refit=True: a refit is of a run on a validation carve-out; valid_fraction is None")

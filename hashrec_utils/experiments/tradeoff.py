@@ -82,9 +82,9 @@ def tradeoff_stage(profile: str, datasets: tuple[str, ...] | None = None) -> dic
     result = {}
     for dataset in datasets or planned:
         label, carve = tradeoff_models(profile, dataset)
-        # beyond ml-1m: the comparison's models, at its teacher size, refit where its result is the refit
+        # beyond ml-1m: the comparison's models, from its teacher, refit where its result is the refit
         setup = retrieval_setup(profile, label, dataset=dataset, valid_fraction=carve,
-                                teacher_dim=None if dataset == "ml-1m" else COMPARISON[profile].teacher_dim,
+                                teacher=None if dataset == "ml-1m" else COMPARISON[profile].teacher,
                                 refit=dataset != "ml-1m" and comparison_refit(profile, dataset))
         sweep_csv = results_dir(profile) / "retrieval_sweep.csv"
         points = pd.read_csv(sweep_csv) if dataset == "ml-1m" and sweep_csv.exists() else retrieval_sweeps(profile, setup)
