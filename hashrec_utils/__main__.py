@@ -64,6 +64,9 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--dataset", default=None, help="the catalogue whose validation split scores the grid (default: the profile's first)")
     tune.add_argument("--valid-fraction", type=float, default=None, metavar="F",
                       help="carve this share of train as validation (a published split has none; notebook 07 uses 0.1)")
+    tune.add_argument("--table-teacher", action="store_true",
+                      help="every point from the comparison's teacher (ComparisonStage.teacher); a row tuned on "
+                           "another teacher keeps its winner unless its validation drops there (then only step 5)")
     tune.add_argument("--reuse-committed", action="store_true",
                       help="read a grid point whose run folder is absent from results/<profile>/tuning.csv where it "
                            "holds it (a fresh clone: only the points the record lacks train)")
@@ -206,7 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         from dataclasses import replace
 
         from .experiments import rows as _rows
-        from .experiments.tuning import TUNING_GRID, tune
+        from .experiments.comparison import COMPARISON
+        from .experiments.tuning import TUNING_GRID, teacher_label, tune
 
         grid = TUNING_GRID[args.profile]
         grid = replace(grid, **{k: tuple(v) for k, v in (("lr_factors", args.lr_factors),
@@ -215,10 +219,13 @@ def main(argv: list[str] | None = None) -> int:
                        max_length_factor=args.max_length_factor or grid.max_length_factor,
                        final_length_factor=args.final_length_factor or grid.final_length_factor)
         frame = tune(args.profile, tuple(args.rows) if args.rows else None, grid=grid, dataset=args.dataset,
-                     valid_fraction=args.valid_fraction, reuse_committed=args.reuse_committed)
+                     valid_fraction=args.valid_fraction, reuse_committed=args.reuse_committed,
+                     teacher=COMPARISON[args.profile].teacher if args.table_teacher else None)
         if frame.attrs.get("reused_committed"):
             print(f"{len(frame.attrs['reused_committed'])} grid points read from the committed record (no run folder)")
-        for row in frame[frame.winner].to_dict("records"):
+        here = frame["teacher"].astype(str) == teacher_label(COMPARISON[args.profile].teacher if args.table_teacher
+                                                             else None)
+        for row in frame[frame.winner & here].to_dict("records"):
             print(f"{row['row']}: lr x{row['lr_factor']:g}, length x{row['length_factor']:g},"
                   f" {row['estimator'] or 'its own schedule as set'}{', ' + row['objective'] if row.get('objective') else ''}: valid Hamming recall@20 {row['valid_recall@20']:.4f}")
         print(f"winners: {_rows.TUNED_FILE}")

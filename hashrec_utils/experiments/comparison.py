@@ -42,7 +42,7 @@ from .refit import CARVE_OUT, REFIT, REFIT_SUFFIX, refit_config, refit_folder, r
 from .rows import GridPoint, popcount_searchable, row_family, tuned_point, tuned_winners, variant_plan, variant_run
 from .runs import hash_plan, hash_run, lightgcn_args, lightgcn_plan, lightgcn_run, own_teacher, write_table
 from .teacher_size import table_teacher, teacher_pending
-from .tuning import final_schedule_pending
+from .tuning import final_schedule_pending, teacher_tuning_pending
 
 __all__ = ["ComparisonStage", "COMPARISON", "UNTRAINED_ROWS", "comparison_stage", "comparison_metrics", "comparison_view",
            "comparison_best_row", "comparison_top_rows", "published_rows", "sweep_point"]
@@ -248,7 +248,10 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
                    "top_rows_seeds": [r for r in planned_top if r in stage.rows and (r not in top or seeds_left)],
                    "bits": [b for b in planned.bits if b not in stage.bits],
                    # rows whose grid was recorded before its step 5 (a still-learning winner's longer schedule)
-                   "final_schedule": [r for r in final_schedule_pending(profile, dataset) if r in stage.rows],
+                   "final_schedule": [r for r in final_schedule_pending(profile, dataset, teacher=spec)
+                                      if r in stage.rows],
+                   # tuned rows whose settings are not yet checked on the table's teacher (tune --table-teacher)
+                   "retune": [r for r in teacher_tuning_pending(profile, dataset, spec) if r in stage.rows],
                    # the teacher-size record's choice, where the table is not yet built on it
                    "teacher": teacher_pending(profile, dataset, resolved)}
         runs = pd.DataFrame(teacher_rows + [r for label in stage.rows for r in per_row[label]] + untrained)

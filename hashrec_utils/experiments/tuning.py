@@ -27,6 +27,15 @@ is read with its scales, as it is scored):
    :attr:`TuningGrid.final_length_factor` (``full``: 8×): the levers change what the codes learn, so
    step 3's answer is asked again at the settings that won (a point step 3 already ran is not rerun).
 
+**On a new teacher** (``tune --table-teacher``: the comparison's
+:attr:`~hashrec_utils.profiles.ComparisonStage.teacher`, chosen by :mod:`.teacher_size`), a row keeps
+its tuned settings unless its validation drops: its winner is trained from the new teacher first
+(step "new teacher"); where it scores at least what it scored on the teacher it was tuned on, only
+step 5 runs from there (a longer schedule for a winner still learning), and where it scores less the
+whole grid runs again on the new teacher. ``tuning.csv``'s ``teacher`` column names the teacher of each
+point (:func:`teacher_label`; empty: the profile's own), and the winner a row has on each teacher is
+flagged.
+
 Ties keep the earlier point (the base settings come first). The grid's every point is written to
 ``results/<profile>/tuning.{csv,json}`` and each row's winner to :data:`.rows.TUNED_FILE`, which
 :func:`.rows.variant_run` reads: a winner's run folder is the tuning run itself, so ``make all``
@@ -41,7 +50,7 @@ from dataclasses import replace
 import pandas as pd
 
 from ..config import results_dir
-from ..profiles import ProfileView, TuningGrid, get_profile
+from ..profiles import ProfileView, Teacher, TuningGrid, get_profile
 from ..utils import read_json, write_json
 from . import rows as _rows
 from .committed import checked_rows, identity_cells, read_tuning, recorded_point
@@ -50,7 +59,8 @@ from .runs import HASH_STAGE, write_table
 from .stages import _valid_columns
 
 __all__ = ["TuningGrid", "TUNING_GRID", "OWN_SCHEDULE", "OBJECTIVE_LEVERS", "own_alternatives", "objective_levers",
-           "still_learning", "tune_row", "tune", "tuning_rows", "final_schedule_pending"]
+           "still_learning", "tune_row", "tune", "tuning_rows", "final_schedule_pending", "teacher_label",
+           "teacher_tuning_pending"]
 
 
 # Each profile's grid (:class:`hashrec_utils.profiles.TuningGrid`; full: step 3 up to 4× the base
@@ -115,6 +125,19 @@ def still_learning(row: dict) -> bool:
     return best is None or not epochs or best > epochs / 2
 
 
+def teacher_label(teacher: Teacher | None) -> str:
+    """The ``teacher`` cell of ``tuning.csv``: the teacher's folder tag without its underscore
+    (``d256_e900``); empty for the profile's own."""
+    return teacher.tag.lstrip("_") if teacher else ""
+
+
+def _at_teacher(record: pd.DataFrame, teacher: Teacher | None) -> pd.Series:
+    """Which points of a tuning record were run from ``teacher`` (a record without the column: all
+    from the profile's own)."""
+    cells = record["teacher"].astype(str) if "teacher" in record else pd.Series("", index=record.index)
+    return cells == teacher_label(teacher)
+
+
 def _score(metrics: dict, search: str = "hamming") -> float:
     """What the grid maximises: validation recall@20 of the kept weights in the row's own search mode
     (:attr:`.rows.Row.search`: Hamming, or asymmetric for a row trained for it)."""
@@ -126,60 +149,74 @@ def _score(metrics: dict, search: str = "hamming") -> float:
 
 def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress: bool = False,
              dataset: str | None = None, valid_fraction: float | None = None,
-             record: pd.DataFrame | None = None) -> list[dict]:
+             record: pd.DataFrame | None = None, teacher: Teacher | None = None,
+             kept: tuple[GridPoint, float] | None = None) -> list[dict]:
     """Every grid point of one row on ``dataset`` (default: the profile's first), in order, with its
     validation score; ``winner`` marks the chosen one. ``valid_fraction``: the validation carve-out of a
     split that has none (:func:`.runs.hash_overrides`; the comparison's runs, notebook 07). ``record``
     (:func:`.committed.read_tuning`): a point whose run folder is absent is read from it where it holds
-    that point (``_reused`` marks those rows) instead of training."""
+    that point (``_reused`` marks those rows) instead of training. ``teacher``: every point starts from
+    that LightGCN (:class:`~hashrec_utils.profiles.Teacher`; None: the profile's own). ``kept``: the
+    row's winner on another teacher and its validation score there: it is run first and, where it does
+    not score less, kept (only step 5 runs from it; see the module's docstring)."""
     grid = grid or TUNING_GRID[profile]
     dataset = dataset or get_profile(profile).datasets[0]
     rows = []
 
     def trained(point: GridPoint, config) -> dict:
         metrics, out = variant_run(profile, label, seed=grid.seed, point=point, progress=progress, dataset=dataset,
-                                   valid_fraction=valid_fraction)
+                                   valid_fraction=valid_fraction, teacher=teacher)
         return {"valid_recall@20": _score(metrics, table_row(label).search),
                 "valid_hierarchical_recall@20": _valid_columns(metrics, "hierarchical")["valid_recall@20"],
                 "epochs": read_json(out / "config.json")["epochs"], "best_epoch": metrics.get("best_epoch"),
                 "train_seconds": metrics.get("train_seconds"), "run": out.name, **identity_cells(config, out)}
 
     def point_row(point: GridPoint, step: str) -> dict:
+        """The row of ``point``: one already run here (steps may meet a point twice), read from the
+        record, or trained."""
+        ran = next((r for r in rows if r["_point"] == point), None)
+        if ran is not None:
+            return ran
         got = None
         config, folder = variant_plan(profile, label, seed=grid.seed, dataset=dataset, point=point,
-                                      valid_fraction=valid_fraction)
+                                      valid_fraction=valid_fraction, teacher=teacher)
         if record is not None and not folder.exists():
             got = recorded_point(record, label, dataset, folder.name)
             if got is not None:
                 got = checked_rows([got], config, f"tuning record of run {folder.name} ({label}, {dataset})")[0]
-        row = {"row": label, "dataset": dataset, "step": step, **point.to_json(), "estimator": str(dict(point.estimator) or ""),
-               "objective": str(dict(point.objective) or ""), **(got or trained(point, config)), "_point": point,
+        row = {"row": label, "dataset": dataset, "teacher": teacher_label(teacher), "step": step, **point.to_json(),
+               "estimator": str(dict(point.estimator) or ""), "objective": str(dict(point.objective) or ""), **(got or trained(point, config)), "_point": point,
                "_reused": got is not None}
         rows.append(row)
         return row
 
-    best = None
-    for lr in grid.lr_factors:
-        for length in grid.length_factors:
-            row = point_row(GridPoint(lr, length), "lr × length")
-            best = row if best is None or row["valid_recall@20"] > best["valid_recall@20"] else best
-    base = best["_point"]
-    for alt in own_alternatives(label) if grid.own else ():
-        row = point_row(GridPoint(base.lr_factor, base.length_factor, alt), "own schedule")
-        best = row if row["valid_recall@20"] > best["valid_recall@20"] else best
-    for length in grid.extensions(best["_point"].length_factor) if still_learning(best) else ():
-        row = point_row(replace(best["_point"], length_factor=length), "longer schedule")
-        if row["valid_recall@20"] <= best["valid_recall@20"]:
-            break
-        best = row
-    for lever in objective_levers(label, best["_point"]) if grid.levers else ():
-        point = best["_point"]
-        row = point_row(replace(point, objective={**dict(point.objective), **lever}), "objective lever")
-        best = row if row["valid_recall@20"] > best["valid_recall@20"] else best
+    def grid_steps() -> dict:
+        """Steps 1 to 4; their winner."""
+        best = None
+        for lr in grid.lr_factors:
+            for length in grid.length_factors:
+                row = point_row(GridPoint(lr, length), "lr × length")
+                best = row if best is None or row["valid_recall@20"] > best["valid_recall@20"] else best
+        base = best["_point"]
+        for alt in own_alternatives(label) if grid.own else ():
+            row = point_row(GridPoint(base.lr_factor, base.length_factor, alt), "own schedule")
+            best = row if row["valid_recall@20"] > best["valid_recall@20"] else best
+        for length in grid.extensions(best["_point"].length_factor) if still_learning(best) else ():
+            row = point_row(replace(best["_point"], length_factor=length), "longer schedule")
+            if row["valid_recall@20"] <= best["valid_recall@20"]:
+                break
+            best = row
+        for lever in objective_levers(label, best["_point"]) if grid.levers else ():
+            point = best["_point"]
+            row = point_row(replace(point, objective={**dict(point.objective), **lever}), "objective lever")
+            best = row if row["valid_recall@20"] > best["valid_recall@20"] else best
+        return best
+
+    moved = point_row(kept[0], "new teacher") if kept else None
+    best = moved if moved is not None and moved["valid_recall@20"] >= kept[1] else grid_steps()
     final = grid.final_length_factor
     for length in grid.extensions(best["_point"].length_factor, final) if final and still_learning(best) else ():
-        point = replace(best["_point"], length_factor=length)
-        row = next((r for r in rows if r["_point"] == point), None) or point_row(point, "final schedule")
+        row = point_row(replace(best["_point"], length_factor=length), "final schedule")
         if row["valid_recall@20"] <= best["valid_recall@20"]:
             break
         best = row
@@ -189,12 +226,13 @@ def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress:
 
 
 def final_schedule_pending(profile: str, dataset: str, grid: TuningGrid | None = None,
-                           record: pd.DataFrame | None = None) -> list[str]:
+                           record: pd.DataFrame | None = None, teacher: Teacher | None = None) -> list[str]:
     """The rows of ``profile``'s recorded grid on ``dataset`` (``results/<profile>/tuning.csv``, or
     ``record``) whose step 5 has not run: the recorded winner is still learning at a schedule step 5
     would double (:func:`still_learning`, :meth:`TuningGrid.extensions` up to ``final_length_factor``)
     and that doubled point is not in the record (a grid recorded before step 5 existed). [] where the
-    profile's grid has no step 5 or nothing is recorded."""
+    profile's grid has no step 5 or nothing is recorded. ``teacher``: the points run from that teacher
+    (None: the profile's own)."""
     grid = grid or TUNING_GRID[profile]
     path = results_dir(profile) / "tuning.csv"
     if record is None:
@@ -203,7 +241,7 @@ def final_schedule_pending(profile: str, dataset: str, grid: TuningGrid | None =
         record = pd.read_csv(path, keep_default_na=False)
     if not grid.final_length_factor or not len(record):
         return []
-    here = record[record["dataset"].astype(str) == str(dataset)]
+    here = record[(record["dataset"].astype(str) == str(dataset)) & _at_teacher(record, teacher)]
     same = ["lr_factor", "estimator", "objective"]
     pending = []
     for _, win in here[here["winner"].astype(str).isin(("True", "true", "1"))].iterrows():
@@ -218,6 +256,30 @@ def final_schedule_pending(profile: str, dataset: str, grid: TuningGrid | None =
     return pending
 
 
+def teacher_tuning_pending(profile: str, dataset: str, teacher: Teacher | None,
+                           record: pd.DataFrame | None = None) -> list[str]:
+    """The rows tuned on ``dataset`` (``results/<profile>/tuning.csv``, or ``record``) that have no point
+    run from ``teacher`` yet: ``tune --table-teacher`` has not checked their settings on it. [] for the
+    profile's own teacher (None) or where nothing is recorded."""
+    path = results_dir(profile) / "tuning.csv"
+    if teacher is None or (record is None and not path.exists()):
+        return []
+    record = pd.read_csv(path, keep_default_na=False) if record is None else record
+    here = record[record["dataset"].astype(str) == str(dataset)]
+    done = set(here[_at_teacher(here, teacher)]["row"].astype(str))
+    return [r for r in dict.fromkeys(here["row"].astype(str)) if r not in done]
+
+
+def _tuned_elsewhere(record: pd.DataFrame, label: str, dataset: str, teacher: Teacher | None) -> float | None:
+    """The validation score of ``label``'s winner on ``dataset`` in the tuning record from a teacher
+    other than ``teacher`` (the one its tuned settings were chosen on), None where it has none."""
+    if not len(record):
+        return None
+    win = record[(record["row"].astype(str) == label) & (record["dataset"].astype(str) == str(dataset))
+                 & record["winner"].astype(str).isin(("True", "true", "1")) & ~_at_teacher(record, teacher)]
+    return float(win["valid_recall@20"].iloc[-1]) if len(win) else None
+
+
 def tuning_rows(profile: str) -> tuple[str, ...]:
     """The rows the grid tunes: every trained row of the profile's table."""
     return HASH_STAGE[profile].rows
@@ -225,7 +287,7 @@ def tuning_rows(profile: str) -> tuple[str, ...]:
 
 def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = True,
          dataset: str | None = None, grid: TuningGrid | None = None, valid_fraction: float | None = None,
-         reuse_committed: bool = False) -> pd.DataFrame:
+         reuse_committed: bool = False, teacher: Teacher | None = None) -> pd.DataFrame:
     """Run the grid (default ``TUNING_GRID[profile]``; a smaller ``grid`` is recorded as such in
     ``tuning.csv``'s points) for ``labels`` (default :func:`tuning_rows`) on ``dataset`` (default: the
     profile's first, whose validation split scores it), write ``results/<profile>/tuning``
@@ -233,20 +295,34 @@ def tune(profile: str, labels: tuple[str, ...] | None = None, progress: bool = T
     see :func:`tune_row`) and merge the winners into
     :data:`.rows.TUNED_FILE` (other rows' and profiles' winners are kept), after every row.
     ``reuse_committed``: points without a run folder are read from the committed ``tuning.csv`` where
-    it holds them (:func:`tune_row`'s ``record``); ``frame.attrs["reused_committed"]`` names their runs."""
+    it holds them (:func:`tune_row`'s ``record``); ``frame.attrs["reused_committed"]`` names their runs.
+    ``teacher``: every point starts from that LightGCN (the comparison's, ``tune --table-teacher``); a
+    row tuned on another teacher keeps its winner unless its validation drops there (:func:`tune_row`'s
+    ``kept``), and its points on the other teacher stay in the record."""
     from tqdm.auto import tqdm
+
+    from .runs import own_teacher
 
     labels = tuple(labels or tuning_rows(profile))
     dataset = dataset or get_profile(profile).datasets[0]
+    teacher = own_teacher(profile, dataset, teacher)
     previous = results_dir(profile) / "tuning.csv"
     record = read_tuning(profile) if reuse_committed else None  # before this grid writes its own
-    kept = pd.read_csv(previous, keep_default_na=False) if previous.exists() else pd.DataFrame()
+    earlier = pd.read_csv(previous, keep_default_na=False) if previous.exists() else pd.DataFrame()
+    if len(earlier) and "teacher" not in earlier:
+        earlier.insert(2, "teacher", "")  # a record from before the column: every point from the profile's own
+    kept = earlier
     if len(kept):
-        same = kept["row"].isin(labels) & (kept["dataset"].astype(str) == str(dataset) if "dataset" in kept else True)
+        same = (kept["row"].isin(labels) & (kept["dataset"].astype(str) == str(dataset) if "dataset" in kept else True)
+                & _at_teacher(kept, teacher))
         kept = kept[~same]
     rows = []
     for label in tqdm(labels, desc=f"tune ({profile})", disable=not progress):
-        rows += tune_row(profile, label, grid, dataset=dataset, valid_fraction=valid_fraction, record=record)
+        point, score = _rows.tuned_point(profile, label, dataset), None
+        if teacher is not None:
+            score = _tuned_elsewhere(earlier, label, dataset, teacher)
+        rows += tune_row(profile, label, grid, dataset=dataset, valid_fraction=valid_fraction, record=record,
+                         teacher=teacher, kept=None if score is None else (point, score))
         # after every row: an interrupted grid keeps the rows it finished (their runs resume anyway)
         winners = {r["row"]: r["_point"].to_json() for r in rows if r["winner"]}
         frame = pd.DataFrame([{k: v for k, v in r.items() if not k.startswith("_")} for r in rows])

@@ -334,3 +334,70 @@ def test_reuse_committed_without_a_grid_record_says_which_file_is_missing(monkey
     (tmp_path / "results" / "full" / "tuning.csv").write_text("row,dataset\nhashgnn,gowalla\n")
     with pytest.raises(ValueError, match=r"tuning.csv: no column best_epoch, epochs, run, .*not a tuning record"):
         tuning.tune("full", ("hashgnn",), progress=False, dataset="gowalla", reuse_committed=True)
+
+
+def _two_teachers(monkeypatch, tmp_path, scores: dict):
+    """variant_run replaced by a lookup of the validation score of ``(teacher dim, point)``: the
+    profile's own teacher (dim None) or another; every point still learning at its end."""
+    calls = []
+    path = tmp_path / "tuned.json"
+    monkeypatch.setattr(table_rows, "TUNED_FILE", path)
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+
+    def fake(profile, label, *, seed=0, point=None, progress=False, dataset="ml-1m", teacher=None, **kw):
+        dim = teacher.dim if teacher else None
+        calls.append((dim, point))
+        out = tmp_path / f"{label}_{point.tag or 'base'}_{dim}"
+        out.mkdir(exist_ok=True)
+        epochs = round(10 * point.length_factor)
+        (out / "config.json").write_text(json.dumps({"epochs": epochs}))
+        return {"valid": {"hamming": {"recall@20": scores[dim, point]}}, "best_epoch": epochs}, out
+
+    monkeypatch.setattr(tuning, "variant_run", fake)
+    return calls
+
+
+def test_on_a_new_teacher_a_row_keeps_its_winner_and_only_step_5_runs(monkeypatch, tmp_path):
+    from hashrec_utils.profiles import Teacher
+
+    p11, p12, p31, p32, p14 = (GridPoint(1.0, 1.0), GridPoint(1.0, 2.0), GridPoint(0.3, 1.0), GridPoint(0.3, 2.0),
+                               GridPoint(1.0, 4.0))
+    calls = _two_teachers(monkeypatch, tmp_path, {(None, p11): 0.20, (None, p12): 0.22, (None, p31): 0.19,
+                                                  (None, p32): 0.18, (128, p12): 0.25, (128, p14): 0.26})
+    monkeypatch.setattr(tuning, "TUNING_GRID", {"quick": TuningGrid((1.0, 0.3), (1.0, 2.0), own=False)})
+    tuning.tune("quick", ("ste",), progress=False)
+    assert tuned_point("quick", "ste") == p12 and len(calls) == 4
+    grid = TuningGrid((1.0, 0.3), (1.0, 2.0), own=False, final_length_factor=4.0)
+    frame = tuning.tune("quick", ("ste",), progress=False, grid=grid, teacher=Teacher(128))
+    # the winner from the new teacher first (0.25 >= 0.22 on the old one): kept, then only step 5
+    assert calls[4:] == [(128, p12), (128, p14)]
+    new = frame[frame["teacher"] == "d128"]
+    assert new["step"].tolist() == ["new teacher", "final schedule"] and new["winner"].tolist() == [False, True]
+    old = frame[frame["teacher"] == ""]
+    assert len(old) == 4 and old["winner"].sum() == 1  # the old teacher's points and winner stay in the record
+    assert tuned_point("quick", "ste") == p14
+    assert tuning.teacher_tuning_pending("quick", "ml-1m", Teacher(128)) == []
+    assert tuning.teacher_tuning_pending("quick", "ml-1m", Teacher(256)) == ["ste"]
+    assert tuning.teacher_tuning_pending("quick", "ml-1m", None) == []
+    # step 5 is pending per teacher: done from the new one, never run from the old one
+    assert tuning.final_schedule_pending("quick", "ml-1m", grid, teacher=Teacher(128)) == []
+    assert tuning.final_schedule_pending("quick", "ml-1m", grid) == ["ste"]
+    # the profile's own teacher given explicitly is the profile's own (no second grid)
+    assert tuning.teacher_label(Teacher(128, 900)) == "d128_e900" and tuning.teacher_label(None) == ""
+
+
+def test_on_a_new_teacher_a_row_whose_validation_drops_runs_the_whole_grid_again(monkeypatch, tmp_path):
+    from hashrec_utils.profiles import Teacher
+
+    p11, p12, p31, p32 = GridPoint(1.0, 1.0), GridPoint(1.0, 2.0), GridPoint(0.3, 1.0), GridPoint(0.3, 2.0)
+    calls = _two_teachers(monkeypatch, tmp_path, {(None, p11): 0.20, (None, p12): 0.22, (None, p31): 0.19,
+                                                  (None, p32): 0.18, (128, p12): 0.21, (128, p11): 0.20,
+                                                  (128, p31): 0.23, (128, p32): 0.215})
+    monkeypatch.setattr(tuning, "TUNING_GRID", {"quick": TuningGrid((1.0, 0.3), (1.0, 2.0), own=False)})
+    tuning.tune("quick", ("ste",), progress=False)
+    frame = tuning.tune("quick", ("ste",), progress=False, teacher=Teacher(128))
+    # 0.21 < 0.22: the grid again on the new teacher, the point already run not run twice
+    assert calls[4:] == [(128, p12), (128, p11), (128, p31), (128, p32)]
+    new = frame[frame["teacher"] == "d128"]
+    assert new["step"].tolist()[0] == "new teacher" and len(new) == 4
+    assert tuned_point("quick", "ste") == p31 and new[new["winner"]]["lr_factor"].tolist() == [0.3]
