@@ -137,7 +137,8 @@ def lightgcn_plan(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers:
     from ..config import runs_dir
     from ..settings import train_config
 
-    dim = (own_teacher(profile, dataset, Teacher(dim)) or Teacher()).dim
+    own = own_teacher(profile, dataset, Teacher(dim, epochs)) or Teacher()  # the profile's own, given, is unset
+    dim, epochs = own.dim, own.epochs
     out = runs_dir(profile) / lightgcn_run_name(dataset, seed, n_layers, epochs, valid_fraction, dim=dim)
     overrides = {} if n_layers == 3 else {"n_layers": n_layers}
     if epochs:
@@ -157,7 +158,8 @@ def lightgcn_run(profile: str, dataset: str = "ml-1m", seed: int = 0, n_layers: 
     ``valid_fraction``: carve that share of train as validation where the profile's default would
     not (a published split; the folder gets :func:`valid_tag`'s suffix). ``dim``: the embedding size
     where it is not the profile's (the teacher-size choice; the folder gets ``_d<dim>``); ``epochs``:
-    the schedule's length (the folder gets ``_e<epochs>``).
+    the schedule's length (the folder gets ``_e<epochs>``); either, given as the profile's own, is
+    named and trained as unset.
     A folder trained by other component versions (its ``identity``) is moved aside and trained again."""
     from ..training.runs import run
 
@@ -294,16 +296,12 @@ def default_init(profile: str, dataset: str = "ml-1m", valid_fraction: float | N
                  teacher: Teacher | None = None) -> Path:
     """The folder of the profile's LightGCN run of ``dataset`` with ``seed`` (and the ``teacher``'s
     size and schedule where set; what :func:`lightgcn_run` trains into), a table run's default ``init``."""
-    from ..config import runs_dir
-
-    sized = own_teacher(profile, dataset, teacher) or Teacher()
-    return runs_dir(profile) / lightgcn_run_name(dataset, seed=seed, epochs=sized.epochs, valid_fraction=valid_fraction,
-                                                 dim=sized.dim)
+    return lightgcn_plan(profile, dataset, seed, valid_fraction=valid_fraction, **lightgcn_args(teacher))[1]
 
 
 def lightgcn_args(teacher: Teacher | None) -> dict:
-    """:func:`lightgcn_run`'s (and :func:`lightgcn_plan`'s) ``dim`` and ``epochs`` of ``teacher``
-    (:func:`own_teacher`'s, so the profile's own is unset; none: the profile's)."""
+    """:func:`lightgcn_run`'s (and :func:`lightgcn_plan`'s) ``dim`` and ``epochs`` of ``teacher`` (none:
+    the profile's; what equals the profile's own is named as unset there)."""
     return {"dim": teacher.dim, "epochs": teacher.epochs} if teacher else {}
 
 

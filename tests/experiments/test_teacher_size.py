@@ -160,6 +160,8 @@ def test_a_table_on_a_larger_teacher_sizes_names_and_initialises_every_run_that_
     assert runs.own_teacher("full", "gowalla", Teacher(64, 450)) is None
     assert runs.own_teacher("full", "gowalla", Teacher(64, 900)) == Teacher(None, 900)
     assert runs.lightgcn_plan("full", "gowalla", valid_fraction=vf, **runs.lightgcn_args(Teacher(None, 900)))[0].epochs == 900
+    assert runs.lightgcn_plan("full", "gowalla", valid_fraction=vf, **runs.lightgcn_args(Teacher(64, 450))) == \
+        runs.lightgcn_plan("full", "gowalla", valid_fraction=vf)
     for bad in (0, -64, 64.0, True):
         with pytest.raises(ValueError, match="positive int"):
             Teacher(bad)
