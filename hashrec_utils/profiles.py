@@ -201,7 +201,9 @@ class ComparisonStage:
     (:mod:`hashrec_utils.experiments.teacher_size`), then the chosen size's schedule doubled while
     validation improves up to ``teacher_max_length`` × the profile's epochs; ``teacher``: the
     :class:`Teacher` (size, schedule) the table's teacher and every row that starts from it are
-    trained at (None: the profile's), set by hand from that choice.
+    trained at (None: the profile's), set by hand from that choice. ``own_budget_steps``: the steps of
+    ``scripts/published_budget.py`` that run BGCH and BiGeaR at their official budgets (seed 0, every
+    comparison dataset); those its record ``published_budget.json`` lacks are listed as pending.
     """
 
     datasets: tuple[str, ...] = ()
@@ -220,6 +222,7 @@ class ComparisonStage:
     teacher_dims: tuple[int, ...] = ()
     teacher_max_length: float | None = None
     teacher: Teacher | None = None
+    own_budget_steps: tuple[str, ...] = ()
 
     def __post_init__(self):
         if self.refit not in ("none", "best", "top"):
@@ -346,7 +349,8 @@ FULL = Profile(
     # then the winner's schedule doubled while validation improves, up to 2× (450 → 900 epochs: a 256-d
     # teacher at 900 is ~8 h on two cores)
     comparison=ComparisonStage(datasets=("gowalla",), seeds=(0, 1, 2), sweep_length_factor=2.0, refit="best",
-                               teacher_dims=(64, 128, 256), teacher_max_length=2.0),
+                               teacher_dims=(64, 128, 256), teacher_max_length=2.0,
+                               own_budget_steps=("bgch_own_budget", "bigear_own_budget")),
 )
 
 _BY_NAME = {p.name: p for p in (QUICK, DEFAULT, FULL)}  # module-private: read it through get_profile

@@ -138,6 +138,15 @@ def published_rows(dataset: str) -> pd.DataFrame:
     return pd.DataFrame([r for r in PUBLISHED if r["dataset"] == dataset])
 
 
+def own_budget_pending(profile: str, dataset: str, steps: tuple[str, ...]) -> list[str]:
+    """The ``steps`` of ``scripts/published_budget.py`` (BGCH and BiGeaR at their official budgets,
+    seed 0) whose run ``results/<profile>/published_budget.json`` does not hold on ``dataset``."""
+    path = results_dir(profile) / "published_budget.json"
+    record = read_json(path) if path.exists() else {}
+    done = record.get("variants", {}) if record.get("dataset") == dataset else {}
+    return [s for s in steps if f"{s}_s0" not in done]
+
+
 def _summarize(runs: pd.DataFrame, ks) -> pd.DataFrame:
     from .stages import summarize
 
@@ -252,6 +261,8 @@ def comparison_stage(profile: str, stage: ComparisonStage | None = None,
                                       if r in stage.rows],
                    # tuned rows whose settings are not yet checked on the table's teacher (tune --table-teacher)
                    "retune": [r for r in teacher_tuning_pending(profile, dataset, spec) if r in stage.rows],
+                   # BGCH and BiGeaR at their official budgets (scripts/published_budget.py) not yet recorded
+                   "own_budget": own_budget_pending(profile, dataset, planned.own_budget_steps),
                    # the teacher-size record's choice, where the table is not yet built on it
                    "teacher": teacher_pending(profile, dataset, resolved)}
         runs = pd.DataFrame(teacher_rows + [r for label in stage.rows for r in per_row[label]] + untrained)

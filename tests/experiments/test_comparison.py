@@ -477,3 +477,20 @@ def test_asymmetric_rows_score_the_best_rows_runs_and_the_trained_row_every_seed
     got = runs_[(runs_.row == "signswish") & (runs_.search == "asymmetric") & (runs_.seed == 0)]
     assert got["recall@50"].iloc[0] == pytest.approx(ref, abs=0.02)  # the scan's 4-bit tables: near ties may swap
     assert (tmp_path / "results" / "full" / "comparison_asymmetric.csv").exists()
+
+
+def test_own_budget_steps_missing_from_the_record_are_pending(monkeypatch, tmp_path):
+    """BGCH and BiGeaR at their official budgets: a step is pending until published_budget.json holds
+    its seed-0 run on that dataset (a record of another dataset holds none of this one's)."""
+    from hashrec_utils.experiments.comparison import COMPARISON, own_budget_pending
+
+    steps = COMPARISON["full"].own_budget_steps
+    assert steps == ("bgch_own_budget", "bigear_own_budget")
+    monkeypatch.setenv("HASHREC_ROOT", str(tmp_path))
+    assert own_budget_pending("full", "gowalla", steps) == list(steps)  # no record at all
+    folder = tmp_path / "results" / "full"
+    folder.mkdir(parents=True)
+    record = {"dataset": "gowalla", "variants": {"bgch_own_budget_s0": {"bits": 768}, "bigear_layers_s0": {"bits": 192}}}
+    (folder / "published_budget.json").write_text(json.dumps(record))
+    assert own_budget_pending("full", "gowalla", steps) == ["bigear_own_budget"]
+    assert own_budget_pending("full", "yelp2018", steps) == list(steps)
