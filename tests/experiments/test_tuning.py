@@ -401,3 +401,22 @@ def test_on_a_new_teacher_a_row_whose_validation_drops_runs_the_whole_grid_again
     new = frame[frame["teacher"] == "d128"]
     assert new["step"].tolist()[0] == "new teacher" and len(new) == 4
     assert tuned_point("quick", "ste") == p31 and new[new["winner"]]["lr_factor"].tolist() == [0.3]
+
+
+def test_the_committed_gowalla_grid_reads_as_tuned_on_the_profiles_own_teacher():
+    """The committed record predates the teacher column: every point reads as run from the profile's
+    own teacher, so on a new teacher every tuned row is pending and keeps its recorded winner's score
+    as the bar its settings must meet there."""
+    import pandas as pd
+
+    from hashrec_utils.config import results_dir
+    from hashrec_utils.profiles import Teacher
+
+    record = pd.read_csv(results_dir("full") / "tuning.csv", keep_default_na=False)
+    gowalla = record[record["dataset"] == "gowalla"]
+    tuned = list(dict.fromkeys(gowalla["row"]))
+    assert tuning.teacher_tuning_pending("full", "gowalla", None, record) == []
+    assert tuning.teacher_tuning_pending("full", "gowalla", Teacher(256), record) == tuned
+    win = gowalla[(gowalla["row"] == "signswish") & (gowalla["winner"].astype(str) == "True")]
+    assert tuning._tuned_elsewhere(record, "signswish", "gowalla", Teacher(256)) == float(win["valid_recall@20"].iloc[-1])
+    assert tuning._tuned_elsewhere(record, "signswish", "gowalla", None) is None  # tuned on this very teacher
