@@ -129,6 +129,7 @@ def teacher_size(profile: str, dataset: str, *, dims: tuple[int, ...] | None = N
         if entry["valid_recall@20"] <= best["valid_recall@20"]:
             break
         best = entry
+    table = table_teacher(profile, dataset)
     record = {
         "dataset": dataset, "profile": profile, "valid_fraction": stage.valid_fraction,
         "rule": ("sizes tried in order on the validation carve-out at the profile's schedule, each only after the one "
@@ -139,8 +140,7 @@ def teacher_size(profile: str, dataset: str, *, dims: tuple[int, ...] | None = N
         "chosen": best["dim"], "chosen_epochs": best["epochs"], "pending": rest, "pending_epochs": pending_epochs,
         # the choice still learning at the longest schedule the profile allows (nothing left to try)
         "learning_at_cap": bool(_learning(best) and not rest and 2 * best["epochs"] > cap),
-        "table_teacher_dim": table_teacher(profile, dataset).dim,
-        "table_teacher_epochs": table_teacher(profile, dataset).epochs,
+        "table_teacher_dim": table.dim, "table_teacher_epochs": table.epochs,
     }
     write_json(teacher_size_path(profile, dataset), record)
     return record

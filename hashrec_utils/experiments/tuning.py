@@ -134,7 +134,7 @@ def teacher_label(teacher: Teacher | None) -> str:
 def _at_teacher(record: pd.DataFrame, teacher: Teacher | None) -> pd.Series:
     """Which points of a tuning record were run from ``teacher`` (a record without the column: all
     from the profile's own)."""
-    cells = record["teacher"].astype(str) if "teacher" in record else pd.Series("", index=record.index)
+    cells = record["teacher"].fillna("").astype(str) if "teacher" in record else pd.Series("", index=record.index)
     return cells == teacher_label(teacher)
 
 
@@ -185,7 +185,8 @@ def tune_row(profile: str, label: str, grid: TuningGrid | None = None, progress:
             if got is not None:
                 got = checked_rows([got], config, f"tuning record of run {folder.name} ({label}, {dataset})")[0]
         row = {"row": label, "dataset": dataset, "teacher": teacher_label(teacher), "step": step, **point.to_json(),
-               "estimator": str(dict(point.estimator) or ""), "objective": str(dict(point.objective) or ""), **(got or trained(point, config)), "_point": point,
+               "estimator": str(dict(point.estimator) or ""), "objective": str(dict(point.objective) or ""),
+               **(got or trained(point, config)), "_point": point,
                "_reused": got is not None}
         rows.append(row)
         return row
