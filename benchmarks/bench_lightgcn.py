@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hashrec_utils.bench import round_robin
 from hashrec_utils.data import load_dataset
 from hashrec_utils.graph import build_graph, normalized_adjacency
 from hashrec_utils.models import LightGCN
@@ -134,12 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
         if abs(value - ref) > 1e-5 * max(1.0, abs(ref)):
             raise AssertionError(f"{name}: first-step loss {value} differs from hashrec's {ref}")
 
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            t = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - t)
+    times = round_robin(steps, args.rounds)
     median = {name: statistics.median(ts) for name, ts in times.items()}
 
     print(f"dataset={args.dataset} users={n_users} items={n_items} nnz(A)={2 * data.train.nnz} "

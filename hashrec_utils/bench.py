@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["torch_reference_topk", "TorchExactIndex", "search_ids", "time_search", "time_searches", "take_turns",
+__all__ = ["torch_reference_topk", "TorchExactIndex", "search_ids", "time_search", "time_searches", "round_robin", "take_turns",
            "latency_ms",
            "random_exclusion", "gowalla_exclusion", "recall_vs_exact", "recall_at", "sweep", "at_fixed_throughput",
            "scaling_params", "scaling_measure", "scaling", "SCALING_BINARY", "SCALING_FLOAT"]
@@ -112,17 +112,24 @@ def time_searches(index, queries, k: int, repeats: int = 5, *, exclude=None) -> 
     return times, ids
 
 
-def take_turns(searches: dict, k: int, repeats: int = 5, *, exclude=None) -> dict[str, list[float]]:
-    """Wall-clock seconds of each search in ``searches`` (``{name: (index, queries)}``), ``repeats``
-    rounds in which every search runs once in turn, so a slow spell of the machine falls on all of them
+def round_robin(calls: dict, rounds: int = 5) -> dict[str, list[float]]:
+    """Wall-clock seconds of each call in ``calls`` (``{name: f}``, ``f()`` run for its time), ``rounds``
+    rounds in which every call runs once in turn, so a slow spell of the machine falls on all of them
     alike (what the benchmarks' peer ratios need); ``{name: [seconds, …]}``."""
-    times: dict[str, list[float]] = {name: [] for name in searches}
-    for _ in range(max(1, int(repeats))):
-        for name, (index, queries) in searches.items():
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(max(1, int(rounds))):
+        for name, f in calls.items():
             start = time.perf_counter()
-            index.search(queries, k, exclude)
+            f()
             times[name].append(time.perf_counter() - start)
     return times
+
+
+def take_turns(searches: dict, k: int, repeats: int = 5, *, exclude=None) -> dict[str, list[float]]:
+    """:func:`round_robin` of searches (``{name: (index, queries)}``, each ``index.search(queries, k,
+    exclude)``)."""
+    return round_robin({name: (lambda index=index, queries=queries: index.search(queries, k, exclude))
+                        for name, (index, queries) in searches.items()}, repeats)
 
 
 def _take(queries, rows):

@@ -18,7 +18,18 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-__all__ = ["Graph", "normalized_adjacency", "build_graph", "csr_to_torch"]
+__all__ = ["Graph", "normalized_adjacency", "build_graph", "csr_to_torch", "spmm", "spmm_block", "SPMM_BLOCK_BYTES", "SPMM_WHOLE_BYTES", "column_block", "to_blocks", "from_blocks"]
+
+# On the CPU a product Ã x gathers rows of ``x`` in the order of Ã's column indices: once ``x`` no longer
+# fits the last-level cache (Gowalla: 70,839 nodes, 18 MB at 64 floats a row) most gathers miss. Done
+# one column block at a time, each block's rows fit and the same sums run faster at d = 128-256 on two
+# cores (benchmarks/bench_spmm.py; int32 indices, csr_to_torch, spare each block a conversion). Each
+# output element is the same sum in the same order: the product is bit-identical to
+# ``torch.sparse.mm`` (tests/test_graph.py). A training step's gradient agrees to float32 rounding
+# (autograd sums a weight's gradient terms in another order), as two runs of the plain step on two
+# threads already do (tests/test_models.py).
+SPMM_BLOCK_BYTES = 16 << 20  # a block's rows: half the last-level cache (Gowalla: 32 columns, bench_spmm.py's best)
+SPMM_WHOLE_BYTES = 32 << 20  # ``x`` up to this goes whole (the last-level cache of the 2-core AMD EPYC measured)
 
 
 def normalized_adjacency(train: sp.spmatrix) -> sp.csr_matrix:
@@ -70,7 +81,7 @@ class Graph:
     @property
     def edge_index(self) -> torch.Tensor:
         if not self._edge_index:
-            crow, col = self.adj.crow_indices(), self.adj.col_indices()
+            crow, col = self.adj.crow_indices().long(), self.adj.col_indices().long()
             row = torch.repeat_interleave(torch.arange(self.n_nodes, device=crow.device), crow.diff())
             self._edge_index.append(torch.stack([row, col]))
         return self._edge_index[0]
@@ -85,13 +96,71 @@ def build_graph(train: sp.spmatrix, device: str | torch.device = "cpu") -> Graph
 
 
 def csr_to_torch(matrix: sp.csr_matrix) -> torch.Tensor:
-    """A scipy CSR matrix as a torch sparse CSR tensor (int64 indices, same dtype)."""
+    """A scipy CSR matrix as a torch sparse CSR tensor (same dtype). Indices are int32 where the
+    non-zeros and both dimensions fit (what the CPU product hands MKL: int64 indices are converted
+    on every call), int64 otherwise."""
+    fits = max(matrix.nnz, *matrix.shape) < np.iinfo(np.int32).max
+    index = np.int32 if fits else np.int64
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return torch.sparse_csr_tensor(
-            torch.from_numpy(matrix.indptr.astype(np.int64)),
-            torch.from_numpy(matrix.indices.astype(np.int64)),
+            torch.from_numpy(matrix.indptr.astype(index)),
+            torch.from_numpy(matrix.indices.astype(index)),
             torch.from_numpy(matrix.data),
             size=matrix.shape,
             check_invariants=False,
         )
+
+
+def spmm_block(n_rows: int, dim: int, itemsize: int = 4) -> int:
+    """Columns of ``x`` (``(n_rows, dim)``, ``itemsize`` bytes an entry) that one block of the CPU
+    product gathers. ``dim`` itself (one product, no blocks) while ``x`` is at most
+    ``SPMM_WHOLE_BYTES`` (it fits the cache whole: Gowalla at d = 64, 18 MB, gains nothing from
+    blocks); past it, the widest power of two, at least 8, that divides ``dim`` and whose
+    ``n_rows × block`` entries fit ``SPMM_BLOCK_BYTES`` (``dim`` when none divides it)."""
+    if dim * n_rows * itemsize <= SPMM_WHOLE_BYTES:
+        return dim
+    block = 8
+    while dim % (block * 2) == 0 and block * 2 * n_rows * itemsize <= SPMM_BLOCK_BYTES:
+        block *= 2
+    return block if dim % block == 0 else dim
+
+
+def column_block(x: torch.Tensor) -> int:
+    """:func:`spmm_block` for ``x`` ``(n, d)``: blocks on the CPU only (``d`` elsewhere)."""
+    return spmm_block(x.shape[0], x.shape[1], x.element_size()) if x.device.type == "cpu" else x.shape[1]
+
+
+def to_blocks(x: torch.Tensor, block: int) -> torch.Tensor:
+    """``(n, d)`` → ``(d / block, n, block)``, each column block contiguous (one copy; differentiable)."""
+    n, d = x.shape
+    return x.reshape(n, d // block, block).permute(1, 0, 2).contiguous()
+
+
+def from_blocks(blocks: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_blocks`: ``(d / block, n, block)`` → ``(n, d)``."""
+    n_blocks, n, block = blocks.shape
+    return blocks.permute(1, 0, 2).reshape(n, n_blocks * block)
+
+
+def spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``adj @ x`` for a sparse ``adj``, bit-identical to ``torch.sparse.mm``; differentiable as it is.
+
+    ``x``: ``(n, d)``, or column blocks ``(n_blocks, n, block)`` (:func:`to_blocks`; the product of
+    each block, returned in the same layout: how :func:`hashrec_utils.models.propagate` keeps its
+    layers). A 2-D ``x`` on the CPU wider than :func:`spmm_block` goes through blocks and back.
+    """
+    if x.dim() not in (2, 3) or adj.shape[1] != x.shape[-2]:
+        raise ValueError(f"spmm: x must be ({adj.shape[1]}, d) or (blocks, {adj.shape[1]}, block) for a "
+                         f"{tuple(adj.shape)} adjacency; got {tuple(x.shape)}")
+    if x.dim() == 3:
+        if torch.is_grad_enabled() and x.requires_grad:  # recorded (a double backward): out= is not
+            return torch.stack([torch.sparse.mm(adj, x[k]) for k in range(x.shape[0])])
+        out = x.new_empty(x.shape[0], adj.shape[0], x.shape[2])
+        for k in range(x.shape[0]):
+            torch.mm(adj, x[k], out=out[k])
+        return out
+    block = column_block(x)
+    if block >= x.shape[1]:
+        return torch.sparse.mm(adj, x)
+    return from_blocks(spmm(adj, to_blocks(x, block)))

@@ -11,7 +11,7 @@ from types import MappingProxyType
 import torch
 from torch import nn
 
-from .graph import Graph
+from .graph import Graph, column_block, from_blocks, spmm, to_blocks
 from .losses import bpr_loss
 
 __all__ = ["SymmetricSpMM", "propagate", "LightGCN", "LayerConcatLightGCN", "GraphSAGE", "make_encoder", "ENCODERS"]
@@ -22,27 +22,34 @@ class SymmetricSpMM(torch.autograd.Function):
 
     Symmetry makes the backward pass one more product with the same CSR
     matrix: no transpose, no COO coalescing (what autograd through
-    ``torch.sparse.mm`` would do). ``Ã``: sparse CSR ``(N, N)``; ``x``: ``(N, d)``.
+    ``torch.sparse.mm`` would do). ``Ã``: sparse CSR ``(N, N)``; ``x``: ``(N, d)``, or its column
+    blocks ``(blocks, N, block)``. Both products are :func:`hashrec_utils.graph.spmm`.
     """
 
     @staticmethod
     def forward(ctx, adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         ctx.adj = adj
-        return torch.sparse.mm(adj, x)
+        return spmm(adj, x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        return None, torch.sparse.mm(ctx.adj, grad.contiguous())
+        return None, spmm(ctx.adj, grad.contiguous())
 
 
 def propagate(adj: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor:
-    """LightGCN's layer combination ``e = Σ_{k=0}^{L} e^{(k)} / (L+1)``, ``e^{(k+1)} = Ã e^{(k)}``."""
-    out = x
-    layer = x
+    """LightGCN's layer combination ``e = Σ_{k=0}^{L} e^{(k)} / (L+1)``, ``e^{(k+1)} = Ã e^{(k)}``.
+
+    On the CPU, where ``x`` outgrows the cache (:func:`hashrec_utils.graph.column_block`), the layers
+    are kept in column blocks from the first product to the sum (one copy in, one out): the same
+    values, bit for bit, faster (the gradient: to float32 rounding, :data:`hashrec_utils.graph.SPMM_BLOCK_BYTES`)."""
+    block = column_block(x)
+    blocked = n_layers > 0 and block < x.shape[1]
+    out = layer = to_blocks(x, block) if blocked else x
     for _ in range(n_layers):
         layer = SymmetricSpMM.apply(adj, layer)
         out = out + layer
-    return out / (n_layers + 1)
+    out = out / (n_layers + 1)
+    return from_blocks(out) if blocked else out
 
 
 class LightGCN(nn.Module):
@@ -76,8 +83,8 @@ class LightGCN(nn.Module):
 
     def loss(self, graph: Graph, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, step: int = 0):
         """BPR on ``⟨e_u, e_i⟩ - ⟨e_u, e_j⟩`` plus ``reg/2 · ‖e^{(0)}_{u,i,j}‖² / B`` (ego embeddings of the batch)."""
-        user_emb, item_emb = self.embeddings(graph)
-        u, i, j = user_emb[users], item_emb[pos], item_emb[neg]
+        out = self.propagated(graph)  # rows gathered from the whole table: no slices to scatter back
+        u, i, j = out[users], out[self.n_users + pos], out[self.n_users + neg]
         bpr = bpr_loss((u * i).sum(-1), (u * j).sum(-1))
         ego = self.embedding.weight
         l2 = (ego[users].square().sum() + ego[self.n_users + pos].square().sum() + ego[self.n_users + neg].square().sum())
@@ -138,14 +145,15 @@ class GraphSAGE(nn.Module):
         nn.init.normal_(self.embedding.weight, std=0.1)
         self.convs = nn.ModuleList(SAGEConv(dim, dim) for _ in range(n_layers))
 
-    def embeddings(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+    def propagated(self, graph: Graph) -> torch.Tensor:
         x = self.embedding.weight
         for k, conv in enumerate(self.convs):
             x = conv(x, graph.edge_index)
             if k < len(self.convs) - 1:
                 x = torch.relu(x)
-        return x[: self.n_users], x[self.n_users :]
+        return x
 
+    embeddings = LightGCN.embeddings
     loss = LightGCN.loss
 
 

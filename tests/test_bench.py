@@ -1,6 +1,8 @@
 """Sweeps and the fixed-throughput comparison on hand-made tables and a tiny dataset."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,6 +69,17 @@ def test_take_turns_runs_every_search_once_a_round_in_turn():
     assert [c[0] for c in calls] == ["a", "b"] * 3
     assert all(c[1] == "q" + c[0] and c[2] == 7 and c[3] == "ex" for c in calls)
     assert set(times) == {"a", "b"} and all(len(t) == 3 and min(t) >= 0 for t in times.values())
+
+
+def test_round_robin_times_each_call_in_turn():
+    from hashrec_utils.bench import round_robin
+
+    calls = []
+    times = round_robin({"a": lambda: calls.append("a"), "b": lambda: (calls.append("b"), time.sleep(0.01))}, rounds=2)
+    assert calls == ["a", "b", "a", "b"]
+    assert list(times) == ["a", "b"] and all(len(t) == 2 for t in times.values()) and min(times["b"]) >= 0.01
+    round_robin({"a": lambda: calls.append("c")}, rounds=0)
+    assert calls[-1] == "c" and len(calls) == 5  # at least one round
 
 
 def test_sweep_columns_and_rebuild_only_when_needed():

@@ -7,7 +7,8 @@ import scipy.sparse as sp
 import torch
 
 from .conftest import TOY as R  # 4 users x 5 items; item 4 isolated; every edge of Ã weighs 1/2
-from hashrec_utils.graph import Graph, build_graph, csr_to_torch, normalized_adjacency
+from hashrec_utils import graph as graph_module
+from hashrec_utils.graph import Graph, build_graph, csr_to_torch, normalized_adjacency, spmm, spmm_block, from_blocks, to_blocks
 
 
 
@@ -90,9 +91,71 @@ def test_csr_to_torch_round_trip():
     m = sp.random(6, 4, density=0.5, format="csr", dtype=np.float64, random_state=0)
     t = csr_to_torch(m)
     assert t.layout == torch.sparse_csr and t.dtype == torch.float64
+    assert t.crow_indices().dtype == t.col_indices().dtype == torch.int32  # fits: what MKL takes
+    np.testing.assert_array_equal(t.to_dense().numpy(), m.toarray())
+
+
+def test_csr_to_torch_keeps_int64_past_int32(monkeypatch):
+    m = sp.random(6, 4, density=0.5, format="csr", dtype=np.float32, random_state=0)
+    monkeypatch.setattr(sp.csr_matrix, "nnz", property(lambda self: 2**31))  # as if past 2^31 non-zeros
+    t = csr_to_torch(m)
+    assert t.crow_indices().dtype == t.col_indices().dtype == torch.int64
     np.testing.assert_array_equal(t.to_dense().numpy(), m.toarray())
 
 
 def test_graph_rejects_dense_input():
     with pytest.raises(TypeError, match=r"train must be a scipy sparse matrix \(users x items\); got ndarray"):
         normalized_adjacency(np.ones((2, 2)))
+
+
+def test_spmm_block_rule():
+    assert graph_module.SPMM_BLOCK_BYTES == 16 << 20 and graph_module.SPMM_WHOLE_BYTES == 32 << 20
+    # Gowalla's 70,839 nodes: d = 64 fits whole (18 MB); at 128 and 256, 32 float32 columns fit 16 MiB
+    # (9.1 MB), 64 do not (18.1 MB)
+    assert spmm_block(70_839, 64) == 64 and spmm_block(70_839, 128) == 32 and spmm_block(70_839, 256) == 32
+    assert spmm_block(9_746, 256) == 256  # MovieLens-1M's nodes: whole
+    assert spmm_block(300_000, 40) == 8 and spmm_block(300_000, 100) == 100  # blocks divide d, or none
+    assert spmm_block(70_839, 256, itemsize=8) == 16  # float64 rows weigh twice
+    assert spmm_block(10**9, 256) == 8  # the floor
+
+
+def force_blocks(monkeypatch, columns: int, n_rows: int, itemsize: int = 4) -> None:
+    """Blocks of ``columns`` for ``n_rows`` rows, whatever the width."""
+    monkeypatch.setattr(graph_module, "SPMM_WHOLE_BYTES", 0)
+    monkeypatch.setattr(graph_module, "SPMM_BLOCK_BYTES", columns * n_rows * itemsize)
+
+
+def test_blocks_round_trip():
+    x = torch.arange(24.0).reshape(3, 8)
+    blocks = to_blocks(x, 4)
+    assert blocks.shape == (2, 3, 4) and blocks.is_contiguous()
+    assert torch.equal(blocks[1], x[:, 4:]) and torch.equal(from_blocks(blocks), x)
+
+
+@pytest.mark.parametrize("dim", [7, 40, 64])
+def test_spmm_is_bit_identical_to_torch_sparse_mm_on_ml1m(ml1m, monkeypatch, dim):
+    # blocks of 8 columns forced (40 columns: 8 x 5; 7: none divides, one product)
+    adj = build_graph(ml1m.train).adj
+    force_blocks(monkeypatch, 8, adj.shape[0])
+    assert spmm_block(adj.shape[0], dim) == (8 if dim % 8 == 0 else dim)
+    torch.manual_seed(dim)
+    x = torch.randn(adj.shape[0], dim, requires_grad=True)
+    g = torch.randn(adj.shape[0], dim)
+    reference = torch.sparse.mm(adj, x.detach())
+    out = spmm(adj, x)
+    assert torch.equal(out, reference)
+    (grad,) = torch.autograd.grad(out, x, g)  # differentiable: the gradient is Ãᵀ g = Ã g
+    assert torch.equal(grad, torch.sparse.mm(adj, g))
+    if dim % 8 == 0:  # the blocked layout in, the blocked layout out
+        with torch.no_grad():
+            assert torch.equal(from_blocks(spmm(adj, to_blocks(x, 8))), reference)
+
+
+def test_spmm_rejects_wrong_shapes():
+    adj = build_graph(R).adj
+    with pytest.raises(ValueError, match=r"x must be \(9, d\) or \(blocks, 9, block\) for a \(9, 9\) adjacency; got \(8, 3\)"):
+        spmm(adj, torch.zeros(8, 3))
+    with pytest.raises(ValueError, match=r"got \(9,\)"):
+        spmm(adj, torch.zeros(9))
+    with pytest.raises(ValueError, match=r"got \(2, 8, 3\)"):
+        spmm(adj, torch.zeros(2, 8, 3))

@@ -296,9 +296,9 @@ def netflix_memory_estimate(n_users: int, n_items: int, n_edges: int, dim: int =
     both directions):
 
     * ``adjacency_csr_int32``: ``4·nnz`` float32 values + ``4·nnz`` int32
-      column indices + ``8·(N+1)`` int64 row pointers;
-    * ``adjacency_csr_int64``: the same with int64 indices (what
-      ``torch.sparse_csr_tensor`` gets from :func:`hashrec_utils.graph.csr_to_torch`);
+      column indices + ``8·(N+1)`` int64 row pointers (an upper bound for
+      :func:`hashrec_utils.graph.csr_to_torch`, whose row pointers are int32 too where ``nnz`` fits);
+    * ``adjacency_csr_int64``: the same with int64 indices (``csr_to_torch`` past 2³¹ non-zeros);
     * ``adjacency_coo_int64``: ``(2, nnz)`` int64 indices + values (``torch.sparse_coo``);
     * ``embeddings``: the ``(N, dim)`` float32 table E⁰; ``embedding_grad``: its dense gradient;
     * ``adam_state``: ``exp_avg`` and ``exp_avg_sq``, ``2·4·N·dim``;
