@@ -138,9 +138,22 @@ def to_blocks(x: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def from_blocks(blocks: torch.Tensor) -> torch.Tensor:
-    """The inverse of :func:`to_blocks`: ``(d / block, n, block)`` → ``(n, d)``."""
-    n_blocks, n, block = blocks.shape
-    return blocks.permute(1, 0, 2).reshape(n, n_blocks * block)
+    """The inverse of :func:`to_blocks`: ``(d / block, n, block)`` → ``(n, d)`` (one copy). Its gradient
+    comes back in contiguous blocks (:func:`to_blocks`), not as a strided view of ``(n, d)``: the
+    layers' backward products and sums then read contiguous memory, with no copy each."""
+    return _FromBlocks.apply(blocks)
+
+
+class _FromBlocks(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, blocks: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        n_blocks, n, block = blocks.shape
+        ctx.block = block
+        return blocks.permute(1, 0, 2).reshape(n, n_blocks * block)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        return to_blocks(grad, ctx.block)
 
 
 def spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -158,7 +171,9 @@ def spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return torch.stack([torch.sparse.mm(adj, x[k]) for k in range(x.shape[0])])
         out = x.new_empty(x.shape[0], adj.shape[0], x.shape[2])
         for k in range(x.shape[0]):
-            torch.mm(adj, x[k], out=out[k])
+            # beta = 0 into itself: MKL writes the block in place (``torch.mm(out=)`` zero-fills a
+            # temporary and copies it over first: two more passes over every block)
+            torch.addmm(out[k], adj, x[k], beta=0, out=out[k])
         return out
     block = column_block(x)
     if block >= x.shape[1]:
