@@ -23,7 +23,7 @@ bit-identical to ``torch.sparse.mm`` and the two steps' losses equal first. The 
 X: ``torch.sparse.mm`` over ``spmm`` (one product); Y: the plain training step over the blocked one;
 Z: the plain step on int64 indices over the blocked one;
 ``block``: what :func:`hashrec_utils.graph.spmm_block` picks by default (``D``: none, ``x`` fits
-``SPMM_WHOLE_BYTES`` whole; the ratios then show what blocks would have done).
+``SPMM_WHOLE_BYTES`` whole; the ratios then show what blocks would do).
 
     python benchmarks/bench_spmm.py [--dims 64 128 256] [--rounds 7] [--threads 2]
 """

@@ -22,14 +22,15 @@ __all__ = ["Graph", "normalized_adjacency", "build_graph", "csr_to_torch", "spmm
 
 # On the CPU a product Ã x gathers rows of ``x`` in the order of Ã's column indices: once ``x`` no longer
 # fits the last-level cache (Gowalla: 70,839 nodes, 18 MB at 64 floats a row) most gathers miss. Done
-# one column block at a time, each block's rows fit and the same sums run faster at d = 128-256 on two
-# cores (benchmarks/bench_spmm.py; int32 indices, csr_to_torch, spare each block a conversion). Each
+# one column block at a time, each block's rows fit and the same sums run faster on two cores: a
+# Gowalla training step 1.1-1.2x at d = 64, 1.4-1.65x at 128-256 (benchmarks/bench_spmm.py; int32
+# indices, csr_to_torch, spare each block a conversion). Each
 # output element is the same sum in the same order: the product is bit-identical to
 # ``torch.sparse.mm`` (tests/test_graph.py). A training step's gradient agrees to float32 rounding
 # (autograd sums a weight's gradient terms in another order), as two runs of the plain step on two
 # threads already do (tests/test_models.py).
 SPMM_BLOCK_BYTES = 16 << 20  # a block's rows: half the last-level cache (Gowalla: 32 columns, bench_spmm.py's best)
-SPMM_WHOLE_BYTES = 32 << 20  # ``x`` up to this goes whole (the last-level cache of the 2-core AMD EPYC measured)
+SPMM_WHOLE_BYTES = 16 << 20  # ``x`` up to this goes whole (past it, blocks: Gowalla at d = 64, 18 MB, 1.1-1.2x)
 
 
 def normalized_adjacency(train: sp.spmatrix) -> sp.csr_matrix:
@@ -115,9 +116,9 @@ def csr_to_torch(matrix: sp.csr_matrix) -> torch.Tensor:
 def spmm_block(n_rows: int, dim: int, itemsize: int = 4) -> int:
     """Columns of ``x`` (``(n_rows, dim)``, ``itemsize`` bytes an entry) that one block of the CPU
     product gathers. ``dim`` itself (one product, no blocks) while ``x`` is at most
-    ``SPMM_WHOLE_BYTES`` (it fits the cache whole: Gowalla at d = 64, 18 MB, gains nothing from
-    blocks); past it, the widest power of two, at least 8, that divides ``dim`` and whose
-    ``n_rows × block`` entries fit ``SPMM_BLOCK_BYTES`` (``dim`` when none divides it)."""
+    ``SPMM_WHOLE_BYTES`` (MovieLens-1M at any width up to 256: one product); past it, the widest
+    power of two, at least 8, that divides ``dim`` and whose ``n_rows × block`` entries fit
+    ``SPMM_BLOCK_BYTES`` (``dim`` when none divides it)."""
     if dim * n_rows * itemsize <= SPMM_WHOLE_BYTES:
         return dim
     block = 8

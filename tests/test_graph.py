@@ -109,11 +109,12 @@ def test_graph_rejects_dense_input():
 
 
 def test_spmm_block_rule():
-    assert graph_module.SPMM_BLOCK_BYTES == 16 << 20 and graph_module.SPMM_WHOLE_BYTES == 32 << 20
-    # Gowalla's 70,839 nodes: d = 64 fits whole (18 MB); at 128 and 256, 32 float32 columns fit 16 MiB
-    # (9.1 MB), 64 do not (18.1 MB)
-    assert spmm_block(70_839, 64) == 64 and spmm_block(70_839, 128) == 32 and spmm_block(70_839, 256) == 32
-    assert spmm_block(9_746, 256) == 256  # MovieLens-1M's nodes: whole
+    assert graph_module.SPMM_BLOCK_BYTES == graph_module.SPMM_WHOLE_BYTES == 16 << 20
+    # Gowalla's 70,839 nodes: 32 float32 columns fit 16 MiB (9.1 MB), 64 do not (18.1 MB)
+    assert spmm_block(70_839, 64) == 32 and spmm_block(70_839, 128) == 32 and spmm_block(70_839, 256) == 32
+    assert spmm_block(100_000, 48) == 16  # 19.2 MB: the widest power of two that divides d
+    assert spmm_block(9_746, 256) == 256 and spmm_block(9_746, 430) == 430  # MovieLens-1M's nodes: whole (16 MiB)
+    assert spmm_block(9_746, 448) == 64  # 17.5 MB: past it
     assert spmm_block(300_000, 40) == 8 and spmm_block(300_000, 100) == 100  # blocks divide d, or none
     assert spmm_block(70_839, 256, itemsize=8) == 16  # float64 rows weigh twice
     assert spmm_block(10**9, 256) == 8  # the floor
