@@ -347,7 +347,7 @@ FULL = Profile(
     # refit: hashrec's best row and the teacher on all of train (the published recipes' refits: pending)
     # the teacher: 64, then 128, then 256, each only if the one before won on validation (teacher_size),
     # then the winner's schedule doubled while validation improves, up to 2× (450 → 900 epochs: a 256-d
-    # teacher at 900 is ~4 h on two cores with the blocked propagation)
+    # teacher at 900 is ~4-5 h on two cores with the blocked propagation)
     comparison=ComparisonStage(datasets=("gowalla",), seeds=(0, 1, 2), sweep_length_factor=2.0, refit="best",
                                teacher_dims=(64, 128, 256), teacher_max_length=2.0,
                                own_budget_steps=("bgch_own_budget", "bigear_own_budget")),
