@@ -6,17 +6,18 @@ teacher's whole training step, one process, round-robin.
 embedding size,
 
 * one product: ``torch.sparse.mm`` whole, on the CSR tensor with int32 indices that
-  :func:`hashrec_utils.graph.csr_to_torch` builds and on the int64 one torch builds by default; :func:`hashrec_utils.graph.spmm` with blocks forced (its
-  width from ``SPMM_BLOCK_BYTES``, ``x`` copied into blocks and back); and ``x`` already in blocks of
+  :func:`hashrec_utils.graph.csr_to_torch` builds and on the int64 one torch builds by default;
+  :func:`hashrec_utils.graph.spmm` with blocks forced (its width from ``SPMM_BLOCK_BYTES``, ``x``
+  copied into blocks and back); and ``x`` already in blocks of
   8, 16, 32, 64 columns (:func:`hashrec_utils.graph.to_blocks`), as
   :func:`hashrec_utils.models.propagate` keeps its layers;
 * one training step of the teacher as :func:`hashrec_utils.training.fit` runs it (3-layer LightGCN,
   BPR + L2 on a batch of 1/22 of the train pairs with sampled negatives, backward, Adam ``foreach``,
   freed memory kept as ``fit`` keeps it), plain (blocks off) and with blocks forced, from the same
-  weights; and plain on the int64 adjacency (the step before either change),
+  weights; and plain on the int64 adjacency (the product as it was before column blocks and int32),
 
 so load from other processes hits all alike; medians are reported. Every product is checked
-bit-identical to ``torch.sparse.mm`` and the two steps' losses equal first. The last line per size is
+bit-identical to ``torch.sparse.mm`` and the three steps' first losses equal. The last line per size is
 
     dim=D block=B speedup_spmm=X speedup_step=Y speedup_step_vs_int64=Z
 

@@ -172,8 +172,9 @@ def spmm(adj: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
             return torch.stack([torch.sparse.mm(adj, x[k]) for k in range(x.shape[0])])
         out = x.new_empty(x.shape[0], adj.shape[0], x.shape[2])
         for k in range(x.shape[0]):
-            # beta = 0 into itself: MKL writes the block in place (``torch.mm(out=)`` zero-fills a
-            # temporary and copies it over first: two more passes over every block)
+            # beta = 0 into itself: MKL writes the block in place, the uninitialised ``out`` never read
+            # (torch.addmm's documented rule: with beta 0, input is ignored, NaN and inf included);
+            # ``torch.mm(out=)`` zero-fills a temporary and copies it over: two more passes a block
             torch.addmm(out[k], adj, x[k], beta=0, out=out[k])
         return out
     block = column_block(x)

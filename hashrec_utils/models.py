@@ -41,7 +41,8 @@ def propagate(adj: torch.Tensor, x: torch.Tensor, n_layers: int) -> torch.Tensor
 
     On the CPU, where ``x`` outgrows the cache (:func:`hashrec_utils.graph.column_block`), the layers
     are kept in column blocks from the first product to the sum (one copy in, one out): the same
-    values, bit for bit, faster (the gradient: to float32 rounding, :data:`hashrec_utils.graph.SPMM_BLOCK_BYTES`)."""
+    values, bit for bit, faster; the gradient to float32 rounding (autograd sums its terms in another
+    order; see :mod:`hashrec_utils.graph`)."""
     block = column_block(x)
     blocked = n_layers > 0 and block < x.shape[1]
     out = layer = to_blocks(x, block) if blocked else x
